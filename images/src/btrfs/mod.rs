@@ -1,0 +1,1 @@
+//! btrfs on-disk reader (in progress)

@@ -1,1 +1,77 @@
-fn main() {}
+//! `rootbox`: build filesystem images owned by root, without being root.
+
+use std::process::ExitCode;
+
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+
+mod doctor;
+mod run;
+
+/// Build filesystem images whose files are owned by root, without being root.
+///
+/// rootbox creates a user and mount namespace in which you are uid 0,
+/// stages a root filesystem and a Nix store closure there, and runs
+/// mkfs.btrfs on it, so the image records the owners the booted system
+/// needs.
+#[derive(Parser, Debug)]
+#[command(
+    name = "rootbox",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+struct Cli {
+    /// More log output (-v: debug, -vv: trace). RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+
+    /// Only errors.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    Run(run::RunArgs),
+    Doctor(doctor::DoctorArgs),
+}
+
+fn init_logging(verbose: u8, quiet: bool) {
+    let default = match (quiet, verbose) {
+        (true, _) => "error",
+        (_, 0) => "info",
+        (_, 1) => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .init();
+}
+
+fn main() -> ExitCode {
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    init_logging(cli.verbose, cli.quiet);
+    let result = match &cli.command {
+        Command::Run(args) => run::main(args, matches.subcommand_matches("run").expect("run")),
+        Command::Doctor(args) => doctor::main(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("rootbox: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

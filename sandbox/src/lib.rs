@@ -1,1 +1,37 @@
-pub fn _placeholder() {}
+//! A rootless sandbox: new user and mount namespaces in which the caller
+//! is uid 0, with the bind mounts, tmpfs, proc and /dev a command needs.
+//!
+//! ```no_run
+//! use rootbox_sandbox::{MapMode, Sandbox};
+//! let status = Sandbox::new()
+//!     .map(MapMode::Auto)
+//!     .bind("/srv/build", "/build")
+//!     .command(["sh", "-c", "chown -R 0:0 /build && ls -ln /build"])
+//!     .run()?;
+//! std::process::exit(status.code());
+//! # Ok::<(), rootbox_sandbox::Error>(())
+//! ```
+//!
+//! Where things happen: [`Sandbox`] (sandbox.rs) collects and checks the
+//! description; idmap.rs decides the uid/gid maps; mounts.rs holds the
+//! mount records and makes them; process.rs is the clone/exec dance in
+//! one place; sys.rs holds the few raw system calls; diagnose.rs turns
+//! kernel refusals into causes and remedies; oci.rs converts to and from
+//! OCI runtime configurations.
+
+mod diagnose;
+mod error;
+mod idmap;
+mod mounts;
+mod oci;
+mod process;
+mod sandbox;
+mod sys;
+
+pub use diagnose::{diagnose_clone, diagnose_map, find_program, Diagnosis, HostFacts};
+pub use error::{Error, Result};
+pub use idmap::{parse_subid, IdMap, IdRange, MapMode, SubRange};
+pub use mounts::MountOp;
+pub use oci_spec::runtime::Spec as OciSpec;
+pub use process::{Child, ExitStatus};
+pub use sandbox::{Namespaces, Sandbox};

@@ -1,0 +1,387 @@
+//! User and group id maps of the sandbox's user namespace.
+//!
+//! The caller always becomes uid 0 / gid 0 inside. Beyond that, a
+//! subordinate id range granted in /etc/subuid and /etc/subgid can be mapped
+//! to ids 1..=N, so that files inside can belong to other users; writing
+//! such a map needs the setuid helpers newuidmap/newgidmap (package uidmap).
+//! A process that is real root maps every id onto itself.
+
+use std::fs;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::Command;
+
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+
+use crate::diagnose::{diagnose_map, find_program, HostFacts};
+use crate::error::{Error, Result};
+
+/// How ids are mapped into the sandbox.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MapMode {
+    /// A subordinate range when the caller has one and the helpers can run,
+    /// else a single id.
+    #[default]
+    Auto,
+    /// The caller's uid and gid only, mapped to 0. Always possible.
+    Single,
+    /// The caller to 0 and the caller's subordinate range to 1..=N. Fails
+    /// when the range or the helpers are missing.
+    Subid,
+}
+
+impl std::str::FromStr for MapMode {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "auto" => Ok(MapMode::Auto),
+            "single" => Ok(MapMode::Single),
+            "subid" => Ok(MapMode::Subid),
+            _ => Err(format!("unknown map mode {s:?}: use auto, single or subid")),
+        }
+    }
+}
+
+/// One line of an id map: `count` ids from `inside` map to `outside`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdRange {
+    /// First id inside the namespace.
+    pub inside: u32,
+    /// First id outside (in the caller's namespace).
+    pub outside: u32,
+    /// Number of ids.
+    pub count: u32,
+}
+
+/// A resolved id map for uids and gids, and how it gets written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdMap {
+    /// The uid map.
+    pub uids: Vec<IdRange>,
+    /// The gid map.
+    pub gids: Vec<IdRange>,
+    /// The map needs newuidmap/newgidmap (it names ids the caller does not own).
+    pub helpers: Option<(PathBuf, PathBuf)>,
+}
+
+impl IdMap {
+    /// The caller's uid and gid mapped to 0, nothing else.
+    pub fn single(uid: u32, gid: u32) -> IdMap {
+        IdMap {
+            uids: vec![IdRange {
+                inside: 0,
+                outside: uid,
+                count: 1,
+            }],
+            gids: vec![IdRange {
+                inside: 0,
+                outside: gid,
+                count: 1,
+            }],
+            helpers: None,
+        }
+    }
+
+    /// Every id mapped onto itself: what real root gets.
+    pub fn identity() -> IdMap {
+        let all = IdRange {
+            inside: 0,
+            outside: 0,
+            count: u32::MAX,
+        };
+        IdMap {
+            uids: vec![all],
+            gids: vec![all],
+            helpers: None,
+        }
+    }
+
+    /// Decides the map for `mode` on this host, for the calling process.
+    pub fn resolve(mode: MapMode) -> Result<IdMap> {
+        let uid = nix::unistd::getuid().as_raw();
+        let gid = nix::unistd::getgid().as_raw();
+        if uid == 0 && mode != MapMode::Single {
+            return Ok(IdMap::identity());
+        }
+        match mode {
+            MapMode::Single => Ok(IdMap::single(uid, gid)),
+            MapMode::Subid => subordinate(uid, gid),
+            MapMode::Auto => Ok(subordinate(uid, gid).unwrap_or_else(|e| {
+                tracing::debug!("no subordinate id range, mapping a single id: {e}");
+                IdMap::single(uid, gid)
+            })),
+        }
+    }
+
+    /// The id inside the namespace that outside uid `outside` appears as.
+    pub fn uid_inside(&self, outside: u32) -> Option<u32> {
+        lookup_inside(&self.uids, outside)
+    }
+
+    /// The id inside the namespace that outside gid `outside` appears as.
+    pub fn gid_inside(&self, outside: u32) -> Option<u32> {
+        lookup_inside(&self.gids, outside)
+    }
+
+    /// The outside uid of inside uid `inside`.
+    pub fn uid_outside(&self, inside: u32) -> Option<u32> {
+        lookup_outside(&self.uids, inside)
+    }
+
+    /// The outside gid of inside gid `inside`.
+    pub fn gid_outside(&self, inside: u32) -> Option<u32> {
+        lookup_outside(&self.gids, inside)
+    }
+
+    /// Whether the map allows setgroups(2) inside: an unprivileged process
+    /// writing its own map must deny it first (else it could drop a group
+    /// that denies it access to a file).
+    pub(crate) fn setgroups_allowed(&self) -> bool {
+        self.helpers.is_some() || self == &IdMap::identity()
+    }
+
+    /// Writes the map of the process `pid`, which waits in its new user
+    /// namespace. Runs in the parent.
+    pub(crate) fn write(&self, pid: Pid, facts: &HostFacts) -> Result<()> {
+        if let Some((newuidmap, newgidmap)) = &self.helpers {
+            run_helper(newuidmap, pid, &self.uids)?;
+            return run_helper(newgidmap, pid, &self.gids);
+        }
+        let proc = PathBuf::from(format!("/proc/{pid}"));
+        if !self.setgroups_allowed() {
+            write_proc(&proc.join("setgroups"), "setgroups", "deny", facts)?;
+        }
+        write_proc(
+            &proc.join("uid_map"),
+            "uid_map",
+            &map_text(&self.uids),
+            facts,
+        )?;
+        write_proc(
+            &proc.join("gid_map"),
+            "gid_map",
+            &map_text(&self.gids),
+            facts,
+        )
+    }
+}
+
+fn lookup_inside(ranges: &[IdRange], outside: u32) -> Option<u32> {
+    ranges.iter().find_map(|r| {
+        let off = outside.checked_sub(r.outside)?;
+        (off < r.count).then(|| r.inside + off)
+    })
+}
+
+fn lookup_outside(ranges: &[IdRange], inside: u32) -> Option<u32> {
+    ranges.iter().find_map(|r| {
+        let off = inside.checked_sub(r.inside)?;
+        (off < r.count).then(|| r.outside + off)
+    })
+}
+
+fn map_text(ranges: &[IdRange]) -> String {
+    ranges
+        .iter()
+        .map(|r| format!("{} {} {}\n", r.inside, r.outside, r.count))
+        .collect()
+}
+
+fn write_proc(
+    path: &std::path::Path,
+    what: &'static str,
+    text: &str,
+    facts: &HostFacts,
+) -> Result<()> {
+    fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .map_err(|source| Error::IdMap {
+            what,
+            diagnosis: diagnose_map(&source, facts),
+            source,
+        })
+}
+
+fn run_helper(helper: &PathBuf, pid: Pid, ranges: &[IdRange]) -> Result<()> {
+    let mut cmd = Command::new(helper);
+    cmd.arg(pid.to_string());
+    for r in ranges {
+        cmd.args([
+            r.inside.to_string(),
+            r.outside.to_string(),
+            r.count.to_string(),
+        ]);
+    }
+    let out = cmd.output().map_err(|source| Error::Sys {
+        what: "running newuidmap/newgidmap",
+        source,
+    })?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(Error::IdMapHelper {
+        helper: helper.clone(),
+        status: out.status.to_string(),
+        stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+    })
+}
+
+/// A subordinate range from /etc/subuid or /etc/subgid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubRange {
+    /// First subordinate id.
+    pub start: u32,
+    /// Number of ids.
+    pub count: u32,
+}
+
+/// Finds the first range of `/etc/subuid`-format `text` that belongs to the
+/// user named `name` or with numeric id `id`.
+pub fn parse_subid(text: &str, name: Option<&str>, id: u32) -> Option<SubRange> {
+    text.lines().find_map(|line| {
+        let mut f = line.trim().split(':');
+        let (owner, start, count) = (f.next()?, f.next()?, f.next()?);
+        let mine = Some(owner) == name || owner.parse::<u32>().ok() == Some(id);
+        let range = SubRange {
+            start: start.parse().ok()?,
+            count: count.parse().ok()?,
+        };
+        (mine && range.count > 0).then_some(range)
+    })
+}
+
+/// The caller's subordinate ranges and the helpers that can map them.
+fn subordinate(uid: u32, gid: u32) -> Result<IdMap> {
+    let unavailable = |reason: String, remedy: &str| Error::SubidUnavailable {
+        reason,
+        remedy: remedy.to_string(),
+    };
+    let facts = HostFacts::read();
+    if facts.no_new_privs {
+        return Err(unavailable(
+            "this process runs with no_new_privs (as in a Nix build sandbox), so the setuid \
+             helpers newuidmap/newgidmap cannot gain the privilege they need"
+                .into(),
+            "use --map single (everything the caller owns becomes root's), or an ownership manifest",
+        ));
+    }
+    let name = nix::unistd::User::from_uid(uid.into())
+        .ok()
+        .flatten()
+        .map(|u| u.name);
+    let range = |file: &str, id: u32| {
+        let text = fs::read_to_string(file).unwrap_or_default();
+        parse_subid(&text, name.as_deref(), id).ok_or_else(|| {
+            unavailable(
+                format!(
+                    "{file} grants no range to {} (uid {uid})",
+                    name.as_deref().unwrap_or("this user")
+                ),
+                "as root: usermod --add-subuids 100000-165535 --add-subgids 100000-165535 USER",
+            )
+        })
+    };
+    let (su, sg) = (range("/etc/subuid", uid)?, range("/etc/subgid", gid)?);
+    let helper = |n: &str| {
+        find_program(n).ok_or_else(|| {
+            unavailable(
+                format!("{n} is not installed"),
+                "install the uidmap package (apt-get install uidmap)",
+            )
+        })
+    };
+    let helpers = (helper("newuidmap")?, helper("newgidmap")?);
+    // Id 0 is the caller; the subordinate ids follow from 1, capped so the
+    // last inside id stays below 2^32 - 1 (the kernel's "no id").
+    let sub = |own: u32, r: SubRange| {
+        vec![
+            IdRange {
+                inside: 0,
+                outside: own,
+                count: 1,
+            },
+            IdRange {
+                inside: 1,
+                outside: r.start,
+                count: r.count.min(u32::MAX - 2),
+            },
+        ]
+    };
+    Ok(IdMap {
+        uids: sub(uid, su),
+        gids: sub(gid, sg),
+        helpers: Some(helpers),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subid_lines_match_by_name_or_uid() {
+        let text = "alice:100000:65536\n1001:200000:1000\nbob:300000:0\n";
+        assert_eq!(
+            parse_subid(text, Some("alice"), 1000),
+            Some(SubRange {
+                start: 100000,
+                count: 65536
+            })
+        );
+        assert_eq!(
+            parse_subid(text, None, 1001),
+            Some(SubRange {
+                start: 200000,
+                count: 1000
+            })
+        );
+        // A zero-sized range is no range.
+        assert_eq!(parse_subid(text, Some("bob"), 1002), None);
+        assert_eq!(parse_subid("garbage\n::\n", Some("x"), 1), None);
+    }
+
+    #[test]
+    fn lookups_follow_ranges() {
+        let m = IdMap {
+            uids: vec![
+                IdRange {
+                    inside: 0,
+                    outside: 1000,
+                    count: 1,
+                },
+                IdRange {
+                    inside: 1,
+                    outside: 100000,
+                    count: 65536,
+                },
+            ],
+            gids: vec![IdRange {
+                inside: 0,
+                outside: 100,
+                count: 1,
+            }],
+            helpers: None,
+        };
+        assert_eq!(m.uid_inside(1000), Some(0));
+        assert_eq!(m.uid_inside(100000), Some(1));
+        assert_eq!(m.uid_inside(100999), Some(1000));
+        assert_eq!(m.uid_inside(0), None);
+        assert_eq!(m.uid_outside(1000), Some(100999));
+        assert_eq!(m.gid_inside(100), Some(0));
+        assert_eq!(m.gid_inside(101), None);
+        assert_eq!(map_text(&m.uids), "0 1000 1\n1 100000 65536\n");
+    }
+
+    #[test]
+    fn identity_maps_everything() {
+        let m = IdMap::identity();
+        assert_eq!(m.uid_inside(0), Some(0));
+        assert_eq!(m.uid_inside(65534), Some(65534));
+        assert!(m.setgroups_allowed());
+        assert!(!IdMap::single(1000, 100).setgroups_allowed());
+    }
+}

@@ -1,0 +1,1 @@
+// build integration tests (in progress)

@@ -1,0 +1,45 @@
+# Builder for build.nix (busybox sh inside the Nix sandbox).
+# Keep stderr open until the end: Nix treats EOF on it as "build finished".
+set -eu
+mkdir -p "$out"
+log() { echo "build-builder: $*" >&2; }
+
+# The rootfs, made as the build user (uid 1000 / gid 100 here).
+mkdir -p root/etc/ssh root/root/.ssh root/home/alice root/persist/etc/ssh
+echo 'PermitRootLogin prohibit-password' >root/etc/ssh/sshd_config
+echo 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIRootboxTestKeyOnly test@rootbox' \
+    >root/root/.ssh/authorized_keys
+chmod 700 root/root/.ssh
+chmod 600 root/root/.ssh/authorized_keys
+echo 'hello from alice' >root/home/alice/notes.txt
+echo 'not a real key' >root/persist/etc/ssh/ssh_host_ed25519_key
+chmod 600 root/persist/etc/ssh/ssh_host_ed25519_key
+log "rootfs as the builder sees it:"
+find root -exec stat -c '%u:%g %a %n' {} + >&2
+
+if [ "$standin" = 1 ]; then
+    # What rootbox will do, by hand: in a user namespace where we are root,
+    # COPY (not bind) the closure and rootfs parts into one staging dir per
+    # subvolume, then mkfs.btrfs --rootdir. Copies are owned by the copier
+    # (uid 0 inside); the store inputs themselves read as 65534 here.
+    log "standin: unshare -r + cp + mkfs.btrfs"
+    unshare -r sh -eu -c '
+        mkdir -p stage/@nix/store stage/@persist stage/@home
+        for p in $(cat "$closureInfo/store-paths"); do cp -RP "$p" stage/@nix/store/; done
+        cp "$closureInfo/registration" stage/@nix/nix-path-registration
+        cp -RP root/persist/. stage/@persist/
+        cp -RP root/home/. stage/@home/
+        chmod 700 stage/@persist/etc/ssh
+        mkfs.btrfs -q -L rootbox-nix-test -b 128M --rootdir stage \
+            --subvol rw:@nix --subvol rw:@persist --subvol rw:@home \
+            "$out/image.btrfs" >&2
+    '
+    printf '{"standin":true,"image":"%s/image.btrfs","subvolumes":["@nix","@persist","@home"]}\n' \
+        "$out" >"$out/result.json"
+else
+    log "rootbox build"
+    "$rootbox" build --rootfs ./root --closure "$closureInfo" \
+        --subvol @nix:/nix --subvol @persist:/persist --subvol @home:/home \
+        --json -o "$out/image.btrfs" >"$out/result.json"
+fi
+ls -l "$out" >&2

@@ -1,0 +1,67 @@
+# Evaluates nix/package.nix and nix/make-btrfs-image.nix against a tiny mock
+# of the nixpkgs functions they use (there is no nixpkgs on the CI machine),
+# so that typos, wrong argument names and the generated rootbox spec are
+# checked without nixpkgs. Used by `tests/nix/run-test eval`.
+#   nix-instantiate --eval --strict --json tests/nix/eval-nix-dir.nix
+let
+  # Just enough of nixpkgs' lib, with the same semantics.
+  lib = {
+    importTOML = p: builtins.fromTOML (builtins.readFile p);
+    fileset = {
+      unions = ps: map toString ps;
+      toSource = { root, fileset }: { root = toString root; inherit fileset; };
+    };
+    makeBinPath = ps: builtins.concatStringsSep ":" (map (p: "${p}/bin") ps);
+    filterAttrs = pred: set: builtins.listToAttrs (builtins.concatMap
+      (n: if pred n set.${n} then [ { name = n; value = set.${n}; } ] else [ ])
+      (builtins.attrNames set));
+    assertMsg = pred: msg: pred || builtins.throw msg;
+    optional = c: x: if c then [ x ] else [ ];
+    optionalString = c: s: if c then s else "";
+    escapeShellArgs = xs: builtins.concatStringsSep " " (map (x: "'${x}'") xs);
+    licenses = { mit = "mit"; asl20 = "asl20"; };
+    platforms.linux = [ "x86_64-linux" "aarch64-linux" ];
+  };
+  pkg = import ../../nix/package.nix {
+    inherit lib;
+    rustPlatform.buildRustPackage = args: args;
+    makeWrapper = "/mock/makeWrapper";
+    btrfs-progs = "/mock/btrfs-progs";
+  };
+  makeBtrfsImage = import ../../nix/make-btrfs-image.nix {
+    inherit lib;
+    runCommand = name: env: script: env // (env.passthru or { }) // { inherit name script; };
+    closureInfo = { rootPaths }: "/mock/closure-info";
+    writeText = name: text: "/mock/${name}";
+    zstd = "/mock/zstd";
+    rootbox = "/mock/rootbox";
+  };
+  impermanence = makeBtrfsImage {
+    storePaths = [ "/mock/toplevel" ];
+    volumeLabel = "nixos";
+    compressImage = true;
+    subvolumes = [
+      { name = "@nix"; mountpoint = "/nix"; }
+      { name = "@persist"; mountpoint = "/persist"; }
+      { name = "@home"; mountpoint = "/home"; type = "rw"; }
+    ];
+    registration = "/nix/nix-path-registration";
+    populateImageCommands = "mkdir -p ./files/etc";
+  };
+  fromFileSystems = makeBtrfsImage {
+    storePaths = [ ];
+    volumeLabel = "nixos";
+    uuid = "44444444-4444-4444-8888-888888888888";
+    fileSystems."/" = { fsType = "tmpfs"; options = [ "mode=755" ]; };
+    fileSystems."/nix" = { device = "/dev/disk/by-label/nixos"; fsType = "btrfs"; options = [ "subvol=@nix" ]; };
+  };
+  both = builtins.tryEval (makeBtrfsImage {
+    storePaths = [ ]; volumeLabel = "x"; subvolumes = [ ]; fileSystems = { };
+  }).name;
+in
+{
+  package = { inherit (pkg) pname version cargoBuildFlags postInstall src; lockFile = toString pkg.cargoLock.lockFile; };
+  impermanence = { inherit (impermanence) name imageName rootboxSpec script nativeBuildInputs; };
+  fromFileSystems = { inherit (fromFileSystems) rootboxSpec imageName; };
+  bothRejected = !both.success;
+}

@@ -1,1 +1,654 @@
-//! TODO(helper): spec
+//! The image spec: what a build should produce, read from JSON (the CLI
+//! flags set the same fields).
+//!
+//! ```json
+//! {
+//!   "label": "nixos",
+//!   "size": "auto",
+//!   "headroom": "256M",
+//!   "compress": "zstd:3",
+//!   "rootfs": "./root",
+//!   "closure": "./closure-info",
+//!   "registration": "/nix/nix-path-registration",
+//!   "subvolumes": [
+//!     {"name": "@nix", "mountpoint": "/nix"},
+//!     {"name": "@", "mountpoint": "/", "type": "default"}
+//!   ]
+//! }
+//! ```
+//!
+//! Errors point at the file, line and column and the field, e.g.
+//! `spec.json:4:13: subvolumes[1].mountpoint: invalid type: integer, expected a string`.
+//! Field values are checked as they are read (sizes, UUID, compression,
+//! label); the subvolume layout itself is checked by
+//! [`Layout::new`](crate::layout::Layout::new).
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::layout::check_image_path;
+use crate::size::{ByteSize, Size};
+
+/// A complete image spec. Unknown JSON keys are errors.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Spec {
+    /// The filesystem to make; only btrfs for now.
+    #[serde(default)]
+    pub filesystem: Filesystem,
+    /// Filesystem label (at most 255 bytes, no NUL).
+    #[serde(
+        default,
+        deserialize_with = "de_label",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub label: Option<String>,
+    /// Filesystem UUID; random when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uuid: Option<Uuid>,
+    /// Size of the filesystem.
+    #[serde(default)]
+    pub size: Size,
+    /// Free space added on top of the content when `size` is `auto`.
+    #[serde(default)]
+    pub headroom: ByteSize,
+    /// Compression applied to the files as they are copied in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compress: Option<Compress>,
+    /// The populated root filesystem tree to copy in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rootfs: Option<PathBuf>,
+    /// A nixpkgs `closureInfo` directory or a file listing store paths.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closure: Option<PathBuf>,
+    /// The Nix store directory the closure's paths live in
+    /// (JSON key `storeDir`, default `/nix/store`).
+    #[serde(default = "default_store_dir")]
+    pub store_dir: PathBuf,
+    /// Where in the image to put the closure's registration (an absolute
+    /// image path such as `/nix/nix-path-registration`).
+    #[serde(
+        default,
+        deserialize_with = "de_image_path",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub registration: Option<String>,
+    /// The subvolumes to create.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subvolumes: Vec<SubvolumeSpec>,
+    /// A NixOS `fileSystems` JSON file to take the subvolumes from
+    /// (JSON key `fileSystems`); excludes `subvolumes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_systems: Option<PathBuf>,
+    /// An ownership manifest (reserved; parsed but not used yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owners: Option<PathBuf>,
+}
+
+fn default_store_dir() -> PathBuf {
+    PathBuf::from("/nix/store")
+}
+
+/// The filesystem type of the image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Filesystem {
+    /// btrfs, made with `mkfs.btrfs --rootdir`.
+    #[default]
+    Btrfs,
+}
+
+/// One subvolume: its name at the top level of the filesystem and where it
+/// is mounted in the booted system.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubvolumeSpec {
+    /// Name of the subvolume, e.g. `@nix` (a single path component).
+    pub name: String,
+    /// Absolute mount point in the booted system, e.g. `/nix`.
+    pub mountpoint: String,
+    /// How mkfs creates it (JSON key `type`, default `rw`).
+    #[serde(rename = "type", default)]
+    pub kind: SubvolKind,
+}
+
+/// How `mkfs.btrfs --subvol TYPE:DIR` creates a subvolume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SubvolKind {
+    /// Writable (`rw`).
+    #[default]
+    Rw,
+    /// Read-only (`ro`).
+    Ro,
+    /// Writable and the filesystem's default subvolume (`default`).
+    Default,
+    /// Read-only and the default subvolume (`default-ro`).
+    DefaultRo,
+}
+
+impl SubvolKind {
+    /// The spelling mkfs.btrfs and the spec use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SubvolKind::Rw => "rw",
+            SubvolKind::Ro => "ro",
+            SubvolKind::Default => "default",
+            SubvolKind::DefaultRo => "default-ro",
+        }
+    }
+
+    /// Whether this subvolume becomes the filesystem's default subvolume.
+    pub fn is_default(self) -> bool {
+        matches!(self, SubvolKind::Default | SubvolKind::DefaultRo)
+    }
+}
+
+impl fmt::Display for SubvolKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for SubvolKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        [
+            SubvolKind::Rw,
+            SubvolKind::Ro,
+            SubvolKind::Default,
+            SubvolKind::DefaultRo,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+        .ok_or_else(|| {
+            format!("unknown subvolume type {s:?}; expected rw, ro, default or default-ro")
+        })
+    }
+}
+
+/// A `--subvol` argument that is not `NAME:MOUNTPOINT[:TYPE]`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid --subvol {input:?}: {reason}; expected NAME:MOUNTPOINT[:TYPE], e.g. \"@nix:/nix\" or \"@:/:default\"")]
+pub struct SubvolArgError {
+    /// The argument as given.
+    pub input: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl SubvolumeSpec {
+    /// Parses the CLI form `NAME:MOUNTPOINT[:TYPE]`, e.g. `@nix:/nix` or
+    /// `@:/:default`. Names and mount points are checked later, by
+    /// [`Layout::new`](crate::layout::Layout::new).
+    pub fn parse_cli(arg: &str) -> Result<SubvolumeSpec, SubvolArgError> {
+        let err = |reason: String| SubvolArgError {
+            input: arg.to_owned(),
+            reason,
+        };
+        let parts: Vec<&str> = arg.split(':').collect();
+        let (name, mountpoint, kind) = match parts[..] {
+            [name, mp] => (name, mp, SubvolKind::Rw),
+            [name, mp, kind] => (name, mp, kind.parse().map_err(err)?),
+            _ => return Err(err(format!("it has {} ':'-separated parts", parts.len()))),
+        };
+        if name.is_empty() || mountpoint.is_empty() {
+            return Err(err("the name and the mount point must not be empty".into()));
+        }
+        Ok(SubvolumeSpec {
+            name: name.to_owned(),
+            mountpoint: mountpoint.to_owned(),
+            kind,
+        })
+    }
+}
+
+/// A filesystem UUID in the canonical 8-4-4-4-12 hex form (stored lower
+/// case).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Uuid(String);
+
+impl Uuid {
+    /// The canonical lower-case text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for Uuid {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let groups: Vec<&str> = s.split('-').collect();
+        let lens: Vec<usize> = groups.iter().map(|g| g.len()).collect();
+        let ok = lens == [8, 4, 4, 4, 12]
+            && groups
+                .iter()
+                .all(|g| g.chars().all(|c| c.is_ascii_hexdigit()));
+        if ok {
+            Ok(Uuid(s.to_ascii_lowercase()))
+        } else {
+            Err(format!(
+                "invalid UUID {s:?}: expected 8-4-4-4-12 hex digits, e.g. \"44444444-4444-4444-8888-888888888888\""
+            ))
+        }
+    }
+}
+
+impl fmt::Display for Uuid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Compression for `mkfs.btrfs --compress ALGO[:LEVEL]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Compress {
+    /// No compression (`no`; the spec also accepts `none`).
+    No,
+    /// zstd, with an optional level 1..=15.
+    Zstd(Option<u8>),
+    /// zlib, with an optional level 1..=9.
+    Zlib(Option<u8>),
+    /// lzo (no levels).
+    Lzo,
+}
+
+impl Compress {
+    /// The `--compress` argument, e.g. `zstd:3`, `lzo`, `no`.
+    pub fn mkfs_arg(&self) -> String {
+        match self {
+            Compress::No => "no".into(),
+            Compress::Lzo => "lzo".into(),
+            Compress::Zstd(None) => "zstd".into(),
+            Compress::Zlib(None) => "zlib".into(),
+            Compress::Zstd(Some(l)) => format!("zstd:{l}"),
+            Compress::Zlib(Some(l)) => format!("zlib:{l}"),
+        }
+    }
+
+    /// Whether files are compressed at all.
+    pub fn is_enabled(&self) -> bool {
+        *self != Compress::No
+    }
+}
+
+impl FromStr for Compress {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (algo, level) = match s.split_once(':') {
+            Some((a, l)) => (a, Some(l)),
+            None => (s, None),
+        };
+        let level = |max: u8| -> Result<Option<u8>, String> {
+            level
+                .map(|l| match l.parse::<u8>() {
+                    Ok(n) if (1..=max).contains(&n) => Ok(n),
+                    _ => Err(format!(
+                        "invalid compression {s:?}: {algo} levels are 1..{max}"
+                    )),
+                })
+                .transpose()
+        };
+        match algo {
+            "zstd" => Ok(Compress::Zstd(level(15)?)),
+            "zlib" => Ok(Compress::Zlib(level(9)?)),
+            "lzo" | "no" | "none" if s.contains(':') => {
+                Err(format!("invalid compression {s:?}: {algo} takes no level"))
+            }
+            "lzo" => Ok(Compress::Lzo),
+            "no" | "none" => Ok(Compress::No),
+            _ => Err(format!(
+                "unknown compression {s:?}; expected zstd[:1..15], zlib[:1..9], lzo or no"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Compress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.mkfs_arg())
+    }
+}
+
+/// Serializes and deserializes a `FromStr` + `Display` type as a JSON string.
+macro_rules! serde_via_str {
+    ($t:ty) => {
+        impl Serialize for $t {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+serde_via_str!(Uuid);
+serde_via_str!(Compress);
+
+/// Checks a filesystem label: at most 255 bytes, no NUL.
+pub fn check_label(label: &str) -> Result<(), String> {
+    if label.len() > 255 {
+        return Err(format!(
+            "label is {} bytes long; mkfs.btrfs allows at most 255",
+            label.len()
+        ));
+    }
+    if label.contains('\0') {
+        return Err("label contains a NUL byte".into());
+    }
+    Ok(())
+}
+
+fn de_label<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let label = Option::<String>::deserialize(d)?;
+    if let Some(l) = &label {
+        check_label(l).map_err(serde::de::Error::custom)?;
+    }
+    Ok(label)
+}
+
+fn de_image_path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let path = Option::<String>::deserialize(d)?;
+    if let Some(p) = &path {
+        check_image_path(p).map_err(serde::de::Error::custom)?;
+    }
+    Ok(path)
+}
+
+/// A spec that could not be read or is inconsistent.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    /// The spec file could not be read.
+    #[error("cannot read spec {}: {source}", path.display())]
+    Io {
+        /// The spec file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The JSON is malformed or a field has a wrong type or value.
+    #[error("{origin}:{line}:{column}: {}{message}", if field.is_empty() { String::new() } else { format!("{field}: ") })]
+    Json {
+        /// Where the spec came from (its file name, or e.g. `<command line>`).
+        origin: String,
+        /// 1-based line of the error.
+        line: usize,
+        /// 1-based column of the error.
+        column: usize,
+        /// The field path, e.g. `subvolumes[1].mountpoint` (empty at top level).
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// Two fields that exclude each other are both set, or a field value
+    /// contradicts another.
+    #[error("{origin}: {message}")]
+    Invalid {
+        /// Where the spec came from.
+        origin: String,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+}
+
+impl Spec {
+    /// Reads a spec file. Relative paths in it (`rootfs`, `closure`,
+    /// `fileSystems`, `owners`) are taken relative to the directory that
+    /// holds the spec file, not the current directory.
+    pub fn from_json_file(path: &Path) -> Result<Spec, SpecError> {
+        let text = std::fs::read_to_string(path).map_err(|source| SpecError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut spec = Spec::from_json_str(&text, &path.display().to_string())?;
+        let base = path.parent().unwrap_or(Path::new(""));
+        spec.resolve_relative_paths(if base.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            base
+        });
+        Ok(spec)
+    }
+
+    /// Parses a spec from JSON text. `origin` names it in errors (a file
+    /// name, or e.g. `<stdin>`). Relative paths are left as they are; see
+    /// [`Spec::resolve_relative_paths`].
+    pub fn from_json_str(text: &str, origin: &str) -> Result<Spec, SpecError> {
+        let de = &mut serde_json::Deserializer::from_str(text);
+        let spec: Spec = serde_path_to_error::deserialize(de).map_err(|e| {
+            let field = e.path().to_string();
+            let inner = e.into_inner();
+            let message = json_message(&inner);
+            SpecError::Json {
+                origin: origin.to_owned(),
+                line: inner.line(),
+                column: inner.column(),
+                field: if field == "." { String::new() } else { field },
+                message,
+            }
+        })?;
+        spec.validate(origin)?;
+        Ok(spec)
+    }
+
+    /// Makes the relative paths (`rootfs`, `closure`, `fileSystems`,
+    /// `owners`) relative to `base` instead.
+    pub fn resolve_relative_paths(&mut self, base: &Path) {
+        for p in [
+            &mut self.rootfs,
+            &mut self.closure,
+            &mut self.file_systems,
+            &mut self.owners,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+    }
+
+    /// Checks what no single field can: `subvolumes` and `fileSystems`
+    /// exclude each other, and `storeDir` is an absolute, normalized path.
+    /// [`Spec::from_json_str`] calls it; call it again after changing
+    /// fields (e.g. from command-line flags).
+    pub fn validate(&self, origin: &str) -> Result<(), SpecError> {
+        let invalid = |message: String| {
+            Err(SpecError::Invalid {
+                origin: origin.to_owned(),
+                message,
+            })
+        };
+        if !self.subvolumes.is_empty() && self.file_systems.is_some() {
+            return invalid("both \"subvolumes\" and \"fileSystems\" are given; the layout comes from one of them: remove the other".into());
+        }
+        match self.store_dir.to_str().map(check_image_path) {
+            None => invalid("\"storeDir\" is not valid UTF-8".into()),
+            Some(Err(e)) => invalid(format!("\"storeDir\": {e}")),
+            Some(Ok(())) if self.store_dir == Path::new("/") => {
+                invalid("\"storeDir\" cannot be /".into())
+            }
+            Some(Ok(())) => Ok(()),
+        }
+    }
+}
+
+/// serde_json's message without its trailing " at line L column C".
+fn json_message(e: &serde_json::Error) -> String {
+    if e.is_eof() {
+        return "unexpected end of input (is the JSON truncated?)".into();
+    }
+    let full = e.to_string();
+    let suffix = format!(" at line {} column {}", e.line(), e.column());
+    full.strip_suffix(&suffix).unwrap_or(&full).to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Spec, String> {
+        Spec::from_json_str(s, "spec.json").map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn design_example_parses() {
+        let spec = parse(
+            r#"{
+  "filesystem": "btrfs",
+  "label": "nixos",
+  "uuid": "44444444-4444-4444-8888-88888888888A",
+  "size": "auto",
+  "headroom": "256M",
+  "compress": "zstd:3",
+  "rootfs": "./root",
+  "closure": "./closure-info",
+  "registration": "/nix/nix-path-registration",
+  "subvolumes": [
+    {"name": "@nix", "mountpoint": "/nix"},
+    {"name": "@", "mountpoint": "/", "type": "default"}
+  ]
+}"#,
+        )
+        .unwrap();
+        assert_eq!(spec.label.as_deref(), Some("nixos"));
+        assert_eq!(
+            spec.uuid.as_ref().unwrap().as_str(),
+            "44444444-4444-4444-8888-88888888888a"
+        );
+        assert_eq!(spec.size, Size::Auto);
+        assert_eq!(spec.headroom, ByteSize(256 << 20));
+        assert_eq!(spec.compress.unwrap().mkfs_arg(), "zstd:3");
+        assert_eq!(spec.store_dir, Path::new("/nix/store"));
+        assert_eq!(spec.subvolumes[1].kind, SubvolKind::Default);
+        assert_eq!(spec.subvolumes[0].kind, SubvolKind::Rw);
+    }
+
+    #[test]
+    fn defaults_and_round_trip() {
+        let spec = parse("{}").unwrap();
+        assert_eq!(spec.filesystem, Filesystem::Btrfs);
+        assert_eq!(spec.headroom, ByteSize(0));
+        assert_eq!(spec.store_dir, Path::new("/nix/store"));
+        let full = parse(r#"{"label":"x","size":1073741824,"compress":"none","storeDir":"/gnu/store","subvolumes":[{"name":"@","mountpoint":"/","type":"default-ro"}]}"#).unwrap();
+        let json = serde_json::to_string(&full).unwrap();
+        assert!(json.contains("\"size\":\"1G\""), "{json}");
+        assert!(json.contains("\"storeDir\":\"/gnu/store\""), "{json}");
+        assert!(json.contains("\"type\":\"default-ro\""), "{json}");
+        assert_eq!(parse(&json).unwrap(), full);
+    }
+
+    #[test]
+    fn errors_name_position_and_field() {
+        let e = parse("{\n  \"subvolumes\": [\n    {\"name\": \"@\", \"mountpoint\": \"/\"},\n    {\"name\": \"@n\", \"mountpoint\": 4}\n  ]\n}").unwrap_err();
+        assert_eq!(
+            e,
+            "spec.json:4:34: subvolumes[1].mountpoint: invalid type: integer `4`, expected a string"
+        );
+    }
+
+    #[test]
+    fn specific_messages() {
+        for (json, needles) in [
+            ("{\"label\": \"x\"", &["spec.json:1:", "truncated"][..]),
+            ("{\"lable\": \"x\"}", &["unknown field `lable`", "`label`", "`storeDir`"]),
+            ("{\"size\": \"-1G\"}", &["size: ", "negative"]),
+            ("{\"size\": \"99999999T\"}", &["size: ", "\"99999999T\"", "too large"]),
+            ("{\"headroom\": 1.5}", &["headroom: ", "whole count"]),
+            ("{\"uuid\": \"1234\"}", &["uuid: ", "8-4-4-4-12"]),
+            ("{\"uuid\": \"4444444g-4444-4444-8888-888888888888\"}", &["uuid: "]),
+            ("{\"compress\": \"brotli\"}", &["compress: ", "unknown compression", "zstd[:1..15]"]),
+            ("{\"compress\": \"zstd:20\"}", &["levels are 1..15"]),
+            ("{\"compress\": \"lzo:3\"}", &["takes no level"]),
+            ("{\"filesystem\": \"ext4\"}", &["filesystem: ", "`btrfs`"]),
+            ("{\"registration\": \"nix-path-registration\"}", &["registration: ", "absolute"]),
+            ("{\"subvolumes\": [{\"name\": \"@\", \"mountpoint\": \"/\", \"type\": \"rx\"}]}", &["subvolumes[0].type: ", "`default-ro`"]),
+            ("{\"subvolumes\": [{\"name\": \"@\"}]}", &["subvolumes[0]: ", "missing field `mountpoint`"]),
+            ("{\"subvolumes\": [{\"name\": \"@\", \"mountpoint\": \"/\"}], \"fileSystems\": \"fs.json\"}", &["both"]),
+            ("{\"storeDir\": \"store\"}", &["storeDir", "not absolute"]),
+            ("{\"storeDir\": \"/nix/store/\"}", &["storeDir", "write \"/nix/store\""]),
+            ("{\"storeDir\": \"/\"}", &["cannot be /"]),
+        ] {
+            let e = parse(json).unwrap_err();
+            for n in needles {
+                assert!(e.contains(n), "{json}: {e:?} lacks {n:?}");
+            }
+        }
+        let long = format!("{{\"label\": \"{}\"}}", "a".repeat(256));
+        assert!(parse(&long).unwrap_err().contains("at most 255"));
+        assert!(parse(&format!("{{\"label\": \"{}\"}}", "a".repeat(255))).is_ok());
+    }
+
+    #[test]
+    fn compress_forms() {
+        for (s, arg) in [
+            ("zstd", "zstd"),
+            ("zstd:1", "zstd:1"),
+            ("zstd:15", "zstd:15"),
+            ("zlib:9", "zlib:9"),
+            ("lzo", "lzo"),
+            ("no", "no"),
+            ("none", "no"),
+        ] {
+            assert_eq!(s.parse::<Compress>().unwrap().mkfs_arg(), arg);
+        }
+        for s in [
+            "zstd:0", "zstd:16", "zlib:10", "zstd:", "zstd:x", "lzo:1", "no:1", "", "ZSTD",
+        ] {
+            assert!(s.parse::<Compress>().is_err(), "{s}");
+        }
+        assert!(!Compress::No.is_enabled());
+        assert!(Compress::Lzo.is_enabled());
+    }
+
+    #[test]
+    fn subvol_cli() {
+        let s = SubvolumeSpec::parse_cli("@nix:/nix").unwrap();
+        assert_eq!(
+            (s.name.as_str(), s.mountpoint.as_str(), s.kind),
+            ("@nix", "/nix", SubvolKind::Rw)
+        );
+        let s = SubvolumeSpec::parse_cli("@:/:default-ro").unwrap();
+        assert_eq!(s.kind, SubvolKind::DefaultRo);
+        for (arg, needle) in [
+            ("@nix", "1 ':'-separated"),
+            ("a:b:c:d", "4 ':'-separated"),
+            (":/x", "must not be empty"),
+            ("@:/:bogus", "unknown subvolume type"),
+        ] {
+            let e = SubvolumeSpec::parse_cli(arg).unwrap_err().to_string();
+            assert!(
+                e.contains(needle) && e.contains("NAME:MOUNTPOINT[:TYPE]"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_spec_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("spec.json");
+        std::fs::write(
+            &path,
+            r#"{"rootfs": "./root", "closure": "/abs/ci", "owners": "o.json"}"#,
+        )
+        .unwrap();
+        let spec = Spec::from_json_file(&path).unwrap();
+        assert_eq!(spec.rootfs.unwrap(), dir.path().join("./root"));
+        assert_eq!(spec.closure.unwrap(), Path::new("/abs/ci"));
+        assert_eq!(spec.owners.unwrap(), dir.path().join("o.json"));
+        let e = Spec::from_json_file(&dir.path().join("missing.json")).unwrap_err();
+        assert!(e.to_string().contains("missing.json"), "{e}");
+    }
+}

@@ -1,0 +1,254 @@
+//! Constants and primitive structures of the btrfs on-disk format.
+//!
+//! Names follow the kernel's `include/uapi/linux/btrfs_tree.h` so that a
+//! reader can grep for them. Everything on disk is little-endian.
+
+use super::error::ReadError;
+
+/// Offset of the primary superblock on the device.
+pub const BTRFS_SUPER_INFO_OFFSET: u64 = 0x1_0000;
+/// Size of the superblock.
+pub const BTRFS_SUPER_INFO_SIZE: usize = 4096;
+/// `_BHRfS_M`, at offset 0x40 of the superblock.
+pub const BTRFS_MAGIC: [u8; 8] = *b"_BHRfS_M";
+/// Size of the checksum field at the start of the superblock and every tree block.
+pub const BTRFS_CSUM_SIZE: usize = 32;
+/// Size of the fsid and every other UUID.
+pub const BTRFS_UUID_SIZE: usize = 16;
+/// Size of the label field of the superblock.
+pub const BTRFS_LABEL_SIZE: usize = 256;
+/// Capacity of the superblock's system chunk array.
+pub const BTRFS_SYSTEM_CHUNK_ARRAY_SIZE: usize = 2048;
+/// Tree levels run from 0 (leaf) to `BTRFS_MAX_LEVEL - 1`.
+pub const BTRFS_MAX_LEVEL: u8 = 8;
+
+/// Checksum algorithms (`btrfs_super_block::csum_type`).
+pub const BTRFS_CSUM_TYPE_CRC32: u16 = 0;
+pub const BTRFS_CSUM_TYPE_XXHASH: u16 = 1;
+pub const BTRFS_CSUM_TYPE_SHA256: u16 = 2;
+pub const BTRFS_CSUM_TYPE_BLAKE2: u16 = 3;
+
+/// Incompatible feature flags this reader must know about.
+pub const BTRFS_FEATURE_INCOMPAT_METADATA_UUID: u64 = 1 << 10;
+pub const BTRFS_FEATURE_INCOMPAT_EXTENT_TREE_V2: u64 = 1 << 13;
+
+// Well-known tree object ids.
+pub const BTRFS_ROOT_TREE_OBJECTID: u64 = 1;
+pub const BTRFS_CHUNK_TREE_OBJECTID: u64 = 3;
+pub const BTRFS_FS_TREE_OBJECTID: u64 = 5;
+pub const BTRFS_ROOT_TREE_DIR_OBJECTID: u64 = 6;
+pub const BTRFS_FIRST_FREE_OBJECTID: u64 = 256;
+pub const BTRFS_LAST_FREE_OBJECTID: u64 = -256i64 as u64;
+pub const BTRFS_FIRST_CHUNK_TREE_OBJECTID: u64 = 256;
+
+// Item types (the middle field of a key).
+pub const BTRFS_INODE_ITEM_KEY: u8 = 1;
+pub const BTRFS_INODE_REF_KEY: u8 = 12;
+pub const BTRFS_INODE_EXTREF_KEY: u8 = 13;
+pub const BTRFS_XATTR_ITEM_KEY: u8 = 24;
+pub const BTRFS_DIR_ITEM_KEY: u8 = 84;
+pub const BTRFS_DIR_INDEX_KEY: u8 = 96;
+pub const BTRFS_EXTENT_DATA_KEY: u8 = 108;
+pub const BTRFS_ROOT_ITEM_KEY: u8 = 132;
+pub const BTRFS_ROOT_BACKREF_KEY: u8 = 144;
+pub const BTRFS_ROOT_REF_KEY: u8 = 156;
+pub const BTRFS_CHUNK_ITEM_KEY: u8 = 228;
+
+// Block group / chunk type and profile bits.
+pub const BTRFS_BLOCK_GROUP_RAID0: u64 = 1 << 3;
+pub const BTRFS_BLOCK_GROUP_RAID1: u64 = 1 << 4;
+pub const BTRFS_BLOCK_GROUP_DUP: u64 = 1 << 5;
+pub const BTRFS_BLOCK_GROUP_RAID10: u64 = 1 << 6;
+pub const BTRFS_BLOCK_GROUP_RAID5: u64 = 1 << 7;
+pub const BTRFS_BLOCK_GROUP_RAID6: u64 = 1 << 8;
+pub const BTRFS_BLOCK_GROUP_RAID1C3: u64 = 1 << 9;
+pub const BTRFS_BLOCK_GROUP_RAID1C4: u64 = 1 << 10;
+/// Profiles in which every stripe holds a full copy of the chunk.
+pub const BTRFS_BLOCK_GROUP_MIRRORED: u64 = BTRFS_BLOCK_GROUP_RAID1
+    | BTRFS_BLOCK_GROUP_DUP
+    | BTRFS_BLOCK_GROUP_RAID1C3
+    | BTRFS_BLOCK_GROUP_RAID1C4;
+/// Profiles that stripe data across devices.
+pub const BTRFS_BLOCK_GROUP_STRIPED: u64 = BTRFS_BLOCK_GROUP_RAID0
+    | BTRFS_BLOCK_GROUP_RAID10
+    | BTRFS_BLOCK_GROUP_RAID5
+    | BTRFS_BLOCK_GROUP_RAID6;
+
+/// `btrfs_root_item::flags`: the subvolume is read-only.
+pub const BTRFS_ROOT_SUBVOL_RDONLY: u64 = 1 << 0;
+
+// `btrfs_file_extent_item::type`.
+pub const BTRFS_FILE_EXTENT_INLINE: u8 = 0;
+// `btrfs_file_extent_item::compression`.
+pub const BTRFS_COMPRESS_NONE: u8 = 0;
+
+/// Size of a `btrfs_disk_key`.
+pub const BTRFS_DISK_KEY_SIZE: usize = 17;
+/// Size of a `btrfs_header` (the start of every tree block).
+pub const BTRFS_HEADER_SIZE: usize = 101;
+/// Size of a `btrfs_item` (leaf item header).
+pub const BTRFS_ITEM_SIZE: usize = 25;
+/// Size of a `btrfs_key_ptr` (internal node pointer).
+pub const BTRFS_KEY_PTR_SIZE: usize = 33;
+
+/// A btrfs key: `(objectid, type, offset)`, ordered field by field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Key {
+    /// Usually an inode number or tree id.
+    pub objectid: u64,
+    /// One of the `BTRFS_*_KEY` constants.
+    pub item_type: u8,
+    /// Meaning depends on the item type.
+    pub offset: u64,
+}
+
+impl Key {
+    /// A key from its three fields.
+    pub const fn new(objectid: u64, item_type: u8, offset: u64) -> Key {
+        Key {
+            objectid,
+            item_type,
+            offset,
+        }
+    }
+
+    /// Parse a `btrfs_disk_key` from `r`.
+    pub fn read(r: &mut Reader<'_>) -> Result<Key, ReadError> {
+        let objectid = r.u64()?;
+        let item_type = r.u8()?;
+        let offset = r.u64()?;
+        Ok(Key::new(objectid, item_type, offset))
+    }
+}
+
+impl std::fmt::Display for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "({} {} {})", self.objectid, self.item_type, self.offset)
+    }
+}
+
+/// A bounds-checked little-endian reader over a byte slice.
+///
+/// Every read that would run past the end yields
+/// [`ReadError::Corrupt`] naming `what` was being parsed, so parsers
+/// built on it cannot panic on malformed input.
+pub struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    what: &'static str,
+}
+
+impl<'a> Reader<'a> {
+    /// A reader at the start of `buf`; `what` names the structure for errors.
+    pub fn new(buf: &'a [u8], what: &'static str) -> Reader<'a> {
+        Reader { buf, pos: 0, what }
+    }
+
+    /// A reader at `pos` in `buf`.
+    pub fn at(buf: &'a [u8], pos: usize, what: &'static str) -> Reader<'a> {
+        Reader { buf, pos, what }
+    }
+
+    /// Bytes not yet read.
+    pub fn remaining(&self) -> usize {
+        self.buf.len().saturating_sub(self.pos)
+    }
+
+    /// The next `n` bytes.
+    pub fn bytes(&mut self, n: usize) -> Result<&'a [u8], ReadError> {
+        let end = self.pos.checked_add(n).ok_or_else(|| self.truncated())?;
+        let out = self
+            .buf
+            .get(self.pos..end)
+            .ok_or_else(|| self.truncated())?;
+        self.pos = end;
+        Ok(out)
+    }
+
+    /// Skip `n` bytes.
+    pub fn skip(&mut self, n: usize) -> Result<(), ReadError> {
+        self.bytes(n).map(|_| ())
+    }
+
+    /// The next `N` bytes as an array.
+    pub fn array<const N: usize>(&mut self) -> Result<[u8; N], ReadError> {
+        let b = self.bytes(N)?;
+        let mut out = [0u8; N];
+        out.copy_from_slice(b);
+        Ok(out)
+    }
+
+    pub fn u8(&mut self) -> Result<u8, ReadError> {
+        Ok(self.array::<1>()?[0])
+    }
+
+    pub fn u16(&mut self) -> Result<u16, ReadError> {
+        Ok(u16::from_le_bytes(self.array()?))
+    }
+
+    pub fn u32(&mut self) -> Result<u32, ReadError> {
+        Ok(u32::from_le_bytes(self.array()?))
+    }
+
+    pub fn u64(&mut self) -> Result<u64, ReadError> {
+        Ok(u64::from_le_bytes(self.array()?))
+    }
+
+    fn truncated(&self) -> ReadError {
+        ReadError::Corrupt(format!(
+            "truncated {} ({} bytes, needed more at offset {})",
+            self.what,
+            self.buf.len(),
+            self.pos
+        ))
+    }
+}
+
+/// The hash btrfs uses for `DIR_ITEM` and `XATTR_ITEM` key offsets:
+/// CRC-32C of the name seeded with `~1`, without the final inversion.
+pub fn name_hash(name: &[u8]) -> u64 {
+    // `crc32c_append(c, ..)` runs the raw CRC from state `!c` and returns the
+    // inverted state, so seeding the raw CRC with `!1` means passing `1`.
+    u64::from(!crc32c::crc32c_append(1, name))
+}
+
+/// Format a UUID as `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`.
+pub fn format_uuid(u: &[u8; BTRFS_UUID_SIZE]) -> String {
+    let mut s = String::with_capacity(36);
+    for (i, b) in u.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            s.push('-');
+        }
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn name_hash_matches_mkfs() {
+        // From `btrfs inspect-internal dump-tree`: (ROOT_TREE_DIR DIR_ITEM 2378154706) "default".
+        assert_eq!(name_hash(b"default"), 2378154706);
+        // (256 DIR_ITEM 411982631) "f".
+        assert_eq!(name_hash(b"f"), 411982631);
+    }
+
+    #[test]
+    fn reader_never_panics() {
+        let mut r = Reader::new(&[1, 2, 3], "test");
+        assert_eq!(r.u16().unwrap(), 0x0201);
+        assert!(r.u16().is_err());
+        assert!(r.bytes(usize::MAX).is_err());
+        assert_eq!(r.u8().unwrap(), 3);
+        assert!(r.u8().is_err());
+    }
+
+    #[test]
+    fn uuid_format() {
+        let u = [0x12u8; 16];
+        assert_eq!(format_uuid(&u), "12121212-1212-1212-1212-121212121212");
+    }
+}

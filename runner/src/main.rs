@@ -4,7 +4,9 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
+mod build;
 mod doctor;
+mod inspect;
 mod run;
 
 /// Build filesystem images whose files are owned by root, without being root.
@@ -35,8 +37,15 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    Build(Box<build::BuildArgs>),
     Run(run::RunArgs),
+    Inspect(inspect::InspectArgs),
     Doctor(doctor::DoctorArgs),
+    /// (internal) The staging step of a build, run inside the sandbox.
+    #[command(name = "__stage", hide = true)]
+    Stage {
+        job: std::path::PathBuf,
+    },
 }
 
 fn init_logging(verbose: u8, quiet: bool) {
@@ -65,7 +74,10 @@ fn main() -> ExitCode {
     init_logging(cli.verbose, cli.quiet);
     let result = match &cli.command {
         Command::Run(args) => run::main(args, matches.subcommand_matches("run").expect("run")),
+        Command::Build(args) => build::main(args),
+        Command::Inspect(args) => inspect::run(args).map(|()| ExitCode::SUCCESS),
         Command::Doctor(args) => doctor::main(args),
+        Command::Stage { job } => build::stage::main(job),
     };
     match result {
         Ok(code) => code,

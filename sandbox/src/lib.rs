@@ -31,7 +31,7 @@ mod sys;
 pub use diagnose::{diagnose_clone, diagnose_map, find_program, Diagnosis, HostFacts};
 pub use error::{Error, Result};
 pub use idmap::{parse_subid, IdMap, IdRange, MapMode, SubRange};
-pub use mounts::MountOp;
+pub use mounts::{seal_readonly, MountOp};
 pub use oci_spec::runtime::Spec as OciSpec;
 pub use process::{Child, ExitStatus};
 pub use sandbox::{Namespaces, Sandbox};

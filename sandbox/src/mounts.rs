@@ -463,3 +463,16 @@ pub(crate) fn make_slave() -> Result<()> {
     )
     .map_err(|e| setup_err("making / a recursive slave mount".into())(e.into()))
 }
+
+/// Makes the mount at `path` and every mount below it read-only, in the
+/// caller's mount namespace. For callers that build a tree of mounts
+/// inside a sandbox (rootbox's staging) and want it sealed before use.
+pub fn seal_readonly(path: &Path) -> io::Result<()> {
+    let fd = sys::openat2(
+        sys::cwd(),
+        &cstr(path.as_os_str()),
+        libc::O_PATH | libc::O_DIRECTORY,
+        0,
+    )?;
+    sys::mount_setattr_readonly(fd.as_fd(), true)
+}

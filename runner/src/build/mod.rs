@@ -1,0 +1,706 @@
+//! `rootbox build`: a btrfs image with subvolumes from a rootfs and a Nix
+//! closure, owned by root, verified.
+//!
+//! The phases, each timed in the report:
+//! 1. *plan* (parent, no namespace): spec → layout → closure → a walk of
+//!    the sources deciding, entry by entry, bind or copy ([`plan`]);
+//! 2. *stage + mkfs* (in the sandbox: `rootbox __stage`, [`stage`]);
+//! 3. *verify* (parent): the image read back with rootbox's btrfs reader
+//!    ([`verify`]);
+//! 4. *publish*: the image, written to an unnamed temporary file beside
+//!    the output, is linked into place only now. A failed or killed build
+//!    leaves nothing at the output path.
+
+mod example;
+mod output;
+pub mod plan;
+pub mod stage;
+mod verify;
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Args;
+use rootbox_images::closure::Closure;
+use rootbox_images::layout::{list_fs_dir, Layout};
+use rootbox_images::mkfs::{estimate_min_size, BtrfsProgsVersion, MkfsPlan, MkfsSize};
+use rootbox_images::nixos::{from_nixos_file_systems, ImageDevice};
+use rootbox_images::size::{ByteSize, Size};
+use rootbox_images::spec::{Compress, Spec, SubvolumeSpec, Uuid};
+use rootbox_sandbox::{IdMap, MapMode, Sandbox};
+use serde::Serialize;
+
+use plan::{Counts, Planner, Root, StoreStaging};
+use stage::{StageJob, StageResult};
+
+/// Where NixOS's stage 2 looks for the store registration to load at first
+/// boot (`nix-store --load-db`).
+const NIXOS_REGISTRATION: &str = "/nix-path-registration";
+/// Where it goes when `/` is not persistent (impermanence): NixOS must be
+/// told to load it from there (boot.postBootCommands).
+const PERSISTENT_REGISTRATION: &str = "/nix/nix-path-registration";
+/// Where the store is inside the image.
+const IMAGE_STORE: &str = "/nix/store";
+
+/// Build a btrfs image whose files are owned by root, without being root.
+///
+/// The rootfs and the closure are staged in a user namespace in which you
+/// are root (bind mounts, no copy where owners map) and put through
+/// `mkfs.btrfs --rootdir --subvol`. Each subvolume is a top-level directory
+/// of the filesystem (`subvol=@nix`) and receives the part of the rootfs
+/// under its mount point. The image is read back and checked before it
+/// appears at the output path.
+#[derive(Args, Debug)]
+#[command(after_help = "\
+Examples:
+  rootbox build --example -o demo.img
+  rootbox build --rootfs ./root --closure ./closure-info \\
+      --subvol @:/:default --subvol @nix:/nix --subvol @home:/home -o nixos.img
+  rootbox build --rootfs ./root --closure ./closure-info \\
+      --subvol @nix:/nix --subvol @persist:/persist -o impermanence.img
+  rootbox build --spec image.json --json -o out.img
+  rootbox build --rootfs ./root --file-systems fs.json --label nixos -o sd.img
+
+Subvolume types: rw (default), ro, default (mounted when no subvol= is
+given), default-ro. Without a subvolume at /, rootfs content outside every
+subvolume is left out (and listed). The Nix store goes to /nix/store of
+the subvolume that holds it; the registration to /nix-path-registration,
+or /nix/nix-path-registration when / is not a subvolume.")]
+pub struct BuildArgs {
+    /// A JSON spec (see README); flags given as well override its fields.
+    #[arg(long, value_name = "FILE")]
+    spec: Option<PathBuf>,
+    /// The populated root filesystem.
+    #[arg(long, value_name = "DIR")]
+    rootfs: Option<PathBuf>,
+    /// A nixpkgs closureInfo directory (store-paths, registration), or a
+    /// file listing store paths.
+    #[arg(long, value_name = "PATH")]
+    closure: Option<PathBuf>,
+    /// A file listing store paths (same as --closure FILE).
+    #[arg(long, value_name = "FILE", conflicts_with = "closure")]
+    store_paths: Option<PathBuf>,
+    /// Where the closure's store paths are on this machine.
+    #[arg(long, value_name = "DIR")]
+    store_dir: Option<PathBuf>,
+    /// A subvolume: NAME:MOUNTPOINT[:rw|ro|default|default-ro]. Repeat.
+    #[arg(long = "subvol", value_name = "NAME:MOUNTPOINT[:TYPE]")]
+    subvols: Vec<String>,
+    /// Take the subvolumes from a NixOS fileSystems JSON
+    /// (builtins.toJSON config.fileSystems).
+    #[arg(long, value_name = "FILE", conflicts_with = "subvols")]
+    file_systems: Option<PathBuf>,
+    /// Filesystem label.
+    #[arg(long, short = 'L')]
+    label: Option<String>,
+    /// Filesystem UUID.
+    #[arg(long, short = 'U')]
+    uuid: Option<String>,
+    /// auto (smallest that fits, plus --headroom) or a size like 2G.
+    #[arg(long)]
+    size: Option<String>,
+    /// Free space to add to an auto size, like 512M.
+    #[arg(long)]
+    headroom: Option<String>,
+    /// Compression: zstd[:LEVEL], zlib[:LEVEL], lzo, or no.
+    #[arg(long)]
+    compress: Option<String>,
+    /// Image path of the store registration.
+    #[arg(long, value_name = "PATH")]
+    registration: Option<String>,
+    /// How ids are mapped (see `rootbox run --help`). With a subordinate
+    /// range, files owned by ids inside it keep their owners in the image.
+    #[arg(long, value_name = "MODE", default_value = "auto")]
+    map: MapMode,
+    /// How content whose owner does not map into the namespace (e.g. the
+    /// root-owned store inside a Nix build) is staged: auto copies just
+    /// that, bind refuses, copy copies every store path.
+    #[arg(long, value_enum, default_value = "auto")]
+    store_staging: StoreStaging,
+    /// Where copies go (default: beside the output, so they can be reflinks).
+    #[arg(long, value_name = "DIR")]
+    scratch: Option<PathBuf>,
+    /// The image to write.
+    #[arg(short, long, value_name = "IMAGE")]
+    output: Option<PathBuf>,
+    /// Replace an existing output.
+    #[arg(long)]
+    force: bool,
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+    /// UNSAFE: skip reading the image back and checking owners and modes.
+    #[arg(long)]
+    no_verify: bool,
+    /// Build the built-in example (a demo rootfs and a fake closure).
+    #[arg(long)]
+    example: bool,
+    /// Print the effective spec as JSON and exit.
+    #[arg(long)]
+    print_spec: bool,
+}
+
+/// The JSON result of a build.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub image: PathBuf,
+    pub size_bytes: u64,
+    pub uuid: String,
+    pub label: String,
+    pub mkfs_version: String,
+    pub map: String,
+    pub subvolumes: Vec<verify::SubvolReport>,
+    pub entries: u64,
+    pub content_bytes: u64,
+    pub copied_bytes: u64,
+    pub bound_bytes: u64,
+    pub binds: u64,
+    pub store_paths: usize,
+    pub registration: Option<String>,
+    pub owners: Owners,
+    pub timings: Timings,
+    pub left_out: Vec<String>,
+    pub warnings: Vec<String>,
+    pub verified: bool,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Owners {
+    pub uids: std::collections::BTreeMap<u32, u64>,
+    pub gids: std::collections::BTreeMap<u32, u64>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Timings {
+    pub plan: f64,
+    pub stage: f64,
+    pub copy: f64,
+    pub mkfs: f64,
+    pub verify: f64,
+    pub total: f64,
+}
+
+/// The spec from --spec, with the flags applied on top.
+fn effective_spec(a: &BuildArgs) -> Result<(Spec, String)> {
+    let (mut spec, origin) = match &a.spec {
+        Some(p) => (Spec::from_json_file(p)?, p.display().to_string()),
+        None => (Spec::default(), "the command line".to_string()),
+    };
+    if spec.store_dir.as_os_str().is_empty() {
+        spec.store_dir = PathBuf::from(IMAGE_STORE);
+    }
+    let flag = |name: &str, e: String| anyhow!("--{name}: {e}");
+    if let Some(v) = &a.rootfs {
+        spec.rootfs = Some(v.clone());
+    }
+    if let Some(v) = a.closure.as_ref().or(a.store_paths.as_ref()) {
+        spec.closure = Some(v.clone());
+    }
+    if let Some(v) = &a.store_dir {
+        spec.store_dir = v.clone();
+    }
+    if !a.subvols.is_empty() {
+        spec.subvolumes = a
+            .subvols
+            .iter()
+            .map(|s| SubvolumeSpec::parse_cli(s).map_err(|e| flag("subvol", e.to_string())))
+            .collect::<Result<_>>()?;
+        spec.file_systems = None;
+    }
+    if let Some(v) = &a.file_systems {
+        spec.file_systems = Some(v.clone());
+        spec.subvolumes.clear();
+    }
+    if let Some(v) = &a.label {
+        spec.label = Some(v.clone());
+    }
+    if let Some(v) = &a.uuid {
+        spec.uuid = Some(v.parse::<Uuid>().map_err(|e| flag("uuid", e.to_string()))?);
+    }
+    if let Some(v) = &a.size {
+        spec.size = v.parse::<Size>().map_err(|e| flag("size", e.to_string()))?;
+    }
+    if let Some(v) = &a.headroom {
+        spec.headroom = v
+            .parse::<ByteSize>()
+            .map_err(|e| flag("headroom", e.to_string()))?;
+    }
+    if let Some(v) = &a.compress {
+        spec.compress = Some(
+            v.parse::<Compress>()
+                .map_err(|e| flag("compress", e.to_string()))?,
+        );
+    }
+    if let Some(v) = &a.registration {
+        spec.registration = Some(v.clone());
+    }
+    spec.validate(&origin)?;
+    Ok((spec, origin))
+}
+
+pub fn main(a: &BuildArgs) -> Result<ExitCode> {
+    let _example_dir;
+    let (spec, _) = if a.example {
+        let ex = example::make().context("making the example rootfs and closure")?;
+        let spec = ex.spec.clone();
+        _example_dir = ex;
+        (spec, "the built-in example".to_string())
+    } else {
+        effective_spec(a)?
+    };
+    if a.print_spec {
+        println!("{}", serde_json::to_string_pretty(&spec)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let output = match (&a.output, a.example) {
+        (Some(o), _) => o.clone(),
+        (None, true) => PathBuf::from("rootbox-example.img"),
+        (None, false) => bail!("no output given: add -o IMAGE"),
+    };
+    let opts = Options {
+        map: a.map,
+        staging: a.store_staging,
+        scratch: a.scratch.clone(),
+        force: a.force || a.example,
+        verify: !a.no_verify,
+    };
+    let report = build(&spec, &output, &opts)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_summary(&report);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// How to build, beyond the spec.
+pub struct Options {
+    pub map: MapMode,
+    pub staging: StoreStaging,
+    pub scratch: Option<PathBuf>,
+    pub force: bool,
+    pub verify: bool,
+}
+
+fn print_summary(r: &Report) {
+    println!("image      {} ({} bytes)", r.image.display(), r.size_bytes);
+    println!("uuid       {}   label {:?}", r.uuid, r.label);
+    for s in &r.subvolumes {
+        println!(
+            "subvolume  {:<12} at {:<12} {:>7} entries {:>12} bytes{}",
+            s.name,
+            s.mountpoint,
+            s.entries,
+            s.bytes,
+            if s.default { "  (default)" } else { "" }
+        );
+    }
+    println!(
+        "content    {} entries, {} bytes: {} bound ({} bind mounts), {} copied",
+        r.entries, r.content_bytes, r.bound_bytes, r.binds, r.copied_bytes
+    );
+    let owners = |m: &std::collections::BTreeMap<u32, u64>| {
+        m.iter()
+            .map(|(id, n)| format!("{id}×{n}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    println!(
+        "owners     uids {}   gids {}",
+        owners(&r.owners.uids),
+        owners(&r.owners.gids)
+    );
+    if let Some(reg) = &r.registration {
+        println!("registration {reg} ({} store paths)", r.store_paths);
+    }
+    for l in &r.left_out {
+        println!("left out   {l} (no subvolume covers it)");
+    }
+    let t = &r.timings;
+    println!(
+        "time       plan {:.2}s, stage {:.2}s, copy {:.2}s, mkfs {:.2}s, verify {:.2}s, total {:.2}s",
+        t.plan, t.stage, t.copy, t.mkfs, t.verify, t.total
+    );
+    println!(
+        "verified   {}",
+        if r.verified {
+            "every owner is one the staged tree had; sshd/tmpfiles paths are safe"
+        } else {
+            "SKIPPED (--no-verify)"
+        }
+    );
+}
+
+/// Runs one build. Nothing is left at `output` unless it succeeds.
+pub fn build(spec: &Spec, output: &Path, opts: &Options) -> Result<Report> {
+    let t0 = Instant::now();
+
+    // --- the layout --------------------------------------------------------
+    let mut label = spec.label.clone();
+    let mut uuid = spec.uuid.clone();
+    let mut warnings = Vec::new();
+    let layout = if let Some(fs_file) = &spec.file_systems {
+        let text = std::fs::read_to_string(fs_file)
+            .with_context(|| format!("reading NixOS fileSystems {}", fs_file.display()))?;
+        let dev = ImageDevice {
+            label: label.clone(),
+            uuid: uuid.as_ref().map(|u| u.to_string()),
+            device: None,
+        };
+        let nl = from_nixos_file_systems(&text, &dev)
+            .map_err(|e| anyhow!("{}: {e}", fs_file.display()))?;
+        if label.is_none() {
+            label = nl.label.clone();
+        }
+        if uuid.is_none() {
+            if let Some(u) = &nl.uuid {
+                uuid = Some(
+                    u.parse()
+                        .map_err(|e| anyhow!("{}: uuid {u}: {e}", fs_file.display()))?,
+                );
+            }
+        }
+        for (mp, o) in &nl.mount_options {
+            warnings.push(format!(
+                "fileSystems {mp}: mount options {} apply at boot, not at build",
+                o.join(",")
+            ));
+        }
+        for i in &nl.ignored {
+            tracing::info!("fileSystems: ignored {i}");
+        }
+        Layout::new(&nl.subvolumes)?
+    } else if spec.subvolumes.is_empty() {
+        bail!("no subvolumes given: add --subvol NAME:MOUNTPOINT (e.g. --subvol @:/:default --subvol @nix:/nix) or --file-systems FILE");
+    } else {
+        Layout::new(&spec.subvolumes)?
+    };
+
+    // --- the sources ---------------------------------------------------------
+    let rootfs = match &spec.rootfs {
+        Some(r) => {
+            let m = std::fs::metadata(r).map_err(|e| {
+                anyhow!(
+                    "rootfs {}: {e} (give an existing directory with --rootfs)",
+                    r.display()
+                )
+            })?;
+            if !m.is_dir() {
+                bail!("rootfs {} is not a directory (give the populated root directory with --rootfs)", r.display());
+            }
+            Some(std::fs::canonicalize(r)?)
+        }
+        None => None,
+    };
+    let closure = match &spec.closure {
+        Some(c) => Some(Closure::load(c, &spec.store_dir)?),
+        None => None,
+    };
+    if closure.as_ref().is_some_and(|c| c.is_empty()) {
+        warnings.push("the closure is empty: the image has no Nix store paths".into());
+    }
+    if rootfs.is_none() && closure.is_none() {
+        bail!("nothing to put in the image: give --rootfs DIR and/or --closure PATH (or try --example)");
+    }
+
+    // --- the output ------------------------------------------------------------
+    let out = output::Target::check(
+        output,
+        opts.force,
+        rootfs.as_deref(),
+        closure.as_ref().map(|c| c.store_dir.as_path()),
+    )?;
+
+    // --- mkfs.btrfs ------------------------------------------------------------
+    let mkfs = rootbox_sandbox::find_program("mkfs.btrfs").ok_or_else(|| {
+        anyhow!("mkfs.btrfs not found on PATH: install btrfs-progs 6.12 or newer (Debian bookworm: apt-get install -t bookworm-backports btrfs-progs)")
+    })?;
+    let version_text = std::process::Command::new(&mkfs)
+        .arg("--version")
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)
+        })
+        .with_context(|| format!("running {} --version", mkfs.display()))?;
+    let version = BtrfsProgsVersion::parse(&version_text).ok_or_else(|| {
+        anyhow!(
+            "cannot read the version of {} from {:?}",
+            mkfs.display(),
+            version_text.trim()
+        )
+    })?;
+
+    // --- the plan --------------------------------------------------------------
+    let idmap = IdMap::resolve(opts.map)?;
+    let scratch = output::scratch_dir(opts.scratch.as_deref(), &out)?;
+    let mut planner = Planner::new(&idmap, scratch.path().to_path_buf(), opts.staging);
+    let store_at = closure.as_ref().map(|_| {
+        layout.locate(IMAGE_STORE).ok_or_else(|| {
+            anyhow!("no subvolume holds {IMAGE_STORE}: add one at / or /nix (e.g. --subvol @nix:/nix), or leave out the closure")
+        })
+    });
+    let store_at = store_at
+        .transpose()?
+        .map(|(s, rel)| (s.name.clone(), PathBuf::from(rel)));
+    let empty = Vec::new();
+    let paths = closure.as_ref().map(|c| &c.paths).unwrap_or(&empty);
+    for sv in layout.subvolumes() {
+        let src = rootfs
+            .as_ref()
+            .map(|r| r.join(sv.mountpoint.trim_start_matches('/')));
+        let store = store_at
+            .as_ref()
+            .filter(|(n, _)| n == &sv.name)
+            .map(|(_, rel)| rel.clone());
+        let root = Root {
+            src: src.as_deref(),
+            dst: PathBuf::from(&sv.name),
+            masked: &sv.masked,
+            store,
+        };
+        planner.stage_root(&root, paths)?;
+    }
+    let plan_dir = tempfile::Builder::new()
+        .prefix("rootbox-")
+        .tempdir()
+        .context("creating a temporary directory")?;
+    let registration = match closure
+        .as_ref()
+        .and_then(|c| c.registration.as_ref().map(|r| (c, r)))
+    {
+        Some((c, reg)) => {
+            let target = spec.registration.clone().unwrap_or_else(|| {
+                if layout.has_root() {
+                    NIXOS_REGISTRATION
+                } else {
+                    PERSISTENT_REGISTRATION
+                }
+                .to_string()
+            });
+            let (sv, rel) = layout.locate(&target).ok_or_else(|| {
+                anyhow!("no subvolume holds the registration path {target}: set --registration to a path inside a subvolume")
+            })?;
+            let text = std::fs::read_to_string(reg)
+                .with_context(|| format!("reading {}", reg.display()))?;
+            let text = rehome_registration(&text, &c.store_dir);
+            let staged = plan_dir.path().join("registration");
+            std::fs::write(&staged, text)?;
+            planner.add_file(&staged, PathBuf::from(&sv.name).join(rel));
+            Some(target)
+        }
+        None => None,
+    };
+    planner.finish_counts();
+    let left_out = match &rootfs {
+        Some(r) => layout
+            .uncovered(list_fs_dir(r))
+            .map_err(|e| anyhow!("listing {}: {e}", r.display()))?,
+        None => Vec::new(),
+    };
+    for l in &left_out {
+        tracing::warn!("{l} is outside every subvolume: left out of the image");
+    }
+    let counts = planner.counts.clone();
+    tracing::info!(
+        "plan: {} entries, {} bytes; {} bind mounts, {} bytes to copy",
+        counts.entries,
+        counts.bytes,
+        counts.binds,
+        counts.copied_bytes
+    );
+    let size = match spec.size {
+        Size::Fixed(b) => MkfsSize::Bytes(b.bytes()),
+        Size::Auto if spec.headroom.bytes() == 0 => MkfsSize::Shrink,
+        Size::Auto => MkfsSize::Bytes(
+            estimate_min_size(counts.bytes, counts.entries).saturating_add(spec.headroom.bytes()),
+        ),
+    };
+    let stage_dir = plan_dir.path().join("stage");
+    std::fs::create_dir(&stage_dir)?;
+    let mkfs_plan = MkfsPlan {
+        label: label.clone(),
+        uuid: uuid.clone(),
+        compress: spec.compress,
+        subvol_args: layout.mkfs_subvol_args(),
+        size,
+        rootdir: stage_dir.clone(),
+        output: out.mkfs_path(),
+        reflink: false,
+    };
+    mkfs_plan.check_version(&version)?;
+    let plan_secs = t0.elapsed().as_secs_f64();
+
+    // --- stage and mkfs, in the sandbox ------------------------------------
+    let job = StageJob {
+        stage_dir,
+        ops: std::mem::take(&mut planner.ops),
+        mkfs: mkfs.clone(),
+        mkfs_args: mkfs_plan.args(),
+        result: plan_dir.path().join("result.json"),
+        overflow_mapped: (
+            idmap.uid_outside(planner.overflow().0).is_some(),
+            idmap.gid_outside(planner.overflow().1).is_some(),
+        ),
+        overflow: planner.overflow(),
+        scratch: scratch.path().to_path_buf(),
+    };
+    let job_path = plan_dir.path().join("job.json");
+    std::fs::write(&job_path, serde_json::to_vec(&job)?)?;
+    tracing::info!("staging and running {} in the sandbox", mkfs.display());
+    let status = Sandbox::new()
+        .map(opts.map)
+        .unshare_pid()
+        .command([
+            OsString::from("/proc/self/exe"),
+            "__stage".into(),
+            job_path.clone().into(),
+        ])
+        .run()
+        .map_err(|e| anyhow!("{e}"))
+        .context("cannot start the build sandbox (`rootbox doctor` checks this machine)")?;
+    let result: StageResult = std::fs::read(&job.result)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or_else(|| anyhow!("the staging step ended with {status} without a result"))?;
+    warnings.extend(planner.warnings.iter().cloned());
+    warnings.extend(result.warnings.iter().cloned());
+    if let Some(e) = &result.error {
+        bail!("staging failed: {e}");
+    }
+    if result.mkfs_status != Some(0) {
+        return Err(mkfs_failure(&result, &spec.size, &counts));
+    }
+    if !status.success() {
+        bail!("the staging step ended with {status}");
+    }
+
+    // --- verify ------------------------------------------------------------------
+    let (verified, owners, subvolumes, verify_secs) = if opts.verify {
+        let v = verify::verify(&out.read_path(), &layout, &planner.uids, &planner.gids)?;
+        if !v.problems.is_empty() {
+            bail!(
+                "verification failed; the image was not written:\n  {}",
+                v.problems.join("\n  ")
+            );
+        }
+        tracing::info!("verified {} entries in {:.2}s", v.entries, v.secs);
+        (
+            true,
+            Owners {
+                uids: v.uids,
+                gids: v.gids,
+            },
+            v.subvolumes,
+            v.secs,
+        )
+    } else {
+        tracing::warn!("--no-verify: the image was not read back; owners and modes are unchecked");
+        (false, Owners::default(), Vec::new(), 0.0)
+    };
+    let info = rootbox_images::btrfs::Image::open(&out.read_path())
+        .map(|i| i.info().clone())
+        .ok();
+
+    // --- publish -----------------------------------------------------------------
+    let size_bytes = out.publish()?;
+    for w in &warnings {
+        tracing::warn!("{w}");
+    }
+    Ok(Report {
+        image: output.to_path_buf(),
+        size_bytes,
+        uuid: info.as_ref().map(|i| i.fsid.clone()).unwrap_or_default(),
+        label: info.as_ref().map(|i| i.label.clone()).unwrap_or_default(),
+        mkfs_version: version.to_string(),
+        map: format!("{:?}", opts.map).to_lowercase(),
+        subvolumes,
+        entries: counts.entries,
+        content_bytes: counts.bytes,
+        copied_bytes: result.copied_bytes,
+        bound_bytes: counts.bound_bytes,
+        binds: counts.binds,
+        store_paths: paths.len(),
+        registration,
+        owners,
+        timings: Timings {
+            plan: plan_secs,
+            stage: result.stage_secs,
+            copy: result.copy_secs,
+            mkfs: result.mkfs_secs,
+            verify: verify_secs,
+            total: t0.elapsed().as_secs_f64(),
+        },
+        left_out,
+        warnings,
+        verified,
+    })
+}
+
+/// Rewrites a registration whose paths live in `store_dir` on this
+/// machine so that it names them where they are in the image.
+fn rehome_registration(text: &str, store_dir: &Path) -> String {
+    let from = format!("{}/", store_dir.display());
+    let to = format!("{IMAGE_STORE}/");
+    if from == to {
+        return text.to_string();
+    }
+    text.lines()
+        .map(|l| match l.strip_prefix(&from) {
+            Some(rest) => format!("{to}{rest}\n"),
+            None => format!("{l}\n"),
+        })
+        .collect()
+}
+
+fn mkfs_failure(r: &StageResult, size: &Size, counts: &Counts) -> anyhow::Error {
+    let tail: Vec<&str> = r
+        .mkfs_output
+        .lines()
+        .rev()
+        .take(8)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    let text = tail.join("\n    ");
+    let nospace = r.mkfs_output.contains("No space left")
+        || r.mkfs_output.contains("ENOSPC")
+        || r.mkfs_output.contains("not enough free space");
+    match (size, nospace) {
+        (Size::Fixed(b), true) => anyhow!(
+            "--size {b} is too small for the content ({} bytes in {} entries): it needs about {} \
+             (use --size auto, or at least that much)\n  mkfs.btrfs said:\n    {text}",
+            counts.bytes,
+            counts.entries,
+            ByteSize(estimate_min_size(counts.bytes, counts.entries))
+        ),
+        _ => anyhow!(
+            "mkfs.btrfs failed (exit {}):\n    {text}",
+            r.mkfs_status
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "?".into())
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registration_is_rehomed_to_the_image_store() {
+        let text = "/tmp/x/nix/store/abc-a\nsha256:00\n12\n\n1\n/tmp/x/nix/store/abc-a\n";
+        let out = rehome_registration(text, Path::new("/tmp/x/nix/store"));
+        assert_eq!(
+            out,
+            "/nix/store/abc-a\nsha256:00\n12\n\n1\n/nix/store/abc-a\n"
+        );
+        assert_eq!(
+            rehome_registration("/nix/store/a\n", Path::new("/nix/store")),
+            "/nix/store/a\n"
+        );
+    }
+}

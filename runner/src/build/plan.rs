@@ -1,0 +1,713 @@
+//! The staging plan: what the staging tree will hold, decided in the
+//! parent, before any namespace exists.
+//!
+//! The staging tree is a tmpfs with one top-level directory per subvolume.
+//! Sources reach it in the cheapest form that keeps what mkfs will record
+//! right:
+//!
+//! - a *clean* subtree — every owner and every ACL id maps into the
+//!   namespace — is bind-mounted whole (zero copy);
+//! - a directory that must differ from its source (a subvolume's top, the
+//!   path down to a deeper mount point, a directory whose owner or ACL does
+//!   not map) is recreated on the tmpfs with the source's metadata, and its
+//!   children are staged one by one;
+//! - a file, or a mostly-unclean subtree, whose owner does not map is
+//!   copied into scratch space (reflinked where the filesystem can) inside
+//!   the namespace, where the copy becomes root's, and the copy is bound;
+//! - symlinks under a recreated directory are recreated (a symlink cannot
+//!   be bind-mounted).
+//!
+//! The walk also counts files and bytes, for the report and the size estimate.
+
+use std::collections::HashSet;
+use std::fs::{self, Metadata};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use rootbox_sandbox::IdMap;
+use serde::{Deserialize, Serialize};
+
+/// Ownership, mode, times and xattrs to give a staged entry, in the
+/// namespace's ids.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Meta {
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub atime: (i64, i64),
+    pub mtime: (i64, i64),
+    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// One step of building the staging tree; `dst` is relative to its root.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum Op {
+    /// A directory recreated with `meta`.
+    Dir { dst: PathBuf, meta: Meta },
+    /// A bind mount of a clean source (file, directory or special file).
+    Bind {
+        src: PathBuf,
+        dst: PathBuf,
+        dir: bool,
+    },
+    /// A symlink recreated with `meta`'s owner and times.
+    Symlink {
+        target: PathBuf,
+        dst: PathBuf,
+        meta: Meta,
+    },
+    /// A FIFO or socket recreated with `meta`.
+    Node { dst: PathBuf, meta: Meta },
+    /// `src` copied into scratch space (as `scratch`), then bound at `dst`.
+    /// Owners that do not map become 0; ACL entries that do not map are dropped.
+    Copy {
+        src: PathBuf,
+        scratch: PathBuf,
+        dst: PathBuf,
+        dir: bool,
+    },
+    /// A regular file written on the tmpfs with `src`'s content.
+    File {
+        src: PathBuf,
+        dst: PathBuf,
+        meta: Meta,
+    },
+}
+
+/// What the walk found, for the report.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Counts {
+    /// Entries (files, directories, links, ...) that reach the image.
+    pub entries: u64,
+    /// Bytes of regular-file content that reach the image.
+    pub bytes: u64,
+    /// Bytes that will be copied into scratch space.
+    pub copied_bytes: u64,
+    /// Entries that will be copied.
+    pub copied_entries: u64,
+    /// Bytes that reach mkfs through bind mounts, without a copy.
+    pub bound_bytes: u64,
+    /// Bind mounts made.
+    pub binds: u64,
+}
+
+/// A warning the build report carries and the log shows.
+pub type Warnings = Vec<String>;
+
+/// How staged content with owners that do not map is handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreStaging {
+    /// Copy what would show up with the overflow id; bind the rest.
+    Auto,
+    /// Bind everything; fail if anything would reach the image unmapped.
+    Bind,
+    /// Copy every store path, even clean ones.
+    Copy,
+}
+
+/// A subtree to stage: `src` on the host becomes `dst` in the staging tree.
+pub struct Root<'a> {
+    pub src: Option<&'a Path>,
+    pub dst: PathBuf,
+    /// Paths relative to `dst` that stay empty directories (mount points
+    /// of deeper subvolumes).
+    pub masked: &'a [String],
+    /// A path relative to `dst` that receives the store paths.
+    pub store: Option<PathBuf>,
+}
+
+/// The planner: walks sources, emits [`Op`]s.
+pub struct Planner<'a> {
+    idmap: &'a IdMap,
+    overflow: (u32, u32),
+    pub scratch: PathBuf,
+    pub ops: Vec<Op>,
+    pub counts: Counts,
+    pub warnings: Warnings,
+    /// Outside owners seen that the namespace does not map (for messages).
+    pub unmapped: Vec<PathBuf>,
+    /// Inside ids the staged tree will hold: what verification allows.
+    pub uids: HashSet<u32>,
+    pub gids: HashSet<u32>,
+    pub staging: StoreStaging,
+    copies: u64,
+}
+
+/// Deepest directory nesting the planner walks; deeper trees are refused
+/// (mkfs.btrfs would need as many open directories).
+pub const MAX_DEPTH: usize = 1024;
+
+/// The verdict on one subtree.
+struct Subtree {
+    clean: bool,
+    entries: u64,
+    unclean: u64,
+    bytes: u64,
+    /// Ops that build it when it is not bound whole.
+    ops: Vec<Op>,
+}
+
+fn io_at<'p>(path: &'p Path, what: &str) -> impl FnOnce(io::Error) -> anyhow::Error + 'p {
+    let what = what.to_string();
+    move |e| anyhow::anyhow!("{what} {}: {e}", path.display())
+}
+
+/// POSIX ACL xattr names (whose values carry uids and gids).
+const ACL_NAMES: [&[u8]; 2] = [b"system.posix_acl_access", b"system.posix_acl_default"];
+const ACL_USER: u16 = 0x02;
+const ACL_GROUP: u16 = 0x08;
+
+/// Rewrites the ids of a POSIX ACL xattr value with `map`; entries whose
+/// id does not map are dropped. Returns the new value and how many entries
+/// were dropped, or None when the value is malformed.
+pub fn translate_acl(
+    value: &[u8],
+    map_uid: impl Fn(u32) -> Option<u32>,
+    map_gid: impl Fn(u32) -> Option<u32>,
+) -> Option<(Vec<u8>, usize)> {
+    if value.len() < 4 || (value.len() - 4) % 8 != 0 {
+        return None;
+    }
+    let mut out = value[..4].to_vec();
+    let mut dropped = 0;
+    for e in value[4..].chunks_exact(8) {
+        let tag = u16::from_le_bytes([e[0], e[1]]);
+        let id = u32::from_le_bytes([e[4], e[5], e[6], e[7]]);
+        let mapped = match tag {
+            ACL_USER => map_uid(id),
+            ACL_GROUP => map_gid(id),
+            _ => Some(id),
+        };
+        match mapped {
+            Some(new) => {
+                out.extend_from_slice(&e[..4]);
+                out.extend_from_slice(&new.to_le_bytes());
+            }
+            None => dropped += 1,
+        }
+    }
+    Some((out, dropped))
+}
+
+fn times(m: &Metadata) -> ((i64, i64), (i64, i64)) {
+    ((m.atime(), m.atime_nsec()), (m.mtime(), m.mtime_nsec()))
+}
+
+impl<'a> Planner<'a> {
+    pub fn new(idmap: &'a IdMap, scratch: PathBuf, staging: StoreStaging) -> Self {
+        let read = |p: &str| {
+            fs::read_to_string(p)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .unwrap_or(65534)
+        };
+        Planner {
+            idmap,
+            overflow: (
+                read("/proc/sys/kernel/overflowuid"),
+                read("/proc/sys/kernel/overflowgid"),
+            ),
+            scratch,
+            ops: Vec::new(),
+            counts: Counts::default(),
+            warnings: Vec::new(),
+            unmapped: Vec::new(),
+            uids: HashSet::new(),
+            gids: HashSet::new(),
+            staging,
+            copies: 0,
+        }
+    }
+
+    /// The overflow ids of this kernel (what unmapped owners show up as).
+    pub fn overflow(&self) -> (u32, u32) {
+        self.overflow
+    }
+
+    /// The metadata `src` gets when recreated: owners mapped (or 0), ACLs
+    /// translated. Returns whether it was clean as it is.
+    fn meta_of(&mut self, src: &Path, m: &Metadata) -> (Meta, bool) {
+        let uid = self.idmap.uid_inside(m.uid());
+        let gid = self.idmap.gid_inside(m.gid());
+        let mut clean = uid.is_some() && gid.is_some();
+        let mut xattrs = Vec::new();
+        if let Ok(names) = xattr::list(src) {
+            for name in names {
+                let Ok(Some(value)) = xattr::get(src, &name) else {
+                    continue;
+                };
+                let key = name.as_bytes().to_vec();
+                if ACL_NAMES.contains(&key.as_slice()) {
+                    let map = self.idmap;
+                    match translate_acl(&value, |u| map.uid_inside(u), |g| map.gid_inside(g)) {
+                        Some((v, 0)) => xattrs.push((key, v)),
+                        Some((v, n)) => {
+                            clean = false;
+                            self.warnings.push(format!(
+                                "{}: dropped {n} ACL entr{} naming ids the namespace does not map \
+                                 (the booted kernel would reject them)",
+                                src.display(),
+                                if n == 1 { "y" } else { "ies" }
+                            ));
+                            xattrs.push((key, v));
+                        }
+                        None => {
+                            clean = false;
+                            self.warnings
+                                .push(format!("{}: malformed ACL dropped", src.display()));
+                        }
+                    }
+                } else {
+                    xattrs.push((key, value));
+                }
+            }
+        }
+        let (atime, mtime) = times(m);
+        let meta = Meta {
+            mode: m.mode(),
+            uid: uid.unwrap_or(0),
+            gid: gid.unwrap_or(0),
+            atime,
+            mtime,
+            xattrs,
+        };
+        (meta, clean)
+    }
+
+    fn note_ids(&mut self, meta: &Meta) {
+        self.uids.insert(meta.uid);
+        self.gids.insert(meta.gid);
+    }
+
+    fn next_scratch(&mut self) -> PathBuf {
+        self.copies += 1;
+        self.scratch.join(self.copies.to_string())
+    }
+
+    /// Walks `src` (lstat'ed as `m`) and decides how it reaches `dst`.
+    fn walk(
+        &mut self,
+        src: &Path,
+        dst: &Path,
+        m: &Metadata,
+        depth: usize,
+    ) -> anyhow::Result<Subtree> {
+        if depth > MAX_DEPTH {
+            anyhow::bail!(
+                "{} is nested more than {MAX_DEPTH} directories deep; rootbox refuses trees this deep",
+                src.display()
+            );
+        }
+        let (meta, own_clean) = self.meta_of(src, m);
+        if !own_clean && self.unmapped.len() < 5 {
+            self.unmapped.push(src.to_path_buf());
+        }
+        self.note_ids(&meta);
+        let ft = m.file_type();
+        if !ft.is_dir() {
+            let bytes = if ft.is_file() { m.size() } else { 0 };
+            let ops = if own_clean {
+                Vec::new()
+            } else {
+                self.unclean_leaf(src, dst, m, meta)
+            };
+            return Ok(Subtree {
+                clean: own_clean,
+                entries: 1,
+                unclean: u64::from(!own_clean),
+                bytes,
+                ops,
+            });
+        }
+        let mut children = Vec::new();
+        let mut total = Subtree {
+            clean: own_clean,
+            entries: 1,
+            unclean: u64::from(!own_clean),
+            bytes: 0,
+            ops: Vec::new(),
+        };
+        for entry in read_dir_sorted(src)? {
+            let child_src = src.join(&entry);
+            let child_m =
+                fs::symlink_metadata(&child_src).map_err(io_at(&child_src, "cannot stat"))?;
+            let sub = self.walk(&child_src, &dst.join(&entry), &child_m, depth + 1)?;
+            total.clean &= sub.clean;
+            total.entries += sub.entries;
+            total.unclean += sub.unclean;
+            total.bytes += sub.bytes;
+            children.push((entry, child_m, sub));
+        }
+        if total.clean {
+            return Ok(total);
+        }
+        // Mostly unclean (a store path seen from inside a Nix build): copy
+        // it whole rather than recreate thousands of entries one by one.
+        if total.unclean * 2 > total.entries {
+            let scratch = self.next_scratch();
+            total.ops = vec![Op::Copy {
+                src: src.into(),
+                scratch,
+                dst: dst.into(),
+                dir: true,
+            }];
+            return Ok(total);
+        }
+        total.ops.push(Op::Dir {
+            dst: dst.into(),
+            meta,
+        });
+        for (entry, child_m, sub) in children {
+            if sub.clean {
+                let op = self.clean_op(&src.join(&entry), &dst.join(&entry), &child_m)?;
+                total.ops.push(op);
+            } else {
+                total.ops.extend(sub.ops);
+            }
+        }
+        Ok(total)
+    }
+
+    fn unclean_leaf(&mut self, src: &Path, dst: &Path, m: &Metadata, meta: Meta) -> Vec<Op> {
+        let ft = m.file_type();
+        if ft.is_symlink() {
+            match fs::read_link(src) {
+                Ok(target) => vec![Op::Symlink {
+                    target,
+                    dst: dst.into(),
+                    meta,
+                }],
+                Err(e) => {
+                    self.warnings.push(format!(
+                        "{}: unreadable symlink left out: {e}",
+                        src.display()
+                    ));
+                    Vec::new()
+                }
+            }
+        } else if ft.is_fifo() || ft.is_socket() {
+            vec![Op::Node {
+                dst: dst.into(),
+                meta,
+            }]
+        } else if ft.is_file() {
+            let scratch = self.next_scratch();
+            vec![Op::Copy {
+                src: src.into(),
+                scratch,
+                dst: dst.into(),
+                dir: false,
+            }]
+        } else {
+            // A device node owned by an id that does not map cannot be
+            // recreated in a user namespace (mknod needs real privilege).
+            self.warnings.push(format!(
+                "{}: device node owned by an unmapped id left out (user namespaces cannot create device nodes)",
+                src.display()
+            ));
+            Vec::new()
+        }
+    }
+
+    /// How a clean entry below a recreated directory is staged: bound, or
+    /// recreated when it is a symlink.
+    fn clean_op(&mut self, src: &Path, dst: &Path, m: &Metadata) -> anyhow::Result<Op> {
+        if m.file_type().is_symlink() {
+            let (meta, _) = self.meta_of(src, m);
+            let target = fs::read_link(src).map_err(io_at(src, "cannot read symlink"))?;
+            Ok(Op::Symlink {
+                target,
+                dst: dst.into(),
+                meta,
+            })
+        } else {
+            Ok(Op::Bind {
+                src: src.into(),
+                dst: dst.into(),
+                dir: m.is_dir(),
+            })
+        }
+    }
+
+    /// Plans one staging root: a subvolume's part of the rootfs, with its
+    /// masked mount points and, when it holds the store, the store paths.
+    pub fn stage_root(&mut self, root: &Root<'_>, store_paths: &[PathBuf]) -> anyhow::Result<()> {
+        let mut forced: HashSet<PathBuf> = HashSet::new();
+        forced.insert(PathBuf::new());
+        let masked: HashSet<PathBuf> = root.masked.iter().map(PathBuf::from).collect();
+        for p in root
+            .masked
+            .iter()
+            .map(PathBuf::from)
+            .chain(root.store.clone())
+        {
+            for a in p.ancestors() {
+                forced.insert(a.to_path_buf());
+            }
+        }
+        self.forced_dir(root, Path::new(""), &forced, &masked, store_paths, 0)
+    }
+
+    fn forced_dir(
+        &mut self,
+        root: &Root<'_>,
+        rel: &Path,
+        forced: &HashSet<PathBuf>,
+        masked: &HashSet<PathBuf>,
+        store_paths: &[PathBuf],
+        depth: usize,
+    ) -> anyhow::Result<()> {
+        let src = root.src.map(|s| s.join(rel));
+        let dst = root.dst.join(rel);
+        let src_meta = match &src {
+            Some(s) => match fs::symlink_metadata(s) {
+                Ok(m) if m.is_dir() => Some(m),
+                Ok(m) => anyhow::bail!(
+                    "{} is a {}, but the layout needs a directory there ({}): replace it with a \
+                     directory, or change the subvolume layout",
+                    s.display(),
+                    if m.file_type().is_symlink() {
+                        "symlink"
+                    } else {
+                        "file"
+                    },
+                    if masked.contains(rel) {
+                        "a subvolume is mounted there"
+                    } else {
+                        "it leads to a subvolume mount point or the store"
+                    },
+                ),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                Err(e) => return Err(io_at(s, "cannot stat")(e)),
+            },
+            None => None,
+        };
+        let meta = match (&src, &src_meta) {
+            (Some(s), Some(m)) => {
+                let (meta, _) = self.meta_of(s, m);
+                meta
+            }
+            _ => default_dir_meta(if root.store.as_deref() == Some(rel) {
+                0o41775
+            } else {
+                0o40755
+            }),
+        };
+        self.note_ids(&meta);
+        self.ops.push(Op::Dir {
+            dst: dst.clone(),
+            meta,
+        });
+        self.counts.entries += 1;
+        if masked.contains(rel) {
+            return Ok(());
+        }
+        if let (Some(s), Some(_)) = (&src, &src_meta) {
+            for entry in read_dir_sorted(s)? {
+                let child_rel = rel.join(&entry);
+                if forced.contains(&child_rel) {
+                    continue;
+                }
+                let child_src = s.join(&entry);
+                let m =
+                    fs::symlink_metadata(&child_src).map_err(io_at(&child_src, "cannot stat"))?;
+                self.stage_entry(&child_src, &dst.join(&entry), &m, depth + 1, false)?;
+            }
+        }
+        let mut children: Vec<&PathBuf> = forced
+            .iter()
+            .filter(|p| p.parent() == Some(rel) && p != &rel)
+            .collect();
+        children.sort();
+        for child in children {
+            self.forced_dir(root, child, forced, masked, store_paths, depth + 1)?;
+        }
+        if root.store.as_deref() == Some(rel) {
+            for sp in store_paths {
+                let name = sp.file_name().expect("store paths have names");
+                let m = fs::symlink_metadata(sp).map_err(io_at(sp, "cannot stat store path"))?;
+                self.stage_entry(sp, &dst.join(name), &m, depth + 1, true)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Stages one entry below a recreated directory: whole, recreated or copied.
+    fn stage_entry(
+        &mut self,
+        src: &Path,
+        dst: &Path,
+        m: &Metadata,
+        depth: usize,
+        store: bool,
+    ) -> anyhow::Result<()> {
+        let sub = self.walk(src, dst, m, depth)?;
+        self.counts.entries += sub.entries;
+        self.counts.bytes += sub.bytes;
+        let force_copy = store && self.staging == StoreStaging::Copy && !m.file_type().is_symlink();
+        if sub.clean && !force_copy {
+            let op = self.clean_op(src, dst, m)?;
+            self.ops.push(op);
+            return Ok(());
+        }
+        if self.staging == StoreStaging::Bind && !sub.clean {
+            anyhow::bail!(
+                "{} holds files whose owner the namespace does not map (they would reach the image \
+                 as uid {}), and --store-staging bind forbids copying them: use --store-staging auto",
+                src.display(),
+                self.overflow.0
+            );
+        }
+        if sub.clean {
+            let scratch = self.next_scratch();
+            self.ops.push(Op::Copy {
+                src: src.into(),
+                scratch,
+                dst: dst.into(),
+                dir: m.is_dir(),
+            });
+        } else {
+            self.ops.extend(sub.ops);
+        }
+        Ok(())
+    }
+
+    /// Fills in the counts that follow from the ops (copies, binds).
+    pub fn finish_counts(&mut self) {
+        let (mut copied_entries, mut copied_bytes, mut file_bytes, mut binds) = (0, 0, 0, 0);
+        for op in &self.ops {
+            match op {
+                Op::Copy { src, .. } => {
+                    let (e, b) = tree_size(src);
+                    copied_entries += e;
+                    copied_bytes += b;
+                }
+                Op::File { src, .. } => {
+                    file_bytes += fs::metadata(src).map(|m| m.len()).unwrap_or(0)
+                }
+                Op::Bind { .. } => binds += 1,
+                _ => {}
+            }
+        }
+        self.counts.copied_entries = copied_entries;
+        self.counts.copied_bytes = copied_bytes;
+        self.counts.binds = binds;
+        self.counts.bound_bytes = self.counts.bytes.saturating_sub(copied_bytes + file_bytes);
+    }
+
+    /// Adds a regular file made from `src` (the registration) at `dst`.
+    pub fn add_file(&mut self, src: &Path, dst: PathBuf) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let meta = Meta {
+            mode: 0o100644,
+            uid: 0,
+            gid: 0,
+            atime: (now, 0),
+            mtime: (now, 0),
+            xattrs: Vec::new(),
+        };
+        self.note_ids(&meta);
+        self.counts.entries += 1;
+        self.counts.bytes += fs::metadata(src).map(|m| m.len()).unwrap_or(0);
+        self.ops.push(Op::File {
+            src: src.into(),
+            dst,
+            meta,
+        });
+    }
+}
+
+fn default_dir_meta(mode: u32) -> Meta {
+    Meta {
+        mode,
+        uid: 0,
+        gid: 0,
+        atime: (0, 0),
+        mtime: (0, 0),
+        xattrs: Vec::new(),
+    }
+}
+
+/// Directory entries, sorted by name (a stable plan for the same tree).
+pub fn read_dir_sorted(dir: &Path) -> anyhow::Result<Vec<std::ffi::OsString>> {
+    let rd = fs::read_dir(dir).map_err(|e| {
+        let hint = if e.kind() == io::ErrorKind::PermissionDenied {
+            " (rootbox runs as you: make it readable to you, e.g. chmod u+rx)"
+        } else {
+            ""
+        };
+        anyhow::anyhow!("cannot read directory {}: {e}{hint}", dir.display())
+    })?;
+    let mut names = rd
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<io::Result<Vec<_>>>()
+        .map_err(io_at(dir, "cannot read directory"))?;
+    names.sort();
+    Ok(names)
+}
+
+/// Number of entries and bytes of regular files below `p`.
+fn tree_size(p: &Path) -> (u64, u64) {
+    let Ok(m) = fs::symlink_metadata(p) else {
+        return (0, 0);
+    };
+    if !m.is_dir() {
+        return (1, if m.is_file() { m.size() } else { 0 });
+    }
+    let mut acc = (1, 0);
+    if let Ok(rd) = fs::read_dir(p) {
+        for e in rd.flatten() {
+            let (n, b) = tree_size(&e.path());
+            acc.0 += n;
+            acc.1 += b;
+        }
+    }
+    acc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn acl(entries: &[(u16, u16, u32)]) -> Vec<u8> {
+        let mut v = 2u32.to_le_bytes().to_vec();
+        for (tag, perm, id) in entries {
+            v.extend_from_slice(&tag.to_le_bytes());
+            v.extend_from_slice(&perm.to_le_bytes());
+            v.extend_from_slice(&id.to_le_bytes());
+        }
+        v
+    }
+
+    #[test]
+    fn acl_ids_are_mapped_or_dropped() {
+        let value = acl(&[
+            (0x01, 7, u32::MAX),
+            (ACL_USER, 5, 1000),
+            (0x04, 5, u32::MAX),
+            (ACL_GROUP, 5, 4),
+            (0x10, 7, u32::MAX),
+            (0x20, 5, u32::MAX),
+        ]);
+        let (out, dropped) = translate_acl(&value, |u| (u == 1000).then_some(0), |_| None).unwrap();
+        assert_eq!(dropped, 1);
+        assert_eq!(
+            out,
+            acl(&[
+                (0x01, 7, u32::MAX),
+                (ACL_USER, 5, 0),
+                (0x04, 5, u32::MAX),
+                (0x10, 7, u32::MAX),
+                (0x20, 5, u32::MAX)
+            ])
+        );
+        assert!(translate_acl(&[1, 2, 3], |u| Some(u), |g| Some(g)).is_none());
+    }
+}

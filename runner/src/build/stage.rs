@@ -1,0 +1,374 @@
+//! The staging step, run inside the sandbox as `rootbox __stage JOB`.
+//!
+//! It executes the plan blindly: mounts a tmpfs on the staging directory,
+//! makes each [`Op`], seals the tree read-only, runs mkfs.btrfs on it and
+//! writes a [`StageResult`]. Every decision was made by the parent.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::fs;
+use std::io;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{anyhow, Context, Result};
+use nix::mount::{mount, MsFlags};
+use nix::sys::stat::{utimensat, Mode, SFlag, UtimensatFlags};
+use nix::sys::time::TimeSpec;
+use serde::{Deserialize, Serialize};
+
+use super::plan::{translate_acl, Meta, Op};
+
+/// What the parent hands to the staging step.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StageJob {
+    /// The (empty) directory the staging tmpfs is mounted on.
+    pub stage_dir: PathBuf,
+    pub ops: Vec<Op>,
+    pub mkfs: PathBuf,
+    pub mkfs_args: Vec<OsString>,
+    /// Where to write the [`StageResult`].
+    pub result: PathBuf,
+    /// Whether the overflow uid/gid are real ids of the map (subid mode):
+    /// else an owner that reads as the overflow id is unmapped.
+    pub overflow_mapped: (bool, bool),
+    pub overflow: (u32, u32),
+    /// Scratch space for copies; emptied when the job ends (its files may
+    /// belong to subordinate ids the caller cannot delete outside).
+    pub scratch: PathBuf,
+}
+
+/// What the staging step reports back.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct StageResult {
+    pub stage_secs: f64,
+    pub copy_secs: f64,
+    pub mkfs_secs: f64,
+    pub copied_bytes: u64,
+    pub mkfs_status: Option<i32>,
+    pub mkfs_output: String,
+    pub warnings: Vec<String>,
+    pub error: Option<String>,
+}
+
+pub fn main(job_path: &Path) -> Result<std::process::ExitCode> {
+    let text =
+        fs::read_to_string(job_path).with_context(|| format!("reading {}", job_path.display()))?;
+    let job: StageJob = serde_json::from_str(&text).context("parsing the staging job")?;
+    let mut result = StageResult::default();
+    let outcome = run(&job, &mut result);
+    empty_dir(&job.scratch);
+    if let Err(e) = &outcome {
+        result.error = Some(format!("{e:#}"));
+    }
+    fs::write(&job.result, serde_json::to_vec(&result)?)
+        .with_context(|| format!("writing {}", job.result.display()))?;
+    Ok(match (outcome, result.mkfs_status) {
+        (Ok(()), Some(0)) => std::process::ExitCode::SUCCESS,
+        _ => std::process::ExitCode::from(1),
+    })
+}
+
+fn run(job: &StageJob, result: &mut StageResult) -> Result<()> {
+    let start = Instant::now();
+    mount(
+        Some("tmpfs"),
+        &job.stage_dir,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=0755"),
+    )
+    .with_context(|| format!("mounting the staging tmpfs on {}", job.stage_dir.display()))?;
+    let mut stager = Stager {
+        job,
+        timed: Vec::new(),
+        copy_secs: 0.0,
+        copied: 0,
+        links: HashMap::new(),
+        warnings: Vec::new(),
+    };
+    for op in &job.ops {
+        stager.apply(op)?;
+    }
+    // Directory times last, deepest first: creating entries (and mount
+    // points) inside a directory changes its mtime.
+    for (path, meta) in stager.timed.iter().rev() {
+        set_times(path, meta)
+            .with_context(|| format!("setting the times of {}", path.display()))?;
+    }
+    // Sources are read-only to everything after this point, mkfs included.
+    rootbox_sandbox::seal_readonly(&job.stage_dir)
+        .with_context(|| format!("making {} read-only", job.stage_dir.display()))?;
+    result.copy_secs = stager.copy_secs;
+    result.copied_bytes = stager.copied;
+    result.warnings = stager.warnings;
+    result.stage_secs = start.elapsed().as_secs_f64() - result.copy_secs;
+
+    let start = Instant::now();
+    let out = Command::new(&job.mkfs)
+        .args(&job.mkfs_args)
+        .output()
+        .with_context(|| format!("running {}", job.mkfs.display()))?;
+    result.mkfs_secs = start.elapsed().as_secs_f64();
+    result.mkfs_status =
+        Some(out.status.code().unwrap_or(
+            128 + std::os::unix::process::ExitStatusExt::signal(&out.status).unwrap_or(0),
+        ));
+    result.mkfs_output =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    Ok(())
+}
+
+struct Stager<'a> {
+    job: &'a StageJob,
+    /// Entries whose times are set once everything exists.
+    timed: Vec<(PathBuf, Meta)>,
+    copy_secs: f64,
+    copied: u64,
+    /// (dev, ino) of copied files with several links → the first copy.
+    links: HashMap<(u64, u64), PathBuf>,
+    warnings: Vec<String>,
+}
+
+impl Stager<'_> {
+    fn at(&self, rel: &Path) -> PathBuf {
+        self.job.stage_dir.join(rel)
+    }
+
+    fn apply(&mut self, op: &Op) -> Result<()> {
+        match op {
+            Op::Dir { dst, meta } => {
+                let p = self.at(dst);
+                fs::create_dir(&p).with_context(|| format!("creating {}", p.display()))?;
+                set_meta(&p, meta, false)?;
+                self.timed.push((p, meta.clone()));
+            }
+            Op::Bind { src, dst, dir } => bind(src, &self.at(dst), *dir)?,
+            Op::Symlink { target, dst, meta } => {
+                let p = self.at(dst);
+                std::os::unix::fs::symlink(target, &p)
+                    .with_context(|| format!("creating symlink {}", p.display()))?;
+                set_meta(&p, meta, true)?;
+                self.timed.push((p, meta.clone()));
+            }
+            Op::Node { dst, meta } => {
+                let p = self.at(dst);
+                let kind = SFlag::from_bits_truncate(meta.mode) & SFlag::S_IFMT;
+                nix::sys::stat::mknod(&p, kind, Mode::from_bits_truncate(meta.mode & 0o7777), 0)
+                    .with_context(|| format!("creating {}", p.display()))?;
+                set_meta(&p, meta, false)?;
+                self.timed.push((p, meta.clone()));
+            }
+            Op::File { src, dst, meta } => {
+                let p = self.at(dst);
+                fs::copy(src, &p)
+                    .with_context(|| format!("copying {} to {}", src.display(), p.display()))?;
+                set_meta(&p, meta, false)?;
+                self.timed.push((p, meta.clone()));
+            }
+            Op::Copy {
+                src,
+                scratch,
+                dst,
+                dir,
+            } => {
+                let start = Instant::now();
+                let mut timed = Vec::new();
+                self.copy_tree(src, scratch, &mut timed)
+                    .with_context(|| format!("copying {} into scratch space", src.display()))?;
+                for (p, m) in timed.iter().rev() {
+                    set_times(p, m)
+                        .with_context(|| format!("setting the times of {}", p.display()))?;
+                }
+                self.copy_secs += start.elapsed().as_secs_f64();
+                bind(scratch, &self.at(dst), *dir)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The owner a copy gets: the source's, as the namespace sees it, or 0
+    /// where the source's owner does not map.
+    fn owner(&self, m: &fs::Metadata) -> (u32, u32) {
+        let (ou, og) = self.job.overflow;
+        let (mu, mg) = self.job.overflow_mapped;
+        let uid = if m.uid() == ou && !mu { 0 } else { m.uid() };
+        let gid = if m.gid() == og && !mg { 0 } else { m.gid() };
+        (uid, gid)
+    }
+
+    fn copy_tree(
+        &mut self,
+        src: &Path,
+        dst: &Path,
+        timed: &mut Vec<(PathBuf, Meta)>,
+    ) -> Result<()> {
+        let m = fs::symlink_metadata(src).with_context(|| format!("stat {}", src.display()))?;
+        let (uid, gid) = self.owner(&m);
+        let meta = Meta {
+            mode: m.mode(),
+            uid,
+            gid,
+            atime: (m.atime(), m.atime_nsec()),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            xattrs: self.xattrs(src),
+        };
+        let ft = m.file_type();
+        if ft.is_dir() {
+            fs::create_dir(dst).with_context(|| format!("creating {}", dst.display()))?;
+            // Writable while filling, final mode below.
+            fs::set_permissions(dst, fs::Permissions::from_mode(0o700))?;
+            for name in super::plan::read_dir_sorted(src)? {
+                self.copy_tree(&src.join(&name), &dst.join(&name), timed)?;
+            }
+            set_meta(dst, &meta, false)?;
+        } else if ft.is_symlink() {
+            std::os::unix::fs::symlink(fs::read_link(src)?, dst)?;
+            set_meta(dst, &meta, true)?;
+        } else if ft.is_file() {
+            if m.nlink() > 1 {
+                if let Some(first) = self.links.get(&(m.dev(), m.ino())) {
+                    fs::hard_link(first, dst)
+                        .with_context(|| format!("linking {}", dst.display()))?;
+                    return Ok(());
+                }
+                self.links.insert((m.dev(), m.ino()), dst.to_path_buf());
+            }
+            // copy_file_range: a reflink where source and scratch share a
+            // btrfs or XFS filesystem, an in-kernel copy elsewhere.
+            fs::copy(src, dst).map_err(|e| {
+                let hint = if e.kind() == io::ErrorKind::PermissionDenied {
+                    " (its owner does not map into the namespace, so rootbox can read it only if it is readable to you)"
+                } else {
+                    ""
+                };
+                anyhow!("cannot copy {}: {e}{hint}", src.display())
+            })?;
+            self.copied += m.size();
+            set_meta(dst, &meta, false)?;
+        } else if ft.is_char_device() || ft.is_block_device() {
+            self.warnings.push(format!(
+                "{}: device node left out (user namespaces cannot create device nodes)",
+                src.display()
+            ));
+            return Ok(());
+        } else {
+            let kind = SFlag::from_bits_truncate(m.mode()) & SFlag::S_IFMT;
+            nix::sys::stat::mknod(dst, kind, Mode::from_bits_truncate(m.mode() & 0o7777), 0)
+                .with_context(|| format!("creating {}", dst.display()))?;
+            set_meta(dst, &meta, false)?;
+        }
+        timed.push((dst.to_path_buf(), meta));
+        Ok(())
+    }
+
+    /// The xattrs of `src` as the namespace reads them, with ACL entries
+    /// naming unmapped ids (read as 0xffffffff) dropped.
+    fn xattrs(&mut self, src: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
+        use std::os::unix::ffi::OsStrExt;
+        let Ok(names) = xattr::list(src) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for name in names {
+            let Ok(Some(value)) = xattr::get(src, &name) else {
+                continue;
+            };
+            let key = name.as_bytes().to_vec();
+            if key.starts_with(b"system.posix_acl_") {
+                let keep = |id: u32| (id != u32::MAX).then_some(id);
+                match translate_acl(&value, keep, keep) {
+                    Some((v, n)) => {
+                        if n > 0 {
+                            self.warnings.push(format!(
+                                "{}: dropped {n} ACL entries naming unmapped ids",
+                                src.display()
+                            ));
+                        }
+                        out.push((key, v));
+                    }
+                    None => self
+                        .warnings
+                        .push(format!("{}: malformed ACL dropped", src.display())),
+                }
+            } else {
+                out.push((key, value));
+            }
+        }
+        out
+    }
+}
+
+fn bind(src: &Path, target: &Path, dir: bool) -> Result<()> {
+    if dir {
+        fs::create_dir(target)
+    } else {
+        fs::File::create(target).map(drop)
+    }
+    .with_context(|| format!("creating mount point {}", target.display()))?;
+    mount(
+        Some(src),
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .with_context(|| format!("cannot bind {} on {}", src.display(), target.display()))
+}
+
+/// Owner, then mode (chown clears set-id bits), then xattrs (chown clears
+/// security.capability).
+fn set_meta(p: &Path, meta: &Meta, symlink: bool) -> Result<()> {
+    std::os::unix::fs::lchown(p, Some(meta.uid), Some(meta.gid))
+        .with_context(|| format!("chown {}:{} {}", meta.uid, meta.gid, p.display()))?;
+    if !symlink {
+        fs::set_permissions(p, fs::Permissions::from_mode(meta.mode & 0o7777))
+            .with_context(|| format!("chmod {}", p.display()))?;
+    }
+    for (k, v) in &meta.xattrs {
+        use std::os::unix::ffi::OsStrExt;
+        let name = std::ffi::OsStr::from_bytes(k);
+        if let Err(e) = xattr::set(p, name, v) {
+            // Nix's sandbox answers xattr calls with ENOTSUP; trusted.* and
+            // security.selinux may be refused: the image then lacks them.
+            tracing::warn!(
+                "{}: xattr {} not copied: {e}",
+                p.display(),
+                name.to_string_lossy()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn set_times(p: &Path, meta: &Meta) -> Result<()> {
+    let ts = |(s, ns): (i64, i64)| TimeSpec::new(s, ns);
+    utimensat(
+        None,
+        p,
+        &ts(meta.atime),
+        &ts(meta.mtime),
+        UtimensatFlags::NoFollowSymlink,
+    )?;
+    Ok(())
+}
+
+/// Removes everything below `dir`, keeping `dir`. Best effort: what
+/// remains is reported by the parent when it removes `dir` itself.
+fn empty_dir(dir: &Path) {
+    if let Ok(rd) = fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            let _ = match e.file_type() {
+                Ok(t) if t.is_dir() => {
+                    let _ = fs::set_permissions(&p, fs::Permissions::from_mode(0o700));
+                    empty_dir(&p);
+                    fs::remove_dir(&p)
+                }
+                _ => fs::remove_file(&p),
+            };
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! Verification: read the finished image back (rootbox's own btrfs reader,
+//! no root, no mount) and check what the booted system will rely on.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+
+use rootbox_images::btrfs::{FileKind, Image};
+use rootbox_images::layout::Layout;
+use serde::Serialize;
+
+/// Image paths whose owner and mode sshd (StrictModes) and
+/// systemd-tmpfiles check. `*` is one path component.
+const SENSITIVE: [&str; 12] = [
+    "/",
+    "/etc",
+    "/etc/ssh",
+    "/root",
+    "/root/.ssh",
+    "/root/.ssh/authorized_keys",
+    "/home/*",
+    "/home/*/.ssh",
+    "/home/*/.ssh/authorized_keys",
+    "/var",
+    "/var/empty",
+    "/etc/ssh/authorized_keys",
+];
+
+/// What verification saw, for the report.
+#[derive(Debug, Default, Serialize)]
+pub struct Verified {
+    pub subvolumes: Vec<SubvolReport>,
+    pub entries: u64,
+    /// Owners seen (uid → number of inodes).
+    pub uids: BTreeMap<u32, u64>,
+    pub gids: BTreeMap<u32, u64>,
+    pub problems: Vec<String>,
+    pub secs: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SubvolReport {
+    pub name: String,
+    pub id: u64,
+    pub mountpoint: String,
+    pub entries: u64,
+    pub bytes: u64,
+    pub default: bool,
+}
+
+/// Checks the image at `image` (a path the reader can open) against the plan.
+pub fn verify(
+    image: &Path,
+    layout: &Layout,
+    allowed_uids: &HashSet<u32>,
+    allowed_gids: &HashSet<u32>,
+) -> anyhow::Result<Verified> {
+    let start = std::time::Instant::now();
+    let img = Image::open(image).map_err(|e| anyhow::anyhow!("reading the image back: {e}"))?;
+    let subvols = img
+        .subvolumes()
+        .map_err(|e| anyhow::anyhow!("listing subvolumes: {e}"))?;
+    let default = img
+        .default_subvolume()
+        .map_err(|e| anyhow::anyhow!("reading the default subvolume: {e}"))?;
+    let mut v = Verified::default();
+
+    // The top level (tree 5) is not a subvolume of the layout.
+    let found: HashSet<Vec<u8>> = subvols
+        .iter()
+        .filter(|s| s.id != 5)
+        .map(|s| s.path.clone())
+        .collect();
+    let planned: HashSet<Vec<u8>> = layout
+        .subvolumes()
+        .iter()
+        .map(|s| s.name.as_bytes().to_vec())
+        .collect();
+    if found != planned {
+        let show = |s: &HashSet<Vec<u8>>| {
+            let mut v: Vec<String> = s
+                .iter()
+                .map(|p| String::from_utf8_lossy(p).into_owned())
+                .collect();
+            v.sort();
+            v.join(", ")
+        };
+        v.problems.push(format!(
+            "subvolumes differ from the plan: image has [{}], plan has [{}]",
+            show(&found),
+            show(&planned)
+        ));
+    }
+
+    for planned in layout.subvolumes() {
+        let Some(sv) = subvols.iter().find(|s| s.path == planned.name.as_bytes()) else {
+            continue;
+        };
+        let mut report = SubvolReport {
+            name: planned.name.clone(),
+            id: sv.id,
+            mountpoint: planned.mountpoint.clone(),
+            entries: 0,
+            bytes: 0,
+            default: sv.id == default,
+        };
+        if planned.kind.is_default() && sv.id != default {
+            v.problems.push(format!(
+                "subvolume {} should be the default, but {default} is",
+                planned.name
+            ));
+        }
+        let mut problems = Vec::new();
+        img.walk(sv.id, &mut |e| {
+            if e.kind == FileKind::Subvolume {
+                return Ok(());
+            }
+            report.entries += 1;
+            if e.kind == FileKind::File {
+                report.bytes += e.size;
+            }
+            *v.uids.entry(e.uid).or_default() += 1;
+            *v.gids.entry(e.gid).or_default() += 1;
+            let path = image_path(&planned.mountpoint, &e.path);
+            if !allowed_uids.contains(&e.uid) || !allowed_gids.contains(&e.gid) {
+                if problems.len() < 20 {
+                    problems.push(format!(
+                        "{path}: owner {}:{} is not one the staged tree had",
+                        e.uid, e.gid
+                    ));
+                }
+            }
+            if let Some(p) = check_sensitive(&path, e.uid, e.mode, e.kind) {
+                problems.push(p);
+            }
+            Ok(())
+        })
+        .map_err(|e| anyhow::anyhow!("walking subvolume {}: {e}", planned.name))?;
+        v.entries += report.entries;
+        v.problems.extend(problems);
+        v.subvolumes.push(report);
+    }
+    v.secs = start.elapsed().as_secs_f64();
+    Ok(v)
+}
+
+fn image_path(mountpoint: &str, rel: &[u8]) -> String {
+    let rel = String::from_utf8_lossy(rel);
+    match (mountpoint, rel.is_empty()) {
+        (m, true) => m.to_string(),
+        ("/", false) => format!("/{rel}"),
+        (m, false) => format!("{m}/{rel}"),
+    }
+}
+
+fn matches(pattern: &str, path: &str) -> bool {
+    let (p, q): (Vec<&str>, Vec<&str>) = (pattern.split('/').collect(), path.split('/').collect());
+    p.len() == q.len() && p.iter().zip(&q).all(|(a, b)| *a == "*" || a == b)
+}
+
+/// What sshd's StrictModes and systemd-tmpfiles would refuse on `path`:
+/// write access for group or others (symlinks aside), or an owner other
+/// than root (or, under /home/NAME, the home's owner — checked loosely as
+/// any owner, since the home's owner is that user).
+fn check_sensitive(path: &str, uid: u32, mode: u32, kind: FileKind) -> Option<String> {
+    if kind == FileKind::Symlink || !SENSITIVE.iter().any(|p| matches(p, path)) {
+        return None;
+    }
+    let sticky = mode & 0o1000 != 0;
+    if mode & 0o022 != 0 && !sticky {
+        return Some(format!("{path}: mode {:o} is writable by group or others (sshd and systemd-tmpfiles refuse it)", mode & 0o7777));
+    }
+    if uid != 0 && !path.starts_with("/home/") {
+        return Some(format!(
+            "{path}: owned by uid {uid}, not root (sshd and systemd-tmpfiles refuse it)"
+        ));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sensitive_paths() {
+        assert!(check_sensitive("/root/.ssh", 1000, 0o40700, FileKind::Dir).is_some());
+        assert!(check_sensitive("/root/.ssh", 0, 0o40700, FileKind::Dir).is_none());
+        assert!(check_sensitive("/etc", 0, 0o40775, FileKind::Dir).is_some());
+        assert!(check_sensitive("/home/alice", 1000, 0o40755, FileKind::Dir).is_none());
+        assert!(check_sensitive("/home/alice/.ssh", 1000, 0o40777, FileKind::Dir).is_some());
+        assert!(check_sensitive("/usr/bin", 1000, 0o40777, FileKind::Dir).is_none());
+        assert_eq!(image_path("/", b"etc"), "/etc");
+        assert_eq!(image_path("/nix", b""), "/nix");
+        assert_eq!(image_path("/nix", b"store"), "/nix/store");
+    }
+}

@@ -1,0 +1,235 @@
+//! `rootbox inspect`: what a btrfs image records (subvolumes, owners,
+//! modes, xattrs), read without root and without mounting it.
+//!
+//! Thin glue: reading is `rootbox_images::btrfs`, formatting is
+//! `rootbox_images::btrfs::listing`.
+
+use std::io::{self, BufWriter, Write};
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use rootbox_images::btrfs::{listing, Image, ReadError, Subvolume};
+use serde_json::{json, Value};
+
+/// List the subvolumes and files of a btrfs image as recorded on disk.
+#[derive(clap::Args, Debug, Clone)]
+pub struct InspectArgs {
+    /// The image file (one btrfs device).
+    pub image: PathBuf,
+    /// Print one JSON document instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// List only this subvolume: its path from the top level (`@nix`),
+    /// its id, or `/` for the top level.
+    #[arg(long)]
+    pub subvol: Option<String>,
+    /// List only this subtree: relative to `--subvol` when given, else a
+    /// path from the top level (`@nix/store`), which may lie in any subvolume.
+    pub path: Option<String>,
+}
+
+/// One subtree to list.
+struct Listing<'a> {
+    subvol: &'a Subvolume,
+    path: Vec<u8>,
+}
+
+/// Run `rootbox inspect`.
+pub fn run(args: &InspectArgs) -> Result<()> {
+    let image = Image::open(&args.image)
+        .with_context(|| format!("reading btrfs image {}", args.image.display()))?;
+    let subvols = image.subvolumes().context("listing subvolumes")?;
+    let default = image
+        .default_subvolume()
+        .context("reading the default subvolume")?;
+    let listings = select(&subvols, args.subvol.as_deref(), args.path.as_deref())?;
+
+    let mut out = BufWriter::new(io::stdout().lock());
+    let written = if args.json {
+        write_json(&mut out, &image, &subvols, default, &listings)
+    } else {
+        write_text(&mut out, &image, &subvols, default, &listings)
+    };
+    match written.and_then(|()| out.flush().map_err(anyhow::Error::from)) {
+        // `rootbox inspect img | head` is not an error.
+        Err(e) if is_broken_pipe(&e) => Ok(()),
+        other => other,
+    }
+}
+
+fn select<'a>(
+    subvols: &'a [Subvolume],
+    subvol: Option<&str>,
+    path: Option<&str>,
+) -> Result<Vec<Listing<'a>>> {
+    let path = path.map(|p| p.trim_matches('/').as_bytes().to_vec());
+    match (subvol, path) {
+        (Some(name), path) => Ok(vec![Listing {
+            subvol: find_subvolume(subvols, name)?,
+            path: path.unwrap_or_default(),
+        }]),
+        (None, Some(path)) => {
+            // The deepest subvolume whose path is a prefix of `path`.
+            let (subvol, rest) = subvols
+                .iter()
+                .filter_map(|s| strip_dir_prefix(&path, &s.path).map(|rest| (s, rest)))
+                .max_by_key(|(s, _)| s.path.len())
+                .context("the image has no top-level subvolume")?;
+            Ok(vec![Listing {
+                subvol,
+                path: rest.to_vec(),
+            }])
+        }
+        (None, None) => Ok(subvols
+            .iter()
+            .map(|subvol| Listing {
+                subvol,
+                path: Vec::new(),
+            })
+            .collect()),
+    }
+}
+
+/// `path` below directory `prefix` (both without leading slash).
+fn strip_dir_prefix<'p>(path: &'p [u8], prefix: &[u8]) -> Option<&'p [u8]> {
+    if prefix.is_empty() {
+        return Some(path);
+    }
+    let rest = path.strip_prefix(prefix)?;
+    match rest.first() {
+        None => Some(rest),
+        Some(b'/') => Some(&rest[1..]),
+        Some(_) => None,
+    }
+}
+
+fn find_subvolume<'a>(subvols: &'a [Subvolume], name: &str) -> Result<&'a Subvolume> {
+    let wanted = name.trim_matches('/').as_bytes();
+    if let Some(s) = subvols.iter().find(|s| s.path == wanted) {
+        return Ok(s);
+    }
+    if let Some(s) = name
+        .parse::<u64>()
+        .ok()
+        .and_then(|id| subvols.iter().find(|s| s.id == id))
+    {
+        return Ok(s);
+    }
+    let known: Vec<String> = subvols
+        .iter()
+        .map(|s| format!("{} ({})", subvol_title(s), s.id))
+        .collect();
+    bail!(
+        "no subvolume {name:?} in the image; it has: {}",
+        known.join(", ")
+    )
+}
+
+fn subvol_title(s: &Subvolume) -> String {
+    if s.id == 5 {
+        "<top level>".to_string()
+    } else {
+        listing::escape(&s.path)
+    }
+}
+
+fn write_text(
+    out: &mut dyn Write,
+    image: &Image,
+    subvols: &[Subvolume],
+    default: u64,
+    listings: &[Listing<'_>],
+) -> Result<()> {
+    let info = image.info();
+    writeln!(
+        out,
+        "filesystem {} label {:?} nodesize {} sectorsize {} csum {} generation {} size {} used {}",
+        info.fsid,
+        info.label,
+        info.nodesize,
+        info.sectorsize,
+        info.csum_type,
+        info.generation,
+        info.total_bytes,
+        info.bytes_used
+    )?;
+    writeln!(out, "subvolumes:")?;
+    for s in subvols {
+        writeln!(out, "{}", listing::subvolume_line(s, default))?;
+    }
+    for l in listings {
+        writeln!(out)?;
+        writeln!(out, "subvolume {} {}:", l.subvol.id, subvol_title(l.subvol))?;
+        walk(image, l, &mut |e| {
+            writeln!(out, "{}", listing::entry_line(e)).map_err(stdout_error)
+        })?;
+    }
+    Ok(())
+}
+
+fn write_json(
+    out: &mut dyn Write,
+    image: &Image,
+    subvols: &[Subvolume],
+    default: u64,
+    listings: &[Listing<'_>],
+) -> Result<()> {
+    let mut trees = Vec::new();
+    for l in listings {
+        let mut entries = Vec::new();
+        walk(image, l, &mut |e| {
+            entries.push(listing::entry_json(e));
+            Ok(())
+        })?;
+        trees.push(json!({
+            "subvolume": l.subvol.id,
+            "subvolume_path": listing::escape(&l.subvol.path),
+            "path": listing::escape(&l.path),
+            "entries": entries,
+        }));
+    }
+    let doc: Value = json!({
+        "filesystem": listing::info_json(image.info()),
+        "default_subvolume": default,
+        "subvolumes": subvols.iter().map(|s| listing::subvolume_json(s, default)).collect::<Vec<_>>(),
+        "listings": trees,
+    });
+    serde_json::to_writer_pretty(&mut *out, &doc)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+fn walk(
+    image: &Image,
+    l: &Listing<'_>,
+    f: &mut dyn FnMut(&rootbox_images::btrfs::Entry) -> Result<(), ReadError>,
+) -> Result<()> {
+    image.walk_path(l.subvol.id, &l.path, f).with_context(|| {
+        format!(
+            "listing {} in subvolume {} ({})",
+            if l.path.is_empty() {
+                "/".to_string()
+            } else {
+                listing::escape(&l.path)
+            },
+            l.subvol.id,
+            subvol_title(l.subvol)
+        )
+    })
+}
+
+/// Carry a write error through the reader's callback.
+fn stdout_error(e: io::Error) -> ReadError {
+    ReadError::Io {
+        path: PathBuf::from("<stdout>"),
+        offset: 0,
+        source: e,
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<io::Error>()
+            .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+    })
+}

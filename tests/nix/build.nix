@@ -4,8 +4,10 @@
 # Arguments (strings, passed with --argstr by tests/nix/run-test):
 #   tools       store path: bin/busybox + applet symlinks (the builder's shell)
 #   rootbox     store path of a dir with bin/rootbox (ignored with standin)
-#   standin     "1": stage and run mkfs.btrfs by hand under `unshare -r`
-#               instead of rootbox (proves the plumbing and the read-back)
+#   standin     "0": use rootbox. "1": stage and run mkfs.btrfs by hand
+#               under `unshare -rm` instead (proves the plumbing and the
+#               read-back). "bind": like "1" but bind-mount the closure
+#               instead of copying it (negative control: 65534 in the image)
 #   closureInfo store path of a dir with `store-paths` (one path a line) and
 #               `registration` (`nix-store --dump-db` of exactly those paths),
 #               i.e. what nixpkgs' closureInfo makes
@@ -13,8 +15,10 @@
 #               of this derivation so that it is visible in the sandbox
 #               (closureInfo was added with nix-store --add, which records no
 #               references, so depending on it alone would not be enough)
+#   via         "cli": rootbox build with command-line flags; "spec": the same
+#               layout as a JSON spec file (what nix/make-btrfs-image.nix does)
 #   runId       changes every run: a fresh build every time
-{ tools, rootbox ? "", standin ? "0", closureInfo, closure, runId }:
+{ tools, rootbox ? "", standin ? "0", via ? "cli", closureInfo, closure, runId }:
 let
   t = builtins.storePath tools;
   split = s: builtins.filter (x: builtins.isString x && x != "") (builtins.split " " s);
@@ -25,9 +29,9 @@ derivation {
   builder = "${t}/bin/sh";
   args = [ ./build-builder.sh ];
   PATH = "${t}/bin:/usr/sbin:/usr/bin";
-  inherit runId standin;
+  inherit runId standin via;
   tools = t;
-  rootbox = if standin == "1" then "" else "${builtins.storePath rootbox}/bin/rootbox";
+  rootbox = if standin != "0" then "" else "${builtins.storePath rootbox}/bin/rootbox";
   closureInfo = builtins.storePath closureInfo;
   closure = map builtins.storePath (split closure);
 }

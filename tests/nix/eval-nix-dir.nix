@@ -8,7 +8,9 @@ let
   lib = {
     importTOML = p: builtins.fromTOML (builtins.readFile p);
     fileset = {
-      unions = ps: map toString ps;
+      # Like the real one, a missing path is an error.
+      unions = ps: map (p: if builtins.isList p then p else assert builtins.pathExists p; toString p) ps;
+      difference = a: b: assert builtins.pathExists a && builtins.pathExists b; [ "${toString a} minus ${toString b}" ];
       toSource = { root, fileset }: { root = toString root; inherit fileset; };
     };
     makeBinPath = ps: builtins.concatStringsSep ":" (map (p: "${p}/bin") ps);

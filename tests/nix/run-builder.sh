@@ -1,3 +1,4 @@
+# shellcheck shell=sh disable=SC2154  # out, runId, tools, ... come from the derivation
 # Builder for run.nix (busybox sh inside the Nix sandbox). Writes key=value
 # facts to $out/report and raw copies of the /proc files next to it.
 # stderr must stay open until the end: Nix treats EOF on the builder's

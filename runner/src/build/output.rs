@@ -25,21 +25,11 @@ pub struct Target {
     temp: Temp,
 }
 
-fn inside(path: &Path, dir: &Path) -> bool {
-    match (fs::canonicalize(dir), path.parent().map(fs::canonicalize)) {
-        (Ok(d), Some(Ok(p))) => p.starts_with(d),
-        _ => false,
-    }
-}
-
 impl Target {
     /// Checks the output path and opens the temporary file beside it.
-    pub fn check(
-        path: &Path,
-        force: bool,
-        rootfs: Option<&Path>,
-        store: Option<&Path>,
-    ) -> Result<Target> {
+    /// `sources` are the trees staged into the image (the rootfs and each
+    /// store path): the image must not be written inside one of them.
+    pub fn check(path: &Path, force: bool, sources: &[&Path]) -> Result<Target> {
         let dir = match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
@@ -68,15 +58,16 @@ impl Target {
             ),
             _ => {}
         }
-        for (what, src) in [("rootfs", rootfs), ("store directory", store)] {
-            if let Some(src) = src {
-                if inside(path, src) {
-                    bail!(
-                        "output {} is inside the {what} {}: the image would be staged into itself; write it elsewhere",
-                        path.display(),
-                        src.display()
-                    );
-                }
+        // Inside a Nix build the output is in the store, next to (not in)
+        // the store paths staged: compare with each source, not the store.
+        let parent = fs::canonicalize(&dir).with_context(|| format!("resolving {}", dir.display()))?;
+        for src in sources {
+            if fs::canonicalize(src).is_ok_and(|s| parent.starts_with(s)) {
+                bail!(
+                    "output {} is inside {}, which is staged into the image: the image would contain itself; write it elsewhere",
+                    path.display(),
+                    src.display()
+                );
             }
         }
         let unnamed = OpenOptions::new()

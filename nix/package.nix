@@ -1,0 +1,65 @@
+# rootbox, packaged the nixpkgs way.
+#
+#   rootbox = pkgs.callPackage ./nix/package.nix { };
+#
+# Builds the `rootbox` binary from the Cargo workspace and wraps it so that
+# mkfs.btrfs (btrfs-progs, which must be >= 6.12 for `--subvol TYPE:DIR`;
+# rootbox checks and says so) is found on PATH whatever the caller's PATH is.
+# Not evaluated in rootbox's CI (no nixpkgs there): kept simple on purpose.
+{
+  lib,
+  rustPlatform,
+  makeWrapper,
+  btrfs-progs,
+}:
+
+let
+  cargoToml = lib.importTOML ../Cargo.toml;
+in
+rustPlatform.buildRustPackage {
+  pname = "rootbox";
+  inherit (cargoToml.workspace.package) version;
+
+  # Only what cargo needs, so edits to scripts/, tests/nix/ or docs do not
+  # cause a rebuild. tests/ is needed: runner/Cargo.toml declares its
+  # integration tests there (../tests/run.rs, ../tests/build.rs), and cargo
+  # refuses a manifest whose declared targets are missing.
+  src = lib.fileset.toSource {
+    root = ../.;
+    fileset = lib.fileset.unions [
+      ../Cargo.toml
+      ../Cargo.lock
+      ../sandbox
+      ../images
+      ../runner
+      (lib.fileset.difference ../tests ../tests/nix)
+    ];
+  };
+
+  # All dependencies come from crates.io, so the lock file alone pins them
+  # (no outputHashes needed).
+  cargoLock.lockFile = ../Cargo.lock;
+
+  # The workspace has three crates; only the runner crate has a binary.
+  cargoBuildFlags = [ "--package" "rootbox" ];
+  # Unit tests of all three crates; they need no privileges. Tests that need
+  # user namespaces work in the Nix sandbox (nested user namespaces are
+  # allowed there); tests that loop-mount images skip themselves without root.
+  cargoTestFlags = [ "--workspace" ];
+  nativeCheckInputs = [ btrfs-progs ];
+
+  nativeBuildInputs = [ makeWrapper ];
+
+  postInstall = ''
+    wrapProgram $out/bin/rootbox \
+      --prefix PATH : ${lib.makeBinPath [ btrfs-progs ]}
+  '';
+
+  meta = {
+    description = "Build filesystem images owned by root, without being root";
+    license = with lib.licenses; [ mit asl20 ];
+    mainProgram = "rootbox";
+    # User and mount namespaces: Linux only.
+    platforms = lib.platforms.linux;
+  };
+}

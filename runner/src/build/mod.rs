@@ -407,12 +407,9 @@ pub fn build(spec: &Spec, output: &Path, opts: &Options) -> Result<Report> {
     }
 
     // --- the output ------------------------------------------------------------
-    let out = output::Target::check(
-        output,
-        opts.force,
-        rootfs.as_deref(),
-        closure.as_ref().map(|c| c.store_dir.as_path()),
-    )?;
+    let mut sources: Vec<&Path> = rootfs.iter().map(|r| r.as_path()).collect();
+    sources.extend(closure.iter().flat_map(|c| c.paths.iter().map(|p| p.as_path())));
+    let out = output::Target::check(output, opts.force, &sources)?;
 
     // --- mkfs.btrfs ------------------------------------------------------------
     let mkfs = rootbox_sandbox::find_program("mkfs.btrfs").ok_or_else(|| {

@@ -64,6 +64,10 @@ pub struct IdMap {
     pub gids: Vec<IdRange>,
     /// The map needs newuidmap/newgidmap (it names ids the caller does not own).
     pub helpers: Option<(PathBuf, PathBuf)>,
+    /// setgroups(2) stays allowed inside. An unprivileged process writing
+    /// its own map must deny it (else dropping a group could grant access);
+    /// a namespace inherits a parent's denial.
+    pub setgroups: bool,
 }
 
 impl IdMap {
@@ -81,6 +85,7 @@ impl IdMap {
                 count: 1,
             }],
             helpers: None,
+            setgroups: false,
         }
     }
 
@@ -95,7 +100,43 @@ impl IdMap {
             uids: vec![all],
             gids: vec![all],
             helpers: None,
+            setgroups: true,
         }
+    }
+
+    /// Every id of the caller's own user namespace mapped onto itself: what
+    /// a process that is root with CAP_SETUID may write. That is the whole
+    /// id space in the initial namespace, and the ranges of the enclosing
+    /// map inside another sandbox (rootbox in rootbox). None without the
+    /// capability (e.g. `--drop-caps`).
+    fn own_ids() -> Option<IdMap> {
+        const CAP_SETUID: u64 = 1 << 7;
+        let status = fs::read_to_string("/proc/self/status").ok()?;
+        let eff = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+        if u64::from_str_radix(eff.trim(), 16).ok()? & CAP_SETUID == 0 {
+            return None;
+        }
+        let ranges = |file: &str| -> Option<Vec<IdRange>> {
+            let text = fs::read_to_string(file).ok()?;
+            text.lines()
+                .map(|l| {
+                    let mut f = l.split_whitespace().map(|n| n.parse::<u32>().ok());
+                    let (inside, _outside, count) = (f.next()??, f.next()??, f.next()??);
+                    Some(IdRange {
+                        inside,
+                        outside: inside,
+                        count,
+                    })
+                })
+                .collect()
+        };
+        Some(IdMap {
+            uids: ranges("/proc/self/uid_map")?,
+            gids: ranges("/proc/self/gid_map")?,
+            helpers: None,
+            setgroups: fs::read_to_string("/proc/self/setgroups")
+                .is_ok_and(|s| s.trim() == "allow"),
+        })
     }
 
     /// Decides the map for `mode` on this host, for the calling process.
@@ -103,7 +144,9 @@ impl IdMap {
         let uid = nix::unistd::getuid().as_raw();
         let gid = nix::unistd::getgid().as_raw();
         if uid == 0 && mode != MapMode::Single {
-            return Ok(IdMap::identity());
+            if let Some(map) = IdMap::own_ids() {
+                return Ok(map);
+            }
         }
         match mode {
             MapMode::Single => Ok(IdMap::single(uid, gid)),
@@ -139,7 +182,7 @@ impl IdMap {
     /// writing its own map must deny it first (else it could drop a group
     /// that denies it access to a file).
     pub(crate) fn setgroups_allowed(&self) -> bool {
-        self.helpers.is_some() || self == &IdMap::identity()
+        self.setgroups
     }
 
     /// Writes the map of the process `pid`, which waits in its new user
@@ -315,6 +358,7 @@ fn subordinate(uid: u32, gid: u32) -> Result<IdMap> {
         uids: sub(uid, su),
         gids: sub(gid, sg),
         helpers: Some(helpers),
+        setgroups: true,
     })
 }
 

@@ -22,46 +22,86 @@ pub const BTRFS_SYSTEM_CHUNK_ARRAY_SIZE: usize = 2048;
 /// Tree levels run from 0 (leaf) to `BTRFS_MAX_LEVEL - 1`.
 pub const BTRFS_MAX_LEVEL: u8 = 8;
 
-/// Checksum algorithms (`btrfs_super_block::csum_type`).
+// Checksum algorithms (`btrfs_super_block::csum_type`).
+
+/// CRC-32C.
 pub const BTRFS_CSUM_TYPE_CRC32: u16 = 0;
+/// xxHash64.
 pub const BTRFS_CSUM_TYPE_XXHASH: u16 = 1;
+/// SHA-256.
 pub const BTRFS_CSUM_TYPE_SHA256: u16 = 2;
+/// BLAKE2b-256.
 pub const BTRFS_CSUM_TYPE_BLAKE2: u16 = 3;
 
-/// Incompatible feature flags this reader must know about.
+// Incompatible feature flags this reader must know about.
+
+/// Tree blocks carry `metadata_uuid` instead of the fsid.
 pub const BTRFS_FEATURE_INCOMPAT_METADATA_UUID: u64 = 1 << 10;
+/// Extent tree v2: a different layout, not read here.
 pub const BTRFS_FEATURE_INCOMPAT_EXTENT_TREE_V2: u64 = 1 << 13;
 
 // Well-known tree object ids.
+
+/// The tree of tree roots.
 pub const BTRFS_ROOT_TREE_OBJECTID: u64 = 1;
+/// The chunk tree.
 pub const BTRFS_CHUNK_TREE_OBJECTID: u64 = 3;
+/// The top-level subvolume.
 pub const BTRFS_FS_TREE_OBJECTID: u64 = 5;
+/// The directory in the root tree holding the `default` entry.
 pub const BTRFS_ROOT_TREE_DIR_OBJECTID: u64 = 6;
+/// Inode number of the empty directory the kernel shows where a snapshot
+/// names a subvolume that is not linked there.
+pub const BTRFS_EMPTY_SUBVOL_DIR_OBJECTID: u64 = 2;
+/// First inode number and first id of a created subvolume.
 pub const BTRFS_FIRST_FREE_OBJECTID: u64 = 256;
+/// Last id of a created subvolume.
 pub const BTRFS_LAST_FREE_OBJECTID: u64 = -256i64 as u64;
+/// Object id of every chunk item.
 pub const BTRFS_FIRST_CHUNK_TREE_OBJECTID: u64 = 256;
 
 // Item types (the middle field of a key).
+
+/// `(ino, INODE_ITEM, 0)`: `btrfs_inode_item`.
 pub const BTRFS_INODE_ITEM_KEY: u8 = 1;
+/// `(ino, INODE_REF, parent dir)`: names of an inode.
 pub const BTRFS_INODE_REF_KEY: u8 = 12;
+/// `(ino, INODE_EXTREF, hash)`: names that overflow `INODE_REF`.
 pub const BTRFS_INODE_EXTREF_KEY: u8 = 13;
+/// `(ino, XATTR_ITEM, name hash)`: extended attributes.
 pub const BTRFS_XATTR_ITEM_KEY: u8 = 24;
+/// `(dir, DIR_ITEM, name hash)`: directory entries by name.
 pub const BTRFS_DIR_ITEM_KEY: u8 = 84;
+/// `(dir, DIR_INDEX, index)`: directory entries in creation order.
 pub const BTRFS_DIR_INDEX_KEY: u8 = 96;
+/// `(ino, EXTENT_DATA, file offset)`: file extents.
 pub const BTRFS_EXTENT_DATA_KEY: u8 = 108;
+/// `(tree id, ROOT_ITEM, transid)`: where a tree starts.
 pub const BTRFS_ROOT_ITEM_KEY: u8 = 132;
+/// `(subvol, ROOT_BACKREF, parent)`: name of a subvolume in its parent.
 pub const BTRFS_ROOT_BACKREF_KEY: u8 = 144;
+/// `(parent, ROOT_REF, subvol)`: the same, from the parent.
 pub const BTRFS_ROOT_REF_KEY: u8 = 156;
+/// `(FIRST_CHUNK_TREE, CHUNK_ITEM, logical)`: a chunk.
 pub const BTRFS_CHUNK_ITEM_KEY: u8 = 228;
 
 // Block group / chunk type and profile bits.
+
+/// Striped over devices.
 pub const BTRFS_BLOCK_GROUP_RAID0: u64 = 1 << 3;
+/// Two copies on different devices.
 pub const BTRFS_BLOCK_GROUP_RAID1: u64 = 1 << 4;
+/// Two copies on one device.
 pub const BTRFS_BLOCK_GROUP_DUP: u64 = 1 << 5;
+/// Striped mirrors.
 pub const BTRFS_BLOCK_GROUP_RAID10: u64 = 1 << 6;
+/// Striped with one parity.
 pub const BTRFS_BLOCK_GROUP_RAID5: u64 = 1 << 7;
+/// Striped with two parities.
 pub const BTRFS_BLOCK_GROUP_RAID6: u64 = 1 << 8;
+/// Three copies.
 pub const BTRFS_BLOCK_GROUP_RAID1C3: u64 = 1 << 9;
+/// Four copies.
 pub const BTRFS_BLOCK_GROUP_RAID1C4: u64 = 1 << 10;
 /// Profiles in which every stripe holds a full copy of the chunk.
 pub const BTRFS_BLOCK_GROUP_MIRRORED: u64 = BTRFS_BLOCK_GROUP_RAID1
@@ -77,9 +117,9 @@ pub const BTRFS_BLOCK_GROUP_STRIPED: u64 = BTRFS_BLOCK_GROUP_RAID0
 /// `btrfs_root_item::flags`: the subvolume is read-only.
 pub const BTRFS_ROOT_SUBVOL_RDONLY: u64 = 1 << 0;
 
-// `btrfs_file_extent_item::type`.
+/// `btrfs_file_extent_item::type`: data inline in the item.
 pub const BTRFS_FILE_EXTENT_INLINE: u8 = 0;
-// `btrfs_file_extent_item::compression`.
+/// `btrfs_file_extent_item::compression`: not compressed.
 pub const BTRFS_COMPRESS_NONE: u8 = 0;
 
 /// Size of a `btrfs_disk_key`.
@@ -178,18 +218,22 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
+    /// The next byte.
     pub fn u8(&mut self) -> Result<u8, ReadError> {
         Ok(self.array::<1>()?[0])
     }
 
+    /// The next little-endian `u16`.
     pub fn u16(&mut self) -> Result<u16, ReadError> {
         Ok(u16::from_le_bytes(self.array()?))
     }
 
+    /// The next little-endian `u32`.
     pub fn u32(&mut self) -> Result<u32, ReadError> {
         Ok(u32::from_le_bytes(self.array()?))
     }
 
+    /// The next little-endian `u64`.
     pub fn u64(&mut self) -> Result<u64, ReadError> {
         Ok(u64::from_le_bytes(self.array()?))
     }

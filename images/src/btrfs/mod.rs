@@ -1,3 +1,5 @@
+#![warn(missing_docs)]
+
 //! A read-only btrfs reader in pure Rust.
 //!
 //! It reads an image file the way the kernel would mount it, without root

@@ -6,19 +6,26 @@ use std::ops::ControlFlow;
 use super::error::ReadError;
 use super::format::*;
 use super::image::Image;
-use super::items::{DirItem, FileExtent, InodeItem, Timespec, BTRFS_NAME_LEN};
+use super::items::{DirItem, FileExtent, InodeItem, RootRef, Timespec, BTRFS_NAME_LEN};
 use super::subvol::tree_root_of;
 use super::tree::TreeRoot;
 
 /// What an entry is, from the type bits of its mode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum FileKind {
+    /// A regular file.
     File,
+    /// A directory.
     Dir,
+    /// A symbolic link.
     Symlink,
+    /// A character device.
     CharDev,
+    /// A block device.
     BlockDev,
+    /// A named pipe.
     Fifo,
+    /// A Unix socket.
     Socket,
     /// The root directory of another subvolume, seen from its parent.
     Subvolume,
@@ -60,7 +67,10 @@ pub struct Entry {
     /// Path relative to the subvolume root, `/`-separated, no leading
     /// slash; empty for the root directory.
     pub path: Vec<u8>,
-    /// Inode number within its subvolume (256 for a subvolume's root).
+    /// Inode number within its subvolume (256 for a subvolume's root; 2,
+    /// `BTRFS_EMPTY_SUBVOL_DIR_OBJECTID`, for the empty directory that
+    /// stands in a snapshot where its source had a nested subvolume, with
+    /// mode 0755, owner 0, times zero).
     pub ino: u64,
     /// What it is.
     pub kind: FileKind,
@@ -117,10 +127,15 @@ impl Entry {
 enum Target {
     Inode(u64),
     Subvolume(u64),
+    /// An entry naming a subvolume that is not linked here: what a
+    /// snapshot keeps of a subvolume nested in its source.
+    EmptySubvolDir,
 }
 
 /// A directory being listed during a walk.
 struct Frame {
+    /// Inode number of the directory.
+    dir: u64,
     /// Length of this directory's path in the shared path buffer.
     path_len: usize,
     children: std::vec::IntoIter<DirItem>,
@@ -128,6 +143,7 @@ struct Frame {
 
 /// A subvolume tree and the inode number of its root directory.
 struct FsTree {
+    id: u64,
     root: TreeRoot,
     root_dirid: u64,
 }
@@ -143,6 +159,7 @@ impl Image {
             .root_item(tree_id)?
             .ok_or(ReadError::NoSuchSubvolume(tree_id))?;
         Ok(FsTree {
+            id: tree_id,
             root: tree_root_of(&item),
             root_dirid: item.root_dirid,
         })
@@ -184,6 +201,7 @@ impl Image {
         let mut seen_dirs = HashSet::from([top.ino]);
         let mut path = top.path;
         let mut stack = vec![Frame {
+            dir: top.ino,
             path_len: path.len(),
             children: self.read_dir(&tree.root, top.ino)?.into_iter(),
         }];
@@ -197,17 +215,7 @@ impl Image {
                 path.push(b'/');
             }
             path.extend_from_slice(&child.name);
-            let target = match child.location.item_type {
-                BTRFS_INODE_ITEM_KEY => Target::Inode(child.location.objectid),
-                BTRFS_ROOT_ITEM_KEY => Target::Subvolume(child.location.objectid),
-                _ => {
-                    return Err(ReadError::Corrupt(format!(
-                        "directory entry {} points at {}",
-                        String::from_utf8_lossy(&path),
-                        child.location
-                    )))
-                }
-            };
+            let target = self.entry_target(&tree, frame.dir, &child)?;
             let entry = self.target_entry(&tree.root, target, path.clone())?;
             f(&entry)?;
             if entry.kind == FileKind::Dir {
@@ -219,6 +227,7 @@ impl Image {
                     )));
                 }
                 stack.push(Frame {
+                    dir: entry.ino,
                     path_len: path.len(),
                     children: self.read_dir(&tree.root, entry.ino)?.into_iter(),
                 });
@@ -248,23 +257,51 @@ impl Image {
             let Target::Inode(dir) = target else {
                 return Err(not_found()); // below a subvolume boundary
             };
+            check_name(dir, name).map_err(|_| not_found())?;
             let key = Key::new(dir, BTRFS_DIR_ITEM_KEY, name_hash(name));
             let data = self.blocks.get(&tree.root, key)?.ok_or_else(not_found)?;
             let item = DirItem::parse_all(&data)?
                 .into_iter()
                 .find(|d| d.name == name)
                 .ok_or_else(not_found)?;
-            target = match item.location.item_type {
-                BTRFS_INODE_ITEM_KEY => Target::Inode(item.location.objectid),
-                BTRFS_ROOT_ITEM_KEY => Target::Subvolume(item.location.objectid),
-                _ => return Err(not_found()),
-            };
+            target = self.entry_target(tree, dir, &item)?;
             if !normal.is_empty() {
                 normal.push(b'/');
             }
             normal.extend_from_slice(name);
         }
         Ok((target, normal))
+    }
+
+    /// What entry `item` of directory `dir` in `tree` names. A subvolume
+    /// counts only when the root tree links it there (a `ROOT_REF` from
+    /// this tree with the same directory and name), as in the kernel's
+    /// lookup; otherwise it is an empty placeholder directory.
+    fn entry_target(&self, tree: &FsTree, dir: u64, item: &DirItem) -> Result<Target, ReadError> {
+        let id = item.location.objectid;
+        match item.location.item_type {
+            BTRFS_INODE_ITEM_KEY => Ok(Target::Inode(id)),
+            BTRFS_ROOT_ITEM_KEY => {
+                let key = Key::new(tree.id, BTRFS_ROOT_REF_KEY, id);
+                let linked = match self.blocks.get(&self.root_tree(), key)? {
+                    Some(data) => {
+                        let r = RootRef::parse(&data)?;
+                        r.dirid == dir && r.name == item.name
+                    }
+                    None => false,
+                };
+                Ok(if linked {
+                    Target::Subvolume(id)
+                } else {
+                    Target::EmptySubvolDir
+                })
+            }
+            _ => Err(ReadError::Corrupt(format!(
+                "entry {:?} of directory {dir} points at {}",
+                String::from_utf8_lossy(&item.name),
+                item.location
+            ))),
+        }
     }
 
     /// The entries of directory `dir`, in index order, names checked.
@@ -293,6 +330,25 @@ impl Image {
     ) -> Result<Entry, ReadError> {
         match target {
             Target::Inode(ino) => self.inode_entry(root, ino, path),
+            Target::EmptySubvolDir => Ok(Entry {
+                path,
+                ino: BTRFS_EMPTY_SUBVOL_DIR_OBJECTID,
+                kind: FileKind::Dir,
+                mode: 0o040755,
+                uid: 0,
+                gid: 0,
+                size: 0,
+                nlink: 1,
+                rdev: 0,
+                atime: Timespec::default(),
+                mtime: Timespec::default(),
+                ctime: Timespec::default(),
+                otime: Timespec::default(),
+                flags: 0,
+                symlink_target: None,
+                xattrs: Vec::new(),
+                subvolume: None,
+            }),
             Target::Subvolume(id) => {
                 let tree = self.fs_tree(id).map_err(|e| match e {
                     ReadError::NoSuchSubvolume(_) => ReadError::Corrupt(format!(

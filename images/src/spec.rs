@@ -424,6 +424,27 @@ impl Spec {
     /// name, or e.g. `<stdin>`). Relative paths are left as they are; see
     /// [`Spec::resolve_relative_paths`].
     pub fn from_json_str(text: &str, origin: &str) -> Result<Spec, SpecError> {
+        // serde would also take a list of the fields' values, in order, and
+        // then complain about the first one: say plainly what is wrong.
+        let first = text.char_indices().find(|(_, c)| !c.is_ascii_whitespace());
+        if let Some((i, c)) = first.filter(|&(_, c)| c != '{') {
+            let before = &text[..i];
+            let found = match c {
+                '[' => "a list".to_string(),
+                '"' => "a string".to_string(),
+                c if c == '-' || c.is_ascii_digit() => "a number".to_string(),
+                c => format!("{c:?}"),
+            };
+            return Err(SpecError::Json {
+                origin: origin.to_owned(),
+                line: before.matches('\n').count() + 1,
+                column: before[before.rfind('\n').map_or(0, |n| n + 1)..].chars().count() + 1,
+                field: String::new(),
+                message: format!(
+                    "expected a JSON object such as {{\"rootfs\": \"./root\", \"subvolumes\": [...]}}, found {found}"
+                ),
+            });
+        }
         let de = &mut serde_json::Deserializer::from_str(text);
         let spec: Spec = serde_path_to_error::deserialize(de).map_err(|e| {
             let field = e.path().to_string();

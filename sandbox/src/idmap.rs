@@ -409,6 +409,7 @@ mod tests {
                 count: 1,
             }],
             helpers: None,
+            setgroups: false,
         };
         assert_eq!(m.uid_inside(1000), Some(0));
         assert_eq!(m.uid_inside(100000), Some(1));

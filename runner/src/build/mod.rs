@@ -408,7 +408,11 @@ pub fn build(spec: &Spec, output: &Path, opts: &Options) -> Result<Report> {
 
     // --- the output ------------------------------------------------------------
     let mut sources: Vec<&Path> = rootfs.iter().map(|r| r.as_path()).collect();
-    sources.extend(closure.iter().flat_map(|c| c.paths.iter().map(|p| p.as_path())));
+    sources.extend(
+        closure
+            .iter()
+            .flat_map(|c| c.paths.iter().map(|p| p.as_path())),
+    );
     let out = output::Target::check(output, opts.force, &sources)?;
 
     // --- mkfs.btrfs ------------------------------------------------------------
@@ -537,9 +541,11 @@ pub fn build(spec: &Spec, output: &Path, opts: &Options) -> Result<Report> {
         mkfs: mkfs.clone(),
         mkfs_args: mkfs_plan.args(),
         result: plan_dir.path().join("result.json"),
+        // Real owners only if a source has them: with a subordinate range the
+        // map covers the overflow ids, but unmapped owners read as them too.
         overflow_mapped: (
-            idmap.uid_outside(planner.overflow().0).is_some(),
-            idmap.gid_outside(planner.overflow().1).is_some(),
+            planner.uids.contains(&planner.overflow().0),
+            planner.gids.contains(&planner.overflow().1),
         ),
         overflow: planner.overflow(),
         scratch: scratch.path().to_path_buf(),
@@ -568,10 +574,25 @@ pub fn build(spec: &Spec, output: &Path, opts: &Options) -> Result<Report> {
         bail!("staging failed: {e}");
     }
     if result.mkfs_status != Some(0) {
-        return Err(mkfs_failure(&result, &spec.size, &counts));
+        return Err(mkfs_failure(&result, &spec.size, &counts, out.dir()));
     }
     if !status.success() {
         bail!("the staging step ended with {status}");
+    }
+    // mkfs.btrfs silently grows a --byte-count too small for the content.
+    if let Size::Fixed(b) = spec.size {
+        let made = std::fs::metadata(out.read_path())
+            .map(|m| m.len())
+            .unwrap_or(0);
+        if made != b.bytes() {
+            bail!(
+                "--size {b} is too small for the content ({} bytes in {} entries): mkfs.btrfs \
+                 needed {} (use --size auto, or at least that much)",
+                counts.bytes,
+                counts.entries,
+                ByteSize(made)
+            );
+        }
     }
 
     // --- verify ------------------------------------------------------------------
@@ -652,20 +673,41 @@ fn rehome_registration(text: &str, store_dir: &Path) -> String {
         .collect()
 }
 
-fn mkfs_failure(r: &StageResult, size: &Size, counts: &Counts) -> anyhow::Error {
-    let tail: Vec<&str> = r
+fn mkfs_failure(r: &StageResult, size: &Size, counts: &Counts, out_dir: &Path) -> anyhow::Error {
+    // Its ERROR lines say what went wrong; the last lines are often only
+    // its summary (stdout) or leak warnings.
+    let errors: Vec<&str> = r
         .mkfs_output
         .lines()
-        .rev()
+        .filter(|l| l.starts_with("ERROR:") && !l.contains("zoned: unable to stat"))
         .take(8)
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
         .collect();
+    let tail: Vec<&str> = if errors.is_empty() {
+        let mut t: Vec<&str> = r.mkfs_output.lines().rev().take(8).collect();
+        t.reverse();
+        t
+    } else {
+        errors
+    };
     let text = tail.join("\n    ");
     let nospace = r.mkfs_output.contains("No space left")
         || r.mkfs_output.contains("ENOSPC")
         || r.mkfs_output.contains("not enough free space");
+    // A full output filesystem shows up as a short write.
+    let free = nix::sys::statvfs::statvfs(out_dir)
+        .map(|s| s.blocks_available() as u64 * s.fragment_size() as u64)
+        .ok();
+    if let Some(free) = free.filter(|&f| f < counts.bytes.saturating_add(64 << 20)) {
+        if nospace || r.mkfs_output.contains("Short write") {
+            return anyhow!(
+                "no space left for the image in {}: {} bytes free, the content alone is {} bytes; \
+                 free space there or write the image elsewhere\n  mkfs.btrfs said:\n    {text}",
+                out_dir.display(),
+                free,
+                counts.bytes
+            );
+        }
+    }
     match (size, nospace) {
         (Size::Fixed(b), true) => anyhow!(
             "--size {b} is too small for the content ({} bytes in {} entries): it needs about {} \

@@ -60,7 +60,8 @@ impl Target {
         }
         // Inside a Nix build the output is in the store, next to (not in)
         // the store paths staged: compare with each source, not the store.
-        let parent = fs::canonicalize(&dir).with_context(|| format!("resolving {}", dir.display()))?;
+        let parent =
+            fs::canonicalize(&dir).with_context(|| format!("resolving {}", dir.display()))?;
         for src in sources {
             if fs::canonicalize(src).is_ok_and(|s| parent.starts_with(s)) {
                 bail!(

@@ -46,35 +46,71 @@ pub struct Meta {
 #[serde(tag = "op", rename_all = "kebab-case")]
 pub enum Op {
     /// A directory recreated with `meta`.
-    Dir { dst: PathBuf, meta: Meta },
+    Dir {
+        #[serde(with = "path_bytes")]
+        dst: PathBuf,
+        meta: Meta,
+    },
     /// A bind mount of a clean source (file, directory or special file).
     Bind {
+        #[serde(with = "path_bytes")]
         src: PathBuf,
+        #[serde(with = "path_bytes")]
         dst: PathBuf,
         dir: bool,
     },
     /// A symlink recreated with `meta`'s owner and times.
     Symlink {
+        #[serde(with = "path_bytes")]
         target: PathBuf,
+        #[serde(with = "path_bytes")]
         dst: PathBuf,
         meta: Meta,
     },
     /// A FIFO or socket recreated with `meta`.
-    Node { dst: PathBuf, meta: Meta },
+    Node {
+        #[serde(with = "path_bytes")]
+        dst: PathBuf,
+        meta: Meta,
+    },
     /// `src` copied into scratch space (as `scratch`), then bound at `dst`.
     /// Owners that do not map become 0; ACL entries that do not map are dropped.
     Copy {
+        #[serde(with = "path_bytes")]
         src: PathBuf,
+        #[serde(with = "path_bytes")]
         scratch: PathBuf,
+        #[serde(with = "path_bytes")]
         dst: PathBuf,
         dir: bool,
     },
     /// A regular file written on the tmpfs with `src`'s content.
     File {
+        #[serde(with = "path_bytes")]
         src: PathBuf,
+        #[serde(with = "path_bytes")]
         dst: PathBuf,
         meta: Meta,
     },
+}
+
+/// Paths of the staging job as bytes: file names need not be UTF-8
+/// (serde_json refuses a non-UTF-8 `PathBuf`).
+pub mod path_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::ffi::OsString;
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    use std::path::{Path, PathBuf};
+
+    pub fn serialize<S: Serializer>(p: &Path, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(p.as_os_str().as_bytes())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+        Ok(PathBuf::from(OsString::from_vec(Vec::<u8>::deserialize(
+            d,
+        )?)))
+    }
 }
 
 /// What the walk found, for the report.
@@ -140,6 +176,9 @@ pub struct Planner<'a> {
 /// Deepest directory nesting the planner walks; deeper trees are refused
 /// (mkfs.btrfs would need as many open directories).
 pub const MAX_DEPTH: usize = 1024;
+
+/// Sparse files at least this big are reported (mkfs.btrfs fills holes).
+const SPARSE_WARN_BYTES: u64 = 1 << 20;
 
 /// The verdict on one subtree.
 struct Subtree {
@@ -310,6 +349,25 @@ impl<'a> Planner<'a> {
         let ft = m.file_type();
         if !ft.is_dir() {
             let bytes = if ft.is_file() { m.size() } else { 0 };
+            // mkfs.btrfs (6.14) writes holes as zeros: say why the image grows.
+            if ft.is_file() && m.size() >= SPARSE_WARN_BYTES && m.blocks() * 512 < m.size() / 2 {
+                self.warnings.push(format!(
+                    "{}: a sparse file ({} bytes, {} allocated); mkfs.btrfs writes its holes as \
+                     data, so the image grows by its full size (--compress zstd keeps zeros small)",
+                    src.display(),
+                    m.size(),
+                    m.blocks() * 512
+                ));
+            }
+            if own_clean && (ft.is_char_device() || ft.is_block_device()) {
+                self.warnings.push(format!(
+                    "{}: device node {}:{} reaches the image with device number 0:0 (mkfs.btrfs \
+                     does not record rdev): create it at boot instead (devtmpfs, systemd-tmpfiles)",
+                    src.display(),
+                    libc::major(m.rdev()),
+                    libc::minor(m.rdev())
+                ));
+            }
             let ops = if own_clean {
                 Vec::new()
             } else {

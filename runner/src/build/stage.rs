@@ -25,11 +25,14 @@ use super::plan::{translate_acl, Meta, Op};
 #[derive(Debug, Serialize, Deserialize)]
 pub struct StageJob {
     /// The (empty) directory the staging tmpfs is mounted on.
+    #[serde(with = "super::plan::path_bytes")]
     pub stage_dir: PathBuf,
     pub ops: Vec<Op>,
+    #[serde(with = "super::plan::path_bytes")]
     pub mkfs: PathBuf,
     pub mkfs_args: Vec<OsString>,
     /// Where to write the [`StageResult`].
+    #[serde(with = "super::plan::path_bytes")]
     pub result: PathBuf,
     /// Whether the overflow uid/gid are real ids of the map (subid mode):
     /// else an owner that reads as the overflow id is unmapped.
@@ -37,6 +40,7 @@ pub struct StageJob {
     pub overflow: (u32, u32),
     /// Scratch space for copies; emptied when the job ends (its files may
     /// belong to subordinate ids the caller cannot delete outside).
+    #[serde(with = "super::plan::path_bytes")]
     pub scratch: PathBuf,
 }
 

@@ -338,25 +338,46 @@ fn subordinate(uid: u32, gid: u32) -> Result<IdMap> {
         })
     };
     let helpers = (helper("newuidmap")?, helper("newgidmap")?);
-    // Id 0 is the caller; the subordinate ids follow from 1, capped so the
-    // last inside id stays below 2^32 - 1 (the kernel's "no id").
-    let sub = |own: u32, r: SubRange| {
-        vec![
-            IdRange {
-                inside: 0,
-                outside: own,
-                count: 1,
-            },
-            IdRange {
+    // Id 0 is the caller; the subordinate ids follow from 1. The overflow
+    // id (65534) is left out of the map, so that inside the namespace it
+    // always means "owner not mapped": a planner inside can tell such
+    // files from those of a mapped user. A file of subordinate id
+    // start+65533 is then treated as unmapped (it becomes root's).
+    let ranges = |own: u32, r: SubRange, overflow: u32| {
+        let count = r.count.min(u32::MAX - 2);
+        let mut v = vec![IdRange {
+            inside: 0,
+            outside: own,
+            count: 1,
+        }];
+        let below = count.min(overflow.saturating_sub(1));
+        if below > 0 {
+            v.push(IdRange {
                 inside: 1,
                 outside: r.start,
-                count: r.count.min(u32::MAX - 2),
-            },
-        ]
+                count: below,
+            });
+        }
+        if count > overflow {
+            v.push(IdRange {
+                inside: overflow + 1,
+                outside: r.start + overflow,
+                count: count - overflow,
+            });
+        }
+        v
     };
+    let overflow = |file: &str| {
+        fs::read_to_string(file)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(65534)
+    };
+    let sub = |own: u32, r: SubRange| ranges(own, r, overflow("/proc/sys/kernel/overflowuid"));
+    let subg = |own: u32, r: SubRange| ranges(own, r, overflow("/proc/sys/kernel/overflowgid"));
     Ok(IdMap {
         uids: sub(uid, su),
-        gids: sub(gid, sg),
+        gids: subg(gid, sg),
         helpers: Some(helpers),
         setgroups: true,
     })

@@ -26,15 +26,15 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use rootbox_images::closure::Closure;
 use rootbox_images::layout::{list_fs_dir, Layout};
-use rootbox_images::mkfs::{estimate_min_size, BtrfsProgsVersion, MkfsPlan, MkfsSize};
+use rootbox_images::mkfs::{estimate_min_size, BtrfsProgsVersion};
 use rootbox_images::nixos::{from_nixos_file_systems, ImageDevice};
 use rootbox_images::size::{ByteSize, Size};
 use rootbox_images::spec::{Compress, Spec, SubvolumeSpec, Uuid};
-use rootbox_sandbox::{IdMap, MapMode, Sandbox};
+use rootbox_sandbox::{MapMode, Sandbox};
 use serde::Serialize;
 
-use plan::{Counts, Planner, Root, StoreStaging};
-use stage::{StageJob, StageResult};
+use plan::{Counts, Root, StoreStaging};
+use stage::{MkfsJob, StageJob, StageResult};
 
 /// Where NixOS's stage 2 looks for the store registration to load at first
 /// boot (`nix-store --load-db`).
@@ -434,10 +434,8 @@ pub fn build(spec: &Spec, output: &Path, opts: &Options) -> Result<Report> {
         )
     })?;
 
-    // --- the plan --------------------------------------------------------------
-    let idmap = IdMap::resolve(opts.map)?;
+    // --- what to stage ----------------------------------------------------------
     let scratch = output::scratch_dir(opts.scratch.as_deref(), &out)?;
-    let mut planner = Planner::new(&idmap, scratch.path().to_path_buf(), opts.staging);
     let store_at = closure.as_ref().map(|_| {
         layout.locate(IMAGE_STORE).ok_or_else(|| {
             anyhow!("no subvolume holds {IMAGE_STORE}: add one at / or /nix (e.g. --subvol @nix:/nix), or leave out the closure")
@@ -446,28 +444,30 @@ pub fn build(spec: &Spec, output: &Path, opts: &Options) -> Result<Report> {
     let store_at = store_at
         .transpose()?
         .map(|(s, rel)| (s.name.clone(), PathBuf::from(rel)));
-    let empty = Vec::new();
-    let paths = closure.as_ref().map(|c| &c.paths).unwrap_or(&empty);
-    for sv in layout.subvolumes() {
-        let src = rootfs
-            .as_ref()
-            .map(|r| r.join(sv.mountpoint.trim_start_matches('/')));
-        let store = store_at
-            .as_ref()
-            .filter(|(n, _)| n == &sv.name)
-            .map(|(_, rel)| rel.clone());
-        let root = Root {
-            src: src.as_deref(),
+    let paths = closure
+        .as_ref()
+        .map(|c| c.paths.clone())
+        .unwrap_or_default();
+    let roots = layout
+        .subvolumes()
+        .iter()
+        .map(|sv| Root {
+            src: rootfs
+                .as_ref()
+                .map(|r| r.join(sv.mountpoint.trim_start_matches('/'))),
             dst: PathBuf::from(&sv.name),
-            masked: &sv.masked,
-            store,
-        };
-        planner.stage_root(&root, paths)?;
-    }
+            masked: sv.masked.clone(),
+            store: store_at
+                .as_ref()
+                .filter(|(n, _)| n == &sv.name)
+                .map(|(_, rel)| rel.clone()),
+        })
+        .collect();
     let plan_dir = tempfile::Builder::new()
         .prefix("rootbox-")
         .tempdir()
         .context("creating a temporary directory")?;
+    let mut staged_registration = None;
     let registration = match closure
         .as_ref()
         .and_then(|c| c.registration.as_ref().map(|r| (c, r)))
@@ -489,12 +489,11 @@ pub fn build(spec: &Spec, output: &Path, opts: &Options) -> Result<Report> {
             let text = rehome_registration(&text, &c.store_dir);
             let staged = plan_dir.path().join("registration");
             std::fs::write(&staged, text)?;
-            planner.add_file(&staged, PathBuf::from(&sv.name).join(rel));
+            staged_registration = Some((staged, PathBuf::from(&sv.name).join(rel)));
             Some(target)
         }
         None => None,
     };
-    planner.finish_counts();
     let left_out = match &rootfs {
         Some(r) => layout
             .uncovered(list_fs_dir(r))
@@ -504,50 +503,34 @@ pub fn build(spec: &Spec, output: &Path, opts: &Options) -> Result<Report> {
     for l in &left_out {
         tracing::warn!("{l} is outside every subvolume: left out of the image");
     }
-    let counts = planner.counts.clone();
-    tracing::info!(
-        "plan: {} entries, {} bytes; {} bind mounts, {} bytes to copy",
-        counts.entries,
-        counts.bytes,
-        counts.binds,
-        counts.copied_bytes
-    );
-    let size = match spec.size {
-        Size::Fixed(b) => MkfsSize::Bytes(b.bytes()),
-        Size::Auto if spec.headroom.bytes() == 0 => MkfsSize::Shrink,
-        Size::Auto => MkfsSize::Bytes(
-            estimate_min_size(counts.bytes, counts.entries).saturating_add(spec.headroom.bytes()),
-        ),
-    };
     let stage_dir = plan_dir.path().join("stage");
     std::fs::create_dir(&stage_dir)?;
-    let mkfs_plan = MkfsPlan {
+    let mkfs_job = MkfsJob {
+        program: mkfs.clone(),
         label: label.clone(),
         uuid: uuid.clone(),
         compress: spec.compress,
         subvol_args: layout.mkfs_subvol_args(),
-        size,
-        rootdir: stage_dir.clone(),
+        size: spec.size,
+        headroom: spec.headroom,
         output: out.mkfs_path(),
-        reflink: false,
     };
-    mkfs_plan.check_version(&version)?;
+    // The features the run will use do not depend on the content's size.
+    mkfs_job
+        .plan(&stage_dir, &Counts::default())
+        .check_version(&version)?;
+
     let plan_secs = t0.elapsed().as_secs_f64();
 
-    // --- stage and mkfs, in the sandbox ------------------------------------
+    // --- plan, stage and mkfs, in the sandbox -------------------------------------
     let job = StageJob {
         stage_dir,
-        ops: std::mem::take(&mut planner.ops),
-        mkfs: mkfs.clone(),
-        mkfs_args: mkfs_plan.args(),
+        roots,
+        store_paths: paths.clone(),
+        registration: staged_registration,
+        staging: opts.staging,
+        mkfs: mkfs_job,
         result: plan_dir.path().join("result.json"),
-        // Real owners only if a source has them: with a subordinate range the
-        // map covers the overflow ids, but unmapped owners read as them too.
-        overflow_mapped: (
-            planner.uids.contains(&planner.overflow().0),
-            planner.gids.contains(&planner.overflow().1),
-        ),
-        overflow: planner.overflow(),
         scratch: scratch.path().to_path_buf(),
     };
     let job_path = plan_dir.path().join("job.json");
@@ -568,7 +551,7 @@ pub fn build(spec: &Spec, output: &Path, opts: &Options) -> Result<Report> {
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .ok_or_else(|| anyhow!("the staging step ended with {status} without a result"))?;
-    warnings.extend(planner.warnings.iter().cloned());
+    let counts = result.counts.clone();
     warnings.extend(result.warnings.iter().cloned());
     if let Some(e) = &result.error {
         bail!("staging failed: {e}");
@@ -594,10 +577,12 @@ pub fn build(spec: &Spec, output: &Path, opts: &Options) -> Result<Report> {
             );
         }
     }
+    let allowed_uids = result.uids.iter().copied().collect();
+    let allowed_gids = result.gids.iter().copied().collect();
 
     // --- verify ------------------------------------------------------------------
     let (verified, owners, subvolumes, verify_secs) = if opts.verify {
-        let v = verify::verify(&out.read_path(), &layout, &planner.uids, &planner.gids)?;
+        let v = verify::verify(&out.read_path(), &layout, &allowed_uids, &allowed_gids)?;
         if !v.problems.is_empty() {
             bail!(
                 "verification failed; the image was not written:\n  {}",
@@ -644,7 +629,7 @@ pub fn build(spec: &Spec, output: &Path, opts: &Options) -> Result<Report> {
         registration,
         owners,
         timings: Timings {
-            plan: plan_secs,
+            plan: plan_secs + result.plan_secs,
             stage: result.stage_secs,
             copy: result.copy_secs,
             mkfs: result.mkfs_secs,

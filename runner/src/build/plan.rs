@@ -26,7 +26,6 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use rootbox_sandbox::IdMap;
 use serde::{Deserialize, Serialize};
 
 /// Ownership, mode, times and xattrs to give a staged entry, in the
@@ -146,19 +145,19 @@ pub enum StoreStaging {
 }
 
 /// A subtree to stage: `src` on the host becomes `dst` in the staging tree.
-pub struct Root<'a> {
-    pub src: Option<&'a Path>,
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Root {
+    pub src: Option<PathBuf>,
     pub dst: PathBuf,
     /// Paths relative to `dst` that stay empty directories (mount points
     /// of deeper subvolumes).
-    pub masked: &'a [String],
+    pub masked: Vec<String>,
     /// A path relative to `dst` that receives the store paths.
     pub store: Option<PathBuf>,
 }
 
 /// The planner: walks sources, emits [`Op`]s.
-pub struct Planner<'a> {
-    idmap: &'a IdMap,
+pub struct Planner {
     overflow: (u32, u32),
     pub scratch: PathBuf,
     pub ops: Vec<Op>,
@@ -236,8 +235,8 @@ fn times(m: &Metadata) -> ((i64, i64), (i64, i64)) {
     ((m.atime(), m.atime_nsec()), (m.mtime(), m.mtime_nsec()))
 }
 
-impl<'a> Planner<'a> {
-    pub fn new(idmap: &'a IdMap, scratch: PathBuf, staging: StoreStaging) -> Self {
+impl Planner {
+    pub fn new(scratch: PathBuf, staging: StoreStaging) -> Self {
         let read = |p: &str| {
             fs::read_to_string(p)
                 .ok()
@@ -245,7 +244,6 @@ impl<'a> Planner<'a> {
                 .unwrap_or(65534)
         };
         Planner {
-            idmap,
             overflow: (
                 read("/proc/sys/kernel/overflowuid"),
                 read("/proc/sys/kernel/overflowgid"),
@@ -270,8 +268,10 @@ impl<'a> Planner<'a> {
     /// The metadata `src` gets when recreated: owners mapped (or 0), ACLs
     /// translated. Returns whether it was clean as it is.
     fn meta_of(&mut self, src: &Path, m: &Metadata) -> (Meta, bool) {
-        let uid = self.idmap.uid_inside(m.uid());
-        let gid = self.idmap.gid_inside(m.gid());
+        // Inside the namespace an owner that does not map reads as the
+        // overflow id, which the sandbox keeps out of every map.
+        let uid = (m.uid() != self.overflow.0).then_some(m.uid());
+        let gid = (m.gid() != self.overflow.1).then_some(m.gid());
         let mut clean = uid.is_some() && gid.is_some();
         let mut xattrs = Vec::new();
         if let Ok(names) = xattr::list(src) {
@@ -281,8 +281,9 @@ impl<'a> Planner<'a> {
                 };
                 let key = name.as_bytes().to_vec();
                 if ACL_NAMES.contains(&key.as_slice()) {
-                    let map = self.idmap;
-                    match translate_acl(&value, |u| map.uid_inside(u), |g| map.gid_inside(g)) {
+                    // Ids that do not map read as 0xffffffff inside.
+                    let keep = |id: u32| (id != u32::MAX).then_some(id);
+                    match translate_acl(&value, keep, keep) {
                         Some((v, 0)) => xattrs.push((key, v)),
                         Some((v, n)) => {
                             clean = false;
@@ -493,7 +494,7 @@ impl<'a> Planner<'a> {
 
     /// Plans one staging root: a subvolume's part of the rootfs, with its
     /// masked mount points and, when it holds the store, the store paths.
-    pub fn stage_root(&mut self, root: &Root<'_>, store_paths: &[PathBuf]) -> anyhow::Result<()> {
+    pub fn stage_root(&mut self, root: &Root, store_paths: &[PathBuf]) -> anyhow::Result<()> {
         let mut forced: HashSet<PathBuf> = HashSet::new();
         forced.insert(PathBuf::new());
         let masked: HashSet<PathBuf> = root.masked.iter().map(PathBuf::from).collect();
@@ -512,14 +513,14 @@ impl<'a> Planner<'a> {
 
     fn forced_dir(
         &mut self,
-        root: &Root<'_>,
+        root: &Root,
         rel: &Path,
         forced: &HashSet<PathBuf>,
         masked: &HashSet<PathBuf>,
         store_paths: &[PathBuf],
         depth: usize,
     ) -> anyhow::Result<()> {
-        let src = root.src.map(|s| s.join(rel));
+        let src = root.src.as_ref().map(|s| s.join(rel));
         let dst = root.dst.join(rel);
         let src_meta = match &src {
             Some(s) => match fs::symlink_metadata(s) {

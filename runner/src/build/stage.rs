@@ -5,7 +5,6 @@
 //! writes a [`StageResult`]. Every decision was made by the parent.
 
 use std::collections::HashMap;
-use std::ffi::OsString;
 use std::fs;
 use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
@@ -19,38 +18,89 @@ use nix::sys::stat::{utimensat, Mode, SFlag, UtimensatFlags};
 use nix::sys::time::TimeSpec;
 use serde::{Deserialize, Serialize};
 
-use super::plan::{translate_acl, Meta, Op};
+use rootbox_images::mkfs::{estimate_min_size, MkfsPlan, MkfsSize};
+use rootbox_images::size::{ByteSize, Size};
+use rootbox_images::spec::{Compress, Uuid};
 
-/// What the parent hands to the staging step.
+use super::plan::{translate_acl, Counts, Meta, Op, Planner, Root, StoreStaging};
+
+/// What the parent hands to the staging step. Planning happens here,
+/// inside the namespace, because only here do sources look as mkfs will
+/// see them: owners mapped (or the overflow id), ACL ids translated, and
+/// directories of subordinate ids readable.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct StageJob {
     /// The (empty) directory the staging tmpfs is mounted on.
     #[serde(with = "super::plan::path_bytes")]
     pub stage_dir: PathBuf,
-    pub ops: Vec<Op>,
-    #[serde(with = "super::plan::path_bytes")]
-    pub mkfs: PathBuf,
-    pub mkfs_args: Vec<OsString>,
+    /// One per subvolume.
+    pub roots: Vec<Root>,
+    pub store_paths: Vec<PathBuf>,
+    /// The registration file (already rewritten for the image) and where
+    /// it goes in the staging tree.
+    pub registration: Option<(PathBuf, PathBuf)>,
+    pub staging: StoreStaging,
+    pub mkfs: MkfsJob,
     /// Where to write the [`StageResult`].
     #[serde(with = "super::plan::path_bytes")]
     pub result: PathBuf,
-    /// Whether the overflow uid/gid are real ids of the map (subid mode):
-    /// else an owner that reads as the overflow id is unmapped.
-    pub overflow_mapped: (bool, bool),
-    pub overflow: (u32, u32),
     /// Scratch space for copies; emptied when the job ends (its files may
     /// belong to subordinate ids the caller cannot delete outside).
     #[serde(with = "super::plan::path_bytes")]
     pub scratch: PathBuf,
 }
 
+/// The mkfs.btrfs run, but for the size, which follows from the content.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct MkfsJob {
+    pub program: PathBuf,
+    pub label: Option<String>,
+    pub uuid: Option<Uuid>,
+    pub compress: Option<Compress>,
+    pub subvol_args: Vec<String>,
+    pub size: Size,
+    pub headroom: ByteSize,
+    pub output: PathBuf,
+}
+
+impl MkfsJob {
+    /// The mkfs plan for content of `counts`.
+    pub fn plan(&self, rootdir: &Path, counts: &Counts) -> MkfsPlan {
+        let size = match self.size {
+            Size::Fixed(b) => MkfsSize::Bytes(b.bytes()),
+            Size::Auto if self.headroom.bytes() == 0 => MkfsSize::Shrink,
+            Size::Auto => MkfsSize::Bytes(
+                estimate_min_size(counts.bytes, counts.entries)
+                    .saturating_add(self.headroom.bytes()),
+            ),
+        };
+        MkfsPlan {
+            label: self.label.clone(),
+            uuid: self.uuid.clone(),
+            compress: self.compress,
+            subvol_args: self.subvol_args.clone(),
+            size,
+            rootdir: rootdir.to_path_buf(),
+            output: self.output.clone(),
+            reflink: false,
+        }
+    }
+}
+
 /// What the staging step reports back.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct StageResult {
+    pub plan_secs: f64,
     pub stage_secs: f64,
     pub copy_secs: f64,
     pub mkfs_secs: f64,
+    pub counts: Counts,
     pub copied_bytes: u64,
+    /// The owners the staged tree holds: what verification allows.
+    pub uids: Vec<u32>,
+    pub gids: Vec<u32>,
+    /// Sources whose owner does not map (a few, for messages).
+    pub unmapped: Vec<PathBuf>,
     pub mkfs_status: Option<i32>,
     pub mkfs_output: String,
     pub warnings: Vec<String>,
@@ -77,6 +127,31 @@ pub fn main(job_path: &Path) -> Result<std::process::ExitCode> {
 
 fn run(job: &StageJob, result: &mut StageResult) -> Result<()> {
     let start = Instant::now();
+    let mut planner = Planner::new(job.scratch.clone(), job.staging);
+    for root in &job.roots {
+        planner.stage_root(root, &job.store_paths)?;
+    }
+    if let Some((file, dst)) = &job.registration {
+        planner.add_file(file, dst.clone());
+    }
+    planner.finish_counts();
+    result.plan_secs = start.elapsed().as_secs_f64();
+    result.counts = planner.counts.clone();
+    result.warnings = std::mem::take(&mut planner.warnings);
+    result.uids = planner.uids.iter().copied().collect();
+    result.gids = planner.gids.iter().copied().collect();
+    result.uids.sort();
+    result.gids.sort();
+    result.unmapped = planner.unmapped.clone();
+    tracing::info!(
+        "plan: {} entries, {} bytes; {} bind mounts, {} bytes to copy",
+        result.counts.entries,
+        result.counts.bytes,
+        result.counts.binds,
+        result.counts.copied_bytes
+    );
+
+    let start = Instant::now();
     mount(
         Some("tmpfs"),
         &job.stage_dir,
@@ -87,13 +162,14 @@ fn run(job: &StageJob, result: &mut StageResult) -> Result<()> {
     .with_context(|| format!("mounting the staging tmpfs on {}", job.stage_dir.display()))?;
     let mut stager = Stager {
         job,
+        overflow: planner.overflow(),
         timed: Vec::new(),
         copy_secs: 0.0,
         copied: 0,
         links: HashMap::new(),
         warnings: Vec::new(),
     };
-    for op in &job.ops {
+    for op in &planner.ops {
         stager.apply(op)?;
     }
     // Directory times last, deepest first: creating entries (and mount
@@ -107,14 +183,15 @@ fn run(job: &StageJob, result: &mut StageResult) -> Result<()> {
         .with_context(|| format!("making {} read-only", job.stage_dir.display()))?;
     result.copy_secs = stager.copy_secs;
     result.copied_bytes = stager.copied;
-    result.warnings = stager.warnings;
+    result.warnings.extend(stager.warnings);
     result.stage_secs = start.elapsed().as_secs_f64() - result.copy_secs;
 
     let start = Instant::now();
-    let out = Command::new(&job.mkfs)
-        .args(&job.mkfs_args)
+    let args = job.mkfs.plan(&job.stage_dir, &result.counts).args();
+    let out = Command::new(&job.mkfs.program)
+        .args(&args)
         .output()
-        .with_context(|| format!("running {}", job.mkfs.display()))?;
+        .with_context(|| format!("running {}", job.mkfs.program.display()))?;
     result.mkfs_secs = start.elapsed().as_secs_f64();
     result.mkfs_status =
         Some(out.status.code().unwrap_or(
@@ -127,6 +204,8 @@ fn run(job: &StageJob, result: &mut StageResult) -> Result<()> {
 
 struct Stager<'a> {
     job: &'a StageJob,
+    /// What unmapped owners read as; copies of them become root's.
+    overflow: (u32, u32),
     /// Entries whose times are set once everything exists.
     timed: Vec<(PathBuf, Meta)>,
     copy_secs: f64,
@@ -196,10 +275,9 @@ impl Stager<'_> {
     /// The owner a copy gets: the source's, as the namespace sees it, or 0
     /// where the source's owner does not map.
     fn owner(&self, m: &fs::Metadata) -> (u32, u32) {
-        let (ou, og) = self.job.overflow;
-        let (mu, mg) = self.job.overflow_mapped;
-        let uid = if m.uid() == ou && !mu { 0 } else { m.uid() };
-        let gid = if m.gid() == og && !mg { 0 } else { m.gid() };
+        let (ou, og) = self.overflow;
+        let uid = if m.uid() == ou { 0 } else { m.uid() };
+        let gid = if m.gid() == og { 0 } else { m.gid() };
         (uid, gid)
     }
 

@@ -178,6 +178,8 @@ pub(crate) struct RootItem {
     pub generation: u64,
     pub root_dirid: u64,
     pub bytenr: u64,
+    /// Transid of the last snapshot taken of this tree (0: never).
+    pub last_snapshot: u64,
     pub flags: u64,
     pub refs: u32,
     pub level: u8,
@@ -199,7 +201,7 @@ impl RootItem {
         let bytenr = r.u64()?;
         let _byte_limit = r.u64()?;
         let _bytes_used = r.u64()?;
-        let _last_snapshot = r.u64()?;
+        let last_snapshot = r.u64()?;
         let flags = r.u64()?;
         let refs = r.u32()?;
         let _drop_progress = Key::read(&mut r)?;
@@ -209,6 +211,7 @@ impl RootItem {
             generation,
             root_dirid,
             bytenr,
+            last_snapshot,
             flags,
             refs,
             level,

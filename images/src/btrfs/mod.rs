@@ -29,6 +29,7 @@ pub mod format;
 mod image;
 mod items;
 pub mod listing;
+pub mod rewrite;
 mod subvol;
 mod superblock;
 mod tree;
@@ -37,6 +38,9 @@ mod walk;
 pub use error::ReadError;
 pub use image::{FsInfo, Image, TreeBlock};
 pub use items::Timespec;
+pub use rewrite::{
+    encode_rdev, InodeChange, InodeTimes, InodeView, RewriteError, RewriteStats, Rewriter,
+};
 pub use subvol::Subvolume;
 pub use superblock::ChecksumType;
 pub use tree::TreeRoot;

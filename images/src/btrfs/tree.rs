@@ -33,10 +33,11 @@ pub struct TreeRoot {
 
 /// An item in a leaf: its key and where its data lies in the block.
 #[derive(Clone, Copy, Debug)]
-struct LeafItem {
-    key: Key,
-    start: usize,
-    end: usize,
+pub(crate) struct LeafItem {
+    pub key: Key,
+    /// Byte range of the item's data in the block.
+    pub start: usize,
+    pub end: usize,
 }
 
 /// A `btrfs_key_ptr` in an internal node.
@@ -142,7 +143,7 @@ impl Node {
         Ok(node)
     }
 
-    fn first_key(&self) -> Option<Key> {
+    pub(crate) fn first_key(&self) -> Option<Key> {
         match &self.body {
             Body::Leaf { items, .. } => items.first().map(|i| i.key),
             Body::Internal { ptrs } => ptrs.first().map(|p| p.key),
@@ -157,6 +158,20 @@ impl Node {
     /// Logical address of this block.
     pub fn logical(&self) -> u64 {
         self.logical
+    }
+
+    /// Generation of this block.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// For a leaf, its bytes exactly as read (the verified copy) and its
+    /// items; `None` for an internal node.
+    pub(crate) fn leaf(&self) -> Option<(&[u8], &[LeafItem])> {
+        match &self.body {
+            Body::Leaf { items, block } => Some((block, items)),
+            Body::Internal { .. } => None,
+        }
     }
 
     fn check(&self, expect: &Expect) -> Result<(), ReadError> {
@@ -384,6 +399,34 @@ impl BlockReader {
             return Err(ReadError::BadBlockChecksum { logical, physical });
         }
         Node::parse(block, logical, &self.fsid, expect)
+    }
+
+    /// The verified block at `logical` that a parent pointer promising
+    /// `level`, `generation` and `first_key` names (from the cache when
+    /// it is there).
+    pub fn read_block(
+        &self,
+        logical: u64,
+        level: u8,
+        generation: u64,
+        first_key: Option<Key>,
+    ) -> Result<Arc<Node>, ReadError> {
+        let expect = Expect {
+            level,
+            generation,
+            first_key,
+        };
+        self.read_node(logical, &expect)
+    }
+
+    /// Size of a tree block.
+    pub fn nodesize(&self) -> u32 {
+        self.nodesize
+    }
+
+    /// Checksum algorithm of the filesystem.
+    pub fn csum_type(&self) -> ChecksumType {
+        self.csum_type
     }
 
     fn read_root(&self, root: &TreeRoot) -> Result<Arc<Node>, ReadError> {

@@ -14,6 +14,7 @@
 mod example;
 mod output;
 pub mod plan;
+mod rewrite;
 pub mod stage;
 mod verify;
 
@@ -158,6 +159,9 @@ pub struct Report {
     pub copied_bytes: u64,
     pub bound_bytes: u64,
     pub binds: u64,
+    /// Inodes whose owner (unmapped in the namespace) or device number was
+    /// fixed in the image after mkfs.
+    pub rewritten_inodes: u64,
     pub store_paths: usize,
     pub registration: Option<String>,
     pub owners: Owners,
@@ -180,6 +184,7 @@ pub struct Timings {
     pub copy: f64,
     pub mkfs: f64,
     pub verify: f64,
+    pub rewrite: f64,
     pub total: f64,
 }
 
@@ -267,7 +272,17 @@ pub fn main(a: &BuildArgs) -> Result<ExitCode> {
         force: a.force || a.example,
         verify: !a.no_verify,
     };
-    let report = build(&spec, &output, &opts)?;
+    let report = match build(&spec, &output, &opts) {
+        Ok(r) => r,
+        // Reported as a shell would (130 for SIGINT, 143 for SIGTERM).
+        Err(e) => match e.downcast_ref::<Interrupted>() {
+            Some(&Interrupted(sig)) => {
+                eprintln!("rootbox: {e}; nothing was written to {}", output.display());
+                return Ok(ExitCode::from((128 + sig) as u8));
+            }
+            None => return Err(e),
+        },
+    };
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -275,6 +290,21 @@ pub fn main(a: &BuildArgs) -> Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// A build stopped by a signal (SIGINT, SIGTERM, SIGHUP).
+#[derive(Debug)]
+pub struct Interrupted(pub i32);
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match nix::sys::signal::Signal::try_from(self.0) {
+            Ok(s) => write!(f, "interrupted by {s}"),
+            Err(_) => write!(f, "interrupted by signal {}", self.0),
+        }
+    }
+}
+
+impl std::error::Error for Interrupted {}
 
 /// How to build, beyond the spec.
 pub struct Options {
@@ -547,6 +577,13 @@ pub fn build(spec: &Spec, output: &Path, opts: &Options) -> Result<Report> {
         .run()
         .map_err(|e| anyhow!("{e}"))
         .context("cannot start the build sandbox (`rootbox doctor` checks this machine)")?;
+    // Ctrl-C, kill, a closed terminal: forwarded to the staging step, which
+    // died of it. Stop here (the temporary files go as `build` returns).
+    if let rootbox_sandbox::ExitStatus::Signaled(sig) = status {
+        if [libc::SIGINT, libc::SIGTERM, libc::SIGHUP].contains(&sig) {
+            return Err(Interrupted(sig).into());
+        }
+    }
     let result: StageResult = std::fs::read(&job.result)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
@@ -579,6 +616,20 @@ pub fn build(spec: &Spec, output: &Path, opts: &Options) -> Result<Report> {
     }
     let allowed_uids = result.uids.iter().copied().collect();
     let allowed_gids = result.gids.iter().copied().collect();
+
+    // --- rewrite: owners that did not map, device numbers ----------------------
+    let (rewritten, rewrite_secs) = if counts.rewrite_entries > 0 || !result.devices.is_empty() {
+        let t = Instant::now();
+        let n = rewrite::fix_image(&out.read_path(), &layout, &result.devices)?;
+        tracing::info!(
+            "gave {} inodes of unmapped owners to root, set {} device numbers",
+            n.owners,
+            n.devices
+        );
+        (n.owners + n.devices, t.elapsed().as_secs_f64())
+    } else {
+        (0, 0.0)
+    };
 
     // --- verify ------------------------------------------------------------------
     let (verified, owners, subvolumes, verify_secs) = if opts.verify {
@@ -625,6 +676,7 @@ pub fn build(spec: &Spec, output: &Path, opts: &Options) -> Result<Report> {
         copied_bytes: result.copied_bytes,
         bound_bytes: counts.bound_bytes,
         binds: counts.binds,
+        rewritten_inodes: rewritten,
         store_paths: paths.len(),
         registration,
         owners,
@@ -634,6 +686,7 @@ pub fn build(spec: &Spec, output: &Path, opts: &Options) -> Result<Report> {
             copy: result.copy_secs,
             mkfs: result.mkfs_secs,
             verify: verify_secs,
+            rewrite: rewrite_secs,
             total: t0.elapsed().as_secs_f64(),
         },
         left_out,

@@ -127,6 +127,9 @@ pub struct Counts {
     pub bound_bytes: u64,
     /// Bind mounts made.
     pub binds: u64,
+    /// Entries bound although their owner does not map: given to root in
+    /// the image after mkfs.
+    pub rewrite_entries: u64,
 }
 
 /// A warning the build report carries and the log shows.
@@ -136,11 +139,14 @@ pub type Warnings = Vec<String>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum StoreStaging {
-    /// Copy what would show up with the overflow id; bind the rest.
+    /// Bind everything, also what shows up with the overflow id, and give
+    /// that to root in the image after mkfs (an in-place rewrite of the
+    /// inodes): zero copy. Copy only what carries ACLs naming unmapped ids.
     Auto,
     /// Bind everything; fail if anything would reach the image unmapped.
     Bind,
-    /// Copy every store path, even clean ones.
+    /// Copy what does not map, and every store path, into scratch space,
+    /// where the copies become root's (no rewrite of the image).
     Copy,
 }
 
@@ -169,6 +175,8 @@ pub struct Planner {
     pub uids: HashSet<u32>,
     pub gids: HashSet<u32>,
     pub staging: StoreStaging,
+    /// Device nodes (staging path, rdev) whose numbers the image needs.
+    pub devices: Vec<(PathBuf, u64)>,
     copies: u64,
 }
 
@@ -256,6 +264,7 @@ impl Planner {
             uids: HashSet::new(),
             gids: HashSet::new(),
             staging,
+            devices: Vec::new(),
             copies: 0,
         }
     }
@@ -272,7 +281,12 @@ impl Planner {
         // overflow id, which the sandbox keeps out of every map.
         let uid = (m.uid() != self.overflow.0).then_some(m.uid());
         let gid = (m.gid() != self.overflow.1).then_some(m.gid());
-        let mut clean = uid.is_some() && gid.is_some();
+        let owner_maps = uid.is_some() && gid.is_some();
+        // In auto mode an unmapped owner is fixed in the image after mkfs.
+        let mut clean = owner_maps || self.staging == StoreStaging::Auto;
+        if !owner_maps && clean {
+            self.counts.rewrite_entries += 1;
+        }
         let mut xattrs = Vec::new();
         if let Ok(names) = xattr::list(src) {
             for name in names {
@@ -361,13 +375,9 @@ impl Planner {
                 ));
             }
             if own_clean && (ft.is_char_device() || ft.is_block_device()) {
-                self.warnings.push(format!(
-                    "{}: device node {}:{} reaches the image with device number 0:0 (mkfs.btrfs \
-                     does not record rdev): create it at boot instead (devtmpfs, systemd-tmpfiles)",
-                    src.display(),
-                    libc::major(m.rdev()),
-                    libc::minor(m.rdev())
-                ));
+                // mkfs.btrfs (6.14) records device nodes with rdev 0; the
+                // rewrite after mkfs puts the real numbers back.
+                self.devices.push((dst.to_path_buf(), m.rdev()));
             }
             let ops = if own_clean {
                 Vec::new()

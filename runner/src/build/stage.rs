@@ -101,6 +101,8 @@ pub struct StageResult {
     pub gids: Vec<u32>,
     /// Sources whose owner does not map (a few, for messages).
     pub unmapped: Vec<PathBuf>,
+    /// Device nodes (staging path: subvolume/…, rdev) to fix in the image.
+    pub devices: Vec<(PathBuf, u64)>,
     pub mkfs_status: Option<i32>,
     pub mkfs_output: String,
     pub warnings: Vec<String>,
@@ -143,6 +145,7 @@ fn run(job: &StageJob, result: &mut StageResult) -> Result<()> {
     result.uids.sort();
     result.gids.sort();
     result.unmapped = planner.unmapped.clone();
+    result.devices = planner.devices.clone();
     tracing::info!(
         "plan: {} entries, {} bytes; {} bind mounts, {} bytes to copy",
         result.counts.entries,
@@ -259,8 +262,20 @@ impl Stager<'_> {
             } => {
                 let start = Instant::now();
                 let mut timed = Vec::new();
-                self.copy_tree(src, scratch, &mut timed)
-                    .with_context(|| format!("copying {} into scratch space", src.display()))?;
+                self.copy_tree(src, scratch, &mut timed).map_err(|e| {
+                    let dir = scratch.parent().unwrap_or(scratch);
+                    let full = format!("{e:#}").contains("os error 28");
+                    e.context(format!(
+                        "copying {} into scratch space {}{}",
+                        src.display(),
+                        dir.display(),
+                        if full {
+                            " (it is full: free space there or choose another place with --scratch DIR)"
+                        } else {
+                            ""
+                        }
+                    ))
+                })?;
                 for (p, m) in timed.iter().rev() {
                     set_times(p, m)
                         .with_context(|| format!("setting the times of {}", p.display()))?;
@@ -281,6 +296,17 @@ impl Stager<'_> {
         (uid, gid)
     }
 
+    /// The mode a copy gets: set-id bits of an owner that did not map are
+    /// dropped, so a setuid file of some unmapped user never becomes
+    /// setuid root.
+    fn mode(&self, m: &fs::Metadata) -> u32 {
+        strip_setid(
+            m.mode(),
+            m.uid() == self.overflow.0,
+            m.gid() == self.overflow.1,
+        )
+    }
+
     fn copy_tree(
         &mut self,
         src: &Path,
@@ -290,7 +316,7 @@ impl Stager<'_> {
         let m = fs::symlink_metadata(src).with_context(|| format!("stat {}", src.display()))?;
         let (uid, gid) = self.owner(&m);
         let meta = Meta {
-            mode: m.mode(),
+            mode: self.mode(&m),
             uid,
             gid,
             atime: (m.atime(), m.atime_nsec()),
@@ -453,4 +479,17 @@ fn empty_dir(dir: &Path) {
             };
         }
     }
+}
+
+/// `mode` without S_ISUID when the owner was replaced, and without S_ISGID
+/// (on non-directories) when the group was.
+pub fn strip_setid(mode: u32, uid_replaced: bool, gid_replaced: bool) -> u32 {
+    let mut mode = mode;
+    if uid_replaced {
+        mode &= !0o4000;
+    }
+    if gid_replaced && mode & 0o170000 != 0o040000 {
+        mode &= !0o2000;
+    }
+    mode
 }

@@ -1,0 +1,97 @@
+//! After mkfs: what the namespace could not express, fixed in the image
+//! with the images crate's in-place rewrite.
+//!
+//! - Content whose owner does not map was bind-staged anyway (zero copy)
+//!   and reached the image as the overflow id: it becomes root's, without
+//!   set-id bits (a setuid file of an unknown user never becomes setuid
+//!   root). In the namespace's view such an owner is exactly the overflow
+//!   id, which the sandbox keeps out of every map, so nothing else is
+//!   touched.
+//! - Device nodes: mkfs.btrfs (6.14) records rdev 0; the staged nodes'
+//!   real numbers go back in.
+
+use std::collections::HashMap;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, Result};
+use rootbox_images::btrfs::{InodeChange, Rewriter};
+use rootbox_images::layout::Layout;
+
+use super::stage::strip_setid;
+
+#[derive(Debug, Default)]
+pub struct Fixed {
+    pub owners: u64,
+    pub devices: u64,
+}
+
+fn overflow(file: &str) -> u32 {
+    std::fs::read_to_string(file)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(65534)
+}
+
+pub fn fix_image(image: &Path, layout: &Layout, devices: &[(PathBuf, u64)]) -> Result<Fixed> {
+    let (ou, og) = (
+        overflow("/proc/sys/kernel/overflowuid"),
+        overflow("/proc/sys/kernel/overflowgid"),
+    );
+    // Device nodes by subvolume name, then path inside it.
+    let mut by_subvol: HashMap<Vec<u8>, HashMap<Vec<u8>, u64>> = HashMap::new();
+    for (staged, rdev) in devices {
+        let mut parts = staged.components();
+        let Some(first) = parts.next() else { continue };
+        let rel = parts.as_path().as_os_str().as_bytes().to_vec();
+        by_subvol
+            .entry(first.as_os_str().as_bytes().to_vec())
+            .or_default()
+            .insert(rel, *rdev);
+    }
+    let mut rw =
+        Rewriter::open(image).map_err(|e| anyhow!("opening the image for the rewrite: {e}"))?;
+    let subvols = rw
+        .image()
+        .subvolumes()
+        .map_err(|e| anyhow!("listing subvolumes: {e}"))?;
+    let mut fixed = Fixed::default();
+    for planned in layout.subvolumes() {
+        let Some(sv) = subvols.iter().find(|s| s.path == planned.name.as_bytes()) else {
+            continue;
+        };
+        let devs = by_subvol.get(planned.name.as_bytes());
+        rw.update_inodes(sv.id, &mut |v| {
+            let uid_replaced = v.uid == ou;
+            let gid_replaced = v.gid == og;
+            let rdev = devs.and_then(|d| v.path.and_then(|p| d.get(p))).copied();
+            if !uid_replaced && !gid_replaced && rdev.is_none() {
+                return None;
+            }
+            if uid_replaced || gid_replaced {
+                fixed.owners += 1;
+            }
+            if rdev.is_some() {
+                fixed.devices += 1;
+            }
+            let mode = strip_setid(v.mode, uid_replaced, gid_replaced);
+            Some(InodeChange {
+                uid: uid_replaced.then_some(0),
+                gid: gid_replaced.then_some(0),
+                mode: (mode != v.mode).then_some(mode & 0o7777),
+                rdev: rdev.map(|r| encode(r)),
+                times: None,
+            })
+        })
+        .map_err(|e| anyhow!("rewriting subvolume {}: {e}", planned.name))?;
+    }
+    rw.commit()
+        .map_err(|e| anyhow!("writing the rewritten image: {e}"))?;
+    Ok(fixed)
+}
+
+/// A host dev_t in btrfs's encoding (major << 20 | minor).
+fn encode(rdev: u64) -> u64 {
+    let (major, minor) = (libc::major(rdev), libc::minor(rdev));
+    rootbox_images::btrfs::encode_rdev(major, minor).unwrap_or(0)
+}

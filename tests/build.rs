@@ -16,7 +16,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{lchown, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -1911,4 +1911,175 @@ fn json_result_has_the_documented_fields() {
     let ins = Inspected::of(&user, &img);
     assert_eq!(ins.doc["filesystem"]["fsid"], UUID);
     assert_eq!(ins.doc["filesystem"]["label"], "jsonlabel");
+}
+
+// ---- after mkfs: the ownership manifest and device numbers --------------------
+
+#[test]
+fn ownership_manifest_gives_alice_her_home_and_refuses_unknown_paths() {
+    let user = setup();
+    let tmp = tempdir_for(&user);
+    let root = tmp.path().join("root");
+    file_as(
+        &user,
+        &root.join("home/alice/.ssh/authorized_keys"),
+        "ssh-ed25519 AAAA alice\n",
+        0o600,
+    );
+    file_as(&user, &root.join("home/alice/notes"), "hi\n", 0o644);
+    file_as(&user, &root.join("etc/hostname"), "box\n", 0o644);
+    chmod(&root.join("home/alice/.ssh"), 0o755);
+    let manifest = tmp.path().join("owners");
+    file_as(
+        &user,
+        &manifest,
+        "# alice owns her home\n/home/alice/** 1000 100\n/home/alice/.ssh 1000 100 0700\n",
+        0o644,
+    );
+    let img = tmp.path().join("m.img");
+    let r = build_json(
+        &user,
+        &[
+            "--rootfs",
+            s(&root),
+            "--subvol",
+            "@:/:default",
+            "--subvol",
+            "@home:/home",
+            "--owners",
+            s(&manifest),
+            "-o",
+            s(&img),
+        ],
+    );
+    assert!(r["rewritten_inodes"].as_u64().unwrap_or(0) >= 4, "{r:#}");
+    let ins = Inspected::of(&user, &img);
+    for p in [
+        "@home/alice",
+        "@home/alice/.ssh",
+        "@home/alice/.ssh/authorized_keys",
+        "@home/alice/notes",
+    ] {
+        let e = ins.get(p);
+        assert_eq!(
+            (e["uid"].as_u64(), e["gid"].as_u64()),
+            (Some(1000), Some(100)),
+            "{p}: {e}"
+        );
+    }
+    assert_eq!(ins.mode("@home/alice/.ssh"), 0o40700, "the manifest's mode");
+    assert_eq!(
+        ins.mode("@home/alice/.ssh/authorized_keys"),
+        0o100600,
+        "mode kept"
+    );
+    let e = ins.get("@/etc/hostname");
+    assert_eq!(
+        (e["uid"].as_u64(), e["gid"].as_u64()),
+        (Some(0), Some(0)),
+        "outside the manifest: root's"
+    );
+    if can_mount() {
+        let m = Mounted::new(&img, Some("@home"));
+        let md = fs::symlink_metadata(m.path().join("alice/.ssh")).unwrap();
+        assert_eq!((md.uid(), md.gid(), md.mode() & 0o7777), (1000, 100, 0o700));
+    }
+    if can_mount() {
+        assert_btrfs_check(&img);
+    }
+
+    // A rule that matches nothing is an error, and nothing is written.
+    let bad = tmp.path().join("bad-owners");
+    file_as(
+        &user,
+        &bad,
+        "/home/alice/** 1000 100\n/home/bob 1001 100\n",
+        0o644,
+    );
+    let img2 = tmp.path().join("bad.img");
+    let out = build(
+        &user,
+        &[
+            "--rootfs",
+            s(&root),
+            "--subvol",
+            "@:/:default",
+            "--owners",
+            s(&bad),
+            "-o",
+            s(&img2),
+        ],
+    );
+    assert_ne!(out.code(), Some(0), "{out}");
+    out.assert_stderr_contains("line 2: /home/bob matches nothing");
+    assert!(!img2.exists(), "nothing may be left at the output path");
+}
+
+#[test]
+fn device_nodes_keep_their_numbers_and_unmapped_setuid_is_dropped() {
+    let user = setup();
+    if !is_root() {
+        skip!("device nodes and files of other owners need root to make");
+    }
+    let tmp = tempdir_for(&user);
+    let root = tmp.path().join("root");
+    dir_as(&user, &root.join("dev"));
+    let null = root.join("dev/null");
+    let st = Command::new("mknod")
+        .args([s(&null), "c", "1", "3"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    lchown(&null, Some(user.uid), Some(user.gid)).unwrap();
+    // A setuid file of an owner the namespace does not map must not
+    // become setuid root.
+    let foreign = root.join("usr/bin/foreign");
+    file_as(&user, &foreign, "#!/bin/sh\n", 0o755);
+    lchown(&foreign, Some(4242), Some(4242)).unwrap();
+    chmod(&foreign, 0o4755);
+    let img = tmp.path().join("dev.img");
+    let r = build_json(
+        &user,
+        &[
+            "--rootfs",
+            s(&root),
+            "--subvol",
+            "@:/:default",
+            "-o",
+            s(&img),
+        ],
+    );
+    assert_eq!(r["copied_bytes"], 0, "{r:#}");
+    let ins = Inspected::of(&user, &img);
+    let e = ins.get("@/dev/null");
+    assert_eq!(
+        e["mode"].as_u64().map(|m| m as u32 & 0o170000),
+        Some(0o020000),
+        "{e}"
+    );
+    let f = ins.get("@/usr/bin/foreign");
+    assert_eq!(
+        (f["uid"].as_u64(), f["gid"].as_u64()),
+        (Some(0), Some(0)),
+        "{f}"
+    );
+    assert_eq!(
+        ins.mode("@/usr/bin/foreign"),
+        0o100755,
+        "set-id bits of an unmapped owner are dropped"
+    );
+    if can_mount() {
+        {
+            let m = Mounted::new(&img, None);
+            let md = fs::symlink_metadata(m.path().join("@/dev/null")).unwrap();
+            use std::os::unix::fs::FileTypeExt;
+            assert!(md.file_type().is_char_device());
+            assert_eq!(
+                md.rdev(),
+                nix::sys::stat::makedev(1, 3),
+                "mkfs writes 0:0; the rewrite restores 1:3"
+            );
+        }
+        assert_btrfs_check(&img);
+    }
 }

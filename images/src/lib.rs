@@ -9,5 +9,6 @@ pub mod closure;
 pub mod layout;
 pub mod mkfs;
 pub mod nixos;
+pub mod owners;
 pub mod size;
 pub mod spec;

@@ -29,6 +29,7 @@ use rootbox_images::closure::Closure;
 use rootbox_images::layout::{list_fs_dir, Layout};
 use rootbox_images::mkfs::{estimate_min_size, BtrfsProgsVersion};
 use rootbox_images::nixos::{from_nixos_file_systems, ImageDevice};
+use rootbox_images::owners::Manifest;
 use rootbox_images::size::{ByteSize, Size};
 use rootbox_images::spec::{Compress, Spec, SubvolumeSpec, Uuid};
 use rootbox_sandbox::{MapMode, Sandbox};
@@ -112,6 +113,11 @@ pub struct BuildArgs {
     /// Image path of the store registration.
     #[arg(long, value_name = "PATH")]
     registration: Option<String>,
+    /// An ownership manifest: lines of `PATH UID GID [MODE]` (globs, and
+    /// `/dir/**` for a whole subtree), applied to the image after mkfs, e.g.
+    /// `/home/alice/** 1000 100`. Every line must match a path of the image.
+    #[arg(long, value_name = "FILE")]
+    owners: Option<PathBuf>,
     /// How ids are mapped (see `rootbox run --help`). With a subordinate
     /// range, files owned by ids inside it keep their owners in the image.
     #[arg(long, value_name = "MODE", default_value = "auto")]
@@ -241,6 +247,9 @@ fn effective_spec(a: &BuildArgs) -> Result<(Spec, String)> {
     }
     if let Some(v) = &a.registration {
         spec.registration = Some(v.clone());
+    }
+    if let Some(v) = &a.owners {
+        spec.owners = Some(v.clone());
     }
     spec.validate(&origin)?;
     Ok((spec, origin))
@@ -407,6 +416,11 @@ pub fn build(spec: &Spec, output: &Path, opts: &Options) -> Result<Report> {
         bail!("no subvolumes given: add --subvol NAME:MOUNTPOINT (e.g. --subvol @:/:default --subvol @nix:/nix) or --file-systems FILE");
     } else {
         Layout::new(&spec.subvolumes)?
+    };
+
+    let manifest = match &spec.owners {
+        Some(p) => Some(Manifest::load(p)?),
+        None => None,
     };
 
     // --- the sources ---------------------------------------------------------
@@ -614,19 +628,31 @@ pub fn build(spec: &Spec, output: &Path, opts: &Options) -> Result<Report> {
             );
         }
     }
-    let allowed_uids = result.uids.iter().copied().collect();
-    let allowed_gids = result.gids.iter().copied().collect();
+    let mut allowed_uids: std::collections::HashSet<u32> = result.uids.iter().copied().collect();
+    let mut allowed_gids: std::collections::HashSet<u32> = result.gids.iter().copied().collect();
+    if let Some(m) = &manifest {
+        allowed_uids.extend(m.rules.iter().map(|r| r.uid));
+        allowed_gids.extend(m.rules.iter().map(|r| r.gid));
+    }
 
     // --- rewrite: owners that did not map, device numbers ----------------------
-    let (rewritten, rewrite_secs) = if counts.rewrite_entries > 0 || !result.devices.is_empty() {
+    let needs_rewrite =
+        counts.rewrite_entries > 0 || !result.devices.is_empty() || manifest.is_some();
+    let (rewritten, rewrite_secs) = if needs_rewrite {
         let t = Instant::now();
-        let n = rewrite::fix_image(&out.read_path(), &layout, &result.devices)?;
+        let n = rewrite::fix_image(
+            &out.read_path(),
+            &layout,
+            &result.devices,
+            manifest.as_ref(),
+        )?;
         tracing::info!(
-            "gave {} inodes of unmapped owners to root, set {} device numbers",
+            "rewrite: {} inodes of unmapped owners given to root, {} device numbers set, {} inodes per the ownership manifest",
             n.owners,
-            n.devices
+            n.devices,
+            n.manifest
         );
-        (n.owners + n.devices, t.elapsed().as_secs_f64())
+        (n.owners + n.devices + n.manifest, t.elapsed().as_secs_f64())
     } else {
         (0, 0.0)
     };

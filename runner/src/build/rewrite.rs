@@ -9,6 +9,8 @@
 //!   touched.
 //! - Device nodes: mkfs.btrfs (6.14) records rdev 0; the staged nodes'
 //!   real numbers go back in.
+//! - The ownership manifest (`--owners`): its rules are applied last, so
+//!   they decide; every rule must match a path of the image.
 
 use std::collections::HashMap;
 use std::os::unix::ffi::OsStrExt;
@@ -17,6 +19,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, Result};
 use rootbox_images::btrfs::{InodeChange, Rewriter};
 use rootbox_images::layout::Layout;
+use rootbox_images::owners::Manifest;
 
 use super::stage::strip_setid;
 
@@ -24,6 +27,7 @@ use super::stage::strip_setid;
 pub struct Fixed {
     pub owners: u64,
     pub devices: u64,
+    pub manifest: u64,
 }
 
 fn overflow(file: &str) -> u32 {
@@ -33,7 +37,12 @@ fn overflow(file: &str) -> u32 {
         .unwrap_or(65534)
 }
 
-pub fn fix_image(image: &Path, layout: &Layout, devices: &[(PathBuf, u64)]) -> Result<Fixed> {
+pub fn fix_image(
+    image: &Path,
+    layout: &Layout,
+    devices: &[(PathBuf, u64)],
+    manifest: Option<&Manifest>,
+) -> Result<Fixed> {
     let (ou, og) = (
         overflow("/proc/sys/kernel/overflowuid"),
         overflow("/proc/sys/kernel/overflowgid"),
@@ -56,6 +65,7 @@ pub fn fix_image(image: &Path, layout: &Layout, devices: &[(PathBuf, u64)]) -> R
         .subvolumes()
         .map_err(|e| anyhow!("listing subvolumes: {e}"))?;
     let mut fixed = Fixed::default();
+    let mut matched = vec![false; manifest.map_or(0, |m| m.rules.len())];
     for planned in layout.subvolumes() {
         let Some(sv) = subvols.iter().find(|s| s.path == planned.name.as_bytes()) else {
             continue;
@@ -65,7 +75,11 @@ pub fn fix_image(image: &Path, layout: &Layout, devices: &[(PathBuf, u64)]) -> R
             let uid_replaced = v.uid == ou;
             let gid_replaced = v.gid == og;
             let rdev = devs.and_then(|d| v.path.and_then(|p| d.get(p))).copied();
-            if !uid_replaced && !gid_replaced && rdev.is_none() {
+            let rule = manifest.and_then(|m| {
+                let path = image_path(&planned.mountpoint, v.path?);
+                m.lookup(&path)
+            });
+            if !uid_replaced && !gid_replaced && rdev.is_none() && rule.is_none() {
                 return None;
             }
             if uid_replaced || gid_replaced {
@@ -74,16 +88,47 @@ pub fn fix_image(image: &Path, layout: &Layout, devices: &[(PathBuf, u64)]) -> R
             if rdev.is_some() {
                 fixed.devices += 1;
             }
-            let mode = strip_setid(v.mode, uid_replaced, gid_replaced);
+            let mut mode = strip_setid(v.mode, uid_replaced, gid_replaced);
+            let (mut uid, mut gid) = (uid_replaced.then_some(0), gid_replaced.then_some(0));
+            if let Some((i, r)) = rule {
+                matched[i] = true;
+                fixed.manifest += 1;
+                uid = Some(r.uid);
+                gid = Some(r.gid);
+                if let Some(m) = r.mode {
+                    mode = (mode & !0o7777) | m;
+                }
+            }
             Some(InodeChange {
-                uid: uid_replaced.then_some(0),
-                gid: gid_replaced.then_some(0),
+                uid,
+                gid,
                 mode: (mode != v.mode).then_some(mode & 0o7777),
-                rdev: rdev.map(|r| encode(r)),
+                rdev: rdev.map(encode),
                 times: None,
             })
         })
         .map_err(|e| anyhow!("rewriting subvolume {}: {e}", planned.name))?;
+    }
+    if let Some(m) = manifest {
+        let missing: Vec<String> = m
+            .rules
+            .iter()
+            .zip(&matched)
+            .filter(|(_, hit)| !**hit)
+            .map(|(r, _)| {
+                format!(
+                    "line {}: {} matches nothing in the image",
+                    r.line, r.pattern
+                )
+            })
+            .collect();
+        if !missing.is_empty() {
+            anyhow::bail!(
+                "the ownership manifest names paths the image does not have (a typo, or a path \
+                 outside every subvolume?):\n  {}",
+                missing.join("\n  ")
+            );
+        }
     }
     rw.commit()
         .map_err(|e| anyhow!("writing the rewritten image: {e}"))?;
@@ -94,4 +139,14 @@ pub fn fix_image(image: &Path, layout: &Layout, devices: &[(PathBuf, u64)]) -> R
 fn encode(rdev: u64) -> u64 {
     let (major, minor) = (libc::major(rdev), libc::minor(rdev));
     rootbox_images::btrfs::encode_rdev(major, minor).unwrap_or(0)
+}
+
+/// The image path of `rel` in the subvolume mounted at `mountpoint`.
+fn image_path(mountpoint: &str, rel: &[u8]) -> String {
+    let rel = String::from_utf8_lossy(rel);
+    match (mountpoint, rel.is_empty()) {
+        (m, true) => m.to_string(),
+        ("/", false) => format!("/{rel}"),
+        (m, false) => format!("{m}/{rel}"),
+    }
 }

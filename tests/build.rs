@@ -2083,3 +2083,72 @@ fn device_nodes_keep_their_numbers_and_unmapped_setuid_is_dropped() {
         assert_btrfs_check(&img);
     }
 }
+
+#[test]
+fn no_userns_build_lists_the_same_as_the_userns_build() {
+    let user = setup();
+    let tmp = tempdir_for(&user);
+    let root = tmp.path().join("root");
+    file_as(
+        &user,
+        &root.join("etc/ssh/sshd_config"),
+        "StrictModes yes\n",
+        0o644,
+    );
+    file_as(
+        &user,
+        &root.join("root/.ssh/authorized_keys"),
+        "ssh-ed25519 AAAA root\n",
+        0o600,
+    );
+    chmod(&root.join("root/.ssh"), 0o700);
+    chmod(&root.join("root"), 0o700);
+    file_as(&user, &root.join("usr/bin/su"), "#!/bin/sh\n", 0o4755);
+    file_as(&user, &root.join("var/tmp/.keep"), "", 0o644);
+    chmod(&root.join("var/tmp"), 0o1777);
+    file_as(&user, &root.join("home/alice/notes"), "hi\n", 0o640);
+    symlink_as(&user, "../usr/bin/su", &root.join("etc/su-link"));
+    let listing = |img: &Path| -> BTreeMap<String, String> {
+        Inspected::of(&user, img)
+            .entries
+            .iter()
+            .map(|(k, e)| {
+                (
+                    k.clone(),
+                    format!(
+                        "{} {}:{} {} {}",
+                        e["mode"], e["uid"], e["gid"], e["size"], e["symlink_target"]
+                    ),
+                )
+            })
+            .collect()
+    };
+    let layout = ["--subvol", "@:/:default", "--subvol", "@home:/home"];
+    let with_ns = tmp.path().join("ns.img");
+    let a: Vec<&str> = [&["--rootfs", s(&root), "-o", s(&with_ns)][..], &layout[..]].concat();
+    build_json(&user, &a);
+    let without = tmp.path().join("direct.img");
+    let b: Vec<&str> = [
+        &["--rootfs", s(&root), "--no-userns", "-o", s(&without)][..],
+        &layout[..],
+    ]
+    .concat();
+    let r = build_json(&user, &b);
+    assert_eq!(
+        r["binds"], 0,
+        "nothing can be bound without a namespace: {r:#}"
+    );
+    let (x, y) = (listing(&with_ns), listing(&without));
+    assert_eq!(
+        x, y,
+        "the same tree must list the same with and without a user namespace"
+    );
+    assert_eq!(
+        x["@/usr/bin/su"].split(' ').next(),
+        Some("35309"),
+        "setuid kept (0o104755)"
+    );
+    if can_mount() {
+        assert_btrfs_check(&without);
+    }
+}

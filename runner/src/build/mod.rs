@@ -32,7 +32,9 @@ use rootbox_images::nixos::{from_nixos_file_systems, ImageDevice};
 use rootbox_images::owners::Manifest;
 use rootbox_images::size::{ByteSize, Size};
 use rootbox_images::spec::{Compress, Spec, SubvolumeSpec, Uuid};
-use rootbox_sandbox::{MapMode, Sandbox};
+use std::collections::HashSet;
+
+use rootbox_sandbox::{Error as SandboxError, MapMode, Sandbox};
 use serde::Serialize;
 
 use plan::{Counts, Root, StoreStaging};
@@ -139,6 +141,13 @@ pub struct BuildArgs {
     /// Print the result as JSON on stdout.
     #[arg(long)]
     json: bool,
+    /// Build without a user namespace, for machines that allow none (qemu-user
+    /// emulation, containers, Ubuntu's AppArmor restriction): the sources are
+    /// copied (reflinked where possible) as you, and your uid and gid are
+    /// rewritten to root in the image after mkfs. Taken automatically when no
+    /// namespace can be made and --map is auto.
+    #[arg(long, conflicts_with = "map")]
+    no_userns: bool,
     /// UNSAFE: skip reading the image back and checking owners and modes.
     #[arg(long)]
     no_verify: bool,
@@ -280,6 +289,7 @@ pub fn main(a: &BuildArgs) -> Result<ExitCode> {
         scratch: a.scratch.clone(),
         force: a.force || a.example,
         verify: !a.no_verify,
+        no_userns: a.no_userns,
     };
     let report = match build(&spec, &output, &opts) {
         Ok(r) => r,
@@ -322,6 +332,7 @@ pub struct Options {
     pub scratch: Option<PathBuf>,
     pub force: bool,
     pub verify: bool,
+    pub no_userns: bool,
 }
 
 fn print_summary(r: &Report) {
@@ -567,7 +578,7 @@ pub fn build(spec: &Spec, output: &Path, opts: &Options) -> Result<Report> {
     let plan_secs = t0.elapsed().as_secs_f64();
 
     // --- plan, stage and mkfs, in the sandbox -------------------------------------
-    let job = StageJob {
+    let mut job = StageJob {
         stage_dir,
         roots,
         store_paths: paths.clone(),
@@ -576,21 +587,43 @@ pub fn build(spec: &Spec, output: &Path, opts: &Options) -> Result<Report> {
         mkfs: mkfs_job,
         result: plan_dir.path().join("result.json"),
         scratch: scratch.path().to_path_buf(),
+        direct: false,
     };
-    let job_path = plan_dir.path().join("job.json");
-    std::fs::write(&job_path, serde_json::to_vec(&job)?)?;
-    tracing::info!("staging and running {} in the sandbox", mkfs.display());
-    let status = Sandbox::new()
-        .map(opts.map)
-        .unshare_pid()
-        .command([
-            OsString::from("/proc/self/exe"),
-            "__stage".into(),
-            job_path.clone().into(),
-        ])
-        .run()
-        .map_err(|e| anyhow!("{e}"))
-        .context("cannot start the build sandbox (`rootbox doctor` checks this machine)")?;
+    let status = if opts.no_userns {
+        run_direct(&mut job)?
+    } else {
+        let job_path = plan_dir.path().join("job.json");
+        std::fs::write(&job_path, serde_json::to_vec(&job)?)?;
+        tracing::info!("staging and running {} in the sandbox", mkfs.display());
+        let sandbox = Sandbox::new()
+            .map(opts.map)
+            .unshare_pid()
+            .command([
+                OsString::from("/proc/self/exe"),
+                "__stage".into(),
+                job_path.clone().into(),
+            ])
+            .run();
+        match sandbox {
+            Ok(status) => status,
+            // No user namespace here (disabled, limited, refused by a
+            // security module): with the default map, build without one.
+            Err(e @ (SandboxError::CreateNamespace { .. } | SandboxError::IdMap { .. }))
+                if opts.map == MapMode::Auto =>
+            {
+                let w = format!("{e}\n  building without a user namespace instead (as --no-userns does): everything is copied, and your ids become root's in the image");
+                tracing::warn!("{w}");
+                warnings.push(w);
+                run_direct(&mut job)?
+            }
+            Err(e) => {
+                return Err(anyhow!("{e}")).context(
+                    "cannot start the build sandbox (`rootbox doctor` checks this machine; \
+                     --no-userns builds without one)",
+                )
+            }
+        }
+    };
     // Ctrl-C, kill, a closed terminal: forwarded to the staging step, which
     // died of it. Stop here (the temporary files go as `build` returns).
     if let rootbox_sandbox::ExitStatus::Signaled(sig) = status {
@@ -628,16 +661,31 @@ pub fn build(spec: &Spec, output: &Path, opts: &Options) -> Result<Report> {
             );
         }
     }
-    let mut allowed_uids: std::collections::HashSet<u32> = result.uids.iter().copied().collect();
-    let mut allowed_gids: std::collections::HashSet<u32> = result.gids.iter().copied().collect();
+    let (mut allowed_uids, mut allowed_gids): (HashSet<u32>, HashSet<u32>) = if job.direct {
+        // The caller's ids, which the rewrite below gives to root.
+        (HashSet::from([0]), HashSet::from([0]))
+    } else {
+        (
+            result.uids.iter().copied().collect(),
+            result.gids.iter().copied().collect(),
+        )
+    };
     if let Some(m) = &manifest {
         allowed_uids.extend(m.rules.iter().map(|r| r.uid));
         allowed_gids.extend(m.rules.iter().map(|r| r.gid));
     }
 
     // --- rewrite: owners that did not map, device numbers ----------------------
-    let needs_rewrite =
-        counts.rewrite_entries > 0 || !result.devices.is_empty() || manifest.is_some();
+    let caller = job.direct.then(|| {
+        (
+            nix::unistd::getuid().as_raw(),
+            nix::unistd::getgid().as_raw(),
+        )
+    });
+    let needs_rewrite = counts.rewrite_entries > 0
+        || !result.devices.is_empty()
+        || manifest.is_some()
+        || caller.is_some();
     let (rewritten, rewrite_secs) = if needs_rewrite {
         let t = Instant::now();
         let n = rewrite::fix_image(
@@ -645,6 +693,7 @@ pub fn build(spec: &Spec, output: &Path, opts: &Options) -> Result<Report> {
             &layout,
             &result.devices,
             manifest.as_ref(),
+            caller,
         )?;
         tracing::info!(
             "rewrite: {} inodes of unmapped owners given to root, {} device numbers set, {} inodes per the ownership manifest",
@@ -806,4 +855,18 @@ mod tests {
             "/nix/store/a\n"
         );
     }
+}
+
+/// Runs the staging step in this process, without a user namespace: no
+/// mounts, so the tree is staged on disk in scratch space, by copying.
+fn run_direct(job: &mut StageJob) -> Result<rootbox_sandbox::ExitStatus> {
+    job.direct = true;
+    job.stage_dir = job.scratch.join("stage");
+    std::fs::create_dir_all(&job.stage_dir)
+        .with_context(|| format!("creating {}", job.stage_dir.display()))?;
+    tracing::info!("staging by copying, without a user namespace");
+    let code = stage::execute(job)?;
+    Ok(rootbox_sandbox::ExitStatus::Exited(
+        if code == ExitCode::SUCCESS { 0 } else { 1 },
+    ))
 }

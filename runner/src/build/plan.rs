@@ -177,6 +177,8 @@ pub struct Planner {
     pub staging: StoreStaging,
     /// Device nodes (staging path, rdev) whose numbers the image needs.
     pub devices: Vec<(PathBuf, u64)>,
+    /// Staging without a user namespace: copy everything.
+    direct: bool,
     copies: u64,
 }
 
@@ -244,7 +246,10 @@ fn times(m: &Metadata) -> ((i64, i64), (i64, i64)) {
 }
 
 impl Planner {
-    pub fn new(scratch: PathBuf, staging: StoreStaging) -> Self {
+    /// A planner for staging in a user namespace, or, `direct`, without one
+    /// (`--no-userns`): then nothing can be bound, everything is copied as
+    /// the caller, and the caller's ids are given to root in the image.
+    pub fn new(scratch: PathBuf, staging: StoreStaging, direct: bool) -> Self {
         let read = |p: &str| {
             fs::read_to_string(p)
                 .ok()
@@ -252,10 +257,16 @@ impl Planner {
                 .unwrap_or(65534)
         };
         Planner {
-            overflow: (
-                read("/proc/sys/kernel/overflowuid"),
-                read("/proc/sys/kernel/overflowgid"),
-            ),
+            // Without a namespace no owner is "unmapped": u32::MAX is no id.
+            overflow: if direct {
+                (u32::MAX, u32::MAX)
+            } else {
+                (
+                    read("/proc/sys/kernel/overflowuid"),
+                    read("/proc/sys/kernel/overflowgid"),
+                )
+            },
+            direct,
             scratch,
             ops: Vec::new(),
             counts: Counts::default(),
@@ -321,7 +332,7 @@ impl Planner {
             }
         }
         let (atime, mtime) = times(m);
-        let meta = Meta {
+        let mut meta = Meta {
             mode: m.mode(),
             uid: uid.unwrap_or(0),
             gid: gid.unwrap_or(0),
@@ -329,6 +340,17 @@ impl Planner {
             mtime,
             xattrs,
         };
+        if self.direct {
+            // Recreated as the caller, whose ids become root's in the image;
+            // set-id bits of anyone else must not become root's.
+            let (me, my_group) = (
+                nix::unistd::getuid().as_raw(),
+                nix::unistd::getgid().as_raw(),
+            );
+            meta.mode = super::stage::strip_setid(m.mode(), m.uid() != me, m.gid() != my_group);
+            meta.uid = me;
+            meta.gid = my_group;
+        }
         (meta, clean)
     }
 
@@ -617,7 +639,8 @@ impl Planner {
         let sub = self.walk(src, dst, m, depth)?;
         self.counts.entries += sub.entries;
         self.counts.bytes += sub.bytes;
-        let force_copy = store && self.staging == StoreStaging::Copy && !m.file_type().is_symlink();
+        let force_copy = (self.direct || store && self.staging == StoreStaging::Copy)
+            && !m.file_type().is_symlink();
         if sub.clean && !force_copy {
             let op = self.clean_op(src, dst, m)?;
             self.ops.push(op);
@@ -631,7 +654,7 @@ impl Planner {
                 self.overflow.0
             );
         }
-        if sub.clean {
+        if sub.clean || self.direct {
             let scratch = self.next_scratch();
             self.ops.push(Op::Copy {
                 src: src.into(),

@@ -42,11 +42,14 @@ pub fn fix_image(
     layout: &Layout,
     devices: &[(PathBuf, u64)],
     manifest: Option<&Manifest>,
+    caller: Option<(u32, u32)>,
 ) -> Result<Fixed> {
-    let (ou, og) = (
+    // Without a namespace (--no-userns) the caller's ids play the part the
+    // overflow ids play in one: they become root's.
+    let (ou, og) = caller.unwrap_or((
         overflow("/proc/sys/kernel/overflowuid"),
         overflow("/proc/sys/kernel/overflowgid"),
-    );
+    ));
     // Device nodes by subvolume name, then path inside it.
     let mut by_subvol: HashMap<Vec<u8>, HashMap<Vec<u8>, u64>> = HashMap::new();
     for (staged, rdev) in devices {
@@ -66,6 +69,22 @@ pub fn fix_image(
         .map_err(|e| anyhow!("listing subvolumes: {e}"))?;
     let mut fixed = Fixed::default();
     let mut matched = vec![false; manifest.map_or(0, |m| m.rules.len())];
+    // The top level holds only the subvolumes' directory entries; its root
+    // directory is the staging root (the caller's, without a namespace).
+    rw.update_inodes(5, &mut |v| {
+        let (u, g) = (v.uid == ou, v.gid == og);
+        (u || g).then(|| {
+            fixed.owners += 1;
+            InodeChange {
+                uid: u.then_some(0),
+                gid: g.then_some(0),
+                mode: None,
+                rdev: None,
+                times: None,
+            }
+        })
+    })
+    .map_err(|e| anyhow!("rewriting the top level: {e}"))?;
     for planned in layout.subvolumes() {
         let Some(sv) = subvols.iter().find(|s| s.path == planned.name.as_bytes()) else {
             continue;
@@ -88,7 +107,13 @@ pub fn fix_image(
             if rdev.is_some() {
                 fixed.devices += 1;
             }
-            let mut mode = strip_setid(v.mode, uid_replaced, gid_replaced);
+            // The caller's own set-id files stay set-id (as with a single-id
+            // map); only those of unmapped owners lose the bits.
+            let mut mode = if caller.is_some() {
+                v.mode
+            } else {
+                strip_setid(v.mode, uid_replaced, gid_replaced)
+            };
             let (mut uid, mut gid) = (uid_replaced.then_some(0), gid_replaced.then_some(0));
             if let Some((i, r)) = rule {
                 matched[i] = true;

@@ -48,6 +48,9 @@ pub struct StageJob {
     /// belong to subordinate ids the caller cannot delete outside).
     #[serde(with = "super::plan::path_bytes")]
     pub scratch: PathBuf,
+    /// No user namespace (`--no-userns`): no mounts; everything is copied
+    /// into `stage_dir` (on disk) as the caller.
+    pub direct: bool,
 }
 
 /// The mkfs.btrfs run, but for the size, which follows from the content.
@@ -113,8 +116,14 @@ pub fn main(job_path: &Path) -> Result<std::process::ExitCode> {
     let text =
         fs::read_to_string(job_path).with_context(|| format!("reading {}", job_path.display()))?;
     let job: StageJob = serde_json::from_str(&text).context("parsing the staging job")?;
+    execute(&job)
+}
+
+/// Runs a job and writes its result; the exit code says whether mkfs made
+/// an image. Also called directly (no sandbox) for `--no-userns`.
+pub fn execute(job: &StageJob) -> Result<std::process::ExitCode> {
     let mut result = StageResult::default();
-    let outcome = run(&job, &mut result);
+    let outcome = run(job, &mut result);
     empty_dir(&job.scratch);
     if let Err(e) = &outcome {
         result.error = Some(format!("{e:#}"));
@@ -129,7 +138,7 @@ pub fn main(job_path: &Path) -> Result<std::process::ExitCode> {
 
 fn run(job: &StageJob, result: &mut StageResult) -> Result<()> {
     let start = Instant::now();
-    let mut planner = Planner::new(job.scratch.clone(), job.staging);
+    let mut planner = Planner::new(job.scratch.clone(), job.staging, job.direct);
     for root in &job.roots {
         planner.stage_root(root, &job.store_paths)?;
     }
@@ -155,14 +164,16 @@ fn run(job: &StageJob, result: &mut StageResult) -> Result<()> {
     );
 
     let start = Instant::now();
-    mount(
-        Some("tmpfs"),
-        &job.stage_dir,
-        Some("tmpfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        Some("mode=0755"),
-    )
-    .with_context(|| format!("mounting the staging tmpfs on {}", job.stage_dir.display()))?;
+    if !job.direct {
+        mount(
+            Some("tmpfs"),
+            &job.stage_dir,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some("mode=0755"),
+        )
+        .with_context(|| format!("mounting the staging tmpfs on {}", job.stage_dir.display()))?;
+    }
     let mut stager = Stager {
         job,
         overflow: planner.overflow(),
@@ -182,8 +193,10 @@ fn run(job: &StageJob, result: &mut StageResult) -> Result<()> {
             .with_context(|| format!("setting the times of {}", path.display()))?;
     }
     // Sources are read-only to everything after this point, mkfs included.
-    rootbox_sandbox::seal_readonly(&job.stage_dir)
-        .with_context(|| format!("making {} read-only", job.stage_dir.display()))?;
+    if !job.direct {
+        rootbox_sandbox::seal_readonly(&job.stage_dir)
+            .with_context(|| format!("making {} read-only", job.stage_dir.display()))?;
+    }
     result.copy_secs = stager.copy_secs;
     result.copied_bytes = stager.copied;
     result.warnings.extend(stager.warnings);
@@ -228,7 +241,7 @@ impl Stager<'_> {
             Op::Dir { dst, meta } => {
                 let p = self.at(dst);
                 fs::create_dir(&p).with_context(|| format!("creating {}", p.display()))?;
-                set_meta(&p, meta, false)?;
+                set_meta(&p, meta, false, !self.job.direct)?;
                 self.timed.push((p, meta.clone()));
             }
             Op::Bind { src, dst, dir } => bind(src, &self.at(dst), *dir)?,
@@ -236,7 +249,7 @@ impl Stager<'_> {
                 let p = self.at(dst);
                 std::os::unix::fs::symlink(target, &p)
                     .with_context(|| format!("creating symlink {}", p.display()))?;
-                set_meta(&p, meta, true)?;
+                set_meta(&p, meta, true, !self.job.direct)?;
                 self.timed.push((p, meta.clone()));
             }
             Op::Node { dst, meta } => {
@@ -244,14 +257,14 @@ impl Stager<'_> {
                 let kind = SFlag::from_bits_truncate(meta.mode) & SFlag::S_IFMT;
                 nix::sys::stat::mknod(&p, kind, Mode::from_bits_truncate(meta.mode & 0o7777), 0)
                     .with_context(|| format!("creating {}", p.display()))?;
-                set_meta(&p, meta, false)?;
+                set_meta(&p, meta, false, !self.job.direct)?;
                 self.timed.push((p, meta.clone()));
             }
             Op::File { src, dst, meta } => {
                 let p = self.at(dst);
                 fs::copy(src, &p)
                     .with_context(|| format!("copying {} to {}", src.display(), p.display()))?;
-                set_meta(&p, meta, false)?;
+                set_meta(&p, meta, false, !self.job.direct)?;
                 self.timed.push((p, meta.clone()));
             }
             Op::Copy {
@@ -262,6 +275,13 @@ impl Stager<'_> {
             } => {
                 let start = Instant::now();
                 let mut timed = Vec::new();
+                // Without a namespace nothing can be bound: copy in place.
+                let target = if self.job.direct {
+                    self.at(dst)
+                } else {
+                    scratch.clone()
+                };
+                let scratch = &target;
                 self.copy_tree(src, scratch, &mut timed).map_err(|e| {
                     let dir = scratch.parent().unwrap_or(scratch);
                     let full = format!("{e:#}").contains("os error 28");
@@ -281,7 +301,9 @@ impl Stager<'_> {
                         .with_context(|| format!("setting the times of {}", p.display()))?;
                 }
                 self.copy_secs += start.elapsed().as_secs_f64();
-                bind(scratch, &self.at(dst), *dir)?;
+                if !self.job.direct {
+                    bind(scratch, &self.at(dst), *dir)?;
+                }
             }
         }
         Ok(())
@@ -290,6 +312,12 @@ impl Stager<'_> {
     /// The owner a copy gets: the source's, as the namespace sees it, or 0
     /// where the source's owner does not map.
     fn owner(&self, m: &fs::Metadata) -> (u32, u32) {
+        if self.job.direct {
+            return (
+                nix::unistd::getuid().as_raw(),
+                nix::unistd::getgid().as_raw(),
+            );
+        }
         let (ou, og) = self.overflow;
         let uid = if m.uid() == ou { 0 } else { m.uid() };
         let gid = if m.gid() == og { 0 } else { m.gid() };
@@ -300,6 +328,10 @@ impl Stager<'_> {
     /// dropped, so a setuid file of some unmapped user never becomes
     /// setuid root.
     fn mode(&self, m: &fs::Metadata) -> u32 {
+        if self.job.direct {
+            let (me, my_group) = self.owner(m);
+            return strip_setid(m.mode(), m.uid() != me, m.gid() != my_group);
+        }
         strip_setid(
             m.mode(),
             m.uid() == self.overflow.0,
@@ -331,10 +363,10 @@ impl Stager<'_> {
             for name in super::plan::read_dir_sorted(src)? {
                 self.copy_tree(&src.join(&name), &dst.join(&name), timed)?;
             }
-            set_meta(dst, &meta, false)?;
+            set_meta(dst, &meta, false, !self.job.direct)?;
         } else if ft.is_symlink() {
             std::os::unix::fs::symlink(fs::read_link(src)?, dst)?;
-            set_meta(dst, &meta, true)?;
+            set_meta(dst, &meta, true, !self.job.direct)?;
         } else if ft.is_file() {
             if m.nlink() > 1 {
                 if let Some(first) = self.links.get(&(m.dev(), m.ino())) {
@@ -355,7 +387,7 @@ impl Stager<'_> {
                 anyhow!("cannot copy {}: {e}{hint}", src.display())
             })?;
             self.copied += m.size();
-            set_meta(dst, &meta, false)?;
+            set_meta(dst, &meta, false, !self.job.direct)?;
         } else if ft.is_char_device() || ft.is_block_device() {
             self.warnings.push(format!(
                 "{}: device node left out (user namespaces cannot create device nodes)",
@@ -366,7 +398,7 @@ impl Stager<'_> {
             let kind = SFlag::from_bits_truncate(m.mode()) & SFlag::S_IFMT;
             nix::sys::stat::mknod(dst, kind, Mode::from_bits_truncate(m.mode() & 0o7777), 0)
                 .with_context(|| format!("creating {}", dst.display()))?;
-            set_meta(dst, &meta, false)?;
+            set_meta(dst, &meta, false, !self.job.direct)?;
         }
         timed.push((dst.to_path_buf(), meta));
         Ok(())
@@ -428,9 +460,12 @@ fn bind(src: &Path, target: &Path, dir: bool) -> Result<()> {
 
 /// Owner, then mode (chown clears set-id bits), then xattrs (chown clears
 /// security.capability).
-fn set_meta(p: &Path, meta: &Meta, symlink: bool) -> Result<()> {
-    std::os::unix::fs::lchown(p, Some(meta.uid), Some(meta.gid))
-        .with_context(|| format!("chown {}:{} {}", meta.uid, meta.gid, p.display()))?;
+/// Without a namespace (`chown` false) entries stay the caller's.
+fn set_meta(p: &Path, meta: &Meta, symlink: bool, chown: bool) -> Result<()> {
+    if chown {
+        std::os::unix::fs::lchown(p, Some(meta.uid), Some(meta.gid))
+            .with_context(|| format!("chown {}:{} {}", meta.uid, meta.gid, p.display()))?;
+    }
     if !symlink {
         fs::set_permissions(p, fs::Permissions::from_mode(meta.mode & 0o7777))
             .with_context(|| format!("chmod {}", p.display()))?;

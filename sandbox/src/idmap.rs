@@ -187,27 +187,17 @@ impl IdMap {
 
     /// Writes the map of the process `pid`, which waits in its new user
     /// namespace. Runs in the parent.
-    pub(crate) fn write(&self, pid: Pid, facts: &HostFacts) -> Result<()> {
+    pub(crate) fn write(&self, pid: Pid) -> Result<()> {
         if let Some((newuidmap, newgidmap)) = &self.helpers {
             run_helper(newuidmap, pid, &self.uids)?;
             return run_helper(newgidmap, pid, &self.gids);
         }
         let proc = PathBuf::from(format!("/proc/{pid}"));
         if !self.setgroups_allowed() {
-            write_proc(&proc.join("setgroups"), "setgroups", "deny", facts)?;
+            write_proc(&proc.join("setgroups"), "setgroups", "deny")?;
         }
-        write_proc(
-            &proc.join("uid_map"),
-            "uid_map",
-            &map_text(&self.uids),
-            facts,
-        )?;
-        write_proc(
-            &proc.join("gid_map"),
-            "gid_map",
-            &map_text(&self.gids),
-            facts,
-        )
+        write_proc(&proc.join("uid_map"), "uid_map", &map_text(&self.uids))?;
+        write_proc(&proc.join("gid_map"), "gid_map", &map_text(&self.gids))
     }
 }
 
@@ -232,19 +222,14 @@ fn map_text(ranges: &[IdRange]) -> String {
         .collect()
 }
 
-fn write_proc(
-    path: &std::path::Path,
-    what: &'static str,
-    text: &str,
-    facts: &HostFacts,
-) -> Result<()> {
+fn write_proc(path: &std::path::Path, what: &'static str, text: &str) -> Result<()> {
     fs::OpenOptions::new()
         .write(true)
         .open(path)
         .and_then(|mut f| f.write_all(text.as_bytes()))
         .map_err(|source| Error::IdMap {
             what,
-            diagnosis: diagnose_map(&source, facts),
+            diagnosis: diagnose_map(&source, &HostFacts::read()),
             source,
         })
 }

@@ -191,7 +191,6 @@ fn pipe() -> Result<(File, File)> {
 
 pub(crate) fn spawn(sb: &Sandbox) -> Result<Child> {
     sb.validate()?;
-    let facts = HostFacts::read();
     let idmap = IdMap::resolve(sb.map)?;
     tracing::debug!(?idmap, "id map");
     let env = sb.environment();
@@ -243,9 +242,10 @@ pub(crate) fn spawn(sb: &Sandbox) -> Result<Child> {
     let child = match sys::clone_into_namespaces(sb.namespaces.clone_flags()) {
         Err(source) => {
             return Err(restore(Error::CreateNamespace {
-                diagnosis: diagnose_clone(&source, &facts),
+                // The facts are read only when they are needed, on failure.
+                diagnosis: diagnose_clone(&source, &HostFacts::read()),
                 source,
-            }))
+            }));
         }
         Ok(Fork::Child) => {
             drop(go_w);
@@ -275,7 +275,7 @@ pub(crate) fn spawn(sb: &Sandbox) -> Result<Child> {
 
     // The child waits in its new user namespace until its ids are mapped:
     // nothing in it can be done as root before that.
-    idmap.write(child.pid, &facts)?;
+    idmap.write(child.pid)?;
     go_w.write_all(b"g").map_err(|source| Error::Sys {
         what: "starting the sandbox",
         source,

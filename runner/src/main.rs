@@ -55,8 +55,13 @@ fn init_logging(verbose: u8, quiet: bool) {
         (_, 1) => "debug",
         _ => "trace",
     };
+    // rootbox's own steps in the sandbox (`__stage`) log like their parent.
+    let default = std::env::var("ROOTBOX_LOG_LEVEL").unwrap_or_else(|_| {
+        std::env::set_var("ROOTBOX_LOG_LEVEL", default);
+        default.to_string()
+    });
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

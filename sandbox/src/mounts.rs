@@ -214,6 +214,10 @@ impl Tree {
                 libc::RESOLVE_IN_ROOT,
             )
         };
+        // The common case, every directory there: one openat2.
+        if let Ok(fd) = open(rel) {
+            return Ok(fd);
+        }
         let mut fd = open(Path::new(""))
             .map_err(setup_err(format!("opening {}", self.root_path.display())))?;
         let mut prefix = PathBuf::new();

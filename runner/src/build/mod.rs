@@ -200,6 +200,8 @@ pub struct Timings {
     pub mkfs: f64,
     pub verify: f64,
     pub rewrite: f64,
+    /// Removing scratch copies.
+    pub cleanup: f64,
     pub total: f64,
 }
 
@@ -762,6 +764,7 @@ pub fn build(spec: &Spec, output: &Path, opts: &Options) -> Result<Report> {
             mkfs: result.mkfs_secs,
             verify: verify_secs,
             rewrite: rewrite_secs,
+            cleanup: result.cleanup_secs,
             total: t0.elapsed().as_secs_f64(),
         },
         left_out,

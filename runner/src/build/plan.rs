@@ -386,6 +386,22 @@ impl Planner {
         let ft = m.file_type();
         if !ft.is_dir() {
             let bytes = if ft.is_file() { m.size() } else { 0 };
+            // Root here has no CAP_DAC_OVERRIDE over an owner the namespace
+            // does not map: mkfs.btrfs could not read the file either, and
+            // would fail naming only the staging path.
+            if ft.is_file() && !own_clean {
+                if let Err(e) = fs::File::open(src) {
+                    anyhow::bail!(
+                        "cannot read {}: {e} (owned by {}:{}, which the namespace does not map, \
+                         mode {:o}): make it readable to you (e.g. chmod o+r), or leave it out \
+                         of the rootfs",
+                        src.display(),
+                        m.uid(),
+                        m.gid(),
+                        m.mode() & 0o7777
+                    );
+                }
+            }
             // mkfs.btrfs (6.14) writes holes as zeros: say why the image grows.
             if ft.is_file() && m.size() >= SPARSE_WARN_BYTES && m.blocks() * 512 < m.size() / 2 {
                 self.warnings.push(format!(

@@ -97,6 +97,8 @@ pub struct StageResult {
     pub stage_secs: f64,
     pub copy_secs: f64,
     pub mkfs_secs: f64,
+    /// Removing the copies from scratch space.
+    pub cleanup_secs: f64,
     pub counts: Counts,
     pub copied_bytes: u64,
     /// The owners the staged tree holds: what verification allows.
@@ -124,7 +126,9 @@ pub fn main(job_path: &Path) -> Result<std::process::ExitCode> {
 pub fn execute(job: &StageJob) -> Result<std::process::ExitCode> {
     let mut result = StageResult::default();
     let outcome = run(job, &mut result);
+    let start = Instant::now();
     empty_dir(&job.scratch);
+    result.cleanup_secs = start.elapsed().as_secs_f64();
     if let Err(e) = &outcome {
         result.error = Some(format!("{e:#}"));
     }

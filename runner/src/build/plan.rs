@@ -389,15 +389,14 @@ impl Planner {
             // Root here has no CAP_DAC_OVERRIDE over an owner the namespace
             // does not map: mkfs.btrfs could not read the file either, and
             // would fail naming only the staging path.
-            if ft.is_file() && !own_clean {
+            let unmapped = m.uid() == self.overflow.0 || m.gid() == self.overflow.1;
+            if ft.is_file() && unmapped {
                 if let Err(e) = fs::File::open(src) {
                     anyhow::bail!(
-                        "cannot read {}: {e} (owned by {}:{}, which the namespace does not map, \
-                         mode {:o}): make it readable to you (e.g. chmod o+r), or leave it out \
-                         of the rootfs",
+                        "cannot read {}: {e} (its owner is not you and does not map into the \
+                         namespace, and its mode is {:o}): make it readable to you (e.g. chmod \
+                         o+r), or leave it out of the rootfs",
                         src.display(),
-                        m.uid(),
-                        m.gid(),
                         m.mode() & 0o7777
                     );
                 }

@@ -800,15 +800,11 @@ fn read_only_binds_stay_read_only() {
     assert!(!src.join("new").exists());
 }
 
-/// BUG (sandbox): the command of `rootbox run` is root with every
-/// capability in the namespace that made the read-only bind, so the
-/// bind's read-only flag is not locked: `mount -o remount,bind,rw` lifts
-/// it and writes reach the host's SRC. Fix: make the mounts, then enter a
-/// nested user + mount namespace for the command (the kernel then locks
-/// MNT_READONLY on the inherited mounts), or drop CAP_SYS_ADMIN from the
-/// command (bubblewrap's default).
+/// The command of `rootbox run` is root with every capability, but one
+/// user namespace further in than the one that made the read-only bind:
+/// the kernel locks the bind's read-only flag, so `mount -o
+/// remount,bind,rw` fails and nothing reaches the host's SRC.
 #[test]
-#[ignore = "bug: a read-only bind can be remounted rw inside rootbox run (see the comment)"]
 fn read_only_binds_cannot_be_remounted_rw() {
     let (out, dir) = ro_bind_attempts(
         "mount -o remount,bind,rw /mnt-ro; echo remount_bind=$?; echo y > /mnt-ro/f; echo write=$?",
@@ -863,13 +859,10 @@ fn mkfs_cannot_write_the_staged_tree() {
     assert!(!paths.iter().any(|p| p.starts_with("evil")), "{paths:?}");
 }
 
-/// BUG (build): mkfs.btrfs runs as root with every capability in the
-/// namespace that sealed the staged tree, so it can lift the seal
-/// (`mount -o remount,bind,rw` on a bound source directory) and write
-/// into the sources. Fix: run mkfs in a nested user + mount namespace
-/// (mounts inherited there are locked), or without CAP_SYS_ADMIN.
+/// mkfs.btrfs runs in a sandbox nested in the one that sealed the staged
+/// tree, so the seal is locked: even as root with every capability, it
+/// (or anything posing as it) cannot remount a bound source writable.
 #[test]
-#[ignore = "bug: mkfs can remount the staged tree rw and write the sources (see the comment)"]
 fn mkfs_cannot_remount_the_staged_tree_rw() {
     let fx = Fx::new();
     let report = fx.path("attempts");

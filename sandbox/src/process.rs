@@ -21,9 +21,10 @@ use std::convert::Infallible;
 use std::ffi::CString;
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 
+use nix::sched::CloneFlags;
 use nix::sys::signal::{kill, SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
@@ -181,6 +182,8 @@ struct Prepared {
     drop_caps: bool,
     die_with_parent: bool,
     old_mask: SigSet,
+    stdout: Option<RawFd>,
+    stderr: Option<RawFd>,
 }
 
 fn pipe() -> Result<(File, File)> {
@@ -215,16 +218,16 @@ pub(crate) fn spawn(sb: &Sandbox) -> Result<Child> {
         env: env.iter().filter_map(|(k, v)| env_cstring(k, v)).collect(),
         drop_caps: sb.drop_caps,
         die_with_parent: !sb.keep_parent_alive,
+        stdout: sb.stdout,
+        stderr: sb.stderr,
         old_mask: SigSet::thread_get_mask().map_err(Error::sys("reading the signal mask"))?,
     };
 
     let (go_r, mut go_w) = pipe()?;
+    let (mut hello_r, hello_w) = pipe()?;
     let (mut err_r, err_w) = pipe()?;
-    let status_pipe = if prepared.new_pid_ns {
-        Some(pipe()?)
-    } else {
-        None
-    };
+    // The monitor reports the command's raw wait status here.
+    let status_pipe = Some(pipe()?);
 
     // Block the signals we forward before the child exists, so none is
     // lost between clone and the wait loop; the child unblocks them just
@@ -255,11 +258,13 @@ pub(crate) fn spawn(sb: &Sandbox) -> Result<Child> {
                 drop(r);
                 w
             });
-            child_main(&prepared, go_r, err_w, status_w)
+            drop(hello_r);
+            child_main(&prepared, go_r, err_w, status_w, hello_w)
         }
         Ok(Fork::Parent(pid)) => pid,
     };
     drop(go_r);
+    drop(hello_w);
     drop(err_w);
     let status = status_pipe.map(|(r, w)| {
         drop(w);
@@ -275,7 +280,13 @@ pub(crate) fn spawn(sb: &Sandbox) -> Result<Child> {
 
     // The child waits in its new user namespace until its ids are mapped:
     // nothing in it can be done as root before that.
-    idmap.write(child.pid)?;
+    // The child's pid as /proc knows it: the clone's return value is the
+    // pid in our PID namespace, and /proc may belong to another one (inside
+    // a sandbox with its own PID namespace and the host's /proc).
+    let mut hello = String::new();
+    let _ = hello_r.read_to_string(&mut hello);
+    let proc_pid = hello.trim().parse().map(Pid::from_raw).unwrap_or(child.pid);
+    idmap.write(proc_pid)?;
     go_w.write_all(b"g").map_err(|source| Error::Sys {
         what: "starting the sandbox",
         source,
@@ -294,7 +305,11 @@ pub(crate) fn spawn(sb: &Sandbox) -> Result<Child> {
 // ---- child side --------------------------------------------------------
 
 /// The child: waits for its id map, sets up, and execs. Never returns.
-fn child_main(p: &Prepared, go: File, mut err: File, status: Option<File>) -> ! {
+fn child_main(p: &Prepared, go: File, mut err: File, status: Option<File>, mut hello: File) -> ! {
+    // Tell the parent which /proc entry is ours (see `spawn`).
+    let me = std::fs::read_link("/proc/self").unwrap_or_default();
+    let _ = hello.write_all(me.as_os_str().as_encoded_bytes());
+    drop(hello);
     let failure = child_setup(p, go, &err, status).unwrap_err();
     let _ = err.write_all(&encode_error(&failure));
     sys::exit_now(127)
@@ -325,6 +340,14 @@ fn child_setup(p: &Prepared, mut go: File, err: &File, status: Option<File>) -> 
     let root_uid = Uid::from_raw(0);
     nix::unistd::setresuid(root_uid, root_uid, root_uid).map_err(Error::sys("setresuid(0)"))?;
 
+    // The monitor below writes the command's inner id map through this
+    // procfs; keep it before any mount can cover or replace /proc.
+    let proc_dir = sys::openat2(sys::cwd(), c"/proc", libc::O_PATH | libc::O_DIRECTORY, 0)
+        .map_err(|source| Error::Sys {
+            what: "opening /proc",
+            source,
+        })?;
+
     // Nothing mounted from here on may reach the host.
     mounts::make_slave()?;
     let tree_root = match &p.root {
@@ -349,25 +372,100 @@ fn child_setup(p: &Prepared, mut go: File, err: &File, status: Option<File>) -> 
         })?;
     }
 
-    // In a new PID namespace this process is pid 1: it stays as init and
-    // the command runs as its child.
-    if p.new_pid_ns {
-        if let Fork::Parent(cmd) = sys::fork().map_err(|source| Error::Sys {
-            what: "fork",
-            source,
-        })? {
+    // The command runs one user namespace further in. The mounts made
+    // above then belong to a more privileged namespace, and the kernel
+    // locks their flags: a read-only bind cannot be remounted writable, by
+    // the command or by anything it starts. This process stays outside as
+    // the command's monitor: only a process of the enclosing namespace may
+    // write the inner id map; then it forwards signals, reaps, and reports
+    // the command's status. In a new PID namespace it is also pid 1.
+    let (mut unshared_r, mut unshared_w) = pipe()?;
+    let (mut mapped_r, mut mapped_w) = pipe()?;
+    match sys::fork().map_err(|source| Error::Sys {
+        what: "fork",
+        source,
+    })? {
+        Fork::Parent(cmd) => {
+            drop(unshared_w);
+            drop(mapped_r);
+            // The command's pid as /proc knows it (the outer one, also in a
+            // new PID namespace). EOF: the command failed before it
+            // unshared, and said why on the error pipe.
+            let mut outer_pid = String::new();
+            if unshared_r.read_to_string(&mut outer_pid).is_ok() && !outer_pid.is_empty() {
+                if let Err(e) = write_inner_map(&proc_dir, outer_pid.trim(), p) {
+                    let _ = kill(cmd, Signal::SIGKILL);
+                    return Err(e);
+                }
+                let _ = mapped_w.write_all(b"g");
+            }
+            drop(mapped_w);
             run_init(cmd, err, status)
         }
-        if p.die_with_parent {
-            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
-                .map_err(Error::sys("PR_SET_PDEATHSIG"))?;
+        Fork::Child => {
+            drop(unshared_r);
+            drop(mapped_w);
+            if p.die_with_parent {
+                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
+                    .map_err(Error::sys("PR_SET_PDEATHSIG"))?;
+            }
+            nix::sched::unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS).map_err(
+                |e| Error::Setup {
+                    step: "entering the inner user namespace that locks the mounts".into(),
+                    source: e.into(),
+                },
+            )?;
+            let me = nix::fcntl::readlinkat(Some(proc_dir.as_raw_fd()), "self")
+                .map_err(Error::sys("reading /proc/self"))?;
+            unshared_w
+                .write_all(me.as_encoded_bytes())
+                .map_err(|source| Error::Sys {
+                    what: "signalling the monitor",
+                    source,
+                })?;
+            drop(unshared_w);
+            let mut byte = [0u8; 1];
+            if mapped_r.read(&mut byte).unwrap_or(0) == 0 {
+                sys::exit_now(1);
+            }
         }
     }
     drop(status);
     exec(p)
 }
 
+/// Maps every id of the sandbox onto itself in the command's inner
+/// namespace: the command sees the same ids, one namespace further in.
+fn write_inner_map(proc_dir: &OwnedFd, pid: &str, p: &Prepared) -> Result<()> {
+    for (what, ranges) in [("uid_map", &p.idmap.uids), ("gid_map", &p.idmap.gids)] {
+        let identity: String = ranges
+            .iter()
+            .map(|r| format!("{} {} {}\n", r.inside, r.inside, r.count))
+            .collect();
+        let path = std::ffi::CString::new(format!("{pid}/{what}")).unwrap_or_default();
+        sys::openat2(proc_dir.as_fd(), &path, libc::O_WRONLY, 0)
+            .map(File::from)
+            .and_then(|mut f| f.write_all(identity.as_bytes()))
+            .map_err(|source| Error::IdMap {
+                what: if what == "uid_map" {
+                    "uid_map"
+                } else {
+                    "gid_map"
+                },
+                source,
+                diagnosis: None,
+            })?;
+    }
+    Ok(())
+}
+
 fn exec(p: &Prepared) -> Result<Infallible> {
+    for (fd, target) in [(p.stdout, 1), (p.stderr, 2)] {
+        if let Some(fd) = fd {
+            nix::unistd::dup2(fd, target)
+                .map_err(Error::sys("redirecting the command's output"))?;
+        }
+    }
     if p.drop_caps {
         drop_all_caps()?;
     }

@@ -2,6 +2,7 @@
 //! command needs, checked before anything starts.
 
 use std::ffi::{CString, OsStr, OsString};
+use std::os::fd::RawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -69,6 +70,11 @@ pub struct Sandbox {
     pub(crate) argv: Vec<OsString>,
     pub(crate) drop_caps: bool,
     pub(crate) keep_parent_alive: bool,
+    /// Descriptors to give the command as its stdout and stderr.
+    #[serde(skip)]
+    pub(crate) stdout: Option<RawFd>,
+    #[serde(skip)]
+    pub(crate) stderr: Option<RawFd>,
 }
 
 impl Sandbox {
@@ -182,6 +188,19 @@ impl Sandbox {
     /// dies; `true` lets it outlive its parent.
     pub fn keep_running_without_parent(mut self, keep: bool) -> Self {
         self.keep_parent_alive = keep;
+        self
+    }
+
+    /// Gives the command `fd` as its standard output (e.g. a file to capture
+    /// it). The descriptor must stay open until `spawn` returns.
+    pub fn stdout_fd(mut self, fd: RawFd) -> Self {
+        self.stdout = Some(fd);
+        self
+    }
+
+    /// Gives the command `fd` as its standard error; see [`Sandbox::stdout_fd`].
+    pub fn stderr_fd(mut self, fd: RawFd) -> Self {
+        self.stderr = Some(fd);
         self
     }
 

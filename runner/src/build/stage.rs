@@ -208,18 +208,63 @@ fn run(job: &StageJob, result: &mut StageResult) -> Result<()> {
 
     let start = Instant::now();
     let args = job.mkfs.plan(&job.stage_dir, &result.counts).args();
-    let out = Command::new(&job.mkfs.program)
-        .args(&args)
-        .output()
-        .with_context(|| format!("running {}", job.mkfs.program.display()))?;
+    let (status, output) = run_mkfs(job, args)?;
     result.mkfs_secs = start.elapsed().as_secs_f64();
-    result.mkfs_status =
-        Some(out.status.code().unwrap_or(
-            128 + std::os::unix::process::ExitStatusExt::signal(&out.status).unwrap_or(0),
-        ));
-    result.mkfs_output =
-        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    result.mkfs_status = Some(status);
+    result.mkfs_output = output;
     Ok(())
+}
+
+/// Runs mkfs.btrfs on the staged tree; its exit code (128+N for a signal)
+/// and its output.
+///
+/// In a namespace, mkfs runs in a nested sandbox: the staging mounts then
+/// belong to a more privileged namespace than mkfs, so the kernel locks
+/// them read-only — mkfs (or anything posing as it on PATH) cannot
+/// remount the bound sources writable. Without a namespace there are no
+/// mounts, and mkfs runs as a plain child.
+fn run_mkfs(job: &StageJob, args: Vec<std::ffi::OsString>) -> Result<(i32, String)> {
+    use std::io::{Read, Seek};
+    use std::os::fd::AsRawFd;
+    let mut log = tempfile::tempfile().context("creating a file for mkfs.btrfs's output")?;
+    let code = if job.direct {
+        let out = Command::new(&job.mkfs.program)
+            .args(&args)
+            .stdout(log.try_clone()?)
+            .stderr(log.try_clone()?)
+            .status()
+            .with_context(|| format!("running {}", job.mkfs.program.display()))?;
+        out.code().unwrap_or_else(|| {
+            128 + std::os::unix::process::ExitStatusExt::signal(&out).unwrap_or(0)
+        })
+    } else {
+        let argv = std::iter::once(job.mkfs.program.clone().into_os_string()).chain(args);
+        let status = rootbox_sandbox::Sandbox::new()
+            .command(argv)
+            .stdout_fd(log.as_raw_fd())
+            .stderr_fd(log.as_raw_fd())
+            .run()
+            .map_err(|e| {
+                anyhow!(
+                    "running {} in a nested sandbox: {e}",
+                    job.mkfs.program.display()
+                )
+            })?;
+        // Interrupted (the signal was forwarded to mkfs): stop the same
+        // way, so the build reports the interruption, not a failed mkfs.
+        if let rootbox_sandbox::ExitStatus::Signaled(sig) = status {
+            if [libc::SIGINT, libc::SIGTERM, libc::SIGHUP].contains(&sig) {
+                if let Ok(sig) = nix::sys::signal::Signal::try_from(sig) {
+                    let _ = nix::sys::signal::raise(sig);
+                }
+            }
+        }
+        status.code()
+    };
+    let mut output = String::new();
+    log.rewind()?;
+    log.read_to_string(&mut output).ok();
+    Ok((code, output))
 }
 
 struct Stager<'a> {

@@ -29,6 +29,7 @@ pub mod format;
 mod image;
 mod items;
 pub mod listing;
+mod reproducible;
 pub mod rewrite;
 mod subvol;
 mod superblock;
@@ -38,6 +39,7 @@ mod walk;
 pub use error::ReadError;
 pub use image::{FsInfo, Image, TreeBlock};
 pub use items::Timespec;
+pub use reproducible::{derived_uuid, ReproducibleStats, ZeroStats};
 pub use rewrite::{
     encode_rdev, InodeChange, InodeTimes, InodeView, RewriteError, RewriteStats, Rewriter,
 };

@@ -47,6 +47,7 @@ use super::error::ReadError;
 use super::format::*;
 use super::image::Image;
 use super::items::{InodeItem, InodeRef, RootItem, Timespec};
+use super::reproducible::HeaderPatch;
 use super::subvol::tree_root_of;
 use super::superblock::ChecksumType;
 use super::tree::TreeRoot;
@@ -95,6 +96,13 @@ pub enum RewriteError {
         logical: u64,
         /// Physical offset of the differing copy.
         physical: u64,
+    },
+    /// The UUID tree is more than one leaf: re-keying its items for new
+    /// subvolume UUIDs would need a B-tree rebuild.
+    #[error("the UUID tree has {levels} levels (a single leaf is required to re-key it)")]
+    UuidTreeTooLarge {
+        /// Levels of the UUID tree (1: a single leaf).
+        levels: u8,
     },
     /// The callback asked for a change that is not allowed.
     #[error("inode {ino} of tree {tree}: {reason}")]
@@ -263,14 +271,22 @@ struct FoundItem {
 /// Changes accumulate in memory (one copy of each edited leaf) and reach
 /// the file only in [`Rewriter::commit`].
 pub struct Rewriter {
-    image: Image,
-    file: File,
-    path: PathBuf,
-    /// Edited leaves by logical address.
-    dirty: BTreeMap<u64, Vec<u8>>,
+    pub(super) image: Image,
+    pub(super) file: File,
+    pub(super) path: PathBuf,
+    /// Edited tree blocks (leaves, and nodes edited by
+    /// [`Rewriter::derive_uuids`]) by logical address.
+    pub(super) dirty: BTreeMap<u64, Vec<u8>>,
+    /// A chunk tree UUID to put into the header of every listed block at
+    /// commit (set by [`Rewriter::derive_uuids`]; kept apart from `dirty`
+    /// so that a header-only change does not hold every block in memory).
+    pub(super) header_patch: Option<HeaderPatch>,
+    /// Physical ranges (start, length) to fill with zeros at commit (set
+    /// by [`Rewriter::zero_unused_space`]).
+    pub(super) zero_ranges: BTreeMap<u64, u64>,
     /// Why an earlier call failed: its edits may be half done, so
     /// [`Rewriter::commit`] refuses.
-    failed: Option<String>,
+    pub(super) failed: Option<String>,
 }
 
 impl std::fmt::Debug for Rewriter {
@@ -319,6 +335,8 @@ impl Rewriter {
             file,
             path: path.to_path_buf(),
             dirty: BTreeMap::new(),
+            header_patch: None,
+            zero_ranges: BTreeMap::new(),
             failed: None,
         })
     }
@@ -439,7 +457,10 @@ impl Rewriter {
         self.note_failure(result)
     }
 
-    fn note_failure<T>(&mut self, result: Result<T, RewriteError>) -> Result<T, RewriteError> {
+    pub(super) fn note_failure<T>(
+        &mut self,
+        result: Result<T, RewriteError>,
+    ) -> Result<T, RewriteError> {
         if let Err(e) = &result {
             self.failed.get_or_insert_with(|| e.to_string());
         }
@@ -535,8 +556,9 @@ impl Rewriter {
         self.dirty.len()
     }
 
-    /// Write every edited leaf, with its checksum recomputed, to every
-    /// physical copy, read each copy back to check it, and fsync.
+    /// Write every edited block, with its checksum recomputed, to every
+    /// physical copy, read each copy back to check it, zero the unused
+    /// ranges [`Rewriter::zero_unused_space`] found, and fsync.
     pub fn commit(self) -> Result<(), RewriteError> {
         if let Some(why) = &self.failed {
             return Err(RewriteError::Unsupported(format!(
@@ -550,8 +572,53 @@ impl Rewriter {
         };
         let nodesize = self.image.blocks.nodesize() as usize;
         let mut back = vec![0u8; nodesize];
+        // Unused space first: it never overlaps a live tree block.
+        let zeros = vec![0u8; 1 << 20];
+        for (&start, &len) in &self.zero_ranges {
+            let mut done = 0u64;
+            while done < len {
+                let n = (len - done).min(zeros.len() as u64);
+                let at = start + done;
+                self.file
+                    .write_all_at(&zeros[..n as usize], at)
+                    .map_err(|e| write_err(at, e))?;
+                done += n;
+            }
+        }
+        // Live blocks that only [`HeaderPatch`] changes.
+        if let Some(patch) = &self.header_patch {
+            for &logical in patch.blocks.iter().filter(|l| !self.dirty.contains_key(l)) {
+                let mut block = self.verified_raw_block(logical)?;
+                let before = block.clone();
+                patch.apply(&mut block);
+                if block == before {
+                    continue;
+                }
+                let crc = crc32c::crc32c(&block[BTRFS_CSUM_SIZE..]);
+                block[..4].copy_from_slice(&crc.to_le_bytes());
+                for physical in self.image.physical_copies(logical)? {
+                    self.file
+                        .write_all_at(&block, physical)
+                        .map_err(|e| write_err(physical, e))?;
+                    self.file
+                        .read_exact_at(&mut back, physical)
+                        .map_err(|e| write_err(physical, e))?;
+                    if back != block {
+                        return Err(write_err(
+                            physical,
+                            io::Error::other("block reads back different from what was written"),
+                        ));
+                    }
+                }
+            }
+        }
         for (&logical, block) in &self.dirty {
             let mut block = block.clone();
+            if let Some(patch) = &self.header_patch {
+                if patch.blocks.contains(&logical) {
+                    patch.apply(&mut block);
+                }
+            }
             let crc = crc32c::crc32c(&block[BTRFS_CSUM_SIZE..]);
             block[..4].copy_from_slice(&crc.to_le_bytes());
             for physical in self.image.physical_copies(logical)? {

@@ -1,0 +1,810 @@
+//! Reproducible images: replace what `mkfs.btrfs` chooses at random.
+//!
+//! Two `mkfs.btrfs --rootdir` runs over the same tree, with the same
+//! `-U` (fsid) and `--device-uuid`, still differ in:
+//!
+//! - the chunk tree UUID, in the header of every tree block and in every
+//!   `DEV_EXTENT` item of the device tree;
+//! - the UUID of every subvolume, in its root item (and so the keys of the
+//!   UUID tree, which are that UUID split in two);
+//! - times (`time(NULL)` in root items, inode times): [`Rewriter::clamp_times`];
+//! - freed tree blocks that mkfs leaves behind (its first, temporary
+//!   layout at 1 MiB, and older copies of blocks it rewrote), which carry
+//!   the random chunk tree UUID and the times of the run, in unallocated
+//!   device space and in free slots of metadata chunks.
+//!
+//! [`Rewriter::derive_uuids`] replaces the UUIDs with values derived from a
+//! seed, [`Rewriter::zero_unused_space`] zeroes the leftovers, and
+//! [`Rewriter::make_reproducible`] does both after `clamp_times`.
+//! The superblock holds none of these (its backup roots only name block
+//! addresses and generations, which are the same run to run).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::ControlFlow;
+
+use super::chunk::Chunk;
+use super::error::ReadError;
+use super::format::*;
+use super::items::RootItem;
+use super::rewrite::{RewriteError, RewriteStats, Rewriter};
+use super::subvol::tree_root_of;
+use super::tree::{parse_leaf_items, TreeRoot};
+
+/// Offset of `btrfs_header::chunk_tree_uuid` in a tree block.
+pub(crate) const HEADER_CHUNK_TREE_UUID: usize = 0x40;
+const HEADER_BYTENR: usize = 0x30;
+const HEADER_FSID: usize = 0x20;
+const HEADER_NRITEMS: usize = 0x60;
+const HEADER_LEVEL: usize = 0x64;
+
+const BTRFS_EXTENT_TREE_OBJECTID: u64 = 2;
+const BTRFS_DEV_TREE_OBJECTID: u64 = 4;
+const BTRFS_UUID_TREE_OBJECTID: u64 = 9;
+const BTRFS_EXTENT_ITEM_KEY: u8 = 168;
+const BTRFS_METADATA_ITEM_KEY: u8 = 169;
+const BTRFS_DEV_EXTENT_KEY: u8 = 204;
+const BTRFS_UUID_KEY_SUBVOL: u8 = 251;
+const BTRFS_UUID_KEY_RECEIVED_SUBVOL: u8 = 252;
+const BTRFS_EXTENT_FLAG_TREE_BLOCK: u64 = 2;
+const BTRFS_BLOCK_GROUP_DATA: u64 = 1;
+
+/// `btrfs_dev_extent::chunk_tree_uuid`.
+const DEV_EXTENT_CHUNK_TREE_UUID: usize = 32;
+// Offsets inside `btrfs_root_item`.
+const ROOT_GENERATION: usize = 160;
+const ROOT_GENERATION_V2: usize = 239;
+const ROOT_UUID: usize = 247;
+const ROOT_PARENT_UUID: usize = 263;
+const ROOT_RECEIVED_UUID: usize = 279;
+
+/// Offset of `btrfs_dev_item::total_bytes` in the superblock.
+const SB_DEV_TOTAL_BYTES: usize = 0xc9 + 8;
+/// Device bytes btrfs never allocates (boot loaders, the superblock).
+const DEVICE_RESERVED: u64 = 1 << 20;
+/// Where superblock copies live (those past the device end do not exist).
+const SUPERBLOCK_COPIES: [u64; 3] = [0x1_0000, 0x400_0000, 0x40_0000_0000];
+/// Granularity of the scan for leftovers.
+const PAGE: usize = 4096;
+
+/// Changes applied at commit to every listed tree block (kept apart from
+/// the edited blocks so that they do not hold every block in memory).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct HeaderPatch {
+    /// A new chunk tree UUID for the header.
+    pub chunk_tree_uuid: Option<[u8; BTRFS_UUID_SIZE]>,
+    /// Zero the bytes no item or pointer uses (leftovers of earlier
+    /// contents of the block).
+    pub zero_slack: bool,
+    /// Logical addresses of every live tree block.
+    pub blocks: BTreeSet<u64>,
+}
+
+impl HeaderPatch {
+    /// Apply the changes to a block (its checksum is left to the caller).
+    pub(crate) fn apply(&self, block: &mut [u8]) {
+        if let Some(uuid) = &self.chunk_tree_uuid {
+            block[HEADER_CHUNK_TREE_UUID..HEADER_CHUNK_TREE_UUID + BTRFS_UUID_SIZE]
+                .copy_from_slice(uuid);
+        }
+        if self.zero_slack {
+            if let Some((start, end)) = slack(block) {
+                block[start..end].fill(0);
+            }
+        }
+    }
+}
+
+/// The byte range of a tree block that holds nothing: between the item
+/// headers and the item data of a leaf, after the last pointer of a node.
+/// `None` when the block does not parse (it was verified when read, so
+/// that does not happen) or has no slack.
+fn slack(block: &[u8]) -> Option<(usize, usize)> {
+    let nritems = Reader::at(block, HEADER_NRITEMS, "tree block header")
+        .u32()
+        .ok()? as usize;
+    let level = *block.get(HEADER_LEVEL)?;
+    let (start, end) = if level == 0 {
+        let items = parse_leaf_items(block, nritems).ok()?;
+        let start = BTRFS_HEADER_SIZE + nritems * BTRFS_ITEM_SIZE;
+        let end = items.iter().map(|it| it.start).min().unwrap_or(block.len());
+        (start, end)
+    } else {
+        (
+            BTRFS_HEADER_SIZE + nritems.checked_mul(BTRFS_KEY_PTR_SIZE)?,
+            block.len(),
+        )
+    };
+    (start < end && end <= block.len()).then_some((start, end))
+}
+
+/// What [`Rewriter::zero_unused_space`] found.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ZeroStats {
+    /// Live tree blocks (every copy of them is kept).
+    pub live_blocks: u64,
+    /// Bytes looked at (unallocated device space, free metadata space).
+    pub bytes_scanned: u64,
+    /// Bytes that were not zero and will be zeroed at commit.
+    pub bytes_zeroed: u64,
+}
+
+/// What [`Rewriter::make_reproducible`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReproducibleStats {
+    /// From [`Rewriter::clamp_times`].
+    pub times: RewriteStats,
+    /// From [`Rewriter::derive_uuids`].
+    pub uuids: RewriteStats,
+    /// From [`Rewriter::zero_unused_space`].
+    pub zeroed: ZeroStats,
+}
+
+/// A UUID derived from `seed` for `purpose` (and `ids`): the first 16
+/// bytes of SHA-256 over a domain tag, the seed, the purpose and the ids,
+/// marked as an RFC 9562 version 8 (custom) UUID.
+///
+/// [`Rewriter::derive_uuids`] uses the purposes `"chunk-tree"` and
+/// `"subvolume"` (ids: tree id, root item key offset). A caller without a
+/// user-given fsid can pass `derived_uuid(seed, "fsid", &[])` to
+/// `mkfs.btrfs -U` and `derived_uuid(seed, "device", &[])` to
+/// `--device-uuid`.
+pub fn derived_uuid(seed: &[u8], purpose: &str, ids: &[u64]) -> [u8; BTRFS_UUID_SIZE] {
+    let mut msg = Vec::with_capacity(64 + seed.len() + purpose.len() + 8 * ids.len());
+    msg.extend_from_slice(b"rootbox btrfs uuid v1\0");
+    msg.extend_from_slice(&(seed.len() as u64).to_le_bytes());
+    msg.extend_from_slice(seed);
+    msg.extend_from_slice(&(purpose.len() as u64).to_le_bytes());
+    msg.extend_from_slice(purpose.as_bytes());
+    for id in ids {
+        msg.extend_from_slice(&id.to_le_bytes());
+    }
+    let digest = sha256(&msg);
+    let mut u = [0u8; BTRFS_UUID_SIZE];
+    u.copy_from_slice(&digest[..BTRFS_UUID_SIZE]);
+    u[6] = (u[6] & 0x0f) | 0x80;
+    u[8] = (u[8] & 0x3f) | 0x80;
+    u
+}
+
+impl Rewriter {
+    /// Replace every UUID mkfs chose at random with one derived from
+    /// `seed` (see [`derived_uuid`]):
+    ///
+    /// - the chunk tree UUID, in the header of every live tree block (all
+    ///   trees, internal nodes included; applied at commit, every copy)
+    ///   and in every `DEV_EXTENT` item;
+    /// - the `uuid` of every root item that has one (each subvolume), and
+    ///   a `parent_uuid` naming one of them (snapshots);
+    /// - the keys of the UUID tree (which are those UUIDs), re-sorted in
+    ///   its leaf. A UUID tree of more than one leaf is refused with
+    ///   [`RewriteError::UuidTreeTooLarge`].
+    ///
+    /// The fsid and the device UUID are left alone: pass them to mkfs
+    /// (`-U`, `--device-uuid`). Received UUIDs (from `btrfs receive`) are
+    /// not random and are kept.
+    ///
+    /// `root_items_changed` counts root items given a new UUID,
+    /// `blocks_changed` the tree blocks that will be written. After an
+    /// error, [`Rewriter::commit`] refuses to write.
+    pub fn derive_uuids(&mut self, seed: &[u8]) -> Result<RewriteStats, RewriteError> {
+        let result = self.derive_uuids_inner(seed);
+        self.note_failure(result)
+    }
+
+    /// Find every byte outside live structures that is not zero, to be
+    /// zeroed at commit: unallocated device space past the first MiB
+    /// (superblock copies excepted) and the free space of metadata and
+    /// system chunks (everything but the copies of live tree blocks).
+    /// Data chunks are kept whole: mkfs writes only what files hold.
+    ///
+    /// The live blocks (reachable from the superblock) must be exactly
+    /// the tree blocks the extent tree records as allocated; anything else
+    /// is refused with [`RewriteError::Unsupported`]. Superblock backup
+    /// roots that name freed blocks are kept (as the kernel keeps them).
+    /// After an error, [`Rewriter::commit`] refuses to write.
+    pub fn zero_unused_space(&mut self) -> Result<ZeroStats, RewriteError> {
+        let result = self.zero_unused_space_inner();
+        self.note_failure(result)
+    }
+
+    /// Everything a reproducible image needs after mkfs:
+    /// [`Rewriter::clamp_times`]`(epoch)`, [`Rewriter::derive_uuids`]`(seed)`
+    /// and [`Rewriter::zero_unused_space`]. Two images that mkfs made from
+    /// the same input with the same `-U` and `--device-uuid` are then
+    /// byte-identical after [`Rewriter::commit`].
+    pub fn make_reproducible(
+        &mut self,
+        epoch: i64,
+        seed: &[u8],
+    ) -> Result<ReproducibleStats, RewriteError> {
+        Ok(ReproducibleStats {
+            times: self.clamp_times(epoch)?,
+            uuids: self.derive_uuids(seed)?,
+            zeroed: self.zero_unused_space()?,
+        })
+    }
+
+    fn derive_uuids_inner(&mut self, seed: &[u8]) -> Result<RewriteStats, RewriteError> {
+        let mut stats = RewriteStats::default();
+        let live = self.live_blocks()?;
+
+        // The chunk tree UUID: the one in effect is the chunk root's (the
+        // kernel reads it from there), or an earlier call's.
+        let old_chunk_uuid: [u8; BTRFS_UUID_SIZE] = match &self.header_patch {
+            Some(HeaderPatch {
+                chunk_tree_uuid: Some(uuid),
+                ..
+            }) => *uuid,
+            _ => {
+                let chunk_root = self.image.tree_root(BTRFS_CHUNK_TREE_OBJECTID)?;
+                let block = self.current_block(chunk_root.bytenr)?;
+                uuid_at(&block, HEADER_CHUNK_TREE_UUID)
+            }
+        };
+        let new_chunk_uuid = derived_uuid(seed, "chunk-tree", &[]);
+
+        // Device extents name the chunk tree by its UUID.
+        let dev_root = self.image.tree_root(BTRFS_DEV_TREE_OBJECTID)?;
+        for logical in self.leaves_of(&dev_root)? {
+            self.modify_leaf(logical, &mut |block, items| {
+                for it in items.iter().filter(|it| {
+                    it.key.item_type == BTRFS_DEV_EXTENT_KEY
+                        && it.end - it.start >= DEV_EXTENT_CHUNK_TREE_UUID + BTRFS_UUID_SIZE
+                }) {
+                    let at = it.start + DEV_EXTENT_CHUNK_TREE_UUID;
+                    if uuid_at(block, at) == old_chunk_uuid {
+                        block[at..at + BTRFS_UUID_SIZE].copy_from_slice(&new_chunk_uuid);
+                    }
+                }
+                Ok(())
+            })?;
+        }
+
+        // Subvolume UUIDs: first the map old → new, then the edits.
+        let root_tree = self.image.root_tree();
+        let root_leaves = self.leaves_of(&root_tree)?;
+        let mut map: BTreeMap<[u8; BTRFS_UUID_SIZE], [u8; BTRFS_UUID_SIZE]> = BTreeMap::new();
+        for &logical in &root_leaves {
+            let block = self.current_block(logical)?;
+            for it in leaf_items(&block, logical)? {
+                let Some(item) = extended_root_item(&block, &it) else {
+                    continue;
+                };
+                let uuid = uuid_at(item, ROOT_UUID);
+                if uuid == [0; BTRFS_UUID_SIZE] {
+                    continue;
+                }
+                let new = derived_uuid(seed, "subvolume", &[it.key.objectid, it.key.offset]);
+                if map.insert(uuid, new).is_some() {
+                    return Err(RewriteError::Unsupported(format!(
+                        "two root items carry UUID {}",
+                        format_uuid(&uuid)
+                    )));
+                }
+            }
+        }
+        for &logical in &root_leaves {
+            let changed = self.modify_leaf(logical, &mut |block, items| {
+                let mut n = 0;
+                for it in items {
+                    if extended_root_item(block, it).is_none() {
+                        continue;
+                    }
+                    let mut item_changed = false;
+                    for off in [ROOT_UUID, ROOT_PARENT_UUID] {
+                        let at = it.start + off;
+                        if let Some(new) = map.get(&uuid_at(block, at)) {
+                            if block[at..at + BTRFS_UUID_SIZE] != new[..] {
+                                block[at..at + BTRFS_UUID_SIZE].copy_from_slice(new);
+                                item_changed = true;
+                            }
+                        }
+                    }
+                    n += u64::from(item_changed);
+                }
+                Ok(n)
+            })?;
+            stats.root_items_changed += changed;
+        }
+
+        // The UUID tree: keys are the UUIDs, so the leaf is re-sorted.
+        if let Some(item) = self.image.root_item(BTRFS_UUID_TREE_OBJECTID)? {
+            if item.level > 0 {
+                return Err(RewriteError::UuidTreeTooLarge {
+                    levels: item.level + 1,
+                });
+            }
+            let root = tree_root_of(&item);
+            // Read through the reader once so the block is verified.
+            self.leaves_of(&root)?;
+            self.modify_leaf(root.bytenr, &mut |block, items| {
+                rekey_uuid_leaf(block, items, &map)
+            })?;
+        }
+
+        stats.blocks_changed = if old_chunk_uuid != new_chunk_uuid {
+            live.len() as u64
+        } else {
+            self.dirty.len() as u64
+        };
+        let patch = self.header_patch.get_or_insert_with(HeaderPatch::default);
+        patch.chunk_tree_uuid = Some(new_chunk_uuid);
+        patch.blocks.extend(live);
+        Ok(stats)
+    }
+
+    fn zero_unused_space_inner(&mut self) -> Result<ZeroStats, RewriteError> {
+        let live = self.live_blocks()?;
+        let allocated = self.allocated_tree_blocks()?;
+        if let Some(l) = allocated.difference(&live).next() {
+            return Err(RewriteError::Unsupported(format!(
+                "the extent tree records a tree block at {l} that no tree reaches"
+            )));
+        }
+        if let Some(l) = live.difference(&allocated).next() {
+            return Err(RewriteError::Unsupported(format!(
+                "tree block {l} is reachable but the extent tree does not record it"
+            )));
+        }
+        let nodesize = u64::from(self.image.blocks.nodesize());
+
+        let mut sb = vec![0u8; BTRFS_SUPER_INFO_SIZE];
+        self.image
+            .blocks
+            .read_physical(BTRFS_SUPER_INFO_OFFSET, &mut sb)?;
+        let dev_bytes = Reader::at(&sb, SB_DEV_TOTAL_BYTES, "superblock dev_item").u64()?;
+        let file_len = self
+            .file
+            .metadata()
+            .map_err(|source| ReadError::Io {
+                path: self.path.clone(),
+                offset: 0,
+                source,
+            })?
+            .len();
+        let end = dev_bytes.min(file_len);
+
+        // Physical ranges to keep.
+        let mut keep: Vec<(u64, u64)> = vec![(0, DEVICE_RESERVED)];
+        keep.extend(
+            SUPERBLOCK_COPIES
+                .iter()
+                .map(|&o| (o, o + BTRFS_SUPER_INFO_SIZE as u64)),
+        );
+        for chunk in self.chunks()? {
+            let striped = chunk.chunk_type & BTRFS_BLOCK_GROUP_STRIPED != 0;
+            if striped && chunk.stripes.len() > 1 {
+                return Err(RewriteError::Unsupported(format!(
+                    "striped chunk at logical {}",
+                    chunk.logical
+                )));
+            }
+            if chunk.chunk_type & BTRFS_BLOCK_GROUP_DATA != 0 {
+                for s in &chunk.stripes {
+                    keep.push((s.offset, s.offset.saturating_add(chunk.length)));
+                }
+            }
+        }
+        for &logical in &live {
+            for p in self.image.physical_copies(logical)? {
+                keep.push((p, p + nodesize));
+            }
+        }
+        keep.sort_unstable();
+
+        let mut stats = ZeroStats {
+            live_blocks: live.len() as u64,
+            ..ZeroStats::default()
+        };
+        let mut found: Vec<(u64, u64)> = Vec::new();
+        let mut pos = 0u64;
+        let mut buf = vec![0u8; 1 << 20];
+        for (start, stop) in keep.into_iter().chain([(end, end)]) {
+            let gap_end = start.min(end);
+            if gap_end > pos {
+                stats.bytes_scanned += gap_end - pos;
+                self.scan_nonzero(pos, gap_end, &mut buf, &mut found)?;
+            }
+            pos = pos.max(stop);
+        }
+        let patch = self.header_patch.get_or_insert_with(HeaderPatch::default);
+        patch.zero_slack = true;
+        patch.blocks.extend(live);
+        for (start, len) in found {
+            stats.bytes_zeroed += len;
+            // A second call finds the same ranges (nothing is written before commit).
+            let known = self.zero_ranges.entry(start).or_insert(0);
+            *known = (*known).max(len);
+        }
+        Ok(stats)
+    }
+
+    // -- helpers -----------------------------------------------------------
+
+    /// Append to `out` the page runs in `start..end` that are not all zero.
+    fn scan_nonzero(
+        &self,
+        start: u64,
+        end: u64,
+        buf: &mut [u8],
+        out: &mut Vec<(u64, u64)>,
+    ) -> Result<(), RewriteError> {
+        let mut pos = start;
+        while pos < end {
+            let n = (end - pos).min(buf.len() as u64) as usize;
+            let piece = &mut buf[..n];
+            self.image.blocks.read_physical(pos, piece)?;
+            for (i, page) in piece.chunks(PAGE).enumerate() {
+                if page.iter().all(|&b| b == 0) {
+                    continue;
+                }
+                let at = pos + (i * PAGE) as u64;
+                let len = page.len() as u64;
+                match out.last_mut() {
+                    Some((s, l)) if *s + *l == at => *l += len,
+                    _ => out.push((at, len)),
+                }
+            }
+            pos += n as u64;
+        }
+        Ok(())
+    }
+
+    /// Logical addresses of every tree block reachable from the
+    /// superblock: the chunk tree, the root tree and every tree a root
+    /// item names. Each is verified by the reader on the way.
+    fn live_blocks(&self) -> Result<BTreeSet<u64>, RewriteError> {
+        let mut roots = vec![
+            self.image.tree_root(BTRFS_CHUNK_TREE_OBJECTID)?,
+            self.image.root_tree(),
+        ];
+        let mut err = None;
+        self.image.blocks.range(
+            &self.image.root_tree(),
+            Key::new(0, 0, 0),
+            Key::new(u64::MAX, u8::MAX, u64::MAX),
+            &mut |key, data| {
+                if key.item_type == BTRFS_ROOT_ITEM_KEY {
+                    match RootItem::parse(data) {
+                        Ok(item) => roots.push(tree_root_of(&item)),
+                        Err(e) => {
+                            err = Some(e);
+                            return Ok(ControlFlow::Break(()));
+                        }
+                    }
+                }
+                Ok(ControlFlow::Continue(()))
+            },
+        )?;
+        if let Some(e) = err {
+            return Err(e.into());
+        }
+        let mut live = BTreeSet::new();
+        let mut seen_roots = BTreeSet::new();
+        for root in roots {
+            if !seen_roots.insert(root.bytenr) {
+                continue;
+            }
+            self.image.blocks.visit_blocks(&root, &mut |node| {
+                live.insert(node.logical());
+                Ok(())
+            })?;
+        }
+        Ok(live)
+    }
+
+    /// Tree blocks the extent tree records.
+    fn allocated_tree_blocks(&self) -> Result<BTreeSet<u64>, RewriteError> {
+        let root = self.image.tree_root(BTRFS_EXTENT_TREE_OBJECTID)?;
+        let mut out = BTreeSet::new();
+        self.image.blocks.range(
+            &root,
+            Key::new(0, 0, 0),
+            Key::new(u64::MAX, u8::MAX, u64::MAX),
+            &mut |key, data| {
+                match key.item_type {
+                    BTRFS_METADATA_ITEM_KEY => {
+                        out.insert(key.objectid);
+                    }
+                    BTRFS_EXTENT_ITEM_KEY => {
+                        let flags = Reader::at(data, 16, "extent item").u64()?;
+                        if flags & BTRFS_EXTENT_FLAG_TREE_BLOCK != 0 {
+                            out.insert(key.objectid);
+                        }
+                    }
+                    _ => {}
+                }
+                Ok(ControlFlow::Continue(()))
+            },
+        )?;
+        Ok(out)
+    }
+
+    /// Every chunk, from the chunk tree.
+    fn chunks(&self) -> Result<Vec<Chunk>, RewriteError> {
+        let root = self.image.tree_root(BTRFS_CHUNK_TREE_OBJECTID)?;
+        let mut out = Vec::new();
+        self.image.blocks.range(
+            &root,
+            Key::new(BTRFS_FIRST_CHUNK_TREE_OBJECTID, BTRFS_CHUNK_ITEM_KEY, 0),
+            Key::new(
+                BTRFS_FIRST_CHUNK_TREE_OBJECTID,
+                BTRFS_CHUNK_ITEM_KEY,
+                u64::MAX,
+            ),
+            &mut |key, data| {
+                out.push(Chunk::read(
+                    key.offset,
+                    &mut Reader::new(data, "chunk item"),
+                )?);
+                Ok(ControlFlow::Continue(()))
+            },
+        )?;
+        Ok(out)
+    }
+
+    /// Logical addresses of the leaves of a tree (verified by the reader).
+    fn leaves_of(&self, root: &TreeRoot) -> Result<Vec<u64>, RewriteError> {
+        let mut out = Vec::new();
+        self.image.blocks.visit_blocks(root, &mut |node| {
+            if node.level() == 0 {
+                out.push(node.logical());
+            }
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// The current bytes of a block: edited, or as on disk (every copy
+    /// checked).
+    fn current_block(&self, logical: u64) -> Result<Vec<u8>, RewriteError> {
+        match self.dirty.get(&logical) {
+            Some(b) => Ok(b.clone()),
+            None => self.verified_raw_block(logical),
+        }
+    }
+
+    /// Let `f` edit the current bytes of the leaf at `logical` (with its
+    /// items parsed from those bytes); keep the result when it differs.
+    fn modify_leaf<T>(&mut self, logical: u64, f: &mut LeafEdit<'_, T>) -> Result<T, RewriteError> {
+        let mut block = self.current_block(logical)?;
+        let items = leaf_items(&block, logical)?;
+        let before = block.clone();
+        let out = f(&mut block, &items)?;
+        if block != before {
+            self.dirty.insert(logical, block);
+        }
+        Ok(out)
+    }
+
+    /// The block at `logical` as stored: every physical copy is read and
+    /// must carry a valid checksum, name `logical` and this filesystem,
+    /// and be byte-identical to the others.
+    pub(super) fn verified_raw_block(&self, logical: u64) -> Result<Vec<u8>, RewriteError> {
+        let nodesize = self.image.blocks.nodesize() as usize;
+        let mut first: Option<Vec<u8>> = None;
+        for physical in self.image.physical_copies(logical)? {
+            let mut buf = vec![0u8; nodesize];
+            self.image.blocks.read_physical(physical, &mut buf)?;
+            if crc32c::crc32c(&buf[BTRFS_CSUM_SIZE..]).to_le_bytes() != buf[..4] {
+                return Err(ReadError::BadBlockChecksum { logical, physical }.into());
+            }
+            let bytenr = Reader::at(&buf, HEADER_BYTENR, "tree block header").u64()?;
+            if bytenr != logical
+                || buf[HEADER_FSID..HEADER_FSID + 16] != self.image.sb.metadata_fsid
+            {
+                return Err(ReadError::BadBlock {
+                    logical,
+                    reason: format!("copy at {physical} names another block or filesystem"),
+                }
+                .into());
+            }
+            match &first {
+                None => first = Some(buf),
+                Some(f) if *f != buf => {
+                    return Err(RewriteError::CopiesDiffer { logical, physical })
+                }
+                Some(_) => {}
+            }
+        }
+        first.ok_or_else(|| ReadError::UnmappedLogical(logical).into())
+    }
+}
+
+/// An edit of a leaf's bytes, given its items.
+type LeafEdit<'a, T> =
+    dyn FnMut(&mut Vec<u8>, &[super::tree::LeafItem]) -> Result<T, RewriteError> + 'a;
+
+/// The items of a leaf, parsed from its current bytes.
+fn leaf_items(block: &[u8], logical: u64) -> Result<Vec<super::tree::LeafItem>, RewriteError> {
+    let bad = |reason: String| ReadError::BadBlock { logical, reason };
+    if block.get(HEADER_LEVEL) != Some(&0) {
+        return Err(bad("expected a leaf".to_string()).into());
+    }
+    let nritems = Reader::at(block, HEADER_NRITEMS, "tree block header").u32()? as usize;
+    Ok(parse_leaf_items(block, nritems).map_err(bad)?)
+}
+
+/// The bytes of a root item whose extended fields (UUIDs) are valid.
+fn extended_root_item<'a>(block: &'a [u8], it: &super::tree::LeafItem) -> Option<&'a [u8]> {
+    if it.key.item_type != BTRFS_ROOT_ITEM_KEY
+        || it.end - it.start < ROOT_RECEIVED_UUID + BTRFS_UUID_SIZE
+    {
+        return None;
+    }
+    let item = &block[it.start..it.end];
+    let le = |off: usize| u64::from_le_bytes(item[off..off + 8].try_into().expect("8 bytes"));
+    // The kernel trusts the extended fields only when both generations agree.
+    (le(ROOT_GENERATION) == le(ROOT_GENERATION_V2)).then_some(item)
+}
+
+fn uuid_at(buf: &[u8], at: usize) -> [u8; BTRFS_UUID_SIZE] {
+    buf[at..at + BTRFS_UUID_SIZE].try_into().expect("16 bytes")
+}
+
+/// Re-key the UUID tree leaf `block` through `map` and lay it out again
+/// in key order (item data packed from the end of the block, as the
+/// kernel's leaf checker requires). Returns how many keys changed.
+fn rekey_uuid_leaf(
+    block: &mut [u8],
+    items: &[super::tree::LeafItem],
+    map: &BTreeMap<[u8; BTRFS_UUID_SIZE], [u8; BTRFS_UUID_SIZE]>,
+) -> Result<u64, RewriteError> {
+    let mut changed = 0;
+    let mut entries: Vec<(Key, Vec<u8>)> = Vec::with_capacity(items.len());
+    for it in items {
+        let mut key = it.key;
+        if matches!(
+            key.item_type,
+            BTRFS_UUID_KEY_SUBVOL | BTRFS_UUID_KEY_RECEIVED_SUBVOL
+        ) {
+            let mut uuid = [0u8; BTRFS_UUID_SIZE];
+            uuid[..8].copy_from_slice(&key.objectid.to_le_bytes());
+            uuid[8..].copy_from_slice(&key.offset.to_le_bytes());
+            if let Some(new) = map.get(&uuid) {
+                key.objectid = u64::from_le_bytes(new[..8].try_into().expect("8 bytes"));
+                key.offset = u64::from_le_bytes(new[8..].try_into().expect("8 bytes"));
+                changed += u64::from(key != it.key);
+            }
+        }
+        entries.push((key, block[it.start..it.end].to_vec()));
+    }
+    if changed == 0 {
+        return Ok(0);
+    }
+    entries.sort_by_key(|e| e.0);
+    if let Some(w) = entries.windows(2).find(|w| w[0].0 == w[1].0) {
+        return Err(RewriteError::Unsupported(format!(
+            "two UUID tree items would share key {}",
+            w[0].0
+        )));
+    }
+    let data_size = block.len() - BTRFS_HEADER_SIZE;
+    block[BTRFS_HEADER_SIZE..].fill(0);
+    let mut data_end = data_size;
+    for (i, (key, data)) in entries.iter().enumerate() {
+        data_end -= data.len();
+        let h = BTRFS_HEADER_SIZE + i * BTRFS_ITEM_SIZE;
+        block[h..h + 8].copy_from_slice(&key.objectid.to_le_bytes());
+        block[h + 8] = key.item_type;
+        block[h + 9..h + 17].copy_from_slice(&key.offset.to_le_bytes());
+        block[h + 17..h + 21].copy_from_slice(&(data_end as u32).to_le_bytes());
+        block[h + 21..h + 25].copy_from_slice(&(data.len() as u32).to_le_bytes());
+        let d = BTRFS_HEADER_SIZE + data_end;
+        block[d..d + data.len()].copy_from_slice(data);
+    }
+    Ok(changed)
+}
+
+/// SHA-256 (FIPS 180-4).
+fn sha256(msg: &[u8]) -> [u8; 32] {
+    const K: [u32; 64] = [
+        0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4,
+        0xab1c5ed5, 0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe,
+        0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f,
+        0x4a7484aa, 0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7,
+        0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc,
+        0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b,
+        0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070, 0x19a4c116,
+        0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+        0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7,
+        0xc67178f2,
+    ];
+    let mut h: [u32; 8] = [
+        0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab,
+        0x5be0cd19,
+    ];
+    let mut data = msg.to_vec();
+    data.push(0x80);
+    while data.len() % 64 != 56 {
+        data.push(0);
+    }
+    data.extend_from_slice(&((msg.len() as u64).wrapping_mul(8)).to_be_bytes());
+    for block in data.chunks_exact(64) {
+        let mut w = [0u32; 64];
+        for (i, word) in block.chunks_exact(4).enumerate() {
+            w[i] = u32::from_be_bytes(word.try_into().expect("4 bytes"));
+        }
+        for i in 16..64 {
+            let s0 = w[i - 15].rotate_right(7) ^ w[i - 15].rotate_right(18) ^ (w[i - 15] >> 3);
+            let s1 = w[i - 2].rotate_right(17) ^ w[i - 2].rotate_right(19) ^ (w[i - 2] >> 10);
+            w[i] = w[i - 16]
+                .wrapping_add(s0)
+                .wrapping_add(w[i - 7])
+                .wrapping_add(s1);
+        }
+        let [mut a, mut b, mut c, mut d, mut e, mut f, mut g, mut hh] = h;
+        for i in 0..64 {
+            let s1 = e.rotate_right(6) ^ e.rotate_right(11) ^ e.rotate_right(25);
+            let ch = (e & f) ^ (!e & g);
+            let t1 = hh
+                .wrapping_add(s1)
+                .wrapping_add(ch)
+                .wrapping_add(K[i])
+                .wrapping_add(w[i]);
+            let s0 = a.rotate_right(2) ^ a.rotate_right(13) ^ a.rotate_right(22);
+            let maj = (a & b) ^ (a & c) ^ (b & c);
+            let t2 = s0.wrapping_add(maj);
+            hh = g;
+            g = f;
+            f = e;
+            e = d.wrapping_add(t1);
+            d = c;
+            c = b;
+            b = a;
+            a = t1.wrapping_add(t2);
+        }
+        for (x, y) in h.iter_mut().zip([a, b, c, d, e, f, g, hh]) {
+            *x = x.wrapping_add(y);
+        }
+    }
+    let mut out = [0u8; 32];
+    for (i, x) in h.iter().enumerate() {
+        out[i * 4..i * 4 + 4].copy_from_slice(&x.to_be_bytes());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(b: &[u8]) -> String {
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+
+    #[test]
+    fn sha256_known_answers() {
+        assert_eq!(
+            hex(&sha256(b"")),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        assert_eq!(
+            hex(&sha256(b"abc")),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(
+            hex(&sha256(
+                b"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"
+            )),
+            "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"
+        );
+        assert_eq!(
+            hex(&sha256(&[b'a'; 1000])),
+            "41edece42d63e8d9bf515a9ba6932e1c20cbc9f5a5d134645adb5db1b9737ea3"
+        );
+    }
+
+    #[test]
+    fn derived_uuids_differ_by_seed_purpose_and_id() {
+        let a = derived_uuid(b"seed", "subvolume", &[5, 0]);
+        assert_eq!(a, derived_uuid(b"seed", "subvolume", &[5, 0]));
+        assert_ne!(a, derived_uuid(b"seed2", "subvolume", &[5, 0]));
+        assert_ne!(a, derived_uuid(b"seed", "subvolume", &[256, 0]));
+        assert_ne!(a, derived_uuid(b"seed", "chunk-tree", &[5, 0]));
+        // No ambiguity between seed and purpose boundaries.
+        assert_ne!(derived_uuid(b"ab", "c", &[]), derived_uuid(b"a", "bc", &[]));
+        assert_eq!(a[6] >> 4, 8, "version 8");
+        assert_eq!(a[8] >> 6, 0b10, "RFC variant");
+    }
+}

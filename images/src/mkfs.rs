@@ -160,6 +160,9 @@ pub struct MkfsPlan {
     pub label: Option<String>,
     /// Filesystem UUID (`--uuid`); random when absent.
     pub uuid: Option<Uuid>,
+    /// Device UUID (`--device-uuid`); random when absent. Reproducible
+    /// images fix it.
+    pub device_uuid: Option<Uuid>,
     /// Compression; `None` and [`Compress::No`] pass no flag.
     pub compress: Option<Compress>,
     /// `TYPE:DIR` values for `--subvol`, from
@@ -226,6 +229,9 @@ impl MkfsPlan {
         if let Some(u) = &self.uuid {
             a.extend(["--uuid".into(), u.as_str().into()]);
         }
+        if let Some(u) = &self.device_uuid {
+            a.extend(["--device-uuid".into(), u.as_str().into()]);
+        }
         a.extend(["--rootdir".into(), self.rootdir.clone().into()]);
         for s in &self.subvol_args {
             a.extend(["--subvol".into(), s.into()]);
@@ -290,6 +296,7 @@ mod tests {
         MkfsPlan {
             label: None,
             uuid: None,
+            device_uuid: None,
             compress: None,
             subvol_args: vec![],
             size: MkfsSize::Bytes(1 << 30),
@@ -344,6 +351,7 @@ mod tests {
         let p = MkfsPlan {
             label: Some("nixos".into()),
             uuid: Some("44444444-4444-4444-8888-888888888888".parse().unwrap()),
+            device_uuid: None,
             compress: Some(Compress::Zstd(Some(3))),
             subvol_args: vec!["default:@".into(), "rw:@nix".into()],
             size: MkfsSize::Shrink,

@@ -148,6 +148,17 @@ pub struct BuildArgs {
     /// namespace can be made and --map is auto.
     #[arg(long, conflicts_with = "map")]
     no_userns: bool,
+    /// A reproducible image: the same inputs give the same bytes. Every time
+    /// is clamped to SOURCE_DATE_EPOCH (default: the newest mtime of the
+    /// sources), the UUIDs mkfs picks at random are derived from --seed, and
+    /// the tree is staged as a sorted copy in memory (mkfs numbers inodes
+    /// in listing order). Also on when SOURCE_DATE_EPOCH is set.
+    #[arg(long)]
+    reproducible: bool,
+    /// The seed of a reproducible image's UUIDs (default: from the label
+    /// and the layout, not from any path).
+    #[arg(long, value_name = "TEXT")]
+    seed: Option<String>,
     /// UNSAFE: skip reading the image back and checking owners and modes.
     #[arg(long)]
     no_verify: bool,
@@ -184,6 +195,15 @@ pub struct Report {
     pub left_out: Vec<String>,
     pub warnings: Vec<String>,
     pub verified: bool,
+    /// Set for a reproducible image.
+    pub reproducible: Option<ReproducibleReport>,
+}
+
+/// What a reproducible image was made with.
+#[derive(Debug, Serialize)]
+pub struct ReproducibleReport {
+    pub epoch: i64,
+    pub seed: String,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -292,6 +312,7 @@ pub fn main(a: &BuildArgs) -> Result<ExitCode> {
         force: a.force || a.example,
         verify: !a.no_verify,
         no_userns: a.no_userns,
+        reproducible: reproducible_options(a)?,
     };
     let report = match build(&spec, &output, &opts) {
         Ok(r) => r,
@@ -335,6 +356,58 @@ pub struct Options {
     pub force: bool,
     pub verify: bool,
     pub no_userns: bool,
+    pub reproducible: Option<Reproducible>,
+}
+
+/// How a reproducible image is made.
+pub struct Reproducible {
+    /// Times above it are clamped to it; None: the newest source mtime.
+    pub epoch: Option<i64>,
+    /// Explicit seed, else one derived from the spec.
+    pub seed: Option<String>,
+}
+
+fn reproducible_options(a: &BuildArgs) -> Result<Option<Reproducible>> {
+    let epoch = match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) => Some(v.trim().parse::<i64>().map_err(|_| {
+            anyhow!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds since 1970")
+        })?),
+        Err(_) => None,
+    };
+    Ok((a.reproducible || epoch.is_some()).then(|| Reproducible {
+        epoch,
+        seed: a.seed.clone(),
+    }))
+}
+
+/// The seed of a reproducible image when none is given: what defines the
+/// image's shape, never a source path (two copies of a tree in different
+/// places must give the same image).
+fn default_seed(spec: &Spec, layout: &Layout) -> String {
+    let subvols: Vec<String> = layout
+        .subvolumes()
+        .iter()
+        .map(|s| format!("{}:{}:{}", s.name, s.mountpoint, s.kind))
+        .collect();
+    format!(
+        "rootbox/1 label={:?} uuid={:?} subvolumes={} compress={:?}",
+        spec.label,
+        spec.uuid.as_ref().map(|u| u.to_string()),
+        subvols.join(","),
+        spec.compress.map(|c| c.mkfs_arg())
+    )
+}
+
+fn uuid_text(b: [u8; 16]) -> String {
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 fn print_summary(r: &Report) {
@@ -562,10 +635,34 @@ pub fn build(spec: &Spec, output: &Path, opts: &Options) -> Result<Report> {
     }
     let stage_dir = plan_dir.path().join("stage");
     std::fs::create_dir(&stage_dir)?;
+    let seed = opts.reproducible.as_ref().map(|r| {
+        r.seed
+            .clone()
+            .unwrap_or_else(|| default_seed(spec, &layout))
+    });
+    let (fs_uuid, device_uuid) = match &seed {
+        Some(seed) => {
+            let derive = |what| {
+                uuid_text(rootbox_images::btrfs::derived_uuid(
+                    seed.as_bytes(),
+                    what,
+                    &[],
+                ))
+                .parse::<Uuid>()
+                .map_err(|e| anyhow!("deriving a UUID: {e}"))
+            };
+            (
+                Some(uuid.clone().map_or_else(|| derive("fsid"), Ok)?),
+                Some(derive("device")?),
+            )
+        }
+        None => (uuid.clone(), None),
+    };
     let mkfs_job = MkfsJob {
         program: mkfs.clone(),
         label: label.clone(),
-        uuid: uuid.clone(),
+        uuid: fs_uuid,
+        device_uuid,
         compress: spec.compress,
         subvol_args: layout.mkfs_subvol_args(),
         size: spec.size,
@@ -590,6 +687,7 @@ pub fn build(spec: &Spec, output: &Path, opts: &Options) -> Result<Report> {
         result: plan_dir.path().join("result.json"),
         scratch: scratch.path().to_path_buf(),
         direct: false,
+        reproducible: opts.reproducible.is_some(),
     };
     let status = if opts.no_userns {
         run_direct(&mut job)?
@@ -707,6 +805,28 @@ pub fn build(spec: &Spec, output: &Path, opts: &Options) -> Result<Report> {
     } else {
         (0, 0.0)
     };
+    let mut rewrite_secs = rewrite_secs;
+
+    // --- reproducible: times clamped, random UUIDs derived, leftovers zeroed --
+    let reproducible = match (&opts.reproducible, &seed) {
+        (Some(r), Some(seed)) => {
+            let t = Instant::now();
+            let epoch = r.epoch.unwrap_or(result.max_mtime);
+            let mut rw = rootbox_images::btrfs::Rewriter::open(&out.read_path())
+                .map_err(|e| anyhow!("opening the image to make it reproducible: {e}"))?;
+            rw.make_reproducible(epoch, seed.as_bytes())
+                .map_err(|e| anyhow!("making the image reproducible: {e}"))?;
+            rw.commit()
+                .map_err(|e| anyhow!("writing the reproducible image: {e}"))?;
+            rewrite_secs += t.elapsed().as_secs_f64();
+            tracing::info!("reproducible: times clamped to {epoch}, UUIDs derived from the seed");
+            Some(ReproducibleReport {
+                epoch,
+                seed: seed.clone(),
+            })
+        }
+        _ => None,
+    };
 
     // --- verify ------------------------------------------------------------------
     let (verified, owners, subvolumes, verify_secs) = if opts.verify {
@@ -770,6 +890,7 @@ pub fn build(spec: &Spec, output: &Path, opts: &Options) -> Result<Report> {
         left_out,
         warnings,
         verified,
+        reproducible,
     })
 }
 

@@ -179,6 +179,11 @@ pub struct Planner {
     pub devices: Vec<(PathBuf, u64)>,
     /// Staging without a user namespace: copy everything.
     direct: bool,
+    /// Copy everything into the staging tmpfs, in sorted order (reproducible
+    /// images: mkfs numbers inodes in the order the staging tree lists).
+    pub copy_all: bool,
+    /// The newest mtime among the staged sources.
+    pub max_mtime: i64,
     copies: u64,
 }
 
@@ -267,6 +272,8 @@ impl Planner {
                 )
             },
             direct,
+            copy_all: direct,
+            max_mtime: 0,
             scratch,
             ops: Vec::new(),
             counts: Counts::default(),
@@ -332,6 +339,7 @@ impl Planner {
             }
         }
         let (atime, mtime) = times(m);
+        self.max_mtime = self.max_mtime.max(mtime.0);
         let mut meta = Meta {
             mode: m.mode(),
             uid: uid.unwrap_or(0),
@@ -654,7 +662,7 @@ impl Planner {
         let sub = self.walk(src, dst, m, depth)?;
         self.counts.entries += sub.entries;
         self.counts.bytes += sub.bytes;
-        let force_copy = (self.direct || store && self.staging == StoreStaging::Copy)
+        let force_copy = (self.copy_all || store && self.staging == StoreStaging::Copy)
             && !m.file_type().is_symlink();
         if sub.clean && !force_copy {
             let op = self.clean_op(src, dst, m)?;
@@ -669,7 +677,7 @@ impl Planner {
                 self.overflow.0
             );
         }
-        if sub.clean || self.direct {
+        if sub.clean || self.copy_all {
             let scratch = self.next_scratch();
             self.ops.push(Op::Copy {
                 src: src.into(),

@@ -51,6 +51,9 @@ pub struct StageJob {
     /// No user namespace (`--no-userns`): no mounts; everything is copied
     /// into `stage_dir` (on disk) as the caller.
     pub direct: bool,
+    /// Reproducible image: everything is copied into the staging tmpfs in
+    /// sorted order, atimes set to mtimes.
+    pub reproducible: bool,
 }
 
 /// The mkfs.btrfs run, but for the size, which follows from the content.
@@ -59,6 +62,7 @@ pub struct MkfsJob {
     pub program: PathBuf,
     pub label: Option<String>,
     pub uuid: Option<Uuid>,
+    pub device_uuid: Option<Uuid>,
     pub compress: Option<Compress>,
     pub subvol_args: Vec<String>,
     pub size: Size,
@@ -80,6 +84,7 @@ impl MkfsJob {
         MkfsPlan {
             label: self.label.clone(),
             uuid: self.uuid.clone(),
+            device_uuid: self.device_uuid.clone(),
             compress: self.compress,
             subvol_args: self.subvol_args.clone(),
             size,
@@ -108,6 +113,8 @@ pub struct StageResult {
     pub unmapped: Vec<PathBuf>,
     /// Device nodes (staging path: subvolume/…, rdev) to fix in the image.
     pub devices: Vec<(PathBuf, u64)>,
+    /// The newest mtime among the sources (a reproducible build's default epoch).
+    pub max_mtime: i64,
     pub mkfs_status: Option<i32>,
     pub mkfs_output: String,
     pub warnings: Vec<String>,
@@ -143,6 +150,7 @@ pub fn execute(job: &StageJob) -> Result<std::process::ExitCode> {
 fn run(job: &StageJob, result: &mut StageResult) -> Result<()> {
     let start = Instant::now();
     let mut planner = Planner::new(job.scratch.clone(), job.staging, job.direct);
+    planner.copy_all |= job.reproducible;
     for root in &job.roots {
         planner.stage_root(root, &job.store_paths)?;
     }
@@ -158,6 +166,7 @@ fn run(job: &StageJob, result: &mut StageResult) -> Result<()> {
     result.uids.sort();
     result.gids.sort();
     result.unmapped = planner.unmapped.clone();
+    result.max_mtime = planner.max_mtime;
     result.devices = planner.devices.clone();
     tracing::info!(
         "plan: {} entries, {} bytes; {} bind mounts, {} bytes to copy",
@@ -193,7 +202,7 @@ fn run(job: &StageJob, result: &mut StageResult) -> Result<()> {
     // Directory times last, deepest first: creating entries (and mount
     // points) inside a directory changes its mtime.
     for (path, meta) in stager.timed.iter().rev() {
-        set_times(path, meta)
+        set_times(path, meta, job.reproducible)
             .with_context(|| format!("setting the times of {}", path.display()))?;
     }
     // Sources are read-only to everything after this point, mkfs included.
@@ -324,8 +333,10 @@ impl Stager<'_> {
             } => {
                 let start = Instant::now();
                 let mut timed = Vec::new();
-                // Without a namespace nothing can be bound: copy in place.
-                let target = if self.job.direct {
+                // Without a namespace nothing can be bound, and a
+                // reproducible tree must list in a fixed order: copy in place.
+                let in_place = self.job.direct || self.job.reproducible;
+                let target = if in_place {
                     self.at(dst)
                 } else {
                     scratch.clone()
@@ -346,11 +357,11 @@ impl Stager<'_> {
                     ))
                 })?;
                 for (p, m) in timed.iter().rev() {
-                    set_times(p, m)
+                    set_times(p, m, self.job.reproducible)
                         .with_context(|| format!("setting the times of {}", p.display()))?;
                 }
                 self.copy_secs += start.elapsed().as_secs_f64();
-                if !self.job.direct {
+                if !in_place {
                     bind(scratch, &self.at(dst), *dir)?;
                 }
             }
@@ -535,12 +546,19 @@ fn set_meta(p: &Path, meta: &Meta, symlink: bool, chown: bool) -> Result<()> {
     Ok(())
 }
 
-fn set_times(p: &Path, meta: &Meta) -> Result<()> {
+/// `atime_is_mtime`: for reproducible images, whose sources' atimes move
+/// whenever something reads them.
+fn set_times(p: &Path, meta: &Meta, atime_is_mtime: bool) -> Result<()> {
     let ts = |(s, ns): (i64, i64)| TimeSpec::new(s, ns);
+    let atime = if atime_is_mtime {
+        meta.mtime
+    } else {
+        meta.atime
+    };
     utimensat(
         None,
         p,
-        &ts(meta.atime),
+        &ts(atime),
         &ts(meta.mtime),
         UtimensatFlags::NoFollowSymlink,
     )?;

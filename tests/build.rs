@@ -2257,3 +2257,80 @@ impl Drop for Unmount {
         let _ = Command::new("umount").arg(&self.0).status();
     }
 }
+
+#[test]
+fn subrange_maps_a_tree_numbered_like_mmdebstrap() {
+    let user = setup();
+    if !is_root() {
+        skip!("chowning a tree into the subordinate range needs root");
+    }
+    let Some(((ustart, _), (gstart, _))) = have_subids(&user) else {
+        skip!(
+            "{} has no subordinate ranges or newuidmap is missing",
+            user.name
+        );
+    };
+    // mmdebstrap --mode=unshare: the tree's root is the range's first id,
+    // its uid k is start + k; nothing belongs to the caller.
+    let tmp = tempdir_for(&user);
+    let root = tmp.path().join("root");
+    for (p, mode, uid, gid) in [
+        ("etc/shadow", 0o640, 0, 42),
+        ("etc/passwd", 0o644, 0, 0),
+        ("home/alice/.ssh/authorized_keys", 0o600, 1000, 1000),
+        ("var/cache/apt/archives/partial/.keep", 0o600, 42, 0),
+    ] {
+        let f = root.join(p);
+        fs::create_dir_all(f.parent().unwrap()).unwrap();
+        file_owned(&f, b"x\n".to_vec(), mode, ustart + uid, gstart + gid);
+    }
+    for (d, mode, uid, gid) in [
+        ("", 0o755, 0, 0),
+        ("etc", 0o755, 0, 0),
+        ("home", 0o755, 0, 0),
+        ("home/alice", 0o755, 1000, 1000),
+        ("home/alice/.ssh", 0o700, 1000, 1000),
+        ("var", 0o755, 0, 0),
+        ("var/cache", 0o755, 0, 0),
+        ("var/cache/apt", 0o755, 0, 0),
+        ("var/cache/apt/archives", 0o755, 0, 0),
+        ("var/cache/apt/archives/partial", 0o700, 42, 0),
+    ] {
+        let p = root.join(d);
+        lchown(&p, Some(ustart + uid), Some(gstart + gid)).unwrap();
+        chmod(&p, mode);
+    }
+    let img = tmp.path().join("mm.img");
+    let r = build_json(
+        &user,
+        &[
+            "--rootfs",
+            s(&root),
+            "--subvol",
+            "@:/:default",
+            "--subvol",
+            "@home:/home",
+            "--map",
+            "subrange",
+            "-o",
+            s(&img),
+        ],
+    );
+    assert_eq!(r["map"], "subrange", "{r:#}");
+    assert_eq!(r["copied_bytes"], 0, "{r:#}");
+    let ins = Inspected::of(&user, &img);
+    let owner = |p: &str| {
+        let e = ins.get(p);
+        (e["uid"].as_u64().unwrap(), e["gid"].as_u64().unwrap())
+    };
+    assert_eq!(owner("@/etc/shadow"), (0, 42));
+    assert_eq!(owner("@/etc"), (0, 0));
+    assert_eq!(owner("@home/alice"), (1000, 1000));
+    assert_eq!(owner("@home/alice/.ssh/authorized_keys"), (1000, 1000));
+    assert_eq!(owner("@/var/cache/apt/archives/partial"), (42, 0));
+    let m = fs::metadata(&img).unwrap();
+    assert_eq!(m.mode() & 0o777, 0o644, "the published image is 0644 again");
+    if can_mount() {
+        assert_btrfs_check(&img);
+    }
+}

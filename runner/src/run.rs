@@ -58,7 +58,9 @@ pub struct RunArgs {
     clearenv: bool,
     /// How ids are mapped: auto (subordinate range if /etc/subuid grants
     /// one and newuidmap works, else single), single (only you, as 0), or
-    /// subid (you as 0 and your range as 1..N; fails if unavailable).
+    /// subid (you as 0 and your range as 1..N; fails if unavailable), or
+    /// subrange (your range alone from 0, as mmdebstrap --mode=unshare and
+    /// podman number a rootless tree; you are not mapped).
     #[arg(long, value_name = "MODE", default_value = "auto")]
     map: MapMode,
     /// New PID namespace (a small init forwards signals and reaps).

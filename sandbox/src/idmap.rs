@@ -30,6 +30,11 @@ pub enum MapMode {
     /// The caller to 0 and the caller's subordinate range to 1..=N. Fails
     /// when the range or the helpers are missing.
     Subid,
+    /// The caller's subordinate range alone, its first id as 0: how
+    /// `mmdebstrap --mode=unshare`, podman and buildah number a rootless
+    /// tree (root is the range's first id). The caller itself is not
+    /// mapped. Fails when the range or the helpers are missing.
+    Subrange,
 }
 
 impl std::str::FromStr for MapMode {
@@ -39,7 +44,10 @@ impl std::str::FromStr for MapMode {
             "auto" => Ok(MapMode::Auto),
             "single" => Ok(MapMode::Single),
             "subid" => Ok(MapMode::Subid),
-            _ => Err(format!("unknown map mode {s:?}: use auto, single or subid")),
+            "subrange" => Ok(MapMode::Subrange),
+            _ => Err(format!(
+                "unknown map mode {s:?}: use auto, single, subid or subrange"
+            )),
         }
     }
 }
@@ -151,10 +159,47 @@ impl IdMap {
         match mode {
             MapMode::Single => Ok(IdMap::single(uid, gid)),
             MapMode::Subid => subordinate(uid, gid),
+            MapMode::Subrange => subordinate(uid, gid).map(IdMap::without_caller),
             MapMode::Auto => Ok(subordinate(uid, gid).unwrap_or_else(|e| {
                 tracing::debug!("no subordinate id range, mapping a single id: {e}");
                 IdMap::single(uid, gid)
             })),
+        }
+    }
+
+    /// The subordinate range of a `subid` map alone, from 0: inside k is
+    /// the range's start + k, with the overflow id left out as always.
+    fn without_caller(self) -> IdMap {
+        let renumber = |ranges: &[IdRange], overflow: u32| {
+            // In the subid map the range follows the caller (inside 0) and
+            // skips one inside id (the overflow id): undo both.
+            let sub = &ranges[1.min(ranges.len())..];
+            let start = sub.first().map_or(0, |r| r.outside);
+            let count = sub.iter().map(|r| r.count).sum::<u32>() + 1;
+            let mut out = vec![IdRange {
+                inside: 0,
+                outside: start,
+                count: count.min(overflow),
+            }];
+            if count > overflow + 1 {
+                out.push(IdRange {
+                    inside: overflow + 1,
+                    outside: start + overflow + 1,
+                    count: count - overflow - 1,
+                });
+            }
+            out
+        };
+        let read = |file: &str| {
+            fs::read_to_string(file)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .unwrap_or(65534)
+        };
+        IdMap {
+            uids: renumber(&self.uids, read("/proc/sys/kernel/overflowuid")),
+            gids: renumber(&self.gids, read("/proc/sys/kernel/overflowgid")),
+            ..self
         }
     }
 

@@ -178,6 +178,7 @@ impl Sandbox {
             MapMode::Auto => "auto",
             MapMode::Single => "single",
             MapMode::Subid => "subid",
+            MapMode::Subrange => "subrange",
         };
         spec.set_annotations(Some(HashMap::from([(
             MAP_ANNOTATION.to_string(),

@@ -339,6 +339,11 @@ fn child_setup(p: &Prepared, mut go: File, err: &File, status: Option<File>) -> 
     }
     let root_uid = Uid::from_raw(0);
     nix::unistd::setresuid(root_uid, root_uid, root_uid).map_err(Error::sys("setresuid(0)"))?;
+    // Changing to another kernel uid (where the caller itself is not
+    // mapped, --map subrange) makes the process non-dumpable, and its /proc
+    // files then belong to the host's root: the monitor below could not
+    // write the command's inner id map. Nothing secret is in this process.
+    nix::sys::prctl::set_dumpable(true).map_err(Error::sys("PR_SET_DUMPABLE"))?;
 
     // The monitor below writes the command's inner id map through this
     // procfs; keep it before any mount can cover or replace /proc.

@@ -693,7 +693,13 @@ pub fn build(spec: &Spec, output: &Path, opts: &Options) -> Result<Report> {
         run_direct(&mut job)?
     } else {
         let job_path = plan_dir.path().join("job.json");
+
         std::fs::write(&job_path, serde_json::to_vec(&job)?)?;
+        if opts.map == MapMode::Subrange {
+            // You are not mapped in this namespace: root there is the first
+            // id of your range, and meets your files as "others".
+            open_to_the_namespace(plan_dir.path(), &job.result, scratch.path(), &out)?;
+        }
         tracing::info!("staging and running {} in the sandbox", mkfs.display());
         let sandbox = Sandbox::new()
             .map(opts.map)
@@ -993,4 +999,32 @@ fn run_direct(job: &mut StageJob) -> Result<rootbox_sandbox::ExitStatus> {
     Ok(rootbox_sandbox::ExitStatus::Exited(
         if code == ExitCode::SUCCESS { 0 } else { 1 },
     ))
+}
+
+/// With `--map subrange` the caller is not mapped into the namespace, so
+/// the staging step reaches the caller's files with the "others" bits: the
+/// plan directory becomes traversable, the result file writable, scratch
+/// space a sticky shared directory, and the unnamed image file writable
+/// (it has no name, so nobody else can open it; 0644 again when published).
+fn open_to_the_namespace(
+    plan_dir: &Path,
+    result: &Path,
+    scratch: &Path,
+    out: &output::Target,
+) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let set = |p: &Path, mode: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
+            .with_context(|| format!("chmod {mode:o} {}", p.display()))
+    };
+    set(plan_dir, 0o711)?;
+    std::fs::write(result, b"").with_context(|| format!("creating {}", result.display()))?;
+    set(result, 0o666)?;
+    set(&plan_dir.join("job.json"), 0o644)?;
+    if let Ok(reg) = std::fs::metadata(plan_dir.join("registration")) {
+        let _ = reg;
+        set(&plan_dir.join("registration"), 0o644)?;
+    }
+    set(scratch, 0o1777)?;
+    out.share_with_namespace()
 }

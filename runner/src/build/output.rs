@@ -122,6 +122,23 @@ impl Target {
         }
     }
 
+    /// Lets a namespace that does not map the caller write the image
+    /// (`--map subrange`): mode 0666 while it has no name. A named
+    /// temporary file is refused: others could write it too.
+    pub fn share_with_namespace(&self) -> Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        match &self.temp {
+            Temp::Unnamed(f) => f
+                .set_permissions(fs::Permissions::from_mode(0o666))
+                .context("making the unnamed image file writable to the namespace"),
+            Temp::Named(_) => bail!(
+                "--map subrange needs a filesystem with O_TMPFILE for the image (the \
+                 output's directory {} has none): write the image elsewhere",
+                self.dir.display()
+            ),
+        }
+    }
+
     /// A path the parent can read the image through.
     pub fn read_path(&self) -> PathBuf {
         self.mkfs_path()
@@ -153,6 +170,9 @@ impl Target {
         ));
         let named = match temp {
             Temp::Unnamed(f) => {
+                use std::os::unix::fs::PermissionsExt;
+                f.set_permissions(fs::Permissions::from_mode(0o644))
+                    .context("setting the image's mode")?;
                 let proc_path = PathBuf::from(format!("/proc/self/fd/{}", f.as_raw_fd()));
                 nix::unistd::linkat(
                     None,

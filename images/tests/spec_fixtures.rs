@@ -46,6 +46,7 @@ fn full_spec_plans_an_mkfs_run() {
     let plan = MkfsPlan {
         label: spec.label.clone(),
         uuid: spec.uuid.clone(),
+        device_uuid: None,
         compress: spec.compress,
         subvol_args: args,
         size: MkfsSize::Shrink,

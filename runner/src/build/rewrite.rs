@@ -22,6 +22,7 @@ use rootbox_images::layout::Layout;
 use rootbox_images::owners::Manifest;
 
 use super::stage::strip_setid;
+use super::verify::image_path;
 
 #[derive(Debug, Default)]
 pub struct Fixed {
@@ -164,14 +165,4 @@ pub fn fix_image(
 fn encode(rdev: u64) -> u64 {
     let (major, minor) = (libc::major(rdev), libc::minor(rdev));
     rootbox_images::btrfs::encode_rdev(major, minor).unwrap_or(0)
-}
-
-/// The image path of `rel` in the subvolume mounted at `mountpoint`.
-fn image_path(mountpoint: &str, rel: &[u8]) -> String {
-    let rel = String::from_utf8_lossy(rel);
-    match (mountpoint, rel.is_empty()) {
-        (m, true) => m.to_string(),
-        ("/", false) => format!("/{rel}"),
-        (m, false) => format!("{m}/{rel}"),
-    }
 }

@@ -143,7 +143,8 @@ pub fn verify(
     Ok(v)
 }
 
-fn image_path(mountpoint: &str, rel: &[u8]) -> String {
+/// The image path of `rel` in the subvolume mounted at `mountpoint`.
+pub(super) fn image_path(mountpoint: &str, rel: &[u8]) -> String {
     let rel = String::from_utf8_lossy(rel);
     match (mountpoint, rel.is_empty()) {
         (m, true) => m.to_string(),

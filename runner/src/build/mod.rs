@@ -16,6 +16,7 @@ mod output;
 pub mod plan;
 mod rewrite;
 pub mod stage;
+mod tarball;
 mod verify;
 
 use std::ffi::OsString;
@@ -77,8 +78,9 @@ pub struct BuildArgs {
     /// A JSON spec (see README); flags given as well override its fields.
     #[arg(long, value_name = "FILE")]
     spec: Option<PathBuf>,
-    /// The populated root filesystem.
-    #[arg(long, value_name = "DIR")]
+    /// The populated root filesystem: a directory, or a tar archive
+    /// (.tar, .tar.zst, .tar.gz) whose headers give the owners and modes.
+    #[arg(long, value_name = "DIR|FILE.tar")]
     rootfs: Option<PathBuf>,
     /// A nixpkgs closureInfo directory (store-paths, registration), or a
     /// file listing store paths.
@@ -510,6 +512,9 @@ pub fn build(spec: &Spec, output: &Path, opts: &Options) -> Result<Report> {
     };
 
     // --- the sources ---------------------------------------------------------
+    // A tar archive as the rootfs (issue 8) is unpacked into scratch space
+    // below, once the scratch directory exists; `rootfs` is then set to it.
+    let mut tar_archive: Option<PathBuf> = None;
     let rootfs = match &spec.rootfs {
         Some(r) => {
             let m = std::fs::metadata(r).map_err(|e| {
@@ -518,10 +523,17 @@ pub fn build(spec: &Spec, output: &Path, opts: &Options) -> Result<Report> {
                     r.display()
                 )
             })?;
-            if !m.is_dir() {
-                bail!("rootfs {} is not a directory (give the populated root directory with --rootfs)", r.display());
+            if m.is_file() && tarball::is_tar_name(r) {
+                if opts.map == MapMode::Subrange {
+                    bail!("rootfs {}: a tar archive is unpacked as you, and --map subrange does not map you: use --map auto or single (the archive's owners reach the image anyway)", r.display());
+                }
+                tar_archive = Some(std::fs::canonicalize(r)?);
+                None
+            } else if !m.is_dir() {
+                bail!("rootfs {} is not a directory (give the populated root directory, or a .tar, .tar.zst or .tar.gz archive, with --rootfs)", r.display());
+            } else {
+                Some(std::fs::canonicalize(r)?)
             }
-            Some(std::fs::canonicalize(r)?)
         }
         None => None,
     };
@@ -532,12 +544,13 @@ pub fn build(spec: &Spec, output: &Path, opts: &Options) -> Result<Report> {
     if closure.as_ref().is_some_and(|c| c.is_empty()) {
         warnings.push("the closure is empty: the image has no Nix store paths".into());
     }
-    if rootfs.is_none() && closure.is_none() {
+    if rootfs.is_none() && tar_archive.is_none() && closure.is_none() {
         bail!("nothing to put in the image: give --rootfs DIR and/or --closure PATH (or try --example)");
     }
 
     // --- the output ------------------------------------------------------------
     let mut sources: Vec<&Path> = rootfs.iter().map(|r| r.as_path()).collect();
+    sources.extend(tar_archive.as_deref());
     sources.extend(
         closure
             .iter()
@@ -566,6 +579,20 @@ pub fn build(spec: &Spec, output: &Path, opts: &Options) -> Result<Report> {
 
     // --- what to stage ----------------------------------------------------------
     let scratch = output::scratch_dir(opts.scratch.as_deref(), &out)?;
+    // A tar rootfs: unpacked as the caller into scratch space (its owners
+    // and modes kept aside, applied to the image after mkfs).
+    let mut tar_owners = None;
+    let rootfs = match (rootfs, &tar_archive) {
+        (None, Some(archive)) => {
+            let dir = scratch.path().join("rootfs");
+            tracing::info!("unpacking {} into {}", archive.display(), dir.display());
+            let o = tarball::unpack(archive, &dir)?;
+            warnings.extend(o.warnings.iter().cloned());
+            tar_owners = Some(o);
+            Some(dir)
+        }
+        (r, _) => r,
+    };
     let store_at = closure.as_ref().map(|_| {
         layout.locate(IMAGE_STORE).ok_or_else(|| {
             anyhow!("no subvolume holds {IMAGE_STORE}: add one at / or /nix (e.g. --subvol @nix:/nix), or leave out the closure")
@@ -780,6 +807,11 @@ pub fn build(spec: &Spec, output: &Path, opts: &Options) -> Result<Report> {
         allowed_uids.extend(m.rules.iter().map(|r| r.uid));
         allowed_gids.extend(m.rules.iter().map(|r| r.gid));
     }
+    // A tar rootfs: the owners its headers give.
+    if let Some(o) = &tar_owners {
+        allowed_uids.extend(o.uids());
+        allowed_gids.extend(o.gids());
+    }
 
     // --- rewrite: owners that did not map, device numbers ----------------------
     let caller = job.direct.then(|| {
@@ -792,7 +824,7 @@ pub fn build(spec: &Spec, output: &Path, opts: &Options) -> Result<Report> {
         || !result.devices.is_empty()
         || manifest.is_some()
         || caller.is_some();
-    let (rewritten, rewrite_secs) = if needs_rewrite {
+    let (mut rewritten, rewrite_secs) = if needs_rewrite {
         let t = Instant::now();
         let n = rewrite::fix_image(
             &out.read_path(),
@@ -812,6 +844,16 @@ pub fn build(spec: &Spec, output: &Path, opts: &Options) -> Result<Report> {
         (0, 0.0)
     };
     let mut rewrite_secs = rewrite_secs;
+    // A tar rootfs: the headers' owners and modes, after the rewrite above
+    // (which, without a namespace, gives the caller's ids to root) and
+    // yielding to the ownership manifest's rules.
+    if let Some(o) = &tar_owners {
+        let t = Instant::now();
+        let n = tarball::apply(&out.read_path(), &layout, o, manifest.as_ref())?;
+        tracing::info!("tar rootfs: {n} inodes given the archive's owners and modes");
+        rewritten += n;
+        rewrite_secs += t.elapsed().as_secs_f64();
+    }
 
     // --- reproducible: times clamped, random UUIDs derived, leftovers zeroed --
     let reproducible = match (&opts.reproducible, &seed) {

@@ -49,9 +49,8 @@ pub(crate) fn clone_into_namespaces(flags: libc::c_int) -> io::Result<Fork> {
         exit_signal: libc::SIGCHLD as u64,
         ..Default::default()
     };
-    // SAFETY: clone3 without CLONE_VM and with a null stack behaves like
-    // fork(2): the child gets a private copy of the address space and
-    // resumes here. `args` outlives the call and its size is passed.
+    // SAFETY: like fork(2) (no CLONE_VM, null stack), the child resumes here
+    // on a private copy of memory; `args` outlives the call, its size passed.
     let mut ret = unsafe {
         libc::syscall(
             libc::SYS_clone3,

@@ -342,47 +342,7 @@ fn strings(v: &Value) -> Vec<String> {
         .collect()
 }
 
-/// An image as `rootbox inspect --json` (run as the test user) reads it.
-struct Inspected {
-    doc: Value,
-    /// Every entry, keyed by its path from the top level: `@nix/store/…`
-    /// (the top level itself is ``, a subvolume's root its name).
-    entries: BTreeMap<String, Value>,
-}
-
 impl Inspected {
-    fn of(user: &User, image: &Path) -> Inspected {
-        let out = run(rootbox(user).args(["inspect", "--json", s(image)]));
-        out.assert_success();
-        let doc: Value = serde_json::from_str(&out.stdout)
-            .unwrap_or_else(|e| panic!("inspect --json does not parse: {e}\n{out}"));
-        let mut entries = BTreeMap::new();
-        for l in doc["listings"].as_array().expect("listings") {
-            let sv = l["subvolume_path"].as_str().expect("subvolume_path");
-            for e in l["entries"].as_array().expect("entries") {
-                let p = e["path"].as_str().expect("path");
-                let key = [sv, p]
-                    .iter()
-                    .filter(|x| !x.is_empty())
-                    .copied()
-                    .collect::<Vec<_>>()
-                    .join("/");
-                entries.insert(key, e.clone());
-            }
-        }
-        Inspected { doc, entries }
-    }
-
-    #[track_caller]
-    fn get(&self, key: &str) -> &Value {
-        self.entries.get(key).unwrap_or_else(|| {
-            panic!(
-                "{key} is not in the image; it has:\n{}",
-                self.entries.keys().cloned().collect::<Vec<_>>().join("\n")
-            )
-        })
-    }
-
     /// Permission bits and type bits of an entry (st_mode).
     fn mode(&self, key: &str) -> u32 {
         self.get(key)["mode"].as_u64().expect("mode") as u32

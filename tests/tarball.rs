@@ -10,7 +10,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
 use std::path::Path;
@@ -29,45 +28,7 @@ fn s(p: &Path) -> &str {
     p.to_str().expect("a UTF-8 path")
 }
 
-/// An image as `rootbox inspect --json` (run as the test user) reads it,
-/// keyed by path from the top level (`@/etc/shadow`, `@home/alice`).
-struct Inspected {
-    entries: BTreeMap<String, Value>,
-}
-
 impl Inspected {
-    fn of(user: &User, image: &Path) -> Inspected {
-        let out = run(rootbox(user).args(["inspect", "--json", s(image)]));
-        out.assert_success();
-        let doc: Value = serde_json::from_str(&out.stdout)
-            .unwrap_or_else(|e| panic!("inspect --json does not parse: {e}\n{out}"));
-        let mut entries = BTreeMap::new();
-        for l in doc["listings"].as_array().expect("listings") {
-            let sv = l["subvolume_path"].as_str().expect("subvolume_path");
-            for e in l["entries"].as_array().expect("entries") {
-                let p = e["path"].as_str().expect("path");
-                let key = [sv, p]
-                    .iter()
-                    .filter(|x| !x.is_empty())
-                    .copied()
-                    .collect::<Vec<_>>()
-                    .join("/");
-                entries.insert(key, e.clone());
-            }
-        }
-        Inspected { entries }
-    }
-
-    #[track_caller]
-    fn get(&self, key: &str) -> &Value {
-        self.entries.get(key).unwrap_or_else(|| {
-            panic!(
-                "{key} is not in the image; it has:\n{}",
-                self.entries.keys().cloned().collect::<Vec<_>>().join("\n")
-            )
-        })
-    }
-
     /// (uid, gid, st_mode) of an entry.
     #[track_caller]
     fn owner_mode(&self, key: &str) -> (u32, u32, u32) {

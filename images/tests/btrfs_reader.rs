@@ -13,6 +13,8 @@ use std::os::unix::fs::{chown, symlink, FileExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
+mod common;
+use common::*;
 use rootbox_images::btrfs::{ChecksumType, Entry, FileKind, Image, ReadError};
 
 /// Return early (passing) when mkfs.btrfs is missing or too old for
@@ -811,47 +813,6 @@ fn listing_lines_for_a_real_image() {
 // ---------------------------------------------------------------------------
 // Helpers: running tools, listing trees, comparing listings.
 
-fn is_root() -> bool {
-    fs::metadata("/proc/self")
-        .map(|m| m.uid() == 0)
-        .unwrap_or(false)
-}
-
-fn skip_note(what: &str) {
-    eprintln!("SKIPPED (not root): {what}");
-}
-
-/// Run a command, panic with its stderr on failure, return its stdout.
-fn run(cmd: &mut std::process::Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// `Ok` when mkfs.btrfs is 6.12 or newer (`--subvol TYPE:DIR`).
-fn mkfs_usable() -> Result<(), String> {
-    let out = std::process::Command::new("mkfs.btrfs")
-        .arg("--version")
-        .output()
-        .map_err(|e| format!("mkfs.btrfs not runnable: {e}"))?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let version = text
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix('v'))
-        .ok_or_else(|| format!("no version in {text:?}"))?;
-    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
-    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-    if (major, minor) < (6, 12) {
-        return Err(format!("mkfs.btrfs {version} is older than 6.12"));
-    }
-    Ok(())
-}
-
 /// `mkfs.btrfs --rootdir root` into a 1 GiB sparse file.
 fn mkfs(root: &Path, img: &Path, args: &[&str]) {
     File::create(img).unwrap().set_len(1 << 30).unwrap();
@@ -1039,30 +1000,6 @@ fn compare_with_source(image: &BTreeMap<Vec<u8>, Rec>, source: &BTreeMap<Vec<u8>
         if img.kind != 'd' {
             assert_eq!((img.size, img.nlink), (src.size, src.nlink), "{what}");
         }
-    }
-}
-
-/// Mounts an image read-only on a temporary directory until dropped.
-struct Mount {
-    dir: tempfile::TempDir,
-}
-
-impl Mount {
-    fn new(img: &Path, options: &str) -> Mount {
-        let dir = tempfile::tempdir().unwrap();
-        run(std::process::Command::new("mount")
-            .args(["-t", "btrfs", "-o", &format!("loop,ro,{options}")])
-            .arg(img)
-            .arg(dir.path()));
-        Mount { dir }
-    }
-}
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg(self.dir.path())
-            .status();
     }
 }
 

@@ -9,10 +9,12 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod common;
+use common::*;
 use rootbox_images::btrfs::format::format_uuid;
 use rootbox_images::btrfs::{derived_uuid, Image, ReproducibleStats, RewriteError, Rewriter};
 
@@ -527,40 +529,4 @@ fn sha256sum(path: &Path) -> String {
         .next()
         .unwrap()
         .to_string()
-}
-
-fn is_root() -> bool {
-    fs::metadata("/proc/self")
-        .map(|m| m.uid() == 0)
-        .unwrap_or(false)
-}
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn mkfs_usable() -> Result<(), String> {
-    let out = Command::new("mkfs.btrfs")
-        .arg("--version")
-        .output()
-        .map_err(|e| format!("mkfs.btrfs not runnable: {e}"))?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let version = text
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix('v'))
-        .ok_or_else(|| format!("no version in {text:?}"))?;
-    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
-    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-    // --subvol TYPE:DIR since 6.12; --device-uuid is older.
-    if (major, minor) < (6, 12) {
-        return Err(format!("mkfs.btrfs {version} is older than 6.12"));
-    }
-    Ok(())
 }

@@ -13,6 +13,8 @@ use std::os::unix::fs::{chown, symlink, FileExt, MetadataExt};
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
+mod common;
+use common::*;
 use rootbox_images::btrfs::{
     encode_rdev, Image, InodeChange, InodeTimes, ReadError, RewriteError, Rewriter, Timespec,
 };
@@ -822,47 +824,6 @@ fn show(p: &[u8]) -> String {
     String::from_utf8_lossy(p).into_owned()
 }
 
-fn is_root() -> bool {
-    fs::metadata("/proc/self")
-        .map(|m| m.uid() == 0)
-        .unwrap_or(false)
-}
-
-fn skip_note(what: &str) {
-    eprintln!("SKIPPED (not root): {what}");
-}
-
-/// Run a command, panic with its stderr on failure, return its stdout.
-fn run(cmd: &mut std::process::Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// `Ok` when mkfs.btrfs is 6.12 or newer (`--subvol TYPE:DIR`).
-fn mkfs_usable() -> Result<(), String> {
-    let out = std::process::Command::new("mkfs.btrfs")
-        .arg("--version")
-        .output()
-        .map_err(|e| format!("mkfs.btrfs not runnable: {e}"))?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let version = text
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix('v'))
-        .ok_or_else(|| format!("no version in {text:?}"))?;
-    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
-    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-    if (major, minor) < (6, 12) {
-        return Err(format!("mkfs.btrfs {version} is older than 6.12"));
-    }
-    Ok(())
-}
-
 /// `mkfs.btrfs --rootdir root` into a 512 MiB sparse file.
 fn mkfs(root: &Path, img: &Path, args: &[&str]) {
     File::create(img).unwrap().set_len(512 << 20).unwrap();
@@ -871,28 +832,4 @@ fn mkfs(root: &Path, img: &Path, args: &[&str]) {
         .arg(root)
         .args(args)
         .arg(img));
-}
-
-/// Mounts an image read-only on a temporary directory until dropped.
-struct Mount {
-    dir: tempfile::TempDir,
-}
-
-impl Mount {
-    fn new(img: &Path, options: &str) -> Mount {
-        let dir = tempfile::tempdir().unwrap();
-        run(std::process::Command::new("mount")
-            .args(["-t", "btrfs", "-o", &format!("loop,ro,{options}")])
-            .arg(img)
-            .arg(dir.path()));
-        Mount { dir }
-    }
-}
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg(self.dir.path())
-            .status();
-    }
 }

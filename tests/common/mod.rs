@@ -761,3 +761,45 @@ pub fn owner(path: &Path) -> (u32, u32) {
     let m = fs::symlink_metadata(path).unwrap_or_else(|e| panic!("lstat {}: {e}", path.display()));
     (m.uid(), m.gid())
 }
+
+/// An image as `rootbox inspect --json` (run as `user`) reads it: the
+/// whole document, and every entry keyed by its path from the top level
+/// (`@nix/store/…`; the top level itself is ``, a subvolume's root its name).
+pub struct Inspected {
+    pub doc: serde_json::Value,
+    pub entries: std::collections::BTreeMap<String, serde_json::Value>,
+}
+
+impl Inspected {
+    pub fn of(user: &User, image: &Path) -> Inspected {
+        let out = run(rootbox(user).arg("inspect").arg("--json").arg(image));
+        out.assert_success();
+        let doc: serde_json::Value = serde_json::from_str(&out.stdout)
+            .unwrap_or_else(|e| panic!("inspect --json does not parse: {e}\n{out}"));
+        let mut entries = std::collections::BTreeMap::new();
+        for l in doc["listings"].as_array().expect("listings") {
+            let sv = l["subvolume_path"].as_str().expect("subvolume_path");
+            for e in l["entries"].as_array().expect("entries") {
+                let p = e["path"].as_str().expect("path");
+                let key = [sv, p]
+                    .iter()
+                    .filter(|x| !x.is_empty())
+                    .copied()
+                    .collect::<Vec<_>>()
+                    .join("/");
+                entries.insert(key, e.clone());
+            }
+        }
+        Inspected { doc, entries }
+    }
+
+    #[track_caller]
+    pub fn get(&self, key: &str) -> &serde_json::Value {
+        self.entries.get(key).unwrap_or_else(|| {
+            panic!(
+                "{key} is not in the image; it has:\n{}",
+                self.entries.keys().cloned().collect::<Vec<_>>().join("\n")
+            )
+        })
+    }
+}

@@ -594,22 +594,7 @@ impl Rewriter {
                 if block == before {
                     continue;
                 }
-                let crc = crc32c::crc32c(&block[BTRFS_CSUM_SIZE..]);
-                block[..4].copy_from_slice(&crc.to_le_bytes());
-                for physical in self.image.physical_copies(logical)? {
-                    self.file
-                        .write_all_at(&block, physical)
-                        .map_err(|e| write_err(physical, e))?;
-                    self.file
-                        .read_exact_at(&mut back, physical)
-                        .map_err(|e| write_err(physical, e))?;
-                    if back != block {
-                        return Err(write_err(
-                            physical,
-                            io::Error::other("block reads back different from what was written"),
-                        ));
-                    }
-                }
+                self.write_block(logical, &mut block, &mut back)?;
             }
         }
         for (&logical, block) in &self.dirty {
@@ -619,24 +604,41 @@ impl Rewriter {
                     patch.apply(&mut block);
                 }
             }
-            let crc = crc32c::crc32c(&block[BTRFS_CSUM_SIZE..]);
-            block[..4].copy_from_slice(&crc.to_le_bytes());
-            for physical in self.image.physical_copies(logical)? {
-                self.file
-                    .write_all_at(&block, physical)
-                    .map_err(|e| write_err(physical, e))?;
-                self.file
-                    .read_exact_at(&mut back, physical)
-                    .map_err(|e| write_err(physical, e))?;
-                if back != block {
-                    return Err(write_err(
-                        physical,
-                        io::Error::other("block reads back different from what was written"),
-                    ));
-                }
-            }
+            self.write_block(logical, &mut block, &mut back)?;
         }
         self.file.sync_all().map_err(|e| write_err(0, e))?;
+        Ok(())
+    }
+
+    /// Seals `block` with a fresh crc32c and writes it to every physical
+    /// copy of `logical`, reading each back (into `back`) to check it.
+    fn write_block(
+        &self,
+        logical: u64,
+        block: &mut [u8],
+        back: &mut [u8],
+    ) -> Result<(), RewriteError> {
+        let write_err = |offset: u64, source: io::Error| RewriteError::Write {
+            path: self.path.clone(),
+            offset,
+            source,
+        };
+        let crc = crc32c::crc32c(&block[BTRFS_CSUM_SIZE..]);
+        block[..4].copy_from_slice(&crc.to_le_bytes());
+        for physical in self.image.physical_copies(logical)? {
+            self.file
+                .write_all_at(block, physical)
+                .map_err(|e| write_err(physical, e))?;
+            self.file
+                .read_exact_at(back, physical)
+                .map_err(|e| write_err(physical, e))?;
+            if back != &*block {
+                return Err(write_err(
+                    physical,
+                    io::Error::other("block reads back different from what was written"),
+                ));
+            }
+        }
         Ok(())
     }
 

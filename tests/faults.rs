@@ -221,19 +221,7 @@ fn tmpfs_at(fx: &mut Fx, rel: &str, size: &str) -> bool {
         return false;
     }
     let at = fx.path(rel);
-    create_dirs_as(&fx.user, &at);
-    let opts = format!(
-        "size={size},mode=0755,uid={},gid={}",
-        fx.user.uid, fx.user.gid
-    );
-    nix::mount::mount(
-        Some("tmpfs"),
-        &at,
-        Some("tmpfs"),
-        nix::mount::MsFlags::empty(),
-        Some(opts.as_str()),
-    )
-    .unwrap_or_else(|e| panic!("tmpfs on {}: {e}", at.display()));
+    mount_tmpfs_for(&fx.user, &at, size);
     fx.own_mounts.push(at);
     true
 }

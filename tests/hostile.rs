@@ -291,19 +291,7 @@ impl Fx {
             return false;
         }
         let at = self.path(rel);
-        create_dirs_as(&self.user, &at);
-        let opts = format!(
-            "size={size},mode=0755,uid={},gid={}",
-            self.user.uid, self.user.gid
-        );
-        nix::mount::mount(
-            Some("tmpfs"),
-            &at,
-            Some("tmpfs"),
-            nix::mount::MsFlags::empty(),
-            Some(opts.as_str()),
-        )
-        .unwrap_or_else(|e| panic!("mounting a tmpfs on {}: {e}", at.display()));
+        mount_tmpfs_for(&self.user, &at, size);
         self.own_mounts.borrow_mut().push(at.clone());
         self.cleanup.borrow_mut().push(Box::new(move || {
             let _ = nix::mount::umount2(&at, nix::mount::MntFlags::MNT_DETACH);

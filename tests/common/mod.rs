@@ -803,3 +803,18 @@ impl Inspected {
         })
     }
 }
+
+/// Mounts a tmpfs of `size` on `at` (created), owned by `user`, mode 0755.
+/// Root only; the caller unmounts it.
+pub fn mount_tmpfs_for(user: &User, at: &Path, size: &str) {
+    create_dirs_as(user, at);
+    let opts = format!("size={size},mode=0755,uid={},gid={}", user.uid, user.gid);
+    nix::mount::mount(
+        Some("tmpfs"),
+        at,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some(opts.as_str()),
+    )
+    .unwrap_or_else(|e| panic!("mounting a tmpfs on {}: {e}", at.display()));
+}

@@ -141,14 +141,7 @@ impl InodeRef {
         let mut r = Reader::new(data, "inode ref");
         let mut out = Vec::with_capacity(1);
         while r.remaining() > 0 {
-            let index = r.u64()?;
-            let name_len = r.u16()?;
-            let name = r.bytes(name_len.into())?.to_vec();
-            out.push(InodeRef {
-                parent,
-                index,
-                name,
-            });
+            out.push(InodeRef::read_one(&mut r, parent)?);
         }
         Ok(out)
     }
@@ -159,16 +152,22 @@ impl InodeRef {
         let mut out = Vec::with_capacity(1);
         while r.remaining() > 0 {
             let parent = r.u64()?;
-            let index = r.u64()?;
-            let name_len = r.u16()?;
-            let name = r.bytes(name_len.into())?.to_vec();
-            out.push(InodeRef {
-                parent,
-                index,
-                name,
-            });
+            out.push(InodeRef::read_one(&mut r, parent)?);
         }
         Ok(out)
+    }
+
+    /// One entry's index and name, after its parent (read by the caller
+    /// for extrefs, the key's offset for refs).
+    fn read_one(r: &mut Reader<'_>, parent: u64) -> Result<InodeRef, ReadError> {
+        let index = r.u64()?;
+        let name_len = r.u16()?;
+        let name = r.bytes(name_len.into())?.to_vec();
+        Ok(InodeRef {
+            parent,
+            index,
+            name,
+        })
     }
 }
 

@@ -1,10 +1,12 @@
-//! The image model of rootbox.
+//! The image model of rootbox: the build spec, the subvolume layout, NixOS
+//! `fileSystems`, closures, ownership manifests, sizes and mkfs arguments.
 //!
-//! Everything here is planning: it reads specs, closures and images, and
-//! decides what a build will do. It creates no namespaces and runs no
-//! processes; the `rootbox` runner does that.
+//! It reads and checks inputs and decides what a build will do; it creates
+//! no namespaces and runs no processes (the `rootbox` runner does that), and
+//! it knows nothing of the btrfs on-disk format (`rootbox-btrfs` does).
 
-pub mod btrfs;
+#![forbid(unsafe_code)]
+
 pub mod closure;
 pub mod layout;
 pub mod mkfs;

@@ -1,14 +1,14 @@
 //! `rootbox inspect`: what a btrfs image records (subvolumes, owners,
 //! modes, xattrs), read without root and without mounting it.
 //!
-//! Thin glue: reading is `rootbox_images::btrfs`, formatting is
-//! `rootbox_images::btrfs::listing`.
+//! Thin glue: reading is `rootbox_btrfs`, formatting is
+//! `rootbox_btrfs::listing`.
 
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use rootbox_images::btrfs::{listing, Image, ReadError, Subvolume};
+use rootbox_btrfs::{listing, Image, ReadError, Subvolume};
 use serde_json::{json, Value};
 
 /// List the subvolumes and files of a btrfs image as recorded on disk.
@@ -202,7 +202,7 @@ fn write_json(
 fn walk(
     image: &Image,
     l: &Listing<'_>,
-    f: &mut dyn FnMut(&rootbox_images::btrfs::Entry) -> Result<(), ReadError>,
+    f: &mut dyn FnMut(&rootbox_btrfs::Entry) -> Result<(), ReadError>,
 ) -> Result<()> {
     image.walk_path(l.subvol.id, &l.path, f).with_context(|| {
         format!(

@@ -670,7 +670,7 @@ pub fn build(spec: &Spec, output: &Path, opts: &Options) -> Result<Report> {
     let (fs_uuid, device_uuid) = match &seed {
         Some(seed) => {
             let derive = |what| {
-                uuid_text(rootbox_images::btrfs::derived_uuid(
+                uuid_text(rootbox_btrfs::derived_uuid(
                     seed.as_bytes(),
                     what,
                     &[],
@@ -860,7 +860,7 @@ pub fn build(spec: &Spec, output: &Path, opts: &Options) -> Result<Report> {
         (Some(r), Some(seed)) => {
             let t = Instant::now();
             let epoch = r.epoch.unwrap_or(result.max_mtime);
-            let mut rw = rootbox_images::btrfs::Rewriter::open(&out.read_path())
+            let mut rw = rootbox_btrfs::Rewriter::open(&out.read_path())
                 .map_err(|e| anyhow!("opening the image to make it reproducible: {e}"))?;
             rw.make_reproducible(epoch, seed.as_bytes())
                 .map_err(|e| anyhow!("making the image reproducible: {e}"))?;
@@ -899,7 +899,7 @@ pub fn build(spec: &Spec, output: &Path, opts: &Options) -> Result<Report> {
         tracing::warn!("--no-verify: the image was not read back; owners and modes are unchecked");
         (false, Owners::default(), Vec::new(), 0.0)
     };
-    let info = rootbox_images::btrfs::Image::open(&out.read_path())
+    let info = rootbox_btrfs::Image::open(&out.read_path())
         .map(|i| i.info().clone())
         .ok();
 

@@ -17,7 +17,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Result};
-use rootbox_images::btrfs::{InodeChange, Rewriter};
+use rootbox_btrfs::{InodeChange, Rewriter};
 use rootbox_images::layout::Layout;
 use rootbox_images::owners::Manifest;
 
@@ -164,5 +164,5 @@ pub fn fix_image(
 /// A host dev_t in btrfs's encoding (major << 20 | minor).
 fn encode(rdev: u64) -> u64 {
     let (major, minor) = (libc::major(rdev), libc::minor(rdev));
-    rootbox_images::btrfs::encode_rdev(major, minor).unwrap_or(0)
+    rootbox_btrfs::encode_rdev(major, minor).unwrap_or(0)
 }

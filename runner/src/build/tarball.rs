@@ -33,7 +33,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use nix::sys::stat::{utimensat, UtimensatFlags};
 use nix::sys::time::TimeSpec;
-use rootbox_images::btrfs::{InodeChange, Rewriter};
+use rootbox_btrfs::{InodeChange, Rewriter};
 use rootbox_images::layout::Layout;
 use rootbox_images::owners::Manifest;
 use tar::EntryType;

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
-use rootbox_images::btrfs::{FileKind, Image};
+use rootbox_btrfs::{FileKind, Image};
 use rootbox_images::layout::Layout;
 use serde::Serialize;
 

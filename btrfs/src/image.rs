@@ -62,7 +62,7 @@ pub struct TreeBlock {
 /// Nothing is ever written.
 ///
 /// ```no_run
-/// use rootbox_images::btrfs::Image;
+/// use rootbox_btrfs::Image;
 /// let image = Image::open("disk.img".as_ref())?;
 /// for sv in image.subvolumes()? {
 ///     image.walk(sv.id, &mut |e| {
@@ -70,7 +70,7 @@ pub struct TreeBlock {
 ///         Ok(())
 ///     })?;
 /// }
-/// # Ok::<(), rootbox_images::btrfs::ReadError>(())
+/// # Ok::<(), rootbox_btrfs::ReadError>(())
 /// ```
 pub struct Image {
     pub(crate) sb: Superblock,

@@ -24,7 +24,7 @@
 //!   leaves the file untouched.
 //!
 //! ```no_run
-//! use rootbox_images::btrfs::{InodeChange, Rewriter};
+//! use rootbox_btrfs::{InodeChange, Rewriter};
 //! let mut rw = Rewriter::open("disk.img".as_ref())?;
 //! for tree in rw.fs_tree_ids()? {
 //!     rw.update_inodes(tree, &mut |inode| {
@@ -33,7 +33,7 @@
 //! }
 //! rw.clamp_times(1_700_000_000)?;
 //! rw.commit()?;
-//! # Ok::<(), rootbox_images::btrfs::RewriteError>(())
+//! # Ok::<(), rootbox_btrfs::RewriteError>(())
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};

@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 
 mod common;
 use common::*;
-use rootbox_images::btrfs::{ChecksumType, Entry, FileKind, Image, ReadError};
+use rootbox_btrfs::{ChecksumType, Entry, FileKind, Image, ReadError};
 
 /// Return early (passing) when mkfs.btrfs is missing or too old for
 /// `--rootdir --subvol`; CI has it, so this only helps elsewhere.
@@ -734,7 +734,7 @@ fn exercise(img: &Path) -> &'static str {
         let subvols = image.subvolumes()?;
         for sv in subvols {
             image.walk(sv.id, &mut |e| {
-                let _ = rootbox_images::btrfs::listing::entry_line(e);
+                let _ = rootbox_btrfs::listing::entry_line(e);
                 Ok(())
             })?;
         }
@@ -790,7 +790,7 @@ fn listing_lines_for_a_real_image() {
     let mut lines = Vec::new();
     image
         .walk(5, &mut |e| {
-            lines.push(rootbox_images::btrfs::listing::entry_line(e));
+            lines.push(rootbox_btrfs::listing::entry_line(e));
             Ok(())
         })
         .unwrap();

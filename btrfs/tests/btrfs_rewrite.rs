@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 mod common;
 use common::*;
-use rootbox_images::btrfs::{
+use rootbox_btrfs::{
     encode_rdev, Image, InodeChange, InodeTimes, ReadError, RewriteError, Rewriter, Timespec,
 };
 
@@ -529,7 +529,7 @@ fn corrupted_blocks_are_refused() {
     for i in 0..300 {
         fs::write(src.join(format!("a/b/file-{i:04}")), b"x").unwrap();
     }
-    let all_to_1000 = &mut |_: &rootbox_images::btrfs::InodeView<'_>| {
+    let all_to_1000 = &mut |_: &rootbox_btrfs::InodeView<'_>| {
         Some(InodeChange {
             uid: Some(1000),
             ..Default::default()

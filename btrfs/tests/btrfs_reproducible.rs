@@ -15,8 +15,8 @@ use std::process::Command;
 
 mod common;
 use common::*;
-use rootbox_images::btrfs::format::format_uuid;
-use rootbox_images::btrfs::{derived_uuid, Image, ReproducibleStats, RewriteError, Rewriter};
+use rootbox_btrfs::format::format_uuid;
+use rootbox_btrfs::{derived_uuid, Image, ReproducibleStats, RewriteError, Rewriter};
 
 const FSID: &str = "44444444-4444-4444-8888-888888888888";
 const DEVICE_UUID: &str = "55555555-5555-5555-8888-888888888888";

@@ -1,0 +1,56 @@
+//! The btrfs on-disk format, in pure Rust: a verified reader, an in-place
+//! inode rewriter and a reproducibility pass.
+//!
+//! The reader opens an image file the way the kernel would mount it, without
+//! root and without mounting: the superblock, the chunk tree (logical →
+//! physical mapping for the SINGLE, DUP and RAID1-style profiles of one
+//! device), the root tree, and every subvolume's tree. Each tree block is
+//! verified (checksum, address, fsid, level, generation, first key, item
+//! bounds and key order) before it is used, so a corrupted image gives an
+//! error, never a wrong listing or a panic. It reads inodes (owner, mode,
+//! times, size, flags), directory entries, xattrs (POSIX ACLs and file
+//! capabilities included), symlink targets, subvolumes and the default
+//! subvolume. File contents are not read. Metadata is never compressed, so
+//! `--compress` images read the same.
+//!
+//! The [`Rewriter`] changes inodes in place (owner, mode, rdev, times) and,
+//! for reproducible images, derives the random UUIDs mkfs.btrfs picks from a
+//! seed and zeroes freed blocks: each changed tree block gets its checksum
+//! recomputed and is written to every copy, then read back and compared.
+//!
+//! Layout of the crate, bottom up:
+//! - [`format`]: on-disk constants, keys, a bounds-checked byte reader;
+//! - `superblock`, `chunk`: bootstrap and address mapping;
+//! - `tree`: verified tree blocks, a block cache, key-range search;
+//! - `items`: item payload parsers;
+//! - `image`, `subvol`, `walk`: the reading API;
+//! - [`rewrite`] and `reproducible`: the in-place rewrite;
+//! - [`listing`]: text and JSON presentation for `rootbox inspect`.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod chunk;
+mod error;
+pub mod format;
+mod image;
+mod items;
+pub mod listing;
+mod reproducible;
+pub mod rewrite;
+mod subvol;
+mod superblock;
+mod tree;
+mod walk;
+
+pub use error::ReadError;
+pub use image::{FsInfo, Image, TreeBlock};
+pub use items::Timespec;
+pub use reproducible::{derived_uuid, ReproducibleStats, ZeroStats};
+pub use rewrite::{
+    encode_rdev, InodeChange, InodeTimes, InodeView, RewriteError, RewriteStats, Rewriter,
+};
+pub use subvol::Subvolume;
+pub use superblock::ChecksumType;
+pub use tree::TreeRoot;
+pub use walk::{Entry, FileKind};

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 mod build;
+mod disk;
 mod doctor;
 mod inspect;
 mod run;
@@ -38,6 +39,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     Build(Box<build::BuildArgs>),
+    Disk(Box<disk::DiskArgs>),
     Run(run::RunArgs),
     Inspect(inspect::InspectArgs),
     Doctor(doctor::DoctorArgs),
@@ -80,6 +82,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Run(args) => run::main(args, matches.subcommand_matches("run").expect("run")),
         Command::Build(args) => build::main(args),
+        Command::Disk(args) => disk::main(args),
         Command::Inspect(args) => inspect::run(args).map(|()| ExitCode::SUCCESS),
         Command::Doctor(args) => doctor::main(args),
         Command::Stage { job } => build::stage::main(job),

@@ -22,6 +22,7 @@
 //! the disk; [`table::Table`] turns the result into bytes and parses bytes
 //! back. Nothing here runs a process or touches a file but the spec.
 
+pub mod bmap;
 pub mod fat;
 pub mod hash;
 pub mod table;

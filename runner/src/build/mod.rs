@@ -12,7 +12,7 @@
 //!    leaves nothing at the output path.
 
 mod example;
-mod output;
+pub(crate) mod output;
 pub mod plan;
 mod rewrite;
 pub mod stage;
@@ -670,13 +670,9 @@ pub fn build(spec: &Spec, output: &Path, opts: &Options) -> Result<Report> {
     let (fs_uuid, device_uuid) = match &seed {
         Some(seed) => {
             let derive = |what| {
-                uuid_text(rootbox_btrfs::derived_uuid(
-                    seed.as_bytes(),
-                    what,
-                    &[],
-                ))
-                .parse::<Uuid>()
-                .map_err(|e| anyhow!("deriving a UUID: {e}"))
+                uuid_text(rootbox_btrfs::derived_uuid(seed.as_bytes(), what, &[]))
+                    .parse::<Uuid>()
+                    .map_err(|e| anyhow!("deriving a UUID: {e}"))
             };
             (
                 Some(uuid.clone().map_or_else(|| derive("fsid"), Ok)?),

@@ -297,14 +297,14 @@ fn check(title: &str, img: &str) -> Result<()> {
 
 /// Reads the FAT partition back out of the disk (at byte `offset`)
 /// into `scratch` and compares it with the source: the same directories
-/// and files, byte for byte.
-/// `disk` is a path child processes can open (the unnamed disk's
-/// inherited `/proc/self/fd/N`).
-pub fn verify(title: &str, disk: &Path, offset: u64, src: &Source, scratch: &Path) -> Result<()> {
+/// and files, byte for byte. `disk` is a path child processes can open
+/// (the unnamed disk's inherited `/proc/self/fd/N`); the copy goes to a
+/// directory in `dir`, removed at once.
+pub fn verify(title: &str, disk: &Path, offset: u64, src: &Source, dir: &Path) -> Result<()> {
     let img = format!("{}@@{offset}", disk.display());
     let out_dir = tempfile::Builder::new()
-        .prefix("fat-readback-")
-        .tempdir_in(scratch)
+        .prefix(".rootbox-fat-readback-")
+        .tempdir_in(dir)
         .context("creating a directory to read the FAT partition back into")?;
     let mut problems = Vec::new();
     if !src.dirs.is_empty() || !src.files.is_empty() {

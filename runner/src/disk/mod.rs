@@ -371,10 +371,20 @@ pub fn make(spec: &DiskSpec, output: &Path, opts: &Options) -> Result<Report> {
     });
 
     // --- contents: btrfs builds, FAT of auto size ------------------------------
-    let scratch = tempfile::Builder::new()
-        .prefix(".rootbox-disk-")
-        .tempdir_in(&out_dir)
-        .with_context(|| format!("creating scratch space in {}", out_dir.display()))?;
+    // Only btrfs builds need a named place (the build links its image
+    // there, and it is unlinked at once); it goes when they are done.
+    let needs_scratch = spec
+        .partitions
+        .iter()
+        .any(|p| matches!(p.content, Some(Content::Btrfs(_))));
+    let scratch = needs_scratch
+        .then(|| {
+            tempfile::Builder::new()
+                .prefix(".rootbox-disk-")
+                .tempdir_in(&out_dir)
+                .with_context(|| format!("creating scratch space in {}", out_dir.display()))
+        })
+        .transpose()?;
     let mut made: Vec<Made> = Vec::new();
     for (i, p) in spec.partitions.iter().enumerate() {
         let m = match &p.content {
@@ -393,7 +403,7 @@ pub fn make(spec: &DiskSpec, output: &Path, opts: &Options) -> Result<Report> {
                 });
                 let built = btrfs::build_partition(
                     b,
-                    scratch.path(),
+                    scratch.as_ref().expect("made for btrfs").path(),
                     &format!("p{}", i + 1),
                     opts.map,
                     repro,
@@ -420,6 +430,7 @@ pub fn make(spec: &DiskSpec, output: &Path, opts: &Options) -> Result<Report> {
         };
         made.push(m);
     }
+    drop(scratch);
     let contents_secs = t0.elapsed().as_secs_f64();
 
     // --- plan ----------------------------------------------------------------------
@@ -487,7 +498,7 @@ pub fn make(spec: &DiskSpec, output: &Path, opts: &Options) -> Result<Report> {
             Made::None => {}
             Made::Raw { file, len } => verify::same_bytes(&title(i), file, *len, &disk, at)?,
             Made::Fat { src, .. } => {
-                fat::verify(&title(i), &target.mkfs_path(), at, src, scratch.path())?
+                fat::verify(&title(i), &target.mkfs_path(), at, src, &out_dir)?
             }
             Made::Btrfs(b) => {
                 verify::btrfs_at(&title(i), &target.mkfs_path(), at, b.size, &b.report.uuid)?
@@ -495,7 +506,6 @@ pub fn make(spec: &DiskSpec, output: &Path, opts: &Options) -> Result<Report> {
         }
     }
     let verify_secs = tv.elapsed().as_secs_f64();
-    drop(scratch);
 
     // --- publish -------------------------------------------------------------------
     let to = Instant::now();

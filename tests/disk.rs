@@ -167,7 +167,14 @@ fn check_partitions(user: &User, dir: &Path, image: &Path, report: &Value) {
                     .iter()
                     .filter_map(|s| s["path"].as_str())
                     .collect();
-                for want in ["@", "@nix", "@home"] {
+                let wanted: Vec<&str> = p["build"]["subvolumes"]
+                    .as_array()
+                    .expect("the build's subvolumes")
+                    .iter()
+                    .map(|s| s["name"].as_str().unwrap())
+                    .collect();
+                assert!(!wanted.is_empty());
+                for want in wanted {
                     assert!(names.contains(&want), "no subvolume {want}: {names:?}");
                 }
                 let out = run(Command::new("btrfs").args(["check", "--readonly", s(&part)]));

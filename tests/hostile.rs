@@ -1,28 +1,27 @@
-//! Hostile inputs to `rootbox build` (issue 7): every case either fails
-//! with a specific message that names the input and the fix — leaving
-//! nothing at the output path, nothing new in the output directory and
-//! nothing in the temporary directory — or makes a correct image, read
-//! back with `rootbox inspect --json` (and `btrfs restore` for content).
+//! Hostile inputs to `rootbox build`: every case either fails with a
+//! specific message that names the input and the fix — leaving nothing at
+//! the output path, nothing new in the output directory and nothing in the
+//! temporary directory — or makes a correct image, read back with
+//! `rootbox inspect --json` (and `btrfs restore` for content).
 //!
 //! Around every build, failed ones included, the sources (rootfs, store
 //! paths, closure files, specs: everything under the case's `src/`) are
-//! snapshotted — content, type, owner, mode, mtime and ctime, xattrs,
-//! symlink targets, device numbers — and must be unchanged: rootbox never
-//! modifies its inputs. (atime is left out: reading a file may update it.)
-//! After every build no mount and no process of the build may remain.
+//! snapshotted ([`Snapshot`]) — content, type, owner, mode, mtime and
+//! ctime, xattrs, symlink targets, device numbers — and must be unchanged:
+//! rootbox never modifies its inputs. (atime is left out: reading a file
+//! may update it.) After every build no mount and no process of the build
+//! may remain.
 //!
 //! The cases are grouped in tables, one `#[test]` per table; a table runs
 //! every case and reports all failures together.
 
+#![forbid(unsafe_code)]
+
 mod common;
 
-use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::ffi::{OsStr, OsString};
 use std::fs;
-use std::hash::{Hash, Hasher};
-use std::io::Read;
-use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -30,304 +29,11 @@ use std::time::Instant;
 
 use common::*;
 use serde_json::Value;
-
-// ---- the snapshot of the sources ---------------------------------------------
-
-/// One entry of a source tree, as rootbox must leave it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Rec {
-    depth: usize,
-    name: Vec<u8>,
-    mode: u32,
-    uid: u32,
-    gid: u32,
-    size: u64,
-    nlink: u64,
-    rdev: u64,
-    mtime: (i64, i64),
-    ctime: (i64, i64),
-    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
-    /// A hash of the content (regular files: the data regions and their
-    /// offsets; symlinks: the target).
-    content: u64,
-}
-
-/// The whole tree below a directory, in a stable order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Snapshot(Vec<Rec>);
-
-impl Snapshot {
-    /// Walks `root` without following symlinks. Works on trees deeper than
-    /// PATH_MAX allows (each directory is reached through its parent's
-    /// descriptor), in a thread with a big stack.
-    fn of(root: &Path) -> Snapshot {
-        raise_nofile_limit();
-        let root = root.to_path_buf();
-        std::thread::Builder::new()
-            .stack_size(512 << 20)
-            .spawn(move || {
-                let mut out = Vec::new();
-                let m = fs::symlink_metadata(&root).expect("lstat the source root");
-                out.push(record(&root, b"", 0, &m));
-                let dir = fs::File::open(&root).expect("open the source root");
-                walk_fd(&dir, 1, &mut out);
-                Snapshot(out)
-            })
-            .expect("spawning the snapshot thread")
-            .join()
-            .expect("the snapshot thread panicked")
-    }
-
-    /// The first difference, with the path of the entry.
-    fn diff(&self, after: &Snapshot) -> Option<String> {
-        let path_of = |recs: &[Rec], i: usize| {
-            let mut parts = vec![String::from_utf8_lossy(&recs[i].name).into_owned()];
-            let mut depth = recs[i].depth;
-            for r in recs[..i].iter().rev() {
-                if r.depth + 1 == depth {
-                    parts.push(String::from_utf8_lossy(&r.name).into_owned());
-                    depth = r.depth;
-                }
-            }
-            parts.reverse();
-            let p = parts.join("/");
-            if p.len() > 200 {
-                format!("…{}", &p[p.len() - 200..])
-            } else {
-                p
-            }
-        };
-        let (a, b) = (&self.0, &after.0);
-        for i in 0..a.len().max(b.len()) {
-            match (a.get(i), b.get(i)) {
-                (Some(x), Some(y)) if x == y => continue,
-                (Some(x), Some(y)) => {
-                    return Some(format!(
-                        "entry {:?} changed:\n  before {x:?}\n  after  {y:?}",
-                        path_of(a, i)
-                    ))
-                }
-                (Some(_), None) => return Some(format!("{:?} disappeared", path_of(a, i))),
-                (None, Some(_)) => return Some(format!("{:?} appeared", path_of(b, i))),
-                (None, None) => unreachable!(),
-            }
-        }
-        None
-    }
-}
-
-fn raise_nofile_limit() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: plain syscalls on a local struct.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-    }
-}
-
-fn nofile_limit() -> u64 {
-    raise_nofile_limit();
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: a plain syscall on a local struct.
-    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
-    lim.rlim_cur
-}
-
-fn walk_fd(dir: &fs::File, depth: usize, out: &mut Vec<Rec>) {
-    let base = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
-    let mut names: Vec<OsString> = fs::read_dir(&base)
-        .unwrap_or_else(|e| panic!("snapshot: read_dir at depth {depth}: {e}"))
-        .map(|e| e.expect("snapshot: a directory entry").file_name())
-        .collect();
-    names.sort();
-    for name in names {
-        let p = base.join(&name);
-        let m = fs::symlink_metadata(&p).expect("snapshot: lstat");
-        out.push(record(&p, name.as_bytes(), depth, &m));
-        if m.is_dir() {
-            match fs::File::open(&p) {
-                Ok(child) => walk_fd(&child, depth + 1, out),
-                // Not root: a directory the tests made unreadable.
-                Err(_) => out.push(Rec {
-                    name: b"<unreadable>".to_vec(),
-                    depth: depth + 1,
-                    ..out.last().unwrap().clone()
-                }),
-            }
-        }
-    }
-}
-
-fn record(p: &Path, name: &[u8], depth: usize, m: &fs::Metadata) -> Rec {
-    let mut xattrs: Vec<(Vec<u8>, Vec<u8>)> = xattr::list(p)
-        .map(|names| {
-            names
-                .map(|n| {
-                    let v = xattr::get(p, &n).ok().flatten().unwrap_or_default();
-                    (n.as_bytes().to_vec(), v)
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    xattrs.sort();
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    let ft = m.file_type();
-    if ft.is_symlink() {
-        fs::read_link(p)
-            .expect("snapshot: readlink")
-            .as_os_str()
-            .as_bytes()
-            .hash(&mut h);
-    } else if ft.is_file() {
-        match fs::File::open(p) {
-            Ok(f) => hash_data(&f, m.len(), &mut h),
-            Err(_) => "<unreadable>".hash(&mut h),
-        }
-    }
-    Rec {
-        depth,
-        name: name.to_vec(),
-        mode: m.mode(),
-        uid: m.uid(),
-        gid: m.gid(),
-        size: if m.is_dir() { 0 } else { m.size() },
-        nlink: m.nlink(),
-        rdev: m.rdev(),
-        mtime: (m.mtime(), m.mtime_nsec()),
-        ctime: (m.ctime(), m.ctime_nsec()),
-        xattrs,
-        content: h.finish(),
-    }
-}
-
-/// Hashes the data regions of a file (SEEK_DATA/SEEK_HOLE), so that a
-/// 1 GiB sparse file costs nothing.
-fn hash_data(f: &fs::File, len: u64, h: &mut impl Hasher) {
-    let fd = f.as_raw_fd();
-    let mut off: i64 = 0;
-    let mut buf = vec![0u8; 1 << 16];
-    while (off as u64) < len {
-        // SAFETY: lseek on a descriptor we own.
-        let data = unsafe { libc::lseek(fd, off, libc::SEEK_DATA) };
-        if data < 0 {
-            break;
-        }
-        // SAFETY: as above.
-        let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
-        let end = if hole < 0 { len as i64 } else { hole };
-        // SAFETY: as above.
-        unsafe { libc::lseek(fd, data, libc::SEEK_SET) };
-        data.hash(h);
-        let mut left = (end - data) as usize;
-        let mut r = f;
-        while left > 0 {
-            let n = r
-                .read(&mut buf[..left.min(1 << 16)])
-                .expect("snapshot: read");
-            if n == 0 {
-                break;
-            }
-            buf[..n].hash(h);
-            left -= n;
-        }
-        off = end;
-    }
-}
+use std::os::fd::AsRawFd;
 
 // ---- the fixture ---------------------------------------------------------------
 
-/// A case's directories: `src/` (everything rootbox reads: rootfs at
-/// `src/root`, store at `src/store`, closure at `src/closure-info`, specs),
-/// `out/` (the output directory) and `tmp/` (rootbox's TMPDIR).
-struct Fx {
-    user: User,
-    dir: tempfile::TempDir,
-    /// The output path of the build (default `out/image.img`).
-    output: RefCell<PathBuf>,
-    /// Run when the fixture is dropped (unmounts, deep-tree removal).
-    cleanup: RefCell<Vec<Box<dyn FnOnce()>>>,
-    /// Mounts the case made itself (not the build's).
-    own_mounts: RefCell<Vec<PathBuf>>,
-}
-
-impl Drop for Fx {
-    fn drop(&mut self) {
-        for f in self.cleanup.take().into_iter().rev() {
-            f();
-        }
-    }
-}
-
-const HASH: &str = "0123456789abcdfghijklmnpqrsvwxyz";
-
 impl Fx {
-    fn new(user: &User) -> Fx {
-        let dir = tempdir_for(user);
-        for d in ["src/root", "out", "tmp"] {
-            create_dirs_as(user, &dir.path().join(d));
-        }
-        let output = dir.path().join("out/image.img");
-        Fx {
-            user: user.clone(),
-            dir,
-            output: RefCell::new(output),
-            cleanup: RefCell::new(Vec::new()),
-            own_mounts: RefCell::new(Vec::new()),
-        }
-    }
-    /// Mounts a tmpfs of `size` owned by the test user on `rel` (created),
-    /// unmounted when the fixture is dropped. Root only: returns false
-    /// (and mounts nothing) otherwise.
-    fn tmpfs(&self, rel: &str, size: &str) -> bool {
-        if !is_root() {
-            return false;
-        }
-        let at = self.path(rel);
-        mount_tmpfs_for(&self.user, &at, size);
-        self.own_mounts.borrow_mut().push(at.clone());
-        self.cleanup.borrow_mut().push(Box::new(move || {
-            let _ = nix::mount::umount2(&at, nix::mount::MntFlags::MNT_DETACH);
-        }));
-        true
-    }
-    fn path(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-    fn src(&self) -> PathBuf {
-        self.path("src")
-    }
-    fn root(&self) -> PathBuf {
-        self.path("src/root")
-    }
-    fn store(&self) -> PathBuf {
-        self.path("src/store")
-    }
-    /// A file in the rootfs.
-    fn file(&self, rel: &str, content: &str) {
-        write_as(&self.user, &self.root().join(rel), content);
-    }
-    fn mkdir(&self, rel: &str) {
-        create_dirs_as(&self.user, &self.root().join(rel));
-    }
-    fn symlink(&self, rel: &str, target: &str) {
-        let p = self.root().join(rel);
-        create_dirs_as(&self.user, p.parent().unwrap());
-        symlink_as(&self.user, target, &p);
-    }
-    /// A store path `src/store/<hash>-NAME` with a file `bin/NAME`.
-    fn store_path(&self, name: &str) -> PathBuf {
-        let p = self.store().join(format!("{HASH}-{name}"));
-        write_as(&self.user, &p.join("bin").join(name), format!("#!{name}\n"));
-        p
-    }
     /// `src/closure-info` listing `paths` (as given, one per line), with a
     /// registration of `registered` when given.
     fn closure(&self, listed: &[String], registered: Option<&[String]>) -> PathBuf {
@@ -342,16 +48,6 @@ impl Fx {
         }
         info
     }
-    fn image(&self) -> PathBuf {
-        self.output.borrow().clone()
-    }
-    /// The output's directory (`out/` when there is no output).
-    fn out_dir(&self) -> PathBuf {
-        match self.image().parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => self.path("out"),
-        }
-    }
     /// Writes a spec file into src/ and returns `--spec PATH`.
     fn spec(&self, json: &str) -> Vec<OsString> {
         let p = self.path("src/spec.json");
@@ -365,14 +61,6 @@ fn registration(paths: &[String]) -> String {
         .iter()
         .map(|p| format!("{p}\nsha256:{}\n{}\n\n0\n", "1".repeat(52), 1024))
         .collect()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("test paths are UTF-8")
-}
-
-fn args(a: &[&str]) -> Vec<OsString> {
-    a.iter().map(OsString::from).collect()
 }
 
 fn rootfs_args(fx: &Fx, subvols: &[&str]) -> Vec<OsString> {
@@ -394,6 +82,10 @@ fn listing(dir: &Path) -> BTreeSet<OsString> {
         .map(|rd| rd.flatten().map(|e| e.file_name()).collect())
         .unwrap_or_default()
 }
+
+/// An id no one on the machine has: files owned by it do not map into the
+/// namespace (not the test user's, not in its subordinate range).
+const STRANGER: u32 = 4_000_123;
 
 // ---- running a build -------------------------------------------------------------
 
@@ -467,23 +159,12 @@ fn build(fx: &Fx, extra: &[OsString]) -> Built {
     }
     let tmp_left = listing(&fx.path("tmp"));
     assert!(tmp_left.is_empty(), "left in TMPDIR: {tmp_left:?}\n{out}");
-    let marker = fx.dir.path().to_string_lossy().into_owned();
-    let mounts: Vec<String> = mount_table()
-        .into_iter()
-        .filter(|m| m.mount_point.starts_with(&marker) || m.source.starts_with(&marker))
-        .filter(|m| {
-            !fx.own_mounts
-                .borrow()
-                .iter()
-                .any(|o| Path::new(&m.mount_point) == o)
-        })
-        .map(|m| m.line)
-        .collect();
+    let mounts = fx.mounts();
     assert!(
         mounts.is_empty(),
         "mounts of the build left: {mounts:#?}\n{out}"
     );
-    let procs = pids_with_args(|a| a.iter().any(|x| x.contains(&marker)));
+    let procs = fx.procs();
     assert!(
         procs.is_empty(),
         "processes of the build left: {procs:?}\n{out}"
@@ -692,19 +373,68 @@ fn run_table(cases: Vec<Case>) {
     );
 }
 
-/// Counts the cases of every table (the issue asks for at least 40).
+/// The source snapshot notices every kind of change it promises to
+/// (otherwise "sources unchanged" would pass vacuously).
 #[test]
-fn there_are_at_least_40_cases() {
-    let n = symlink_cases().len()
-        + layout_cases().len()
-        + output_cases().len()
-        + rootfs_cases().len()
-        + closure_cases().len()
-        + special_file_cases().len()
-        + spec_cases().len()
-        + nixos_cases().len();
-    assert!(n >= 40, "only {n} hostile cases");
+fn the_snapshot_sees_every_change() {
+    let user = test_user();
+    let fx = Fx::new(&user);
+    fx.file("etc/f", "content");
+    fx.symlink("etc/l", "target");
+    let f = fx.root().join("etc/f");
+    type Change<'a> = (&'static str, Box<dyn Fn() + 'a>);
+    let changes: Vec<Change> = vec![
+        ("content", Box::new(|| fs::write(&f, "contenT").unwrap())),
+        (
+            "mode",
+            Box::new(|| fs::set_permissions(&f, fs::Permissions::from_mode(0o600)).unwrap()),
+        ),
+        (
+            "mtime",
+            Box::new(|| {
+                let t = fs::File::options().write(true).open(&f).unwrap();
+                t.set_modified(std::time::SystemTime::UNIX_EPOCH).unwrap();
+            }),
+        ),
+        (
+            "xattr",
+            Box::new(|| xattr::set(&f, "user.rootbox-test", b"1").unwrap()),
+        ),
+        (
+            "symlink target",
+            Box::new(|| {
+                let l = fx.root().join("etc/l");
+                fs::remove_file(&l).unwrap();
+                std::os::unix::fs::symlink("other", &l).unwrap();
+            }),
+        ),
+        (
+            "new file",
+            Box::new(|| fs::write(fx.root().join("etc/new"), "").unwrap()),
+        ),
+        (
+            "owner",
+            Box::new(|| {
+                if is_root() {
+                    std::os::unix::fs::lchown(&f, Some(STRANGER), None).unwrap();
+                } else {
+                    fs::write(&f, "owner").unwrap();
+                }
+            }),
+        ),
+    ];
+    for (what, change) in changes {
+        let before = Snapshot::of(&fx.src());
+        change();
+        let after = Snapshot::of(&fx.src());
+        assert!(
+            before.diff(&after).is_some(),
+            "the snapshot missed a change of {what}"
+        );
+    }
 }
+
+// Hostile symlinks in the rootfs, the store and the output path.
 
 // ---- symlinks --------------------------------------------------------------------
 
@@ -821,6 +551,8 @@ fn symlink_cases() -> Vec<Case> {
 fn symlinks() {
     run_table(symlink_cases());
 }
+
+// Hostile subvolume names and mount points.
 
 // ---- subvolume names and mount points -------------------------------------------
 
@@ -944,6 +676,8 @@ fn layout_cases() -> Vec<Case> {
 fn subvolume_layouts() {
     run_table(layout_cases());
 }
+
+// Hostile output paths.
 
 // ---- the output path --------------------------------------------------------------
 
@@ -1076,11 +810,10 @@ fn output_paths() {
     run_table(cases);
 }
 
-// ---- the rootfs ----------------------------------------------------------------------
+// Hostile rootfs inputs: unreadable files, files of ids the namespace
+// does not map, odd roots.
 
-/// An id no one on the machine has: files owned by it do not map into the
-/// namespace (not the test user's, not in its subordinate range).
-const STRANGER: u32 = 4_000_123;
+// ---- the rootfs ----------------------------------------------------------------------
 
 fn rootfs_cases() -> Vec<Case> {
     vec![
@@ -1123,8 +856,11 @@ fn rootfs_cases() -> Vec<Case> {
             "a mode-000 file of the caller",
             |fx| {
                 fx.file("etc/shadow", "secret\n");
-                fs::set_permissions(fx.root().join("etc/shadow"), fs::Permissions::from_mode(0))
-                    .unwrap();
+                fs::set_permissions(
+                    fx.root().join("etc/shadow"),
+                    fs::Permissions::from_mode(0o000),
+                )
+                .unwrap();
                 std_args(fx)
             },
             |fx, b| {
@@ -1144,7 +880,7 @@ fn rootfs_cases() -> Vec<Case> {
             "a mode-000 directory of the caller",
             |fx| {
                 fx.file("locked/inner", "x");
-                fs::set_permissions(fx.root().join("locked"), fs::Permissions::from_mode(0))
+                fs::set_permissions(fx.root().join("locked"), fs::Permissions::from_mode(0o000))
                     .unwrap();
                 std_args(fx)
             },
@@ -1214,6 +950,8 @@ fn rootfs_inputs() {
     }
     run_table(rootfs_cases());
 }
+
+// Hostile closures: store paths and closureInfo files.
 
 // ---- closures ------------------------------------------------------------------------
 
@@ -1378,6 +1116,9 @@ fn closure_cases() -> Vec<Case> {
 fn closures() {
     run_table(closure_cases());
 }
+
+// Special files (FIFOs, sockets, device nodes), sparse files, hard links
+// across subvolumes, long and non-UTF-8 names, deep and big trees.
 
 // ---- special files, big and odd trees ------------------------------------------------
 
@@ -1586,84 +1327,53 @@ fn special_file_cases() -> Vec<Case> {
 /// fixture is removed (remove_dir_all recurses with one descriptor per
 /// level).
 fn deep_tree(fx: &Fx, depth: usize) {
-    use nix::fcntl::{openat, OFlag};
-    use nix::sys::stat::{mkdirat, Mode};
-    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::io::Write;
+    use std::os::unix::fs::{fchown, DirBuilderExt, OpenOptionsExt};
     raise_nofile_limit();
-    let open_dir = |at: i32, name: &str| -> OwnedFd {
-        let fd = openat(
-            Some(at),
-            name,
-            OFlag::O_DIRECTORY | OFlag::O_RDONLY,
-            Mode::empty(),
-        )
-        .expect("openat");
-        // SAFETY: a descriptor just returned by openat, owned by nobody else.
-        unsafe { OwnedFd::from_raw_fd(fd) }
-    };
-    let chown = |fd: &OwnedFd| {
-        nix::unistd::fchown(
-            fd.as_raw_fd(),
-            Some(fx.user.uid.into()),
-            Some(fx.user.gid.into()),
-        )
-        .ok();
-    };
-    let root = fs::File::open(fx.root()).unwrap();
-    let mut cur: OwnedFd = root.into();
+    let (uid, gid) = (fx.user.uid, fx.user.gid);
+    let mut cur = fs::File::open(fx.root()).unwrap();
     for _ in 0..depth {
-        mkdirat(Some(cur.as_raw_fd()), "d", Mode::from_bits_truncate(0o755)).expect("mkdirat");
-        let next = open_dir(cur.as_raw_fd(), "d");
-        chown(&next);
+        fs::DirBuilder::new()
+            .mode(0o755)
+            .create(in_dir(&cur, "d"))
+            .expect("mkdirat");
+        let next = fs::File::open(in_dir(&cur, "d")).expect("openat");
+        fchown(&next, Some(uid), Some(gid)).ok();
         cur = next;
     }
-    let leaf = openat(
-        Some(cur.as_raw_fd()),
-        "leaf",
-        OFlag::O_CREAT | OFlag::O_WRONLY,
-        Mode::from_bits_truncate(0o644),
-    )
-    .expect("creating the leaf");
-    // SAFETY: as above.
-    let leaf = unsafe { OwnedFd::from_raw_fd(leaf) };
-    chown(&leaf);
-    fs::File::from(leaf).write_all_at_start(b"leaf");
+    let mut leaf = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o644)
+        .open(in_dir(&cur, "leaf"))
+        .expect("creating the leaf");
+    fchown(&leaf, Some(uid), Some(gid)).ok();
+    leaf.write_all(b"leaf").expect("write");
     // Cleanup: move every 400th level up to the fixture's top directory.
     let top = fx.path("deep-chunks");
     let root = fx.root();
     fx.cleanup.borrow_mut().push(Box::new(move || {
         let _ = fs::create_dir(&top);
-        let topfd = fs::File::open(&top).unwrap();
+        let topdir = fs::File::open(&top).unwrap();
         let mut n = 0;
         loop {
-            let mut cur: OwnedFd = match fs::File::open(if n == 0 {
+            let mut cur = match fs::File::open(if n == 0 {
                 root.clone()
             } else {
                 top.join(n.to_string())
             }) {
-                Ok(f) => f.into(),
+                Ok(f) => f,
                 Err(_) => break,
             };
             let mut moved = false;
             for level in 0..400 {
-                let Ok(fd) = openat(
-                    Some(cur.as_raw_fd()),
-                    "d",
-                    OFlag::O_DIRECTORY | OFlag::O_RDONLY,
-                    Mode::empty(),
-                ) else {
+                let Ok(next) = fs::File::open(in_dir(&cur, "d")) else {
                     break;
                 };
-                // SAFETY: as above.
-                let next = unsafe { OwnedFd::from_raw_fd(fd) };
                 if level == 399 {
                     n += 1;
-                    let _ = nix::fcntl::renameat(
-                        Some(cur.as_raw_fd()),
-                        "d",
-                        Some(topfd.as_raw_fd()),
-                        n.to_string().as_str(),
-                    );
+                    let _ = fs::rename(in_dir(&cur, "d"), in_dir(&topdir, &n.to_string()));
                     moved = true;
                     break;
                 }
@@ -1676,15 +1386,10 @@ fn deep_tree(fx: &Fx, depth: usize) {
     }));
 }
 
-trait WriteAll {
-    fn write_all_at_start(self, data: &[u8]);
-}
-
-impl WriteAll for fs::File {
-    fn write_all_at_start(mut self, data: &[u8]) {
-        use std::io::Write;
-        self.write_all(data).expect("write");
-    }
+/// `NAME` in the open directory `dir`, however deep it is: a path through
+/// `/proc/self/fd` stays short where the full path would exceed PATH_MAX.
+fn in_dir(dir: &fs::File, name: &str) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}/{name}", dir.as_raw_fd()))
 }
 
 /// `n` empty files in 100 directories `d0..d99` (file `fI` in `d{I/1000}`).
@@ -1734,6 +1439,8 @@ fn a_million_files() {
     assert_eq!(r["subvolumes"][0]["entries"], 1_000_000 + 100 + 1);
     eprintln!("timings: {}", r["timings"]);
 }
+
+// Malformed specs and flags.
 
 // ---- malformed specs and flags ----------------------------------------------------
 
@@ -1902,6 +1609,8 @@ fn malformed_specs() {
     run_table(spec_cases());
 }
 
+// Hostile NixOS `fileSystems` JSON.
+
 // ---- NixOS fileSystems ------------------------------------------------------------
 
 fn nixos_cases() -> Vec<Case> {
@@ -2008,64 +1717,4 @@ fn nixos_cases() -> Vec<Case> {
 #[test]
 fn nixos_file_systems() {
     run_table(nixos_cases());
-}
-
-/// The source snapshot notices every kind of change it promises to
-/// (otherwise "sources unchanged" would pass vacuously).
-#[test]
-fn the_snapshot_sees_every_change() {
-    let user = test_user();
-    let fx = Fx::new(&user);
-    fx.file("etc/f", "content");
-    fx.symlink("etc/l", "target");
-    let f = fx.root().join("etc/f");
-    let changes: Vec<(&str, Box<dyn Fn()>)> = vec![
-        ("content", Box::new(|| fs::write(&f, "contenT").unwrap())),
-        (
-            "mode",
-            Box::new(|| fs::set_permissions(&f, fs::Permissions::from_mode(0o600)).unwrap()),
-        ),
-        (
-            "mtime",
-            Box::new(|| {
-                let t = fs::File::options().write(true).open(&f).unwrap();
-                t.set_modified(std::time::SystemTime::UNIX_EPOCH).unwrap();
-            }),
-        ),
-        (
-            "xattr",
-            Box::new(|| xattr::set(&f, "user.rootbox-test", b"1").unwrap()),
-        ),
-        (
-            "symlink target",
-            Box::new(|| {
-                let l = fx.root().join("etc/l");
-                fs::remove_file(&l).unwrap();
-                std::os::unix::fs::symlink("other", &l).unwrap();
-            }),
-        ),
-        (
-            "new file",
-            Box::new(|| fs::write(fx.root().join("etc/new"), "").unwrap()),
-        ),
-        (
-            "owner",
-            Box::new(|| {
-                if is_root() {
-                    std::os::unix::fs::lchown(&f, Some(STRANGER), None).unwrap();
-                } else {
-                    fs::write(&f, "owner").unwrap();
-                }
-            }),
-        ),
-    ];
-    for (what, change) in changes {
-        let before = Snapshot::of(&fx.src());
-        change();
-        let after = Snapshot::of(&fx.src());
-        assert!(
-            before.diff(&after).is_some(),
-            "the snapshot missed a change of {what}"
-        );
-    }
 }

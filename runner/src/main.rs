@@ -4,9 +4,9 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
-mod build;
 mod doctor;
 mod inspect;
+mod pipeline;
 mod run;
 
 /// Build filesystem images whose files are owned by root, without being root.
@@ -37,7 +37,7 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    Build(Box<build::BuildArgs>),
+    Build(Box<pipeline::BuildArgs>),
     Run(run::RunArgs),
     Inspect(inspect::InspectArgs),
     Doctor(doctor::DoctorArgs),
@@ -79,10 +79,10 @@ fn main() -> ExitCode {
     init_logging(cli.verbose, cli.quiet);
     let result = match &cli.command {
         Command::Run(args) => run::main(args, matches.subcommand_matches("run").expect("run")),
-        Command::Build(args) => build::main(args),
+        Command::Build(args) => pipeline::main(args),
         Command::Inspect(args) => inspect::run(args).map(|()| ExitCode::SUCCESS),
         Command::Doctor(args) => doctor::main(args),
-        Command::Stage { job } => build::stage::main(job),
+        Command::Stage { job } => pipeline::stage::main(job),
     };
     match result {
         Ok(code) => code,

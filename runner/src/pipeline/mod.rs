@@ -12,9 +12,9 @@
 //!    leaves nothing at the output path.
 
 mod example;
+mod fixup;
 mod output;
 pub mod plan;
-mod rewrite;
 pub mod stage;
 mod tarball;
 mod verify;
@@ -670,13 +670,9 @@ pub fn build(spec: &Spec, output: &Path, opts: &Options) -> Result<Report> {
     let (fs_uuid, device_uuid) = match &seed {
         Some(seed) => {
             let derive = |what| {
-                uuid_text(rootbox_btrfs::derived_uuid(
-                    seed.as_bytes(),
-                    what,
-                    &[],
-                ))
-                .parse::<Uuid>()
-                .map_err(|e| anyhow!("deriving a UUID: {e}"))
+                uuid_text(rootbox_btrfs::derived_uuid(seed.as_bytes(), what, &[]))
+                    .parse::<Uuid>()
+                    .map_err(|e| anyhow!("deriving a UUID: {e}"))
             };
             (
                 Some(uuid.clone().map_or_else(|| derive("fsid"), Ok)?),
@@ -826,7 +822,7 @@ pub fn build(spec: &Spec, output: &Path, opts: &Options) -> Result<Report> {
         || caller.is_some();
     let (mut rewritten, rewrite_secs) = if needs_rewrite {
         let t = Instant::now();
-        let n = rewrite::fix_image(
+        let n = fixup::fix_image(
             &out.read_path(),
             &layout,
             &result.devices,

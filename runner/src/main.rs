@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 mod doctor;
+mod error_text;
 mod inspect;
 mod pipeline;
 mod run;
@@ -87,7 +88,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("rootbox: error: {e:#}");
+            eprintln!("rootbox: error: {}", error_text::error_text(&e));
             ExitCode::from(1)
         }
     }

@@ -1,44 +1,128 @@
-//! After mkfs: what the namespace could not express, fixed in the image
-//! with the images crate's in-place rewrite.
+//! After mkfs: the fix-ups in the image, made with the in-place rewriter of
+//! `rootbox-btrfs` ([`run`]), in this order:
 //!
-//! - Content whose owner does not map was bind-staged anyway (zero copy)
-//!   and reached the image as the overflow id: it becomes root's, without
-//!   set-id bits (a setuid file of an unknown user never becomes setuid
-//!   root). In the namespace's view such an owner is exactly the overflow
-//!   id, which the sandbox keeps out of every map, so nothing else is
-//!   touched.
-//! - Device nodes: mkfs.btrfs (6.14) records rdev 0; the staged nodes'
-//!   real numbers go back in.
-//! - The ownership manifest (`--owners`): its rules are applied last, so
-//!   they decide; every rule must match a path of the image.
+//! 1. *unmapped owners*: content whose owner does not map was bind-staged
+//!    anyway (zero copy) and reached the image as the overflow id: it
+//!    becomes root's, without set-id bits (a setuid file of an unknown user
+//!    never becomes setuid root). In the namespace's view such an owner is
+//!    exactly the overflow id, which the sandbox keeps out of every map, so
+//!    nothing else is touched. Without a namespace the caller's ids play
+//!    that part;
+//! 2. *device numbers*: mkfs.btrfs (6.14) records rdev 0; the staged
+//!    nodes' real numbers go back in;
+//! 3. *the ownership manifest* (`--owners`): its rules decide; every rule
+//!    must match a path of the image;
+//! 4. *tarball owners*: a tar rootfs's headers give owners and modes,
+//!    yielding to the manifest's rules;
+//! 5. *the reproducible pass*: times clamped, the UUIDs mkfs picked at
+//!    random derived from the seed, leftovers zeroed.
+//!
+//! 1–3 are one pass over the inodes, 4 and 5 one each.
 
 use std::collections::HashMap;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
-use anyhow::{anyhow, Result};
+use anyhow::{bail, Context, Result};
 use rootbox_btrfs::{InodeChange, Rewriter};
 use rootbox_images::layout::Layout;
 use rootbox_images::owners::Manifest;
+use serde::Serialize;
 
-use super::stage::strip_setid;
+use super::ids::{overflow_ids, strip_setid};
+use super::inputs::Inputs;
+use super::job::StageResult;
+use super::request::Reproducible;
+use super::tarball::TarOwners;
 use super::verify::image_path;
 
+/// What a reproducible image was made with.
+#[derive(Debug, Serialize)]
+pub struct ReproducibleReport {
+    pub epoch: i64,
+    pub seed: String,
+}
+
+/// What the fix-ups did.
 #[derive(Debug, Default)]
-pub struct Fixed {
-    pub owners: u64,
-    pub devices: u64,
-    pub manifest: u64,
+pub struct FixUps {
+    /// Inodes changed (an inode changed twice counts twice).
+    pub rewritten: u64,
+    pub secs: f64,
+    /// Set for a reproducible image.
+    pub reproducible: Option<ReproducibleReport>,
 }
 
-fn overflow(file: &str) -> u32 {
-    std::fs::read_to_string(file)
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(65534)
+/// Runs the fix-ups the build needs on `image`. `direct`: staged without a
+/// user namespace (the caller's ids become root's). `reproducible`: the
+/// pass's options and seed.
+pub fn run(
+    image: &Path,
+    inputs: &Inputs,
+    tar: Option<&TarOwners>,
+    staged: &StageResult,
+    direct: bool,
+    reproducible: Option<(&Reproducible, &str)>,
+) -> Result<FixUps> {
+    let mut done = FixUps::default();
+    let manifest = inputs.manifest.as_ref();
+    let caller = direct.then(|| {
+        (
+            nix::unistd::getuid().as_raw(),
+            nix::unistd::getgid().as_raw(),
+        )
+    });
+    if staged.counts.rewrite_entries > 0
+        || !staged.devices.is_empty()
+        || manifest.is_some()
+        || caller.is_some()
+    {
+        let t = Instant::now();
+        let n = owners_and_devices(image, &inputs.layout, &staged.devices, manifest, caller)?;
+        tracing::info!(
+            "rewrite: {} inodes of unmapped owners given to root, {} device numbers set, {} inodes per the ownership manifest",
+            n.owners,
+            n.devices,
+            n.manifest
+        );
+        done.rewritten += n.owners + n.devices + n.manifest;
+        done.secs += t.elapsed().as_secs_f64();
+    }
+    // After the rewrite above (which, without a namespace, gives the
+    // caller's ids to root) and yielding to the manifest's rules.
+    if let Some(o) = tar {
+        let t = Instant::now();
+        let n = tar_owners(image, &inputs.layout, o, manifest)?;
+        tracing::info!("tar rootfs: {n} inodes given the archive's owners and modes");
+        done.rewritten += n;
+        done.secs += t.elapsed().as_secs_f64();
+    }
+    if let Some((r, seed)) = reproducible {
+        let t = Instant::now();
+        let epoch = r.epoch.unwrap_or(staged.max_mtime);
+        make_reproducible(image, epoch, seed)?;
+        done.secs += t.elapsed().as_secs_f64();
+        tracing::info!("reproducible: times clamped to {epoch}, UUIDs derived from the seed");
+        done.reproducible = Some(ReproducibleReport {
+            epoch,
+            seed: seed.to_string(),
+        });
+    }
+    Ok(done)
 }
 
-pub fn fix_image(
+/// Inodes changed by [`owners_and_devices`], by cause.
+#[derive(Debug, Default)]
+struct Fixed {
+    owners: u64,
+    devices: u64,
+    manifest: u64,
+}
+
+/// Unmapped owners → root, device numbers, the ownership manifest: one
+/// pass over every subvolume's inodes.
+fn owners_and_devices(
     image: &Path,
     layout: &Layout,
     devices: &[(PathBuf, u64)],
@@ -47,10 +131,7 @@ pub fn fix_image(
 ) -> Result<Fixed> {
     // Without a namespace (--no-userns) the caller's ids play the part the
     // overflow ids play in one: they become root's.
-    let (ou, og) = caller.unwrap_or((
-        overflow("/proc/sys/kernel/overflowuid"),
-        overflow("/proc/sys/kernel/overflowgid"),
-    ));
+    let (ou, og) = caller.unwrap_or_else(overflow_ids);
     // Device nodes by subvolume name, then path inside it.
     let mut by_subvol: HashMap<Vec<u8>, HashMap<Vec<u8>, u64>> = HashMap::new();
     for (staged, rdev) in devices {
@@ -62,12 +143,8 @@ pub fn fix_image(
             .or_default()
             .insert(rel, *rdev);
     }
-    let mut rw =
-        Rewriter::open(image).map_err(|e| anyhow!("opening the image for the rewrite: {e}"))?;
-    let subvols = rw
-        .image()
-        .subvolumes()
-        .map_err(|e| anyhow!("listing subvolumes: {e}"))?;
+    let mut rw = Rewriter::open(image).context("opening the image for the rewrite")?;
+    let subvols = rw.image().subvolumes().context("listing subvolumes")?;
     let mut fixed = Fixed::default();
     let mut matched = vec![false; manifest.map_or(0, |m| m.rules.len())];
     // The top level holds only the subvolumes' directory entries; its root
@@ -85,7 +162,7 @@ pub fn fix_image(
             }
         })
     })
-    .map_err(|e| anyhow!("rewriting the top level: {e}"))?;
+    .context("rewriting the top level")?;
     for planned in layout.subvolumes() {
         let Some(sv) = subvols.iter().find(|s| s.path == planned.name.as_bytes()) else {
             continue;
@@ -133,7 +210,7 @@ pub fn fix_image(
                 times: None,
             })
         })
-        .map_err(|e| anyhow!("rewriting subvolume {}: {e}", planned.name))?;
+        .with_context(|| format!("rewriting subvolume {}", planned.name))?;
     }
     if let Some(m) = manifest {
         let missing: Vec<String> = m
@@ -149,16 +226,81 @@ pub fn fix_image(
             })
             .collect();
         if !missing.is_empty() {
-            anyhow::bail!(
+            bail!(
                 "the ownership manifest names paths the image does not have (a typo, or a path \
                  outside every subvolume?):\n  {}",
                 missing.join("\n  ")
             );
         }
     }
-    rw.commit()
-        .map_err(|e| anyhow!("writing the rewritten image: {e}"))?;
+    rw.commit().context("writing the rewritten image")?;
     Ok(fixed)
+}
+
+/// Gives every inode that came from the archive the header's
+/// owner, group and permission bits. Rules of an ownership manifest that
+/// match a path win over the archive (they were applied already by the
+/// rewrite; the archive's mode stays where a rule gives none). Returns the
+/// number of inodes changed.
+pub fn tar_owners(
+    image: &Path,
+    layout: &Layout,
+    owners: &TarOwners,
+    manifest: Option<&Manifest>,
+) -> Result<u64> {
+    let mut rw =
+        Rewriter::open(image).context("opening the image to apply the archive's owners")?;
+    let subvols = rw.image().subvolumes().context("listing subvolumes")?;
+    let mut changed = 0u64;
+    let ids: HashMap<&str, u64> = layout
+        .subvolumes()
+        .iter()
+        .filter_map(|p| {
+            subvols
+                .iter()
+                .find(|s| s.path == p.name.as_bytes())
+                .map(|s| (p.mountpoint.as_str(), s.id))
+        })
+        .collect();
+    for planned in layout.subvolumes() {
+        let Some(&id) = ids.get(planned.mountpoint.as_str()) else {
+            continue;
+        };
+        let stats = rw
+            .update_inodes(id, &mut |v| {
+                let path = image_path(&planned.mountpoint, v.path?);
+                let e = owners.entries.get(&path)?;
+                let rule = manifest.and_then(|m| m.lookup(&path)).map(|(_, r)| r);
+                let (uid, gid, mode) = match rule {
+                    Some(r) => (r.uid, r.gid, r.mode.unwrap_or(e.mode)),
+                    None => (e.uid, e.gid, e.mode),
+                };
+                // A symlink's bits are always 0777 (a header may say otherwise).
+                let is_link = v.mode & libc::S_IFMT == libc::S_IFLNK;
+                Some(InodeChange {
+                    uid: Some(uid),
+                    gid: Some(gid),
+                    mode: (!is_link).then_some(mode & 0o7777),
+                    rdev: None,
+                    times: None,
+                })
+            })
+            .with_context(|| format!("applying the archive's owners to {}", planned.name))?;
+        changed += stats.inodes_changed;
+    }
+    rw.commit()
+        .context("writing the archive's owners to the image")?;
+    Ok(changed)
+}
+
+/// Clamps every time to `epoch`, derives the UUIDs mkfs picked at random
+/// from `seed`, zeroes what mkfs left in freed blocks.
+fn make_reproducible(image: &Path, epoch: i64, seed: &str) -> Result<()> {
+    let mut rw = Rewriter::open(image).context("opening the image to make it reproducible")?;
+    rw.make_reproducible(epoch, seed.as_bytes())
+        .context("making the image reproducible")?;
+    rw.commit().context("writing the reproducible image")?;
+    Ok(())
 }
 
 /// A host dev_t in btrfs's encoding (major << 20 | minor).

@@ -83,7 +83,8 @@ pub struct Spec {
     /// (JSON key `fileSystems`); excludes `subvolumes`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file_systems: Option<PathBuf>,
-    /// An ownership manifest (reserved; parsed but not used yet).
+    /// An ownership manifest file ([`crate::owners`]): owners and modes
+    /// applied to the image after mkfs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owners: Option<PathBuf>,
 }
@@ -602,6 +603,30 @@ mod tests {
         assert_eq!(
             e,
             "spec.json:4:34: subvolumes[1].mountpoint: invalid type: integer `4`, expected a string"
+        );
+    }
+
+    #[test]
+    fn uuids_are_read_only_in_the_hyphenated_form() {
+        let u: Uuid = "44444444-4444-4444-8888-88888888888A".parse().unwrap();
+        assert_eq!(u.to_string(), "44444444-4444-4444-8888-88888888888a");
+        assert_eq!(u.as_uuid().as_bytes()[15], 0x8a);
+        for other in [
+            "44444444444444448888888888888888",
+            "{44444444-4444-4444-8888-888888888888}",
+            "urn:uuid:44444444-4444-4444-8888-888888888888",
+            "44444444-4444-4444-8888-88888888888",
+            "4444444-44444-4444-8888-888888888888",
+        ] {
+            let e = other.parse::<Uuid>().unwrap_err();
+            assert!(e.to_string().contains("8-4-4-4-12"), "{other}: {e}");
+        }
+        let mut bytes = [0u8; 16];
+        bytes[0] = 0xab;
+        bytes[15] = 0x01;
+        assert_eq!(
+            Uuid::from_bytes(bytes).as_str(),
+            "ab000000-0000-0000-0000-000000000001"
         );
     }
 

@@ -22,6 +22,10 @@
 //! Field values are checked as they are read (sizes, UUID, compression,
 //! label); the subvolume layout itself is checked by
 //! [`Layout::new`](crate::layout::Layout::new).
+//!
+//! Why one file of over 700 lines: the spec's types and the checks of their
+//! values are one concern (what a spec may say), and the last 180 lines are
+//! the tests of its error messages, which belong beside the checks.
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -32,7 +32,7 @@ use serde::Serialize;
 
 use super::ids::{overflow_ids, strip_setid};
 use super::inputs::Inputs;
-use super::job::StageResult;
+use super::launch::Staged;
 use super::request::Reproducible;
 use super::tarball::TarOwners;
 use super::verify::image_path;
@@ -54,17 +54,17 @@ pub struct FixUps {
     pub reproducible: Option<ReproducibleReport>,
 }
 
-/// Runs the fix-ups the build needs on `image`. `direct`: staged without a
-/// user namespace (the caller's ids become root's). `reproducible`: the
-/// pass's options and seed.
+/// Runs the fix-ups the build needs on `image`, staged as `staged` says
+/// (without a user namespace the caller's ids become root's);
+/// `reproducible`: the pass's options and seed.
 pub fn run(
     image: &Path,
     inputs: &Inputs,
     tar: Option<&TarOwners>,
-    staged: &StageResult,
-    direct: bool,
+    staged: &Staged,
     reproducible: Option<(&Reproducible, &str)>,
 ) -> Result<FixUps> {
+    let (direct, staged) = (staged.direct, &staged.result);
     let mut done = FixUps::default();
     let manifest = inputs.manifest.as_ref();
     let caller = direct.then(|| {

@@ -12,7 +12,7 @@ use rootbox_images::mkfs::{estimate_min_size, BtrfsProgsVersion, MkfsPlan, MkfsS
 use rootbox_images::size::{ByteSize, Size};
 use rootbox_images::spec::{Spec, Uuid};
 
-use super::inputs::Inputs;
+use super::inputs::{Inputs, Staging};
 use super::job::{Counts, MkfsJob, StageResult};
 use super::output::Target;
 
@@ -51,8 +51,8 @@ pub fn job(
     mkfs: &MkfsBtrfs,
     spec: &Spec,
     inputs: &Inputs,
+    staging: &Staging,
     seed: Option<&str>,
-    stage_dir: &Path,
     out: &Target,
 ) -> Result<MkfsJob> {
     let (uuid, device_uuid) = match seed {
@@ -78,7 +78,7 @@ pub fn job(
         output: out.mkfs_path(),
     };
     // The features the run will use do not depend on the content's size.
-    plan(&job, stage_dir, &Counts::default()).check_version(&mkfs.version)?;
+    plan(&job, &staging.stage_dir, &Counts::default()).check_version(&mkfs.version)?;
     Ok(job)
 }
 

@@ -65,14 +65,7 @@ pub fn build(request: &BuildRequest) -> Result<Report> {
     let mkfs = mkfs::find_mkfs_btrfs()?;
     let staging = inputs::prepare(spec, &inputs, opts, &out)?;
     let seed = inputs::seed(spec, &inputs.layout, opts);
-    let mkfs_job = mkfs::job(
-        &mkfs,
-        spec,
-        &inputs,
-        seed.as_deref(),
-        &staging.stage_dir,
-        &out,
-    )?;
+    let mkfs_job = mkfs::job(&mkfs, spec, &inputs, &staging, seed.as_deref(), &out)?;
     let resolve_secs = t0.elapsed().as_secs_f64();
 
     // 2. In the sandbox: plan → stage → seal → mkfs (in a nested sandbox).
@@ -83,24 +76,10 @@ pub fn build(request: &BuildRequest) -> Result<Report> {
     let image = out.read_path();
     let tar = staging.tar_owners.as_ref();
     let reproducible = opts.reproducible.as_ref().zip(seed.as_deref());
-    let fixups = fixup::run(
-        &image,
-        &inputs,
-        tar,
-        &staged.result,
-        staged.direct,
-        reproducible,
-    )?;
+    let fixups = fixup::run(&image, &inputs, tar, &staged, reproducible)?;
 
     // 4. Verify: the image read back, checked against the plan.
-    let verified = verify::run(
-        opts.verify,
-        &image,
-        &inputs,
-        tar,
-        &staged.result,
-        staged.direct,
-    )?;
+    let verified = verify::run(opts.verify, &image, &inputs, tar, &staged)?;
     let identity = mkfs::identity(&image);
 
     // 5. Publish: linked into place.

@@ -11,7 +11,7 @@ use rootbox_images::owners::matches;
 use serde::Serialize;
 
 use super::inputs::Inputs;
-use super::job::StageResult;
+use super::launch::Staged;
 use super::tarball::TarOwners;
 
 /// Image paths whose owner and mode sshd (StrictModes) and
@@ -56,7 +56,7 @@ pub struct SubvolReport {
 
 /// Reads the finished image back and checks it against the plan, unless
 /// `enabled` is false (`--no-verify`: None). The image may hold the owners
-/// the staged tree had (only root without a namespace, `direct`: the
+/// the staged tree had (only root when staged without a namespace: the
 /// fix-ups gave the caller's ids to root), the ownership manifest's and a
 /// tar rootfs's.
 pub fn run(
@@ -64,9 +64,9 @@ pub fn run(
     image: &Path,
     inputs: &Inputs,
     tar: Option<&TarOwners>,
-    staged: &StageResult,
-    direct: bool,
+    staged: &Staged,
 ) -> Result<Option<Verified>> {
+    let (direct, staged) = (staged.direct, &staged.result);
     if !enabled {
         tracing::warn!("--no-verify: the image was not read back; owners and modes are unchecked");
         return Ok(None);

@@ -1,7 +1,8 @@
 //! The build pipeline: a btrfs image with subvolumes from a rootfs and a
 //! Nix closure, owned by root, verified. [`build`] runs it for a
-//! [`BuildRequest`]; `rootbox build` ([`main`]) makes the request from its
-//! flags and spec ([`args`]).
+//! [`BuildRequest`] ([`request`]: spec, output, options), which other code
+//! can make without a command line; `rootbox build` ([`main`]) makes one
+//! from its flags and spec ([`args`]).
 //!
 //! The phases, in the order [`build`] runs them, each timed in the report:
 //!
@@ -38,7 +39,7 @@ mod ops;
 mod output;
 mod plan;
 mod report;
-mod request;
+pub mod request;
 pub mod stage;
 mod tarball;
 mod verify;

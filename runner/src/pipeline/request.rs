@@ -21,12 +21,19 @@ pub struct BuildRequest {
 
 /// How to build, beyond the spec.
 pub struct Options {
+    /// How ids are mapped into the sandbox (`--map`).
     pub map: MapMode,
+    /// How content whose owner does not map is staged (`--store-staging`).
     pub staging: StoreStaging,
+    /// Where copies go; None: beside the output (`--scratch`).
     pub scratch: Option<PathBuf>,
+    /// Replace an existing output (`--force`).
     pub force: bool,
+    /// Read the image back and check it (false: `--no-verify`).
     pub verify: bool,
+    /// Build without a user namespace (`--no-userns`).
     pub no_userns: bool,
+    /// Make a reproducible image (`--reproducible`, `SOURCE_DATE_EPOCH`).
     pub reproducible: Option<Reproducible>,
 }
 

@@ -15,8 +15,11 @@ use super::hash::sha256_hex;
 /// One mapped range: first and last block (inclusive) and the SHA-256 of
 /// its bytes, in hex.
 pub struct Range {
+    /// First block of the range.
     pub first: u64,
+    /// Last block of the range (inclusive).
     pub last: u64,
+    /// SHA-256 of the range's bytes, lowercase hex.
     pub sha256: String,
 }
 

@@ -59,6 +59,7 @@ impl Default for Sha256 {
 }
 
 impl Sha256 {
+    /// A hash of nothing yet.
     pub fn new() -> Sha256 {
         Sha256 {
             state: [
@@ -71,6 +72,7 @@ impl Sha256 {
         }
     }
 
+    /// Feeds `data`.
     pub fn update(&mut self, mut data: &[u8]) {
         self.total += data.len() as u64;
         if self.buf_len > 0 {
@@ -93,6 +95,7 @@ impl Sha256 {
         self.buf_len += rest.len();
     }
 
+    /// The digest.
     pub fn finish(mut self) -> [u8; 32] {
         let bits = self.total.wrapping_mul(8);
         let mut pad = vec![0x80u8];

@@ -63,6 +63,7 @@ pub struct DiskSpec {
     #[serde(default)]
     pub size: Size,
     #[serde(default)]
+    /// The partitions, numbered 1… in this order.
     pub partitions: Vec<PartitionSpec>,
     /// Raw files written at fixed offsets, outside every partition.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -159,8 +160,11 @@ pub struct PartitionSpec {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum PartSize {
     #[default]
+    /// Fits the content, plus `headroom`.
     Auto,
+    /// To the end of the disk's usable sectors.
     Fill,
+    /// Exactly this many bytes.
     Fixed(ByteSize),
 }
 
@@ -222,6 +226,7 @@ pub struct FatSpec {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct BlobSpec {
+    /// The file to write.
     pub file: PathBuf,
     /// A name for messages (default: the file's name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -261,21 +266,36 @@ impl BlobSpec {
 #[derive(Debug, thiserror::Error)]
 pub enum DiskError {
     #[error("cannot read disk spec {path}: {source}")]
+    /// The spec file cannot be read.
     Io {
+        /// The spec file.
         path: PathBuf,
         #[source]
+        /// Why not.
         source: std::io::Error,
     },
     #[error("{origin}:{line}:{column}: {field}{sep}{message}", sep = if field.is_empty() { "" } else { ": " })]
+    /// The JSON is malformed or has a wrong field.
     Json {
+        /// The spec's name (a file).
         origin: String,
+        /// Line of the error.
         line: usize,
+        /// Column of the error.
         column: usize,
+        /// The field's path, e.g. `partitions[1].type`.
         field: String,
+        /// What is wrong.
         message: String,
     },
     #[error("{origin}: {message}")]
-    Invalid { origin: String, message: String },
+    /// A value no single field can catch (names the partition).
+    Invalid {
+        /// The spec's name.
+        origin: String,
+        /// What is wrong.
+        message: String,
+    },
     /// A layout that does not fit: overlaps, the end of the disk.
     #[error("{0}")]
     Layout(String),
@@ -746,17 +766,22 @@ impl DiskSpec {
 /// Where everything goes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DiskLayout {
+    /// The partition table to write.
     pub table: Table,
     /// Each partition's name (also for MBR, where the table has none).
     pub names: Vec<String>,
+    /// The blobs, as placed.
     pub blobs: Vec<PlacedBlob>,
 }
 
 /// A blob and where it goes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PlacedBlob {
+    /// The blob's name in messages.
     pub name: String,
+    /// Byte offset on the disk.
     pub offset: u64,
+    /// Bytes.
     pub size: u64,
 }
 

@@ -33,7 +33,9 @@ pub const MBR_ENTRIES: usize = 4;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TableKind {
+    /// GUID partition table (UEFI).
     Gpt,
+    /// MS-DOS master boot record.
     Mbr,
 }
 
@@ -49,6 +51,7 @@ impl std::fmt::Display for TableKind {
 /// A partition table as it is on disk.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Table {
+    /// GPT or MBR.
     pub kind: TableKind,
     /// Size of the disk in sectors.
     pub total_sectors: u64,
@@ -58,6 +61,7 @@ pub struct Table {
     /// MBR disk identifier (the 4 bytes at offset 440).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub disk_id: Option<u32>,
+    /// The partitions, by number.
     pub entries: Vec<Entry>,
 }
 
@@ -66,14 +70,18 @@ pub struct Table {
 pub struct Entry {
     /// 1-based: the N of `/dev/sdaN` (GPT: the entry's slot + 1).
     pub number: u32,
+    /// First sector.
     pub start: u64,
+    /// Length in sectors.
     pub sectors: u64,
     /// GPT: the partition name (UTF-16 on disk, at most 36 units).
     #[serde(skip_serializing_if = "String::is_empty")]
     pub name: String,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// GPT: the partition type GUID.
     pub type_guid: Option<Guid>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// MBR: the partition type byte.
     pub mbr_type: Option<u8>,
     /// GPT: the partition's unique GUID (its PARTUUID).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -95,6 +103,7 @@ impl Entry {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TableError {
     #[error("{0}")]
+    /// What is wrong, in words.
     Invalid(String),
 }
 

@@ -51,6 +51,7 @@ impl Guid {
         Guid::from_random(derive_bytes(seed, purpose))
     }
 
+    /// All zero (an unused GPT entry's type).
     pub fn is_zero(self) -> bool {
         self.0 == [0; 16]
     }
@@ -115,10 +116,13 @@ impl<'de> Deserialize<'de> for Guid {
 
 /// A named partition type: its GPT type GUID and MBR type byte.
 pub struct NamedType {
+    /// The name in specs (`esp`).
     pub name: &'static str,
+    /// The GPT type GUID.
     pub gpt: &'static str,
     /// None: the type has no MBR equivalent.
     pub mbr: Option<u8>,
+    /// What it is, for listings.
     pub what: &'static str,
 }
 
@@ -208,7 +212,9 @@ pub const NAMED_TYPES: &[NamedType] = &[
 /// A partition type as given: a name, a GPT type GUID, or an MBR byte.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PartType {
+    /// The GPT type GUID, if it has one.
     pub gpt: Option<Guid>,
+    /// The MBR type byte, if it has one.
     pub mbr: Option<u8>,
 }
 
@@ -271,7 +277,9 @@ pub const ATTRIBUTE_NAMES: &[(&str, u8)] = &[
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum Attribute {
+    /// A bit number, 0–63.
     Bit(u8),
+    /// A name from [`ATTRIBUTE_NAMES`].
     Name(String),
 }
 
@@ -310,6 +318,7 @@ impl<'de> Deserialize<'de> for Attribute {
 }
 
 impl Attribute {
+    /// The bit number.
     pub fn bit(&self) -> u8 {
         match self {
             Attribute::Bit(b) => *b,

@@ -12,9 +12,10 @@ use anyhow::{Context, Result};
 use rootbox_images::spec::Spec;
 use rootbox_sandbox::MapMode;
 
-pub use crate::build::output::Target;
-pub use crate::build::Interrupted;
-use crate::build::{build, plan::StoreStaging, Options, Report, Reproducible};
+pub use crate::pipeline::output::Target;
+use crate::pipeline::request::{Options, Reproducible, StoreStaging};
+pub use crate::pipeline::Interrupted;
+use crate::pipeline::{build, BuildRequest, Report};
 
 /// A btrfs filesystem built for a partition: an unlinked file (nothing of
 /// it stays behind if rootbox is killed from here on) and the build's
@@ -45,7 +46,12 @@ pub fn build_partition(
         no_userns: false,
         reproducible: reproducible.map(|(epoch, seed)| Reproducible { epoch, seed }),
     };
-    let report = build(spec, &path, &opts)?;
+    let request = BuildRequest {
+        spec: spec.clone(),
+        output: path.clone(),
+        options: opts,
+    };
+    let report = build(&request)?;
     let file = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
     std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
     let size = file.metadata()?.len();

@@ -179,7 +179,7 @@ pub struct PartitionReport {
     pub label: Option<String>,
     /// btrfs: the build's own report.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub build: Option<crate::build::Report>,
+    pub build: Option<crate::pipeline::Report>,
 }
 
 pub fn main(a: &DiskArgs) -> Result<ExitCode> {

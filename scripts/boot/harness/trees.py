@@ -5,8 +5,11 @@ build user); every image build runs AS the build user through
 :meth:`BuildUser.argv`, which asserts that the process has no effective
 capabilities before it execs the builder.
 """
+import datetime
+import hashlib
 import os
 import pwd
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass, field
@@ -30,11 +33,11 @@ cd "$0" && exec "$@"'''
 @dataclass(frozen=True)
 class Layout:
     """A subvolume layout: the `rootbox build --subvol` arguments, the fstab
-    the tree gets (None: the one mkrootfs.sh wrote), where each subvolume
-    must be mounted after boot, and the kernel's root arguments."""
+    the tree gets (a template in scripts/boot), where each subvolume must be
+    mounted after boot, and the kernel's root arguments."""
     name: str
     subvols: tuple          # (name, mountpoint, type or None)
-    fstab: str | None
+    fstab: str
 
     @property
     def has_root_subvol(self):
@@ -63,7 +66,7 @@ class Layout:
 LAYOUTS = {
     # must match fstab.in (and stage-mkfs.sh, the contrast builder)
     "default": Layout("default", (("@", "/", "default"), ("@home", "/home", None),
-                                  ("@log", "/var/log", None), ("@srv", "/srv", None)), None),
+                                  ("@log", "/var/log", None), ("@srv", "/srv", None)), "fstab.in"),
     # must match fstab-impermanence.in
     "impermanence": Layout("impermanence", (("@etc", "/etc", None), ("@usr", "/usr", None),
                                             ("@var", "/var", None), ("@root", "/root", None),
@@ -226,12 +229,11 @@ def mmdebstrap_rootfs(cache, user, label, rebuild):
 
 
 def version_key(v):
-    import re
     return [int(x) if x.isdigit() else x for x in re.split(r"(\d+)", v)]
 
 
 def now_iso():
-    return subprocess.run(["date", "-Is"], capture_output=True, text=True).stdout.strip()
+    return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
 
 
 def rmtree(p):
@@ -259,13 +261,20 @@ def cached_copy(src, dst, stamp_text, what, prepare):
     return dst
 
 
+def fstab_text(layout, label):
+    return (HELPERS / layout.fstab).read_text().replace("@LABEL@", label)
+
+
+def fstab_digest(layout, label):
+    """Part of a cached copy's stamp: a changed template remakes the copy."""
+    return hashlib.sha256(fstab_text(layout, label).encode()).hexdigest()[:12]
+
+
 def apply_layout(tree, layout, label):
-    """Give the tree the layout's fstab (the default layout's is already
-    there); writing in place keeps the file's owner."""
-    if layout.fstab:
-        text = (HELPERS / layout.fstab).read_text().replace("@LABEL@", label)
-        with open(tree / "etc/fstab", "w") as f:
-            f.write(text)
+    """Give the tree the layout's fstab (the one mkrootfs.sh or customize.sh
+    wrote may be older); writing in place keeps the file's owner."""
+    with open(tree / "etc/fstab", "w") as f:
+        f.write(fstab_text(layout, label))
 
 
 def hand_over(rootfs, cache, user, mode, layout, label):
@@ -277,9 +286,7 @@ def hand_over(rootfs, cache, user, mode, layout, label):
     user's subordinate range (what mmdebstrap --mode=unshare leaves)."""
     sfx = "" if layout.name == "default" else f"-{layout.name}"
     dst = cache / f"rootfs-owned-{mode}-{user.uid}{sfx}"
-    stamp = f"{rootfs.stamp['built']} {mode} {user.uid}:{user.gid}"
-    if layout.name != "default":
-        stamp += f" {layout.name}"
+    stamp = f"{rootfs.stamp['built']} {mode} {user.uid}:{user.gid} {layout.name} {fstab_digest(layout, label)}"
     if mode == "subid":
         su, sg, count = user.subids()
         stamp += f" {su} {sg} {count}"
@@ -320,9 +327,9 @@ def mmdebstrap_tree(rootfs, cache, user, layout, label, ids, rootbox):
     mm = cache / "mmdebstrap"
     tree = rootfs.tree
     built = rootfs.stamp["built"]
-    if layout.name != "default":
-        tree = cached_copy(tree, mm / f"rootfs-{layout.name}", f"{built} {layout.name}",
-                           f"copying the mmdebstrap tree for --layout {layout.name}",
+    if (tree / "etc/fstab").read_text() != fstab_text(layout, label):
+        tree = cached_copy(tree, mm / f"rootfs-{layout.name}", f"{built} {layout.name} {fstab_digest(layout, label)}",
+                           f"copying the mmdebstrap tree for the fstab of --layout {layout.name}",
                            lambda tmp: apply_layout(tmp, layout, label))
     if ids == "renumber":
         sfx = "" if layout.name == "default" else f"-{layout.name}"

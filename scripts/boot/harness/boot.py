@@ -65,6 +65,11 @@ class Boot(ABC):
     def describe(self):
         return self.name
 
+    def path_check(self, console):
+        """(ok, evidence) that the console shows this way of booting was
+        taken, or None when there is nothing to tell (qemu loads the kernel)."""
+        return None
+
     @staticmethod
     def missing(paths):
         return [str(p) for p in paths if not Path(p).exists()]
@@ -198,6 +203,12 @@ class Uefi(Boot):
         return ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
                 "-drive", f"if=pflash,format=raw,unit=1,file={vars_}", *disk_args(disk)]
 
+    def path_check(self, console):
+        want = ["rootbox boot test: GRUB found", f"BOOT_IMAGE=/@/boot/vmlinuz-{self.kver}"]
+        lines = [l for l in console.splitlines() if any(w in l for w in want + ["BdsDxe: starting"])]
+        ok = all(any(w in l for l in lines) for w in want)
+        return ok, "\n".join(lines[:6]) or "no GRUB or kernel line on the console"
+
     def describe(self):
         return f"UEFI (OVMF {OVMF_CODE.name}, GRUB from the ESP, kernel {self.kver} from @/boot)"
 
@@ -228,6 +239,11 @@ class UBoot(Boot):
         fat.unlink()
         self.disk = disk
         return ["-bios", str(UBOOT_ROM), *disk_args(disk)]
+
+    def path_check(self, console):
+        lines = [l for l in console.splitlines() if l.startswith("U-Boot ") or "Command line:" in l]
+        ok = any(l.startswith("U-Boot ") for l in lines) and any("PARTUUID=" in l for l in lines)
+        return ok, "\n".join(lines[:6]) or "no U-Boot or kernel line on the console"
 
     def describe(self):
         return f"U-Boot ({UBOOT_ROM}, extlinux.conf on FAT)"

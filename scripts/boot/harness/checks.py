@@ -15,6 +15,7 @@ from .proc import run
 
 CHECKS = ("build", "sshd", "multi-user", "failed-units", "journal", "mounts", "owners", "ssh-root", "ssh-alice")
 DEEP = "owners-deep"
+FIRMWARE = "firmware"   # --boot uefi|uboot: the console shows that path was taken
 
 # journal/console lines that mean "files have the wrong owner"
 OWNERSHIP_TROUBLE = "unsafe path transition|Authentication refused|bad ownership or modes|must be superuser to use mount"

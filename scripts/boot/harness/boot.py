@@ -10,12 +10,14 @@ context manager that kills it on the way out, whatever the way.
   EFI system partition holding a standalone GRUB (``grub-mkstandalone``,
   Debian ``grub-efi-amd64-bin``) at the removable-media path
   EFI/BOOT/BOOTX64.EFI, which reads the kernel and initrd from /boot in the
-  image's @ subvolume and boots root=PARTUUID=….  Imitates what a
-  distribution's UEFI image does, with GRUB in place of shim+GRUB.
+  image's @ subvolume and boots root=PARTUUID=….  The real firmware and
+  the real GRUB; the disk follows the UEFI removable-media convention
+  (what firmware with no boot entries starts) and gives the root partition
+  the Discoverable Partitions type for x86-64 root.
 - :class:`UBoot` — U-Boot as ``-bios`` (Debian ``u-boot-qemu``,
   ``qemu-x86/u-boot.rom``); an MBR disk whose bootable FAT partition holds
-  extlinux/extlinux.conf, the kernel and the initrd (no Debian U-Boot reads
-  btrfs), the image as the second partition.
+  a boot script, the kernel and the initrd (no Debian U-Boot reads btrfs),
+  the image as the second partition.
 
 The disks are assembled by :func:`assemble_disk` (sfdisk + dd), the one
 place to change when ``rootbox disk`` writes partition tables.
@@ -40,6 +42,7 @@ ANSI = re.compile(r"\x1b(\[[0-9;?]*[A-Za-z]|[()][A-Z0-9])")
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
 UBOOT_ROM = Path("/usr/lib/u-boot/qemu-x86/u-boot.rom")
+UBOOT_INITRD_ADDR = "0x10000000"
 
 # GPT partition types (UAPI discoverable partitions specification)
 GPT_ESP = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
@@ -215,24 +218,40 @@ class Uefi(Boot):
 
 @dataclass
 class UBoot(Boot):
-    """U-Boot's qemu-x86 build as -bios; extlinux.conf on a bootable FAT."""
+    """U-Boot's qemu-x86 build as -bios; a boot script on a bootable FAT.
+
+    Its distro boot finds /boot.scr on the bootable partition.  Not
+    extlinux.conf: U-Boot 2023.01 (bookworm) hands the kernel an initrd of
+    size 0 from an extlinux `initrd` line on x86 ("Initial RAM disk at
+    linear address 0x04000000, size 0 bytes"); the script passes the size
+    to zboot itself."""
     kernel: Path
     initrd: Path
     layout: object
     name = "uboot"
 
     def qemu_args(self, image, d):
-        missing = self.missing([UBOOT_ROM])
+        missing = self.missing([UBOOT_ROM]) + ([] if shutil.which("mkimage") else ["mkimage"])
         if missing:
-            raise HarnessError(f"--boot uboot needs {missing[0]} (apt-get install u-boot-qemu mtools dosfstools)")
+            raise HarnessError(f"--boot uboot needs {', '.join(missing)} "
+                               "(apt-get install u-boot-qemu u-boot-tools mtools dosfstools)")
         disk_id = uuid.uuid4().hex[:8]
-        conf = d / "extlinux.conf"
-        conf.write_text(
-            "default rootbox\ntimeout 1\n"
-            "label rootbox\n  kernel /vmlinuz\n  initrd /initrd.img\n"
-            f"  append {self.layout.root_args(f'PARTUUID={disk_id}-02')} {KERNEL_ARGS}\n")
+        cmd = d / "boot.cmd"
+        # devtype, devnum, distro_bootpart: set by distro boot for the
+        # script.  The initrd goes to 256 MiB, not ${ramdisk_addr_r}
+        # (64 MiB), where the kernel decompresses itself over it
+        # ("Initramfs unpacking failed: ZSTD-compressed data is corrupt").
+        cmd.write_text(
+            "echo rootbox boot test: U-Boot runs boot.scr\n"
+            f"setenv bootargs \"{self.layout.root_args(f'PARTUUID={disk_id}-02')} {KERNEL_ARGS}\"\n"
+            "load ${devtype} ${devnum}:${distro_bootpart} ${kernel_addr_r} /vmlinuz\n"
+            f"load ${{devtype}} ${{devnum}}:${{distro_bootpart}} {UBOOT_INITRD_ADDR} /initrd.img\n"
+            f"zboot ${{kernel_addr_r}} 0 {UBOOT_INITRD_ADDR} ${{filesize}}\n")
+        scr = d / "boot.scr"
+        run(["mkimage", "-A", "x86", "-O", "linux", "-T", "script", "-C", "none", "-d", cmd, scr],
+            check=True, what="mkimage boot.scr")
         fat = d / "boot.img"
-        make_fat(fat, {"/extlinux/extlinux.conf": conf, "/vmlinuz": self.kernel, "/initrd.img": self.initrd}, "BOOT")
+        make_fat(fat, {"/boot.scr": scr, "/vmlinuz": self.kernel, "/initrd.img": self.initrd}, "BOOT")
         disk = d / "disk.img"
         assemble_disk(disk, "dos", [Partition(fat, "c", bootable=True), Partition(image, "83")],
                       label_id=f"0x{disk_id}")
@@ -241,12 +260,14 @@ class UBoot(Boot):
         return ["-bios", str(UBOOT_ROM), *disk_args(disk)]
 
     def path_check(self, console):
-        lines = [l for l in console.splitlines() if l.startswith("U-Boot ") or "Command line:" in l]
-        ok = any(l.startswith("U-Boot ") for l in lines) and any("PARTUUID=" in l for l in lines)
+        lines = [l for l in console.splitlines()
+                 if l.startswith("U-Boot ") or "U-Boot runs boot.scr" in l or "Command line:" in l]
+        ok = (any("U-Boot runs boot.scr" in l for l in lines)
+              and any("Command line:" in l and "PARTUUID=" in l for l in lines))
         return ok, "\n".join(lines[:6]) or "no U-Boot or kernel line on the console"
 
     def describe(self):
-        return f"U-Boot ({UBOOT_ROM}, extlinux.conf on FAT)"
+        return f"U-Boot ({UBOOT_ROM}, boot.scr on FAT)"
 
 
 def free_port():

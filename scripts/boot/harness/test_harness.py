@@ -10,7 +10,7 @@ import unittest
 from pathlib import Path
 
 from harness import checks as C
-from harness.boot import GPT_ESP, GPT_ROOT_X86_64, Partition, assemble_disk, make_fat
+from harness.boot import GPT_ESP, GPT_ROOT_X86_64, Partition, UBoot, Uefi, assemble_disk, make_fat
 from harness.trees import LAYOUTS
 
 
@@ -100,6 +100,25 @@ class GuestOutput(unittest.TestCase):
     def test_sections_split_the_guest_output(self):
         self.assertEqual(C.sections("x\n### state\nrunning\n### failed\n### end\n"),
                          {"state": ["running"], "failed": [], "end": []})
+
+
+class FirmwarePath(unittest.TestCase):
+    KV = "6.1.0-50-amd64"
+
+    def test_uefi_needs_grub_and_the_kernel_it_loaded_from_at(self):
+        u = Uefi(self.KV, LAYOUTS["default"], "rootbox-boot")
+        grub = "rootbox boot test: GRUB found hd0,gpt2"
+        kernel = f"[    0.000000] Command line: BOOT_IMAGE=/@/boot/vmlinuz-{self.KV} root=PARTUUID=x"
+        self.assertTrue(u.path_check(f"{grub}\n{kernel}\n")[0])
+        self.assertFalse(u.path_check(f"{kernel}\n")[0])
+        self.assertFalse(u.path_check("[    0.000000] Command line: root=LABEL=rootbox-boot\n")[0])
+
+    def test_uboot_needs_its_script_and_a_partuuid_root(self):
+        b = UBoot(Path("vmlinuz"), Path("initrd.img"), LAYOUTS["default"])
+        ok = ("U-Boot 2023.01\nrootbox boot test: U-Boot runs boot.scr\n"
+              "[    0.000000] Command line: root=PARTUUID=3c42a6a4-02 rw\n")
+        self.assertTrue(b.path_check(ok)[0])
+        self.assertFalse(b.path_check("U-Boot 2023.01\n[    0.000000] Command line: root=PARTUUID=3c42a6a4-02\n")[0])
 
 
 @unittest.skipUnless(all(shutil.which(t) for t in ("sfdisk", "mkfs.vfat", "mcopy")), "needs sfdisk, dosfstools, mtools")

@@ -1,7 +1,7 @@
 """Unit tests of the harness's pure parts and of its disk assembly (real
 sfdisk, mkfs.vfat and mtools on files; no root needed).
 
-    python3 -m unittest discover -s scripts/boot/harness -t scripts/boot
+    python3 -B -m unittest discover -s scripts/boot/harness -t scripts/boot
 """
 import shutil
 import subprocess

@@ -68,7 +68,8 @@ fn read_u64(path: impl AsRef<Path>) -> Option<u64> {
     fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
-fn status_field(status: &str, key: &str) -> Option<String> {
+/// The value of `key` in a /proc/PID/status text.
+pub(crate) fn status_field(status: &str, key: &str) -> Option<String> {
     status
         .lines()
         .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))

@@ -234,7 +234,6 @@ fn run(job: &StageJob, result: &mut StageResult) -> Result<()> {
 /// mounts, and mkfs runs as a plain child.
 fn run_mkfs(job: &StageJob, args: Vec<std::ffi::OsString>) -> Result<(i32, String)> {
     use std::io::{Read, Seek};
-    use std::os::fd::AsRawFd;
     let mut log = tempfile::tempfile().context("creating a file for mkfs.btrfs's output")?;
     let code = if job.direct {
         let out = Command::new(&job.mkfs.program)
@@ -250,8 +249,8 @@ fn run_mkfs(job: &StageJob, args: Vec<std::ffi::OsString>) -> Result<(i32, Strin
         let argv = std::iter::once(job.mkfs.program.clone().into_os_string()).chain(args);
         let status = rootbox_sandbox::Sandbox::new()
             .command(argv)
-            .stdout_fd(log.as_raw_fd())
-            .stderr_fd(log.as_raw_fd())
+            .stdout(log.try_clone()?)
+            .stderr(log.try_clone()?)
             .run()
             .map_err(|e| {
                 anyhow!(

@@ -1,5 +1,5 @@
-//! The namespace dance, read top to bottom: three processes, and the
-//! [`Message`]s they exchange over [`Channel`]s.
+//! The namespace dance, read top to bottom: up to three processes, and
+//! the [`Message`]s they exchange over [`Channel`]s.
 //!
 //! ```text
 //! caller (parent)                 sandbox child                    command
@@ -11,10 +11,16 @@
 //! clone3(NEWUSER|NEWNS|...) ───► PDEATHSIG
 //!                         ◄────── Ready{pid}       (control)
 //! write uid_map, gid_map
-//!   (newuidmap/newgidmap, or
-//!    /proc/PID/* directly)
+//!   (newuidmap ∥ newgidmap, or
+//!    /proc/PID/* directly; auto:
+//!    a helper fails → kill, start
+//!    again with the single map)
 //! Go ───────────────────────────► (EOF instead: parent died, exit)
 //!                                 setresgid/setresuid(0), dumpable
+//!                                 ┌ no monitor needed (no PID ns, and no
+//!                                 │ mount of ours, or caps dropped):
+//!                                 │ / a slave, the mounts, exec below
+//!                                 └ as the command itself
 //!                                 open /proc (for the inner map)
 //!                                 / a recursive slave; bind the new
 //!                                 root; the mounts; pivot_root; chdir
@@ -37,6 +43,13 @@
 //! Child::wait: forward signals,   reaps, Exited{raw} ─► (control),
 //!   waitpid, read Exited{raw}     exits with the command's code
 //! ```
+//!
+//! The monitor and the inner user namespace exist only where they are
+//! needed ([`Prepared::monitor`]): with a PID namespace (the monitor is its
+//! init), or when the sandbox makes mounts and the command keeps its
+//! capabilities (it could unmount or remount them otherwise). Without
+//! them, the command sees only mounts inherited from the host, which the
+//! kernel locked already when the sandbox's user namespace was made.
 //!
 //! Everything that can fail late is decided in the parent
 //! ([`Sandbox::prepare`](crate::Sandbox) makes a [`Prepared`]); the child
@@ -130,6 +143,9 @@ fn handled_signals() -> SigSet {
 pub(crate) struct Prepared {
     /// The sandbox's id map, written by the parent.
     pub(crate) idmap: IdMap,
+    /// With `--map auto`: the single map to start again with when the
+    /// setuid helpers fail to write `idmap`.
+    pub(crate) fallback: Option<IdMap>,
     /// The `CLONE_NEW*` flags of the sandbox's namespaces.
     pub(crate) clone_flags: libc::c_int,
     /// The mounts, in order.
@@ -152,6 +168,11 @@ pub(crate) struct Prepared {
     pub(crate) drop_caps: bool,
     /// Kill the sandbox when the parent dies.
     pub(crate) die_with_parent: bool,
+    /// Run the command under a monitor, one user namespace further in:
+    /// needed for a PID namespace (the monitor is its init), and to lock
+    /// the mounts the sandbox makes when the command keeps its
+    /// capabilities (it could unmount or remount them otherwise).
+    pub(crate) monitor: bool,
     /// Descriptors for the command's stdout and stderr.
     pub(crate) stdout: Option<Arc<OwnedFd>>,
     /// See `stdout`.
@@ -170,8 +191,8 @@ pub struct Child {
 }
 
 impl Child {
-    /// The pid of the sandbox's first process (the monitor, which is init
-    /// with a PID namespace).
+    /// The pid of the sandbox's first process: the monitor (init, with a
+    /// PID namespace), or the command itself where no monitor is needed.
     pub fn pid(&self) -> u32 {
         self.pid.as_raw() as u32
     }
@@ -242,8 +263,23 @@ fn channel() -> Result<(Channel, Channel)> {
 }
 
 /// Starts the prepared sandbox. Runs in the parent.
-pub(crate) fn spawn(p: Prepared) -> Result<Child> {
+pub(crate) fn spawn(mut p: Prepared) -> Result<Child> {
     require_single_thread()?;
+    match start(&p) {
+        // `--map auto`: newuidmap/newgidmap failed for a reason that was not
+        // seen beforehand. The half-mapped child is gone (Child's drop);
+        // start again with the caller's own ids.
+        Err(e @ Error::IdMapHelper { .. }) if p.fallback.is_some() => {
+            crate::idmap::warn_single_fallback(&e.to_string());
+            p.idmap = p.fallback.take().unwrap_or(p.idmap);
+            start(&p)
+        }
+        started => started,
+    }
+}
+
+/// One attempt of [`spawn`].
+fn start(p: &Prepared) -> Result<Child> {
     let old_mask = SigSet::thread_get_mask().map_err(Error::sys("reading the signal mask"))?;
     // control: the child's Ready and the parent's Go; the monitor's Exited.
     let (mut control, control_child) = channel()?;
@@ -274,7 +310,7 @@ pub(crate) fn spawn(p: Prepared) -> Result<Child> {
         }
         Ok(Fork::Child) => {
             drop((control, report, signals));
-            child_main(&p, old_mask, control_child, report_child)
+            child_main(p, old_mask, control_child, report_child)
         }
         Ok(Fork::Parent(pid)) => pid,
     };
@@ -354,6 +390,14 @@ fn child_setup(
         sys::exit_now(1);
     }
     become_root(p)?;
+    if !p.monitor {
+        // No mount of ours to lock and no PID namespace: the command is
+        // this process. The mounts it sees came from the host and are
+        // locked already (the kernel locks every mount a less privileged
+        // user namespace inherits).
+        make_mounts(p)?;
+        return exec(p, old_mask);
+    }
 
     // The monitor writes the command's inner id map through this procfs;
     // keep it before any mount can cover or replace /proc.

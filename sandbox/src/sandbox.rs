@@ -318,6 +318,9 @@ impl Sandbox {
             .find(|(k, _)| k == "PATH")
             .map(|(_, v)| v.as_os_str());
         Ok(Prepared {
+            fallback: (self.map == MapMode::Auto)
+                .then(|| idmap.fallback())
+                .flatten(),
             idmap,
             clone_flags: self.namespaces.clone_flags(),
             mounts: self.mounts.clone(),
@@ -335,6 +338,8 @@ impl Sandbox {
             env: env.iter().filter_map(|(k, v)| env_cstring(k, v)).collect(),
             drop_caps: self.drop_caps,
             die_with_parent: !self.keep_parent_alive,
+            monitor: self.namespaces.pid
+                || (!self.drop_caps && (!self.mounts.is_empty() || self.root.is_some())),
             stdout: self.stdout.fd(),
             stderr: self.stderr.fd(),
         })

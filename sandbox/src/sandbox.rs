@@ -29,8 +29,8 @@ pub enum Stdio {
     /// The caller's own stream (the default).
     #[default]
     Inherit,
-    /// This descriptor (a file, a pipe). The sandbox keeps it open (shared
-    /// by every clone of the [`Sandbox`]) until the command has started.
+    /// This descriptor (a file, a pipe), owned: it stays open while the
+    /// [`Sandbox`] (or a clone of it) lives, and the command gets a copy.
     Fd(Arc<OwnedFd>),
 }
 

@@ -24,7 +24,9 @@
 //! - `tree`: verified tree blocks, a block cache, key-range search;
 //! - `items`: item payload parsers;
 //! - `image`, `subvol`, `walk`: the reading API;
-//! - [`rewrite`] and `reproducible`: the in-place rewrite;
+//! - [`rewrite`]: the in-place rewrite, the [`Rewriter`] in `rewrite/mod.rs`
+//!   and what it changes in its child modules (`inodes`, `times`,
+//!   `reproducible`);
 //! - [`listing`]: text and JSON presentation for `rootbox inspect`.
 
 #![forbid(unsafe_code)]
@@ -36,7 +38,6 @@ pub mod format;
 mod image;
 mod items;
 pub mod listing;
-mod reproducible;
 pub mod rewrite;
 mod subvol;
 mod superblock;
@@ -46,9 +47,9 @@ mod walk;
 pub use error::ReadError;
 pub use image::{FsInfo, Image, TreeBlock};
 pub use items::Timespec;
-pub use reproducible::{derived_uuid, ReproducibleStats, ZeroStats};
 pub use rewrite::{
-    encode_rdev, InodeChange, InodeTimes, InodeView, RewriteError, RewriteStats, Rewriter,
+    derived_uuid, encode_rdev, InodeChange, InodeTimes, InodeView, ReproducibleStats, RewriteError,
+    RewriteStats, Rewriter, ZeroStats,
 };
 pub use subvol::Subvolume;
 pub use superblock::ChecksumType;

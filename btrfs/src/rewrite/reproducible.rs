@@ -22,20 +22,16 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::ControlFlow;
 
-use super::chunk::Chunk;
-use super::error::ReadError;
-use super::format::*;
-use super::items::RootItem;
-use super::rewrite::{RewriteError, RewriteStats, Rewriter};
-use super::subvol::tree_root_of;
-use super::tree::{parse_leaf_items, TreeRoot};
-
-/// Offset of `btrfs_header::chunk_tree_uuid` in a tree block.
-pub(crate) const HEADER_CHUNK_TREE_UUID: usize = 0x40;
-const HEADER_BYTENR: usize = 0x30;
-const HEADER_FSID: usize = 0x20;
-const HEADER_NRITEMS: usize = 0x60;
-const HEADER_LEVEL: usize = 0x64;
+use super::{
+    HeaderPatch, RewriteError, RewriteStats, Rewriter, HEADER_CHUNK_TREE_UUID, HEADER_LEVEL,
+    HEADER_NRITEMS,
+};
+use crate::chunk::Chunk;
+use crate::error::ReadError;
+use crate::format::*;
+use crate::items::RootItem;
+use crate::subvol::tree_root_of;
+use crate::tree::{parse_leaf_items, LeafItem, TreeRoot};
 
 const BTRFS_EXTENT_TREE_OBJECTID: u64 = 2;
 const BTRFS_DEV_TREE_OBJECTID: u64 = 4;
@@ -65,57 +61,6 @@ const DEVICE_RESERVED: u64 = 1 << 20;
 const SUPERBLOCK_COPIES: [u64; 3] = [0x1_0000, 0x400_0000, 0x40_0000_0000];
 /// Granularity of the scan for leftovers.
 const PAGE: usize = 4096;
-
-/// Changes applied at commit to every listed tree block (kept apart from
-/// the edited blocks so that they do not hold every block in memory).
-#[derive(Clone, Debug, Default)]
-pub(crate) struct HeaderPatch {
-    /// A new chunk tree UUID for the header.
-    pub chunk_tree_uuid: Option<[u8; BTRFS_UUID_SIZE]>,
-    /// Zero the bytes no item or pointer uses (leftovers of earlier
-    /// contents of the block).
-    pub zero_slack: bool,
-    /// Logical addresses of every live tree block.
-    pub blocks: BTreeSet<u64>,
-}
-
-impl HeaderPatch {
-    /// Apply the changes to a block (its checksum is left to the caller).
-    pub(crate) fn apply(&self, block: &mut [u8]) {
-        if let Some(uuid) = &self.chunk_tree_uuid {
-            block[HEADER_CHUNK_TREE_UUID..HEADER_CHUNK_TREE_UUID + BTRFS_UUID_SIZE]
-                .copy_from_slice(uuid);
-        }
-        if self.zero_slack {
-            if let Some((start, end)) = slack(block) {
-                block[start..end].fill(0);
-            }
-        }
-    }
-}
-
-/// The byte range of a tree block that holds nothing: between the item
-/// headers and the item data of a leaf, after the last pointer of a node.
-/// `None` when the block does not parse (it was verified when read, so
-/// that does not happen) or has no slack.
-fn slack(block: &[u8]) -> Option<(usize, usize)> {
-    let nritems = Reader::at(block, HEADER_NRITEMS, "tree block header")
-        .u32()
-        .ok()? as usize;
-    let level = *block.get(HEADER_LEVEL)?;
-    let (start, end) = if level == 0 {
-        let items = parse_leaf_items(block, nritems).ok()?;
-        let start = BTRFS_HEADER_SIZE + nritems * BTRFS_ITEM_SIZE;
-        let end = items.iter().map(|it| it.start).min().unwrap_or(block.len());
-        (start, end)
-    } else {
-        (
-            BTRFS_HEADER_SIZE + nritems.checked_mul(BTRFS_KEY_PTR_SIZE)?,
-            block.len(),
-        )
-    };
-    (start < end && end <= block.len()).then_some((start, end))
-}
 
 /// What [`Rewriter::zero_unused_space`] found.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -576,47 +521,13 @@ impl Rewriter {
         }
         Ok(out)
     }
-
-    /// The block at `logical` as stored: every physical copy is read and
-    /// must carry a valid checksum, name `logical` and this filesystem,
-    /// and be byte-identical to the others.
-    pub(super) fn verified_raw_block(&self, logical: u64) -> Result<Vec<u8>, RewriteError> {
-        let nodesize = self.image.blocks.nodesize() as usize;
-        let mut first: Option<Vec<u8>> = None;
-        for physical in self.image.physical_copies(logical)? {
-            let mut buf = vec![0u8; nodesize];
-            self.image.blocks.read_physical(physical, &mut buf)?;
-            if crc32c::crc32c(&buf[BTRFS_CSUM_SIZE..]).to_le_bytes() != buf[..4] {
-                return Err(ReadError::BadBlockChecksum { logical, physical }.into());
-            }
-            let bytenr = Reader::at(&buf, HEADER_BYTENR, "tree block header").u64()?;
-            if bytenr != logical
-                || buf[HEADER_FSID..HEADER_FSID + 16] != self.image.sb.metadata_fsid
-            {
-                return Err(ReadError::BadBlock {
-                    logical,
-                    reason: format!("copy at {physical} names another block or filesystem"),
-                }
-                .into());
-            }
-            match &first {
-                None => first = Some(buf),
-                Some(f) if *f != buf => {
-                    return Err(RewriteError::CopiesDiffer { logical, physical })
-                }
-                Some(_) => {}
-            }
-        }
-        first.ok_or_else(|| ReadError::UnmappedLogical(logical).into())
-    }
 }
 
 /// An edit of a leaf's bytes, given its items.
-type LeafEdit<'a, T> =
-    dyn FnMut(&mut Vec<u8>, &[super::tree::LeafItem]) -> Result<T, RewriteError> + 'a;
+type LeafEdit<'a, T> = dyn FnMut(&mut Vec<u8>, &[LeafItem]) -> Result<T, RewriteError> + 'a;
 
 /// The items of a leaf, parsed from its current bytes.
-fn leaf_items(block: &[u8], logical: u64) -> Result<Vec<super::tree::LeafItem>, RewriteError> {
+fn leaf_items(block: &[u8], logical: u64) -> Result<Vec<LeafItem>, RewriteError> {
     let bad = |reason: String| ReadError::BadBlock { logical, reason };
     if block.get(HEADER_LEVEL) != Some(&0) {
         return Err(bad("expected a leaf".to_string()).into());
@@ -626,7 +537,7 @@ fn leaf_items(block: &[u8], logical: u64) -> Result<Vec<super::tree::LeafItem>, 
 }
 
 /// The bytes of a root item whose extended fields (UUIDs) are valid.
-fn extended_root_item<'a>(block: &'a [u8], it: &super::tree::LeafItem) -> Option<&'a [u8]> {
+fn extended_root_item<'a>(block: &'a [u8], it: &LeafItem) -> Option<&'a [u8]> {
     if it.key.item_type != BTRFS_ROOT_ITEM_KEY
         || it.end - it.start < ROOT_RECEIVED_UUID + BTRFS_UUID_SIZE
     {
@@ -647,7 +558,7 @@ fn uuid_at(buf: &[u8], at: usize) -> [u8; BTRFS_UUID_SIZE] {
 /// kernel's leaf checker requires). Returns how many keys changed.
 fn rekey_uuid_leaf(
     block: &mut [u8],
-    items: &[super::tree::LeafItem],
+    items: &[LeafItem],
     map: &BTreeMap<[u8; BTRFS_UUID_SIZE], [u8; BTRFS_UUID_SIZE]>,
 ) -> Result<u64, RewriteError> {
     let mut changed = 0;

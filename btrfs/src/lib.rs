@@ -19,6 +19,8 @@
 //! recomputed and is written to every copy, then read back and compared.
 //!
 //! Layout of the crate, bottom up:
+//! - `layout`: every on-disk structure, once, as a `zerocopy` struct that
+//!   both the reader and the rewriter use;
 //! - [`format`]: on-disk constants, keys, a bounds-checked byte reader;
 //! - `superblock`, `chunk`: bootstrap and address mapping;
 //! - `tree`: verified tree blocks, a block cache, key-range search;
@@ -37,6 +39,7 @@ mod error;
 pub mod format;
 mod image;
 mod items;
+mod layout;
 pub mod listing;
 pub mod rewrite;
 mod subvol;

@@ -5,13 +5,14 @@
 use std::collections::{BTreeSet, HashMap};
 use std::ops::ControlFlow;
 
-use super::{
-    le_u32, write_time, FoundInode, RewriteError, RewriteStats, Rewriter, INODE_ATIME, INODE_CTIME,
-    INODE_GID, INODE_MODE, INODE_MTIME, INODE_OTIME, INODE_RDEV, INODE_UID,
-};
+use zerocopy::FromBytes;
+
+use super::{FoundInode, RewriteError, RewriteStats, Rewriter};
 use crate::error::ReadError;
 use crate::format::*;
 use crate::items::{InodeRef, RootItem, Timespec};
+use crate::layout;
+use crate::walk::FileKind;
 
 /// The times of an inode that a change sets (`None`: keep).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -81,10 +82,6 @@ pub struct InodeView<'a> {
     /// Creation.
     pub otime: Timespec,
 }
-
-const S_IFMT: u32 = 0o170000;
-const S_IFCHR: u32 = 0o020000;
-const S_IFBLK: u32 = 0o060000;
 
 impl Rewriter {
     /// Ids of every subvolume tree with a live root item: 5 and those
@@ -175,7 +172,13 @@ impl Rewriter {
             let found = &inodes[n];
             let loc = leaves[found.leaf];
             let mut item = self.current_bytes(&loc, found.start, found.end)?;
-            apply_change(&mut item, &change);
+            let (inode, _) = layout::InodeItem::mut_from_prefix(&mut item).map_err(|_| {
+                ReadError::Corrupt(format!(
+                    "inode {} of tree {tree_id} is too short",
+                    found.ino
+                ))
+            })?;
+            apply_change(inode, &change);
             if self.edit_item(&loc, found.start, &item, Some((tree_id, &root_item)))? {
                 stats.inodes_changed += 1;
                 touched.insert(loc.logical);
@@ -197,7 +200,10 @@ fn check_change(tree: u64, ino: u64, mode: u32, change: &InodeChange) -> Result<
         }
     }
     if let Some(rdev) = change.rdev {
-        if !matches!(mode & S_IFMT, S_IFCHR | S_IFBLK) {
+        if !matches!(
+            FileKind::from_mode(mode),
+            Some(FileKind::CharDev | FileKind::BlockDev)
+        ) {
             return invalid(format!(
                 "rdev {rdev:#x} on an inode of mode {mode:o}, not a device"
             ));
@@ -221,32 +227,29 @@ fn check_change(tree: u64, ino: u64, mode: u32, change: &InodeChange) -> Result<
     Ok(())
 }
 
-/// Apply `change` to the bytes of an inode item (at least 160 bytes).
-fn apply_change(item: &mut [u8], change: &InodeChange) {
-    let put32 =
-        |item: &mut [u8], off: usize, v: u32| item[off..off + 4].copy_from_slice(&v.to_le_bytes());
+/// Apply `change` to an inode item.
+fn apply_change(item: &mut layout::InodeItem, change: &InodeChange) {
     if let Some(uid) = change.uid {
-        put32(item, INODE_UID, uid);
+        item.uid.set(uid);
     }
     if let Some(gid) = change.gid {
-        put32(item, INODE_GID, gid);
+        item.gid.set(gid);
     }
     if let Some(perm) = change.mode {
-        let old = le_u32(item, INODE_MODE);
-        put32(item, INODE_MODE, (old & !0o7777) | perm);
+        item.mode.set((item.mode.get() & !0o7777) | perm);
     }
     if let Some(rdev) = change.rdev {
-        item[INODE_RDEV..INODE_RDEV + 8].copy_from_slice(&rdev.to_le_bytes());
+        item.rdev.set(rdev);
     }
     if let Some(t) = change.times {
-        for (off, v) in [
-            (INODE_ATIME, t.atime),
-            (INODE_CTIME, t.ctime),
-            (INODE_MTIME, t.mtime),
-            (INODE_OTIME, t.otime),
+        for (field, v) in [
+            (&mut item.atime, t.atime),
+            (&mut item.ctime, t.ctime),
+            (&mut item.mtime, t.mtime),
+            (&mut item.otime, t.otime),
         ] {
             if let Some(v) = v {
-                write_time(item, off, v);
+                *field = v.to_disk();
             }
         }
     }

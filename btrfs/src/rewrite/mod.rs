@@ -51,10 +51,13 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use zerocopy::FromBytes;
+
 use super::error::ReadError;
 use super::format::*;
 use super::image::Image;
-use super::items::{InodeItem, InodeRef, RootItem, Timespec};
+use super::items::{InodeItem, InodeRef, RootItem};
+use super::layout;
 use super::subvol::tree_root_of;
 use super::superblock::ChecksumType;
 use super::tree::{parse_leaf_items, TreeRoot};
@@ -150,41 +153,8 @@ pub struct RewriteStats {
     pub blocks_changed: u64,
 }
 
-// Offsets inside `btrfs_inode_item`.
-const INODE_ITEM_SIZE: usize = 160;
-const INODE_UID: usize = 44;
-const INODE_GID: usize = 48;
-const INODE_MODE: usize = 52;
-const INODE_RDEV: usize = 56;
-const INODE_ATIME: usize = 112;
-const INODE_CTIME: usize = 124;
-const INODE_MTIME: usize = 136;
-const INODE_OTIME: usize = 148;
-/// The four inode times, in on-disk order.
-const INODE_TIMES: [usize; 4] = [INODE_ATIME, INODE_CTIME, INODE_MTIME, INODE_OTIME];
-
-// Offsets inside `btrfs_root_item` (which starts with a `btrfs_inode_item`).
-const ROOT_GENERATION: usize = 160;
-const ROOT_GENERATION_V2: usize = 239;
-const ROOT_CTIME: usize = 327;
-const ROOT_OTIME: usize = 339;
-const ROOT_STIME: usize = 351;
-const ROOT_RTIME: usize = 363;
-const ROOT_EXTENDED_END: usize = ROOT_RTIME + 12;
-
-// Offsets inside `btrfs_header`.
-/// Offset of `btrfs_header::chunk_tree_uuid` in a tree block.
-const HEADER_CHUNK_TREE_UUID: usize = 0x40;
-const HEADER_BYTENR: usize = 0x30;
-const HEADER_FSID: usize = 0x20;
-const HEADER_NRITEMS: usize = 0x60;
-const HEADER_LEVEL: usize = 0x64;
-const HEADER_FLAGS: usize = 0x38;
-const HEADER_OWNER: usize = 0x58;
 /// `BTRFS_HEADER_FLAG_RELOC`: the block belongs to a relocation tree.
 const BTRFS_HEADER_FLAG_RELOC: u64 = 1 << 1;
-/// `btrfs_super_block::log_root`.
-const SB_LOG_ROOT: usize = 0x60;
 
 /// Where a leaf is and what its parent promises about it.
 #[derive(Clone, Copy, Debug)]
@@ -261,7 +231,10 @@ impl Rewriter {
         image
             .blocks
             .read_physical(BTRFS_SUPER_INFO_OFFSET, &mut sb)?;
-        let log_root = Reader::at(&sb, SB_LOG_ROOT, "superblock").u64()?;
+        let log_root = Reader::new(&sb, "superblock")
+            .read::<layout::SuperBlock>()?
+            .log_root
+            .get();
         if log_root != 0 {
             return Err(RewriteError::Unsupported(format!(
                 "the filesystem has a log tree (at {log_root}) to replay; mount it once first"
@@ -516,8 +489,8 @@ impl Rewriter {
         if raw.get(start..end) == Some(item) {
             return Ok(false);
         }
-        let owner = le_u64(raw, HEADER_OWNER);
-        let flags = le_u64(raw, HEADER_FLAGS);
+        let h = header(raw)?;
+        let (owner, flags) = (h.owner.get(), h.flags.get());
         match shared {
             // The kernel's btrfs_block_can_be_shared(), for a subvolume tree.
             Some((tree_id, root_item))
@@ -547,8 +520,7 @@ impl Rewriter {
         for physical in self.image.physical_copies(loc.logical)? {
             self.image.blocks.read_physical(physical, &mut copy)?;
             if copy != raw {
-                let csum_ok = crc32c::crc32c(&copy[BTRFS_CSUM_SIZE..]).to_le_bytes() == copy[..4];
-                return Err(if csum_ok {
+                return Err(if crc_matches(&copy) {
                     RewriteError::CopiesDiffer {
                         logical: loc.logical,
                         physical,
@@ -583,13 +555,11 @@ impl Rewriter {
         for physical in self.image.physical_copies(logical)? {
             let mut buf = vec![0u8; nodesize];
             self.image.blocks.read_physical(physical, &mut buf)?;
-            if crc32c::crc32c(&buf[BTRFS_CSUM_SIZE..]).to_le_bytes() != buf[..4] {
+            if !crc_matches(&buf) {
                 return Err(ReadError::BadBlockChecksum { logical, physical }.into());
             }
-            let bytenr = Reader::at(&buf, HEADER_BYTENR, "tree block header").u64()?;
-            if bytenr != logical
-                || buf[HEADER_FSID..HEADER_FSID + 16] != self.image.sb.metadata_fsid
-            {
+            let h = header(&buf)?;
+            if h.bytenr.get() != logical || h.fsid != self.image.sb.metadata_fsid {
                 return Err(ReadError::BadBlock {
                     logical,
                     reason: format!("copy at {physical} names another block or filesystem"),
@@ -624,9 +594,11 @@ pub(crate) struct HeaderPatch {
 impl HeaderPatch {
     /// Apply the changes to a block (its checksum is left to the caller).
     pub(crate) fn apply(&self, block: &mut [u8]) {
-        if let Some(uuid) = &self.chunk_tree_uuid {
-            block[HEADER_CHUNK_TREE_UUID..HEADER_CHUNK_TREE_UUID + BTRFS_UUID_SIZE]
-                .copy_from_slice(uuid);
+        if let (Some(uuid), Ok((h, _))) = (
+            &self.chunk_tree_uuid,
+            layout::Header::mut_from_prefix(&mut *block),
+        ) {
+            h.chunk_tree_uuid = *uuid;
         }
         if self.zero_slack {
             if let Some((start, end)) = slack(block) {
@@ -641,10 +613,8 @@ impl HeaderPatch {
 /// `None` when the block does not parse (it was verified when read, so
 /// that does not happen) or has no slack.
 fn slack(block: &[u8]) -> Option<(usize, usize)> {
-    let nritems = Reader::at(block, HEADER_NRITEMS, "tree block header")
-        .u32()
-        .ok()? as usize;
-    let level = *block.get(HEADER_LEVEL)?;
+    let h = header(block).ok()?;
+    let (nritems, level) = (h.nritems.get() as usize, h.level);
     let (start, end) = if level == 0 {
         let items = parse_leaf_items(block, nritems).ok()?;
         let start = BTRFS_HEADER_SIZE + nritems * BTRFS_ITEM_SIZE;
@@ -659,22 +629,14 @@ fn slack(block: &[u8]) -> Option<(usize, usize)> {
     (start < end && end <= block.len()).then_some((start, end))
 }
 
-fn le_u32(buf: &[u8], off: usize) -> u32 {
-    u32::from_le_bytes(buf[off..off + 4].try_into().expect("4 bytes"))
+/// The header of a tree block.
+fn header(block: &[u8]) -> Result<&layout::Header, ReadError> {
+    Reader::new(block, "tree block header").read::<layout::Header>()
 }
 
-fn le_u64(buf: &[u8], off: usize) -> u64 {
-    u64::from_le_bytes(buf[off..off + 8].try_into().expect("8 bytes"))
-}
-
-fn read_time(buf: &[u8], off: usize) -> Timespec {
-    Timespec {
-        sec: le_u64(buf, off) as i64,
-        nsec: le_u32(buf, off + 8),
-    }
-}
-
-fn write_time(buf: &mut [u8], off: usize, t: Timespec) {
-    buf[off..off + 8].copy_from_slice(&(t.sec as u64).to_le_bytes());
-    buf[off + 8..off + 12].copy_from_slice(&t.nsec.to_le_bytes());
+/// Whether a block's checksum field holds the crc32c of the rest.
+fn crc_matches(block: &[u8]) -> bool {
+    block
+        .split_at_checked(BTRFS_CSUM_SIZE)
+        .is_some_and(|(csum, data)| ChecksumType::Crc32c.verify(csum, data).unwrap_or(false))
 }

@@ -22,14 +22,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::ControlFlow;
 
-use super::{
-    HeaderPatch, RewriteError, RewriteStats, Rewriter, HEADER_CHUNK_TREE_UUID, HEADER_LEVEL,
-    HEADER_NRITEMS,
-};
+use zerocopy::{FromBytes, IntoBytes};
+
+use super::{header, HeaderPatch, RewriteError, RewriteStats, Rewriter};
 use crate::chunk::Chunk;
 use crate::error::ReadError;
 use crate::format::*;
 use crate::items::RootItem;
+use crate::layout;
 use crate::subvol::tree_root_of;
 use crate::tree::{parse_leaf_items, LeafItem, TreeRoot};
 
@@ -44,17 +44,6 @@ const BTRFS_UUID_KEY_RECEIVED_SUBVOL: u8 = 252;
 const BTRFS_EXTENT_FLAG_TREE_BLOCK: u64 = 2;
 const BTRFS_BLOCK_GROUP_DATA: u64 = 1;
 
-/// `btrfs_dev_extent::chunk_tree_uuid`.
-const DEV_EXTENT_CHUNK_TREE_UUID: usize = 32;
-// Offsets inside `btrfs_root_item`.
-const ROOT_GENERATION: usize = 160;
-const ROOT_GENERATION_V2: usize = 239;
-const ROOT_UUID: usize = 247;
-const ROOT_PARENT_UUID: usize = 263;
-const ROOT_RECEIVED_UUID: usize = 279;
-
-/// Offset of `btrfs_dev_item::total_bytes` in the superblock.
-const SB_DEV_TOTAL_BYTES: usize = 0xc9 + 8;
 /// Device bytes btrfs never allocates (boot loaders, the superblock).
 const DEVICE_RESERVED: u64 = 1 << 20;
 /// Where superblock copies live (those past the device end do not exist).
@@ -183,7 +172,7 @@ impl Rewriter {
             _ => {
                 let chunk_root = self.image.tree_root(BTRFS_CHUNK_TREE_OBJECTID)?;
                 let block = self.current_block(chunk_root.bytenr)?;
-                uuid_at(&block, HEADER_CHUNK_TREE_UUID)
+                header(&block)?.chunk_tree_uuid
             }
         };
         let new_chunk_uuid = derived_uuid(seed, "chunk-tree", &[]);
@@ -192,13 +181,17 @@ impl Rewriter {
         let dev_root = self.image.tree_root(BTRFS_DEV_TREE_OBJECTID)?;
         for logical in self.leaves_of(&dev_root)? {
             self.modify_leaf(logical, &mut |block, items| {
-                for it in items.iter().filter(|it| {
-                    it.key.item_type == BTRFS_DEV_EXTENT_KEY
-                        && it.end - it.start >= DEV_EXTENT_CHUNK_TREE_UUID + BTRFS_UUID_SIZE
-                }) {
-                    let at = it.start + DEV_EXTENT_CHUNK_TREE_UUID;
-                    if uuid_at(block, at) == old_chunk_uuid {
-                        block[at..at + BTRFS_UUID_SIZE].copy_from_slice(&new_chunk_uuid);
+                for it in items
+                    .iter()
+                    .filter(|it| it.key.item_type == BTRFS_DEV_EXTENT_KEY)
+                {
+                    let Ok((extent, _)) =
+                        layout::DevExtent::mut_from_prefix(&mut block[it.start..it.end])
+                    else {
+                        continue;
+                    };
+                    if extent.chunk_tree_uuid == old_chunk_uuid {
+                        extent.chunk_tree_uuid = new_chunk_uuid;
                     }
                 }
                 Ok(())
@@ -215,7 +208,7 @@ impl Rewriter {
                 let Some(item) = extended_root_item(&block, &it) else {
                     continue;
                 };
-                let uuid = uuid_at(item, ROOT_UUID);
+                let uuid = item.ext.uuid;
                 if uuid == [0; BTRFS_UUID_SIZE] {
                     continue;
                 }
@@ -232,15 +225,14 @@ impl Rewriter {
             let changed = self.modify_leaf(logical, &mut |block, items| {
                 let mut n = 0;
                 for it in items {
-                    if extended_root_item(block, it).is_none() {
+                    let Some(item) = extended_root_item_mut(block, it) else {
                         continue;
-                    }
+                    };
                     let mut item_changed = false;
-                    for off in [ROOT_UUID, ROOT_PARENT_UUID] {
-                        let at = it.start + off;
-                        if let Some(new) = map.get(&uuid_at(block, at)) {
-                            if block[at..at + BTRFS_UUID_SIZE] != new[..] {
-                                block[at..at + BTRFS_UUID_SIZE].copy_from_slice(new);
+                    for uuid in [&mut item.ext.uuid, &mut item.ext.parent_uuid] {
+                        if let Some(new) = map.get(uuid) {
+                            if uuid != new {
+                                *uuid = *new;
                                 item_changed = true;
                             }
                         }
@@ -297,7 +289,11 @@ impl Rewriter {
         self.image
             .blocks
             .read_physical(BTRFS_SUPER_INFO_OFFSET, &mut sb)?;
-        let dev_bytes = Reader::at(&sb, SB_DEV_TOTAL_BYTES, "superblock dev_item").u64()?;
+        let dev_bytes = Reader::new(&sb, "superblock")
+            .read::<layout::SuperBlock>()?
+            .dev_item
+            .total_bytes
+            .get();
         let file_len = self
             .file
             .metadata()
@@ -452,7 +448,10 @@ impl Rewriter {
                         out.insert(key.objectid);
                     }
                     BTRFS_EXTENT_ITEM_KEY => {
-                        let flags = Reader::at(data, 16, "extent item").u64()?;
+                        let flags = Reader::new(data, "extent item")
+                            .read::<layout::ExtentItem>()?
+                            .flags
+                            .get();
                         if flags & BTRFS_EXTENT_FLAG_TREE_BLOCK != 0 {
                             out.insert(key.objectid);
                         }
@@ -529,28 +528,28 @@ type LeafEdit<'a, T> = dyn FnMut(&mut Vec<u8>, &[LeafItem]) -> Result<T, Rewrite
 /// The items of a leaf, parsed from its current bytes.
 fn leaf_items(block: &[u8], logical: u64) -> Result<Vec<LeafItem>, RewriteError> {
     let bad = |reason: String| ReadError::BadBlock { logical, reason };
-    if block.get(HEADER_LEVEL) != Some(&0) {
+    let h = header(block)?;
+    if h.level != 0 {
         return Err(bad("expected a leaf".to_string()).into());
     }
-    let nritems = Reader::at(block, HEADER_NRITEMS, "tree block header").u32()? as usize;
-    Ok(parse_leaf_items(block, nritems).map_err(bad)?)
+    Ok(parse_leaf_items(block, h.nritems.get() as usize).map_err(bad)?)
 }
 
-/// The bytes of a root item whose extended fields (UUIDs) are valid.
-fn extended_root_item<'a>(block: &'a [u8], it: &LeafItem) -> Option<&'a [u8]> {
-    if it.key.item_type != BTRFS_ROOT_ITEM_KEY
-        || it.end - it.start < ROOT_RECEIVED_UUID + BTRFS_UUID_SIZE
-    {
-        return None;
-    }
-    let item = &block[it.start..it.end];
-    let le = |off: usize| u64::from_le_bytes(item[off..off + 8].try_into().expect("8 bytes"));
-    // The kernel trusts the extended fields only when both generations agree.
-    (le(ROOT_GENERATION) == le(ROOT_GENERATION_V2)).then_some(item)
+/// A root item whose extended fields (UUIDs) are valid.
+fn extended_root_item<'a>(block: &'a [u8], it: &LeafItem) -> Option<&'a layout::RootItemV2> {
+    (it.key.item_type == BTRFS_ROOT_ITEM_KEY)
+        .then(|| layout::RootItemV2::extended(&block[it.start..it.end]))
+        .flatten()
 }
 
-fn uuid_at(buf: &[u8], at: usize) -> [u8; BTRFS_UUID_SIZE] {
-    buf[at..at + BTRFS_UUID_SIZE].try_into().expect("16 bytes")
+/// [`extended_root_item`], for editing.
+fn extended_root_item_mut<'a>(
+    block: &'a mut [u8],
+    it: &LeafItem,
+) -> Option<&'a mut layout::RootItemV2> {
+    (it.key.item_type == BTRFS_ROOT_ITEM_KEY)
+        .then(|| layout::RootItemV2::extended_mut(&mut block[it.start..it.end]))
+        .flatten()
 }
 
 /// Re-key the UUID tree leaf `block` through `map` and lay it out again
@@ -596,11 +595,12 @@ fn rekey_uuid_leaf(
     for (i, (key, data)) in entries.iter().enumerate() {
         data_end -= data.len();
         let h = BTRFS_HEADER_SIZE + i * BTRFS_ITEM_SIZE;
-        block[h..h + 8].copy_from_slice(&key.objectid.to_le_bytes());
-        block[h + 8] = key.item_type;
-        block[h + 9..h + 17].copy_from_slice(&key.offset.to_le_bytes());
-        block[h + 17..h + 21].copy_from_slice(&(data_end as u32).to_le_bytes());
-        block[h + 21..h + 25].copy_from_slice(&(data.len() as u32).to_le_bytes());
+        let item = layout::Item {
+            key: key.to_disk(),
+            offset: (data_end as u32).into(),
+            size: (data.len() as u32).into(),
+        };
+        block[h..h + BTRFS_ITEM_SIZE].copy_from_slice(item.as_bytes());
         let d = BTRFS_HEADER_SIZE + data_end;
         block[d..d + data.len()].copy_from_slice(data);
     }

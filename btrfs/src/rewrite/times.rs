@@ -2,14 +2,13 @@
 
 use std::collections::BTreeSet;
 
-use super::{
-    le_u64, read_time, write_time, LeafLoc, RewriteError, RewriteStats, Rewriter, INODE_ITEM_SIZE,
-    INODE_TIMES, ROOT_CTIME, ROOT_EXTENDED_END, ROOT_GENERATION, ROOT_GENERATION_V2, ROOT_OTIME,
-    ROOT_RTIME, ROOT_STIME,
-};
+use zerocopy::FromBytes;
+
+use super::{LeafLoc, RewriteError, RewriteStats, Rewriter};
 use crate::error::ReadError;
 use crate::format::*;
 use crate::items::Timespec;
+use crate::layout;
 use crate::tree::TreeRoot;
 
 /// The tree holding relocated data (an inode 256 with mkfs's times).
@@ -41,13 +40,15 @@ impl Rewriter {
             sec: epoch,
             nsec: 0,
         };
-        let clamp = |buf: &mut [u8], offsets: &[usize]| {
-            for &off in offsets {
-                let t = read_time(buf, off);
-                if t > limit {
-                    write_time(buf, off, limit);
-                }
+        let clamp = |t: &mut layout::Timespec| {
+            if Timespec::from_disk(t) > limit {
+                *t = limit.to_disk();
             }
+        };
+        let too_short = |key: &Key, len: usize| {
+            RewriteError::from(ReadError::Corrupt(format!(
+                "item {key} in the root tree is {len} bytes"
+            )))
         };
         let mut stats = RewriteStats::default();
         let mut touched = BTreeSet::new();
@@ -73,7 +74,13 @@ impl Rewriter {
                 }
                 let loc = leaves[found.leaf];
                 let mut item = self.current_bytes(&loc, found.start, found.end)?;
-                clamp(&mut item, &INODE_TIMES);
+                let (inode, _) = layout::InodeItem::mut_from_prefix(&mut item).map_err(|_| {
+                    ReadError::Corrupt(format!(
+                        "inode {} of tree {tree_id} is too short",
+                        found.ino
+                    ))
+                })?;
+                inode.times_mut().into_iter().for_each(clamp);
                 if self.edit_item(&loc, found.start, &item, Some((tree_id, &root_item)))? {
                     stats.inodes_changed += 1;
                     touched.insert(loc.logical);
@@ -89,21 +96,23 @@ impl Rewriter {
         for found in &items {
             let loc = leaves[found.leaf];
             let mut item = self.current_bytes(&loc, found.start, found.end)?;
-            if item.len() < INODE_ITEM_SIZE {
-                return Err(ReadError::Corrupt(format!(
-                    "item {} in the root tree is {} bytes",
-                    found.key,
-                    item.len()
-                ))
-                .into());
-            }
-            clamp(&mut item, &INODE_TIMES);
+            let len = item.len();
+            // A root item starts with an inode item.
+            let (inode, _) = layout::InodeItem::mut_from_prefix(&mut item)
+                .map_err(|_| too_short(&found.key, len))?;
+            inode.times_mut().into_iter().for_each(clamp);
             let is_root_item = found.key.item_type == BTRFS_ROOT_ITEM_KEY;
-            if is_root_item && item.len() >= ROOT_EXTENDED_END {
-                let generation = le_u64(&item, ROOT_GENERATION);
-                let generation_v2 = le_u64(&item, ROOT_GENERATION_V2);
-                if generation == generation_v2 {
-                    clamp(&mut item, &[ROOT_CTIME, ROOT_OTIME, ROOT_STIME, ROOT_RTIME]);
+            if is_root_item {
+                if let Some(v2) = layout::RootItemV2::extended_mut(&mut item) {
+                    let ext = &mut v2.ext;
+                    for t in [
+                        &mut ext.ctime,
+                        &mut ext.otime,
+                        &mut ext.stime,
+                        &mut ext.rtime,
+                    ] {
+                        clamp(t);
+                    }
                 }
             }
             if self.edit_item(&loc, found.start, &item, None)? {

@@ -21,10 +21,11 @@
 //! Layout of the crate, bottom up:
 //! - `layout`: every on-disk structure, once, as a `zerocopy` struct that
 //!   both the reader and the rewriter use;
-//! - [`format`]: on-disk constants, keys, a bounds-checked byte reader;
+//! - [`format`](mod@format): on-disk constants, keys, a bounds-checked
+//!   byte reader that views bytes as `layout` structs;
 //! - `superblock`, `chunk`: bootstrap and address mapping;
 //! - `tree`: verified tree blocks, a block cache, key-range search;
-//! - `items`: item payload parsers;
+//! - `items`: item payloads as the reader keeps them;
 //! - `image`, `subvol`, `walk`: the reading API;
 //! - [`rewrite`]: the in-place rewrite, the [`Rewriter`] in `rewrite/mod.rs`
 //!   and what it changes in its child modules (`inodes`, `times`,
@@ -32,7 +33,7 @@
 //! - [`listing`]: text and JSON presentation for `rootbox inspect`.
 
 #![forbid(unsafe_code)]
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 mod chunk;
 mod error;

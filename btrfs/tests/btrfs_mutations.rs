@@ -206,7 +206,8 @@ fn bit_flips_and_truncations_never_panic() {
         }
         // Flip one bit at every 11th byte of the blocks, with the
         // checksums fixed up (the parsers see it) and, for every third of
-        // those, not (the checksum check must catch it).
+        // those, not: the checksum check must catch it, and with DUP
+        // metadata the reader then uses the other copy.
         let bytes = positions
             .iter()
             .flat_map(|&(start, len)| start..start + len);
@@ -217,7 +218,12 @@ fn bit_flips_and_truncations_never_panic() {
             check("flip, checksum fixed", case.clone(), &input);
             if n % 33 == 0 {
                 input[0] &= !FIX_CHECKSUMS;
-                check("flip", case, &input);
+                let what = if seed.name.starts_with("dup-") {
+                    "flip (DUP)"
+                } else {
+                    "flip (single copy)"
+                };
+                check(what, case, &input);
             }
         }
         // An extent's offset or length changed: bytes land elsewhere.
@@ -253,8 +259,13 @@ fn bit_flips_and_truncations_never_panic() {
         "{outcomes:?}"
     );
     assert!(
-        outcomes.contains_key(&("flip", "bad checksum")),
+        outcomes.contains_key(&("flip (single copy)", "bad checksum")),
         "{outcomes:?}"
     );
+    assert!(
+        !outcomes.contains_key(&("flip (single copy)", "ok")),
+        "{outcomes:?}"
+    );
+    assert!(outcomes.contains_key(&("flip (DUP)", "ok")), "{outcomes:?}");
     assert!(kinds("cut") >= 2, "{outcomes:?}");
 }

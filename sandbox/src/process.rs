@@ -55,6 +55,10 @@
 //! ([`Sandbox::prepare`](crate::Sandbox) makes a [`Prepared`]); the child
 //! and the command run those records, and report the first failure on the
 //! report channel, whose command end closes on exec (close-on-exec).
+//!
+//! This file is longer than the others (about 680 lines before its tests)
+//! on purpose: each process's side of the dance is kept in one place, so
+//! the order of clone, maps, mounts, pivot and exec reads top to bottom.
 
 use std::convert::Infallible;
 use std::ffi::CString;

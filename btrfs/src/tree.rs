@@ -313,6 +313,8 @@ pub(crate) type ItemVisitor<'a> = dyn FnMut(&Key, &[u8]) -> Result<ControlFlow<(
 /// Reads verified tree blocks from the image file.
 pub(crate) struct BlockReader {
     file: File,
+    /// Where the filesystem starts in the file (a partition's offset).
+    base: u64,
     path: PathBuf,
     nodesize: u32,
     devid: u64,
@@ -323,8 +325,10 @@ pub(crate) struct BlockReader {
 }
 
 impl BlockReader {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         file: File,
+        base: u64,
         path: PathBuf,
         nodesize: u32,
         devid: u64,
@@ -334,6 +338,7 @@ impl BlockReader {
     ) -> BlockReader {
         BlockReader {
             file,
+            base,
             path,
             nodesize,
             devid,
@@ -359,7 +364,7 @@ impl BlockReader {
     /// Read `buf.len()` bytes at `offset` of the image file.
     pub fn read_physical(&self, offset: u64, buf: &mut [u8]) -> Result<(), ReadError> {
         self.file
-            .read_exact_at(buf, offset)
+            .read_exact_at(buf, self.base + offset)
             .map_err(|source| ReadError::Io {
                 path: self.path.clone(),
                 offset,

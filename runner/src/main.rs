@@ -7,6 +7,7 @@ use std::io::IsTerminal;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use tracing_subscriber::filter::LevelFilter;
 
+mod disk;
 mod doctor;
 mod error_text;
 mod inspect;
@@ -47,6 +48,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     Build(Box<pipeline::BuildArgs>),
+    Disk(Box<disk::DiskArgs>),
     Run(run::RunArgs),
     Inspect(inspect::InspectArgs),
     Doctor(doctor::DoctorArgs),
@@ -123,6 +125,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Run(args) => run::main(args, matches.subcommand_matches("run").expect("run")),
         Command::Build(args) => pipeline::main(args),
+        Command::Disk(args) => disk::main(args),
         Command::Inspect(args) => inspect::run(args).map(|()| ExitCode::SUCCESS),
         Command::Doctor(args) => doctor::main(args),
         Command::Stage { job } => pipeline::stage::main(job),

@@ -61,8 +61,11 @@
   # --- rootbox's own -------------------------------------------------------
   # Subvolumes, each { name; mountpoint; type ? "rw"; } with type one of rw,
   # ro, default, default-ro. Each receives the part of the tree under its
-  # mountpoint, minus deeper mountpoints. null: everything in the top-level
-  # subvolume, as make-btrfs-fs.nix does. Excludes `fileSystems`.
+  # mountpoint, minus deeper mountpoints. null (and no fileSystems): one
+  # subvolume "@" at / that is the default subvolume, so a mount without
+  # subvol= (sd-image's fileSystems."/") sees what make-btrfs-fs.nix's flat
+  # image holds; rootbox does not build an image without subvolumes.
+  # Excludes `fileSystems`.
   subvolumes ? null,
   # A NixOS `config.fileSystems` attrset instead: its btrfs entries on this
   # image's device with a `subvol=` option become subvolumes; a tmpfs `/`
@@ -107,7 +110,11 @@ let
   spec = lib.filterAttrs (_: v: v != null) {
     filesystem = "btrfs";
     label = volumeLabel;
-    inherit uuid size headroom registration subvolumes;
+    inherit uuid size headroom registration;
+    subvolumes =
+      if subvolumes != null then subvolumes
+      else if fileSystems != null then null
+      else [ { name = "@"; mountpoint = "/"; type = "default"; } ];
     compress = btrfsCompression;
     rootfs = "./files";
     closure = "${closure}";

@@ -19,9 +19,9 @@
       30 MiB, Linux (83) right after it and big enough for FS_BYTES.
   check-image.py sd-image INSPECT_JSON LAYOUT STORE_PATHS RESULT_JSON
       `rootbox inspect --json` of the root partition: every entry 0:0; with
-      LAYOUT sd-image everything (store, registration, /boot) in the top
-      level; with LAYOUT subvolumes / in @ (the default subvolume) and the
-      store in @nix. RESULT_JSON (rootbox's report) must say copied_bytes 0:
+      LAYOUT sd-image everything (store, registration, /boot) in one
+      subvolume @, the default; with LAYOUT subvolumes / in @
+      (the default subvolume) and the store in @nix. RESULT_JSON (rootbox's report) must say copied_bytes 0:
       a Nix build stages the closure without copying it.
 Exits 1 and prints the evidence on failure.
 """
@@ -207,14 +207,16 @@ def sd_image(inspect_json, layout, store_paths, result_json):
     if bad:
         print("sd-image: not owned by 0:0:\n  " + "\n  ".join(bad[:20]))
         ok = False
+    # sd-image's own arguments carry no layout: make-btrfs-fs.nix then makes
+    # one default subvolume @ holding everything.
     if layout == "sd-image":
-        root, store, want_subvols = "", "nix/store", set()
+        root, store, want_subvols = "@", "@/nix/store", {"@"}
     else:
         root, store, want_subvols = "@", "@nix/store", {"@", "@nix"}
-        default = doc["default_subvolume"]
-        if subvols.get("@", {}).get("id") != default:
-            print(f"sd-image: default subvolume is {default}, not @ ({subvols.get('@')})")
-            ok = False
+    default = doc["default_subvolume"]
+    if subvols.get("@", {}).get("id") != default:
+        print(f"sd-image: default subvolume is {default}, not @ ({subvols.get('@')})")
+        ok = False
     got_subvols = {p.strip("/") for p in subvols} - {""}
     if got_subvols != want_subvols:
         print(f"sd-image: subvolumes {sorted(got_subvols)}, expected {sorted(want_subvols)}")

@@ -48,6 +48,9 @@ let
   };
 
   binPath = ps: builtins.concatStringsSep ":" (map (p: "${p}/bin") ps);
+  # stdenv's initialPath: coreutils first (here only du, which busybox's
+  # lacks --apparent-size for), then everything else busybox has.
+  initialPath = [ host.coreutils t ];
 
   stdenv = {
     # mkDerivation for buildCommand-style derivations (all that is used here).
@@ -65,7 +68,10 @@ let
             NIX_BUILD_CORES="''${NIX_BUILD_CORES:-1}"
             if [ "$NIX_BUILD_CORES" -le 0 ]; then NIX_BUILD_CORES=$(nproc); fi
             export NIX_BUILD_CORES
-            export PATH="${binPath (nativeBuildInputs ++ [ t ])}"
+            export PATH="${binPath (nativeBuildInputs ++ initialPath)}"
+            # Debian's static busybox sh runs its own applets before searching
+            # PATH (FEATURE_SH_STANDALONE): coreutils' du must be a function.
+            du() { ${host.coreutils}/bin/du "$@"; }
             eval "$buildCommand"
           '' ];
         });
@@ -87,12 +93,13 @@ let
       exportReferencesGraph.closure = rootPaths;
       builder = "${t}/bin/sh";
       # Structured attrs: no attribute is in the environment; the output path
-      # and the closure are in the JSON file (NIX_ATTRS_JSON_FILE since Nix
-      # 2.13, ./.attrs.json before).
+      # and the closure are in the JSON file NIX_ATTRS_JSON_FILE names. Nix
+      # 2.8 names it by its path outside the sandbox; it is ./.attrs.json.
       args = [ "-c" ''
         set -eu
         PATH=${t}/bin:${host.jq}/bin
-        a=''${NIX_ATTRS_JSON_FILE:-$PWD/.attrs.json}
+        a=''${NIX_ATTRS_JSON_FILE:-}
+        [ -e "$a" ] || a=$PWD/.attrs.json
         out=$(jq -r .outputs.out "$a")
         mkdir "$out"
         jq -r '.closure[].path' "$a" >"$out/store-paths"

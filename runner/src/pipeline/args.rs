@@ -238,5 +238,6 @@ fn reproducible_options(a: &BuildArgs) -> Result<Option<Reproducible>> {
     Ok((a.reproducible || epoch.is_some()).then(|| Reproducible {
         epoch,
         seed: a.seed.clone(),
+        explicit: a.reproducible,
     }))
 }

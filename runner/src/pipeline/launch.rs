@@ -59,8 +59,25 @@ pub fn run(staging: &Staging, mkfs: MkfsJob, opts: &Options, out: &Target) -> Re
         scratch: staging.scratch.path().to_path_buf(),
         direct: false,
         reproducible: opts.reproducible.is_some(),
+        sorted_copy: false,
+        epoch: opts.reproducible.as_ref().and_then(|r| r.epoch),
     };
     let mut warnings = Vec::new();
+    // A reproducible image without copying where mkfs allows it; a set
+    // SOURCE_DATE_EPOCH alone never turns bind staging into a copy.
+    if let Some(r) = &opts.reproducible {
+        if r.explicit {
+            job.sorted_copy = !job.mkfs.deterministic;
+        } else if !job.mkfs.deterministic {
+            warnings.push(format!(
+                "SOURCE_DATE_EPOCH is set: times clamped and UUIDs derived, but the sources stay \
+                 bound (no copy), so inode numbers follow their listing order and the bytes may \
+                 differ between machines; mkfs.btrfs {} or newer orders them itself, or pass \
+                 --reproducible (copies the content into memory)",
+                super::mkfs::DETERMINISTIC
+            ));
+        }
+    }
     let status = if opts.no_userns {
         run_direct(&mut job)?
     } else {

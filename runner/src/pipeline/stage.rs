@@ -66,11 +66,24 @@ fn run(job: &StageJob, result: &mut StageResult) -> Result<()> {
     seal(job)?;
     result.copy_secs = stager.copy_secs;
     result.copied_bytes = stager.copied;
+    result.mkfs_orders = job.mkfs.deterministic;
+    result.sorted_copy = job.sorted_copy;
     result.warnings.extend(stager.warnings);
     result.stage_secs = start.elapsed().as_secs_f64() - result.copy_secs;
 
     let start = Instant::now();
-    let (status, output) = mkfs::run(&job.mkfs, &job.stage_dir, &result.counts, job.direct)?;
+    // mkfs.btrfs 7.3's own reproducibility: the epoch for every time it
+    // writes, UUIDs derived from -U, --rootdir in a fixed order.
+    let env: Vec<(&str, String)> = if job.mkfs.deterministic {
+        let epoch = job.epoch.unwrap_or(result.max_mtime);
+        vec![
+            ("SOURCE_DATE_EPOCH", epoch.to_string()),
+            ("DETERMINISTIC_SEED", "1".to_string()),
+        ]
+    } else {
+        Vec::new()
+    };
+    let (status, output) = mkfs::run(&job.mkfs, &job.stage_dir, &result.counts, job.direct, &env)?;
     result.mkfs_secs = start.elapsed().as_secs_f64();
     result.mkfs_status = Some(status);
     result.mkfs_output = output;
@@ -81,7 +94,7 @@ fn run(job: &StageJob, result: &mut StageResult) -> Result<()> {
 /// the walk found goes into `result`.
 fn plan(job: &StageJob, result: &mut StageResult) -> Result<Planner> {
     let mut planner = Planner::new(job.scratch.clone(), job.staging, job.direct);
-    planner.copy_all |= job.reproducible;
+    planner.copy_all |= job.sorted_copy;
     for root in &job.roots {
         planner.stage_root(root, &job.store_paths)?;
     }
@@ -208,9 +221,9 @@ impl Stager<'_> {
             } => {
                 let start = Instant::now();
                 let mut timed = Vec::new();
-                // Without a namespace nothing can be bound, and a
-                // reproducible tree must list in a fixed order: copy in place.
-                let in_place = self.job.direct || self.job.reproducible;
+                // Without a namespace nothing can be bound, and a sorted
+                // copy must list in a fixed order: copy in place.
+                let in_place = self.job.direct || self.job.sorted_copy;
                 let target = if in_place {
                     self.at(dst)
                 } else {
@@ -348,6 +361,8 @@ impl Stager<'_> {
         };
         let mut out = Vec::new();
         for name in names {
+            // One that cannot be read was named by the planner, which read
+            // every source's xattrs before staging (plan.rs, meta_of).
             let Ok(Some(value)) = xattr::get(src, &name) else {
                 continue;
             };

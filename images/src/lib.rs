@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod closure;
+pub mod fs;
 pub mod layout;
 pub mod mkfs;
 pub mod nixos;

@@ -6,6 +6,7 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 mod build;
 mod doctor;
+mod fs;
 mod inspect;
 mod run;
 
@@ -46,6 +47,12 @@ enum Command {
     Stage {
         job: std::path::PathBuf,
     },
+    /// (internal) An ext4, erofs or squashfs image from a staged tree.
+    #[command(name = "__fs-make", hide = true)]
+    FsMake(fs::cli::MakeArgs),
+    /// (internal) Every inode of an ext4, erofs or squashfs image, as JSON.
+    #[command(name = "__fs-read", hide = true)]
+    FsRead(fs::cli::ReadArgs),
 }
 
 fn init_logging(verbose: u8, quiet: bool) {
@@ -83,6 +90,8 @@ fn main() -> ExitCode {
         Command::Inspect(args) => inspect::run(args).map(|()| ExitCode::SUCCESS),
         Command::Doctor(args) => doctor::main(args),
         Command::Stage { job } => build::stage::main(job),
+        Command::FsMake(args) => fs::cli::make(args),
+        Command::FsRead(args) => fs::cli::read(args),
     };
     match result {
         Ok(code) => code,

@@ -14,7 +14,10 @@
 //! `E2FSPROGS_FAKE_TIME` fixes the times mkfs, resize2fs and debugfs take
 //! from the clock; `mke2fs -d` sorts directory entries itself, but copies
 //! ctime and atime from the source, which are clamped afterwards with
-//! debugfs ([`time_fields`]).
+//! debugfs ([`time_fields`]), and writes xattrs in the order the source
+//! filesystem lists them (ext4 and tmpfs differ), so they are removed and
+//! set again in name order ([`xattr_script`]), after which libext2fs lays
+//! them out the same way.
 //!
 //! Size: `auto` makes a generous image ([`estimate`]), then shrinks it with
 //! `resize2fs -M` and grows it again by the headroom ([`with_headroom`]).
@@ -237,6 +240,34 @@ pub fn debugfs_script(edits: &[(u64, Field)]) -> String {
     s
 }
 
+/// The debugfs commands that remove the xattrs of inode `ino` and set them
+/// again in name order, each value read from its file (`name`, file).
+/// A name debugfs's command parser would split is refused.
+pub fn xattr_script(
+    ino: u64,
+    path: &str,
+    xattrs: &[(String, std::path::PathBuf)],
+) -> Result<String, FsError> {
+    let mut sorted: Vec<&(String, std::path::PathBuf)> = xattrs.iter().collect();
+    sorted.sort();
+    for (name, file) in &sorted {
+        let bad = |s: &str| s.contains(|c: char| c.is_whitespace() || c == '"' || c == '\\');
+        if bad(name) || file.to_str().is_none_or(bad) {
+            return Err(FsError::PathSyntax {
+                path: format!("{path} (xattr {name:?})"),
+                tool: "debugfs",
+                why: "white space, a quote or a backslash in an xattr name",
+            });
+        }
+    }
+    let names: Vec<&str> = sorted.iter().map(|(n, _)| n.as_str()).collect();
+    let mut s = format!("ea_rm <{ino}> {}\n", names.join(" "));
+    for (name, file) in sorted {
+        s += &format!("ea_set -f {} <{ino}> {name}\n", file.display());
+    }
+    Ok(s)
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::{Filesystem, Fix};
@@ -293,6 +324,22 @@ mod tests {
              set_inode_field <12> mtime 1000\nset_inode_field <12> mtime_extra 0\n\
              set_inode_field <12> ctime 999\nset_inode_field <12> ctime_extra 0\n"
         );
+    }
+
+    #[test]
+    fn xattrs_are_set_again_in_name_order() {
+        let x = [
+            ("user.b".to_string(), "/s/2".into()),
+            ("security.capability".to_string(), "/s/1".into()),
+        ];
+        assert_eq!(
+            xattr_script(31, "/bin/ping", &x).unwrap(),
+            "ea_rm <31> security.capability user.b\n\
+             ea_set -f /s/1 <31> security.capability\n\
+             ea_set -f /s/2 <31> user.b\n"
+        );
+        let odd = [("user.a b".to_string(), "/s/1".into())];
+        assert!(xattr_script(1, "/x", &odd).is_err());
     }
 
     #[test]

@@ -10,7 +10,10 @@
 //! bits 1–3 give the data layout (0: blocks at `i_u`, 2: blocks plus a
 //! tail inline after the inode and its xattrs). No checksum covers the
 //! inodes, so the owner fixes are plain writes of `i_uid`, `i_gid` and
-//! `i_mode`; `fsck.erofs` checks the result.
+//! `i_mode` — but mkfs.erofs puts the first inodes in the superblock's
+//! block, which its checksum (`sb_csum`, CRC32C of bytes 1024 to the end
+//! of block 0) covers, so that checksum is computed again
+//! ([`update_sb_checksum`]). `fsck.erofs` checks the result.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
@@ -38,7 +41,7 @@ pub fn make(job: &Job, _tree: &[Inode], fixes: &[Fix]) -> Result<()> {
     let _ = fs::remove_file(&job.image);
     let args = plan::mkfs_args(&job.options, &job.source, &job.image, wide);
     output(Command::new("mkfs.erofs").args(&args), "mkfs.erofs")?;
-    patch_owners(&job.image, fixes)?;
+    patch_owners(&job.image, fixes, job.options.reproducible.is_some())?;
     output(
         Command::new("fsck.erofs").arg(&job.image),
         "fsck.erofs (checking the image)",
@@ -65,8 +68,11 @@ pub fn fit(filesystem: Filesystem, image: &Path, size: Size) -> Result<()> {
         .with_context(|| format!("padding {} to {want}", image.display()))
 }
 
-fn patch_owners(image: &Path, fixes: &[Fix]) -> Result<()> {
-    if fixes.is_empty() {
+/// Writes the owner fixes into the inodes; for a reproducible build also
+/// sorts each inode's inline xattrs by name, which mkfs.erofs writes in
+/// the order the source filesystem lists them (ext4 and tmpfs differ).
+fn patch_owners(image: &Path, fixes: &[Fix], sort_xattrs: bool) -> Result<()> {
+    if fixes.is_empty() && !sort_xattrs {
         return Ok(());
     }
     let file = fs::OpenOptions::new()
@@ -107,7 +113,51 @@ fn patch_owners(image: &Path, fixes: &[Fix]) -> Result<()> {
             file.write_all_at(&(f.gid as u16).to_le_bytes(), at + 26)?;
         }
     }
+    if sort_xattrs {
+        let mut nids: Vec<u64> = by_path.values().copied().collect();
+        nids.sort_unstable();
+        nids.dedup();
+        for nid in nids {
+            img.sort_inline_xattrs(&file, nid)?;
+        }
+    }
+    update_sb_checksum(&file, img.block)?;
     file.sync_all().context("syncing the erofs image")
+}
+
+/// `feature_compat` bit: the superblock carries a checksum.
+const FEATURE_SB_CHKSUM: u32 = 1;
+
+/// Recomputes the superblock checksum after a write into block 0: CRC32C
+/// (seed !0, not inverted at the end, as erofs-utils and the kernel
+/// compute it) over bytes 1024 to the end of the block, the checksum
+/// field (bytes 4–7 of the superblock) taken as zero.
+fn update_sb_checksum(file: &fs::File, block: u64) -> Result<()> {
+    let mut b = vec![0u8; (block - SUPERBLOCK) as usize];
+    file.read_exact_at(&mut b, SUPERBLOCK)
+        .context("reading the erofs superblock")?;
+    if le32(&b, 8) & FEATURE_SB_CHKSUM == 0 {
+        return Ok(());
+    }
+    b[4..8].fill(0);
+    let crc = crc32c_raw(!0, &b);
+    file.write_all_at(&crc.to_le_bytes(), SUPERBLOCK + 4)
+        .context("writing the erofs superblock checksum")
+}
+
+/// CRC32C (Castagnoli, reflected) without the final inversion.
+fn crc32c_raw(mut crc: u32, data: &[u8]) -> u32 {
+    for &byte in data {
+        crc ^= u32::from(byte);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0x82F6_3B78
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    crc
 }
 
 /// An open erofs image.
@@ -292,6 +342,39 @@ impl<'f> Erofs<'f> {
         Ok(out)
     }
 
+    /// Rewrites the inline xattr entries of `nid` in (name index, name)
+    /// order; the shared ones stay where they are.
+    fn sort_inline_xattrs(&self, file: &fs::File, nid: u64) -> Result<()> {
+        let ino = self.inode(nid)?;
+        if ino.xattr_icount == 0 {
+            return Ok(());
+        }
+        let head = if ino.extended { 64 } else { 32 };
+        let body = self.read(self.inode_offset(nid) + head, (ino.ibody - head) as usize)?;
+        let start = 12 + 4 * usize::from(body[4]);
+        let mut entries: Vec<&[u8]> = Vec::new();
+        let mut at = start;
+        while at + 4 <= body.len() {
+            let (_, _, used) = xattr_entry(&body[at..])?;
+            let padded = used.div_ceil(4) * 4;
+            ensure!(
+                at + padded <= body.len(),
+                "erofs inode {nid}: xattrs overrun"
+            );
+            entries.push(&body[at..at + padded]);
+            at += padded;
+        }
+        let key = |e: &[u8]| (e[1], e[4..4 + usize::from(e[0])].to_vec());
+        let mut sorted = entries.clone();
+        sorted.sort_by_key(|e| key(e));
+        if sorted == entries {
+            return Ok(());
+        }
+        let bytes: Vec<u8> = sorted.concat();
+        file.write_all_at(&bytes, self.inode_offset(nid) + head + start as u64)
+            .with_context(|| format!("rewriting the xattrs of erofs inode {nid}"))
+    }
+
     fn xattrs(&self, nid: u64, ino: &RawInode) -> Result<BTreeMap<String, Vec<u8>>> {
         let mut out = BTreeMap::new();
         if ino.xattr_icount == 0 {
@@ -375,4 +458,16 @@ pub fn read(image: &Path) -> Result<Vec<Inode>> {
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_superblock_checksum_is_erofs_utils_crc32c() {
+        // RFC 3720's check value: CRC32C("123456789") = 0xE3069283,
+        // which is the raw value inverted.
+        assert_eq!(!crc32c_raw(!0, b"123456789"), 0xE306_9283);
+    }
 }

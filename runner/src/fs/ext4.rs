@@ -91,8 +91,8 @@ fn shrink(job: &Job, image: &Path) -> Result<u64> {
         .ok_or_else(|| anyhow!("dumpe2fs -h {} printed no block count", image.display()))
 }
 
-/// Writes `fixes` (and, for a reproducible build, the clamped times) into
-/// the image with one `debugfs -w -f` run.
+/// Writes `fixes` (and, for a reproducible build, the clamped times and
+/// the xattrs in name order) into the image with one `debugfs -w -f` run.
 fn apply_fixes(job: &Job, fixes: &[Fix]) -> Result<()> {
     let listing = list(&job.image)?;
     let by_path: HashMap<&str, &Raw> = listing.iter().map(|r| (r.path.as_str(), r)).collect();
@@ -107,20 +107,42 @@ fn apply_fixes(job: &Job, fixes: &[Fix]) -> Result<()> {
                 .map(|x| (r.ino, x)),
         );
     }
+    let mut script = String::new();
     if let Some(rep) = &job.options.reproducible {
         let mut done = std::collections::HashSet::new();
+        let values = xattr_values(&job.image, &listing)?;
         for r in listing.iter().filter(|r| done.insert(r.ino)) {
             edits.extend(
                 plan::time_fields(r.times, rep.epoch)
                     .into_iter()
                     .map(|x| (r.ino, x)),
             );
+            let names: Vec<&String> = r
+                .xattr_names
+                .iter()
+                .filter(|n| !n.starts_with("system."))
+                .collect();
+            if names.len() < 2 {
+                continue;
+            }
+            let mut files = Vec::new();
+            for (k, name) in names.into_iter().enumerate() {
+                let file = job.scratch.join(format!("xattr-{}-{k}", r.ino));
+                let value = values
+                    .get(&(r.ino, name.clone()))
+                    .map(Vec::as_slice)
+                    .unwrap_or(&[]);
+                fs::write(&file, value).with_context(|| format!("writing {}", file.display()))?;
+                files.push((name.clone(), file));
+            }
+            script += &plan::xattr_script(r.ino, &r.path, &files)?;
         }
     }
-    if edits.is_empty() {
+    script += &plan::debugfs_script(&edits);
+    if script.is_empty() {
         return Ok(());
     }
-    run_debugfs(&job.image, &plan::debugfs_script(&edits), true, Some(job)).map(|_| ())
+    run_debugfs(&job.image, &script, true, Some(job)).map(|_| ())
 }
 
 /// Runs a debugfs command file (with the environment of `job`, if any);
@@ -367,10 +389,9 @@ fn unquote(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// Reads every inode of an ext4 image with debugfs.
-pub fn read(image: &Path) -> Result<Vec<Inode>> {
-    let raws = list(image)?;
-    // Values with `ea_get -x` (stat leaves out long ones).
+/// The values of the (non-`system.`) xattrs of `raws`, by inode and name,
+/// from `ea_get -x` (stat leaves out long ones).
+fn xattr_values(image: &Path, raws: &[Raw]) -> Result<HashMap<(u64, String), Vec<u8>>> {
     let mut wanted: Vec<(u64, String)> = raws
         .iter()
         .flat_map(|r| {
@@ -382,27 +403,35 @@ pub fn read(image: &Path) -> Result<Vec<Inode>> {
         .collect();
     wanted.sort();
     wanted.dedup();
-    let mut values: HashMap<(u64, String), Vec<u8>> = HashMap::new();
-    if !wanted.is_empty() {
-        let script: String = wanted
-            .iter()
-            .map(|(ino, n)| format!("ea_get -x <{ino}> {n}\n"))
-            .collect();
-        let out = run_debugfs(image, &script, false, None)?;
-        for ((ino, name), (_, lines)) in wanted.iter().zip(sections(&out)) {
-            let line = lines
-                .iter()
-                .find(|l| l.starts_with(name.as_str()))
-                .ok_or_else(|| anyhow!("debugfs printed no value of {name} of inode {ino}"))?;
-            let hex = line.split_once(" = ").map(|x| x.1).unwrap_or("");
-            let v = hex
-                .split_whitespace()
-                .map(|h| u8::from_str_radix(h, 16))
-                .collect::<Result<Vec<u8>, _>>()
-                .with_context(|| format!("xattr {name} of inode {ino}: {line:?}"))?;
-            values.insert((*ino, name.clone()), v);
-        }
+    let mut values = HashMap::new();
+    if wanted.is_empty() {
+        return Ok(values);
     }
+    let script: String = wanted
+        .iter()
+        .map(|(ino, n)| format!("ea_get -x <{ino}> {n}\n"))
+        .collect();
+    let out = run_debugfs(image, &script, false, None)?;
+    for ((ino, name), (_, lines)) in wanted.iter().zip(sections(&out)) {
+        let line = lines
+            .iter()
+            .find(|l| l.starts_with(name.as_str()))
+            .ok_or_else(|| anyhow!("debugfs printed no value of {name} of inode {ino}"))?;
+        let hex = line.split_once(" = ").map(|x| x.1).unwrap_or("");
+        let v = hex
+            .split_whitespace()
+            .map(|h| u8::from_str_radix(h, 16))
+            .collect::<Result<Vec<u8>, _>>()
+            .with_context(|| format!("xattr {name} of inode {ino}: {line:?}"))?;
+        values.insert((*ino, name.clone()), v);
+    }
+    Ok(values)
+}
+
+/// Reads every inode of an ext4 image with debugfs.
+pub fn read(image: &Path) -> Result<Vec<Inode>> {
+    let raws = list(image)?;
+    let values = xattr_values(image, &raws)?;
     Ok(raws
         .into_iter()
         .map(|r| {

@@ -21,7 +21,14 @@ pub fn make(job: &Job, fixes: &[Fix]) -> Result<()> {
     let root = fixes.iter().find(|f| f.path == "/");
     let _ = fs::remove_file(&job.image);
     let args = plan::mkfs_args(&job.options, &job.source, &job.image, &pseudo, root);
-    output(Command::new("mksquashfs").args(&args), "mksquashfs")?;
+    // mksquashfs 4.5 refuses SOURCE_DATE_EPOCH next to -mkfs-time and
+    // -all-time, which say the same.
+    output(
+        Command::new("mksquashfs")
+            .args(&args)
+            .env_remove("SOURCE_DATE_EPOCH"),
+        "mksquashfs",
+    )?;
     let stat = output(
         Command::new("unsquashfs").arg("-stat").arg(&job.image),
         "unsquashfs -stat (checking the image)",

@@ -385,3 +385,55 @@ pub fn output(cmd: &mut Command, what: &str) -> Result<String> {
 pub fn is_symlink(mode: u32) -> bool {
     mode & S_IFMT == S_IFLNK
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inode(path: &str, ino: u64, mode: u32, uid: u32) -> Inode {
+        Inode {
+            path: path.into(),
+            ino: Some(ino),
+            mode,
+            uid,
+            gid: 0,
+            rdev: None,
+            target: None,
+            xattrs: Some(BTreeMap::new()),
+        }
+    }
+
+    #[test]
+    fn verification_reports_every_difference() {
+        let want = [
+            inode("/", 1, 0o40755, 0),
+            inode("/a", 2, 0o100644, 0),
+            inode("/b", 2, 0o100644, 0),
+            inode("/c", 3, 0o104755, 0),
+        ];
+        assert_eq!(
+            verify(Filesystem::Erofs, &want, &want, (65534, 65534)).unwrap(),
+            4
+        );
+        let mut got = want.to_vec();
+        got[2].ino = Some(9); // the hard link was split
+        got[3].mode = 0o100755; // the setuid bit was lost
+        got[3].uid = 65534;
+        got.push(inode("/lost+found", 11, 0o40700, 0));
+        let e = verify(Filesystem::Erofs, &want, &got, (65534, 65534))
+            .unwrap_err()
+            .to_string();
+        for needle in [
+            "/b: hard links differ",
+            "/c: want 104755 0:0, image has 100755 65534:0",
+            "/c: owned by 65534:0, the overflow id",
+            "/lost+found: in the image but not in the tree",
+        ] {
+            assert!(e.contains(needle), "{needle:?} missing from:\n{e}");
+        }
+        // ext4's mkfs makes lost+found itself.
+        let mut ext4 = want.to_vec();
+        ext4.push(inode("/lost+found", 11, 0o40700, 0));
+        assert!(verify(Filesystem::Ext4, &want, &ext4, (65534, 65534)).is_ok());
+    }
+}

@@ -158,6 +158,9 @@ fn make_tree(user: &User, root: &Path) {
     }
     dir(su.parent().unwrap(), 0, 0, 0o755);
     file(&su, "#!/bin/sh\n", 0, 0, 0o4755);
+    let sg = su.with_file_name("sg");
+    std::os::unix::fs::symlink("su", &sg).expect("symlink");
+    own(&sg, 0, 0);
 }
 
 /// A directory for one test, owned by the test user, with the tree in `tree`.
@@ -242,6 +245,9 @@ fn check_subid_image(fs_name: &str, got: &BTreeMap<String, Value>) {
     // Not mapped: root's, and not setuid root.
     assert_inode(got, STORE_SU, 0o100755, 0, 0);
     assert_inode(got, "/nix/store", 0o40755, 0, 0);
+    let sg = STORE_SU.replace("/su", "/sg");
+    assert_inode(got, &sg, 0o120777, 0, 0);
+    assert_eq!(got[&sg]["target"], "su");
     assert_inode(got, "/dev/console", 0o20600, 0, 0);
     assert_eq!(got["/dev/console"]["rdev"], serde_json::json!([5, 1]));
     assert_inode(got, "/dev/sda", 0o60600, 0, 0);
@@ -384,8 +390,8 @@ fn every_filesystem_holds_the_owners_modes_and_nodes_of_the_staged_tree() {
         out.assert_success();
         let report: Value =
             serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}\n{out}"));
-        // The store path's four inodes were not mapped.
-        assert_eq!(report["unmapped_given_to_root"], 4, "{out}");
+        // The store path's five inodes were not mapped.
+        assert_eq!(report["unmapped_given_to_root"], 5, "{out}");
         assert_eq!(owner(&image), (user.uid, user.gid));
         let got = read_back(&user, fs_name, &image);
         check_subid_image(fs_name, &got);

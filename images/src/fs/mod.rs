@@ -266,14 +266,28 @@ pub fn strip_setid(mode: u32, uid_replaced: bool, gid_replaced: bool) -> u32 {
     mode
 }
 
+/// Owner, group and permission bits a tar rootfs's header gives a path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ArchiveOwner {
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Permission bits with set-id and sticky bits (`0o7777`).
+    pub mode: u32,
+}
+
 /// The changes to make to `seen` (hard links appear once per path; each
-/// gets the same change): owners equal to `overflow` (uid, gid) — ids the
-/// namespace does not map — become root's, without their set-id bits;
-/// then the manifest's last matching rule sets owner, group and, when it
-/// names one, the permission bits. Every manifest line must match a path.
+/// gets the same change), in this order: owners equal to `overflow` (uid,
+/// gid) — ids the namespace does not map — become root's, without their
+/// set-id bits; a path of a tar rootfs takes its header's owner, group and
+/// bits (`archive`; a symlink keeps 0777); then the manifest's last
+/// matching rule sets owner, group and, when it names one, the permission
+/// bits. Every manifest line must match a path.
 pub fn plan_fixes(
     seen: &[Seen],
     overflow: (u32, u32),
+    archive: Option<&std::collections::BTreeMap<String, ArchiveOwner>>,
     manifest: Option<&Manifest>,
 ) -> Result<Vec<Fix>, FsError> {
     let mut matched = vec![false; manifest.map_or(0, |m| m.rules.len())];
@@ -288,6 +302,14 @@ pub fn plan_fixes(
             unmapped: u || g,
             manifest_line: None,
         };
+        let from_archive = archive.and_then(|a| a.get(&s.path));
+        if let Some(a) = from_archive {
+            fix.uid = a.uid;
+            fix.gid = a.gid;
+            if s.mode & 0o170000 != 0o120000 {
+                fix.mode = (s.mode & !0o7777) | (a.mode & 0o7777);
+            }
+        }
         if let Some((i, rule)) = manifest.and_then(|m| m.lookup(&s.path)) {
             matched[i] = true;
             fix.uid = rule.uid;
@@ -297,7 +319,7 @@ pub fn plan_fixes(
             }
             fix.manifest_line = Some(rule.line);
         }
-        if fix.unmapped || fix.manifest_line.is_some() {
+        if fix.unmapped || fix.manifest_line.is_some() || from_archive.is_some() {
             fixes.push(fix);
         }
     }
@@ -346,7 +368,7 @@ mod tests {
             seen("/run/wall", 0, 65534, 0o102755),
             seen("/shared", 0, 65534, 0o42775),
         ];
-        let fixes = plan_fixes(&s, (65534, 65534), None).unwrap();
+        let fixes = plan_fixes(&s, (65534, 65534), None, None).unwrap();
         let got: Vec<(&str, u32, u32, u32)> = fixes
             .iter()
             .map(|f| (f.path.as_str(), f.uid, f.gid, f.mode))
@@ -374,7 +396,7 @@ mod tests {
             seen("/home/alice", 0, 0, 0o40755),
             seen("/home/alice/.ssh", 65534, 65534, 0o40755),
         ];
-        let fixes = plan_fixes(&s, (65534, 65534), Some(&m)).unwrap();
+        let fixes = plan_fixes(&s, (65534, 65534), None, Some(&m)).unwrap();
         assert_eq!(fixes.len(), 2);
         assert_eq!(
             (fixes[1].uid, fixes[1].gid, fixes[1].mode),
@@ -382,11 +404,43 @@ mod tests {
         );
         assert_eq!(fixes[1].manifest_line, Some(2));
         let typo = Manifest::parse("/home/alcie 1000 100\n", "owners").unwrap();
-        let e = plan_fixes(&s, (65534, 65534), Some(&typo)).unwrap_err();
+        let e = plan_fixes(&s, (65534, 65534), None, Some(&typo)).unwrap_err();
         assert!(
             e.to_string()
                 .contains("line 1: /home/alcie matches nothing"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn a_tar_rootfs_gives_its_owners_and_the_manifest_still_wins() {
+        let archive: std::collections::BTreeMap<String, ArchiveOwner> = [
+            ("/etc/shadow", 0, 42, 0o640),
+            ("/home/bob", 1001, 100, 0o700),
+            ("/bin/sh", 0, 0, 0o644),
+        ]
+        .into_iter()
+        .map(|(p, uid, gid, mode)| (p.to_string(), ArchiveOwner { uid, gid, mode }))
+        .collect();
+        let m = Manifest::parse("/home/bob 1002 100\n", "owners").unwrap();
+        let s = [
+            seen("/etc/shadow", 0, 0, 0o100600),
+            seen("/home/bob", 0, 0, 0o40755),
+            seen("/bin/sh", 0, 0, 0o120777),
+            seen("/usr", 0, 0, 0o40755),
+        ];
+        let fixes = plan_fixes(&s, (65534, 65534), Some(&archive), Some(&m)).unwrap();
+        let got: Vec<(&str, u32, u32, u32)> = fixes
+            .iter()
+            .map(|f| (f.path.as_str(), f.uid, f.gid, f.mode))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("/etc/shadow", 0, 42, 0o100640),
+                ("/home/bob", 1002, 100, 0o40700),
+                ("/bin/sh", 0, 0, 0o120777),
+            ]
         );
     }
 

@@ -146,6 +146,7 @@ pub fn make(a: &MakeArgs) -> Result<std::process::ExitCode> {
             reproducible,
         },
         manifest,
+        archive: None,
         overflow: super::overflow_ids(),
         scratch: scratch.path().to_path_buf(),
     };

@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
-use rootbox_images::fs::{ext4::Content, plan_fixes, Filesystem, Fix, Options, Seen};
+use rootbox_images::fs::{ext4::Content, plan_fixes, ArchiveOwner, Filesystem, Fix, Options, Seen};
 use rootbox_images::owners::Manifest;
 use serde::Serialize;
 
@@ -193,6 +193,8 @@ pub struct Job {
     pub options: Options,
     /// The ownership manifest.
     pub manifest: Option<Manifest>,
+    /// The owners a tar rootfs's headers give, by image path.
+    pub archive: Option<BTreeMap<String, ArchiveOwner>>,
     /// The ids that mean "not mapped" ([`overflow_ids`]).
     pub overflow: (u32, u32),
     /// Scratch space for command files and trial images.
@@ -218,7 +220,12 @@ pub struct Made {
 pub fn make(job: &Job) -> Result<Made> {
     rootbox_images::fs::check(job.filesystem, &job.options)?;
     let (tree, content) = walk(&job.source)?;
-    let fixes = plan_fixes(&seen_of(&tree), job.overflow, job.manifest.as_ref())?;
+    let fixes = plan_fixes(
+        &seen_of(&tree),
+        job.overflow,
+        job.archive.as_ref(),
+        job.manifest.as_ref(),
+    )?;
     match job.filesystem {
         Filesystem::Ext4 => ext4::make(job, &tree, content, &fixes)?,
         Filesystem::Erofs => erofs::make(job, &tree, &fixes)?,

@@ -133,6 +133,23 @@ pub enum FsError {
         /// The character at fault.
         why: &'static str,
     },
+    /// A tool older than what rootbox was checked with.
+    #[error(
+        "{filesystem} images need {package} ≥ {need} ({why}); found {found}: install a newer \
+         {package} (Debian bookworm's is enough: apt-get install {package})"
+    )]
+    OldTool {
+        /// The filesystem.
+        filesystem: Filesystem,
+        /// The Debian package.
+        package: &'static str,
+        /// The version found.
+        found: String,
+        /// The version needed.
+        need: String,
+        /// What the older ones lack.
+        why: &'static str,
+    },
     /// An owner that the on-disk inode cannot hold.
     #[error("{filesystem}: {path} would be owned by {id}, which its inode cannot hold ({why})")]
     IdTooLarge {
@@ -145,6 +162,75 @@ pub enum FsError {
         /// Why not.
         why: &'static str,
     },
+}
+
+/// The tool whose version decides what a filesystem can do, and how to ask it.
+pub struct Tool {
+    /// The Debian package.
+    pub package: &'static str,
+    /// The program and its version flag.
+    pub command: [&'static str; 2],
+    /// The oldest version rootbox was checked with.
+    pub need: (u32, u32, u32),
+    /// What rootbox uses of it.
+    pub why: &'static str,
+}
+
+impl Filesystem {
+    /// The tool whose version [`check_version`] checks.
+    pub fn tool(self) -> Tool {
+        match self {
+            Filesystem::Ext4 => Tool {
+                package: "e2fsprogs",
+                command: ["mke2fs", "-V"],
+                need: (1, 47, 0),
+                why: "mkfs.ext4 -d with xattrs and device numbers, -E hash_seed=, \
+                      E2FSPROGS_FAKE_TIME, debugfs ea_get -x",
+            },
+            Filesystem::Erofs => Tool {
+                package: "erofs-utils",
+                command: ["dump.erofs", "-V"],
+                need: (1, 5, 0),
+                why: "mkfs.erofs -T, -U and -E force-inode-extended",
+            },
+            Filesystem::Squashfs => Tool {
+                package: "squashfs-tools",
+                command: ["mksquashfs", "-version"],
+                need: (4, 5, 0),
+                why: "-reproducible, -mkfs-time, -all-time, -pf and -root-uid",
+            },
+        }
+    }
+}
+
+/// The first `X.Y[.Z]` in a tool's version output.
+pub fn parse_version(text: &str) -> Option<(u32, u32, u32)> {
+    text.split(|c: char| c.is_whitespace() || c == '(' || c == ')')
+        .find_map(|w| {
+            let mut parts = w.split('.');
+            let a = parts.next()?.parse().ok()?;
+            let b = parts.next()?.parse().ok()?;
+            let c = parts.next().map_or(Some(0), |c| c.parse().ok())?;
+            Some((a, b, c))
+        })
+}
+
+/// Checks the version output of [`Filesystem::tool`].
+pub fn check_version(filesystem: Filesystem, output: &str) -> Result<(), FsError> {
+    let t = filesystem.tool();
+    let show = |(a, b, c): (u32, u32, u32)| format!("{a}.{b}.{c}");
+    let old = |found: String| FsError::OldTool {
+        filesystem,
+        package: t.package,
+        found,
+        need: show(t.need),
+        why: t.why,
+    };
+    match parse_version(output) {
+        Some(v) if v >= t.need => Ok(()),
+        Some(v) => Err(old(show(v))),
+        None => Err(old(format!("no version in {:?}", output.trim()))),
+    }
 }
 
 /// What a build asks of the filesystem, from the spec (fields named as there).
@@ -461,6 +547,30 @@ mod tests {
         assert!(check(Filesystem::Ext4, &o).is_ok());
         let e = check(Filesystem::Squashfs, &o).unwrap_err().to_string();
         assert!(e.contains("\"headroom\""), "{e}");
+    }
+
+    #[test]
+    fn tool_versions_of_bookworm_pass_and_older_ones_are_named() {
+        assert!(check_version(Filesystem::Ext4, "mke2fs 1.47.0 (5-Feb-2023)").is_ok());
+        assert!(check_version(Filesystem::Erofs, "dump.erofs 1.5").is_ok());
+        assert!(check_version(
+            Filesystem::Squashfs,
+            "mksquashfs version 4.5.1 (2022/03/17)"
+        )
+        .is_ok());
+        let e = check_version(
+            Filesystem::Squashfs,
+            "mksquashfs version 4.3-git (2014/06/09)",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("squashfs-tools ≥ 4.5.0"), "{e}");
+        assert!(
+            e.contains("found no version") || e.contains("found 4.3"),
+            "{e}"
+        );
+        let e = check_version(Filesystem::Ext4, "mke2fs 1.46.2 (28-Feb-2021)").unwrap_err();
+        assert!(e.to_string().contains("found 1.46.2"), "{e}");
     }
 
     #[test]

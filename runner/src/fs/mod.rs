@@ -219,6 +219,7 @@ pub struct Made {
 /// Makes the image, fixes its owners and verifies it (see the module doc).
 pub fn make(job: &Job) -> Result<Made> {
     rootbox_images::fs::check(job.filesystem, &job.options)?;
+    check_tool(job.filesystem)?;
     let (tree, content) = walk(&job.source)?;
     let fixes = plan_fixes(
         &seen_of(&tree),
@@ -244,6 +245,24 @@ pub fn make(job: &Job) -> Result<Made> {
         manifest_paths: fixes.iter().filter(|f| f.manifest_line.is_some()).count(),
         verified_paths: verified,
     })
+}
+
+/// Checks the version of the filesystem's tools (see
+/// [`rootbox_images::fs::Filesystem::tool`]).
+pub fn check_tool(filesystem: Filesystem) -> Result<()> {
+    let t = filesystem.tool();
+    let out = Command::new(t.command[0])
+        .arg(t.command[1])
+        .output()
+        .with_context(|| {
+            format!(
+                "running {} for a {filesystem} image: install {} (apt-get install {})",
+                t.command[0], t.package, t.package
+            )
+        })?;
+    let text = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
+    rootbox_images::fs::check_version(filesystem, &text)?;
+    Ok(())
 }
 
 /// The tree with `fixes` applied: what the image must hold.

@@ -10,6 +10,8 @@
 //! PATH: a shell wrapper that passes `--version` through to the real one
 //! and marks, sleeps or crashes around running it.
 
+#![forbid(unsafe_code)]
+
 mod common;
 
 use std::collections::BTreeSet;
@@ -23,10 +25,6 @@ use std::time::Duration;
 use common::*;
 use nix::sys::signal::Signal;
 use serde_json::Value;
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("test paths are UTF-8")
-}
 
 /// The real mkfs.btrfs (`command -v`, then /usr/sbin, /sbin).
 fn real_mkfs() -> PathBuf {
@@ -46,55 +44,13 @@ fn real_mkfs() -> PathBuf {
     PathBuf::from(p)
 }
 
-/// A build's directories: `bin/` (first on PATH), `root/`, `out/`,
-/// `tmp/` (TMPDIR). Processes whose arguments contain the fixture's path
-/// are the build's.
-struct Fx {
-    user: User,
-    dir: tempfile::TempDir,
-    /// Mounts the test made (not the build's).
-    own_mounts: Vec<PathBuf>,
-}
-
-impl Drop for Fx {
-    fn drop(&mut self) {
-        // A failed test must not leave processes behind.
-        for pid in self.procs() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGKILL);
-        }
-        for m in self.own_mounts.iter().rev() {
-            let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
-        }
-    }
-}
-
 impl Fx {
-    fn new() -> Fx {
-        let user = test_user();
-        assert_unprivileged(&user);
-        let dir = tempdir_for(&user);
-        for d in ["bin", "root", "out", "tmp"] {
-            create_dirs_as(&user, &dir.path().join(d));
-        }
-        let fx = Fx {
-            user,
-            dir,
-            own_mounts: Vec::new(),
-        };
+    /// A fixture (see [`Fx`]) whose rootfs holds `/etc/hostname`, for the
+    /// unprivileged test user (checked).
+    fn faulty() -> Fx {
+        let fx = Fx::new(&setup());
         fx.file("etc/hostname", "faulty\n");
         fx
-    }
-    fn path(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-    fn marker(&self) -> String {
-        self.dir.path().to_string_lossy().into_owned()
-    }
-    fn image(&self) -> PathBuf {
-        self.path("out/image.img")
-    }
-    fn file(&self, rel: &str, content: impl AsRef<[u8]>) {
-        write_as(&self.user, &self.path("root").join(rel), content);
     }
     /// Installs `bin/mkfs.btrfs`: `--version` passes through to the real
     /// one; otherwise `pre`, the real mkfs (unless `pre` exits), `post`.
@@ -119,31 +75,11 @@ impl Fx {
         cmd.env("PATH", path)
             .env("TMPDIR", self.path("tmp"))
             .args(["build", "--json", "--subvol", "@:/:default", "--rootfs"])
-            .arg(self.path("root"))
+            .arg(self.root())
             .arg("-o")
             .arg(self.image())
             .args(extra);
         cmd
-    }
-    /// Live processes of the build.
-    fn procs(&self) -> Vec<u32> {
-        let m = self.marker();
-        pids_with_args(|a| a.iter().any(|x| x.contains(&m)))
-    }
-    /// Mounts of the build visible here.
-    fn mounts(&self) -> Vec<String> {
-        let m = self.marker();
-        mount_table()
-            .into_iter()
-            .filter(|e| e.mount_point.starts_with(&m) || e.source.starts_with(&m))
-            .filter(|e| {
-                !self
-                    .own_mounts
-                    .iter()
-                    .any(|o| Path::new(&e.mount_point) == o)
-            })
-            .map(|e| e.line)
-            .collect()
     }
     /// Files left in `out/` (other than the image) and `tmp/`.
     fn leftovers(&self) -> Vec<String> {
@@ -164,7 +100,7 @@ impl Fx {
         let gone = wait_until(Duration::from_secs(10), || self.procs().is_empty());
         assert!(
             gone,
-            "{what}: processes of the build are left: {:?}",
+            "{what}: processes of the build are left:\n{}",
             describe_pids(&self.procs())
         );
         let mounts = self.mounts();
@@ -186,16 +122,10 @@ impl Fx {
     }
 }
 
-fn describe_pids(pids: &[u32]) -> Vec<String> {
-    pids.iter()
-        .map(|p| format!("{p}: {}", cmdline(*p).join(" ")))
-        .collect()
-}
-
 /// Many small files owned by root (not mapped into the namespace: each is
 /// copied into scratch space while staging). Root only.
 fn unmapped_files(fx: &Fx, n: usize) {
-    let dir = fx.path("root/var/lib/unmapped");
+    let dir = fx.root().join("var/lib/unmapped");
     create_dirs_as(&fx.user, &dir);
     for i in 0..n {
         fs::write(dir.join(format!("f{i}")), vec![b'x'; 4096]).unwrap();
@@ -205,7 +135,7 @@ fn unmapped_files(fx: &Fx, n: usize) {
 /// Many small files of the test user (a long mkfs and verification).
 fn many_files(fx: &Fx, n: usize) {
     for d in 0..(n / 1000).max(1) {
-        let dir = fx.path(&format!("root/many/d{d}"));
+        let dir = fx.root().join(format!("many/d{d}"));
         create_dirs_as(&fx.user, &dir);
         for i in 0..1000.min(n) {
             let p = dir.join(format!("f{i}"));
@@ -213,17 +143,6 @@ fn many_files(fx: &Fx, n: usize) {
             give_to(&fx.user, &p);
         }
     }
-}
-
-/// Puts `rel` on a tmpfs (fast to fill) when root.
-fn tmpfs_at(fx: &mut Fx, rel: &str, size: &str) -> bool {
-    if !is_root() {
-        return false;
-    }
-    let at = fx.path(rel);
-    mount_tmpfs_for(&fx.user, &at, size);
-    fx.own_mounts.push(at);
-    true
 }
 
 fn is_stage_running(fx: &Fx) -> bool {
@@ -239,8 +158,8 @@ fn sigkill_during_staging() {
     if !is_root() {
         skip!("needs root to make files the namespace does not map");
     }
-    let mut fx = Fx::new();
-    tmpfs_at(&mut fx, "root", "256m");
+    let fx = Fx::faulty();
+    fx.tmpfs("src/root", "256m");
     fx.file("etc/hostname", "faulty\n");
     unmapped_files(&fx, 6000);
     fx.fake_mkfs(&format!("touch {}", s(&fx.path("mkfs-started"))), "");
@@ -264,7 +183,7 @@ fn sigkill_during_staging() {
 
 #[test]
 fn sigkill_during_mkfs_keeps_the_previous_image() {
-    let fx = Fx::new();
+    let fx = Fx::faulty();
     let marker = unique_marker("1000.");
     fx.fake_mkfs(
         &format!("touch {}; sleep {marker}", s(&fx.path("mkfs-started"))),
@@ -281,7 +200,7 @@ fn sigkill_during_mkfs_keeps_the_previous_image() {
     assert_eq!(signal_of(&out.status), Some(9), "{out}");
     // The sleep of the fake mkfs is the build's too.
     let gone = wait_until(Duration::from_secs(10), || {
-        pids_with_args(|a| a.iter().any(|x| *x == marker)).is_empty()
+        pids_with_args(|a| a.contains(&marker)).is_empty()
     });
     assert!(gone, "the mkfs of a killed build is still running");
     fx.assert_clean_end(Some(b"the previous image"), "SIGKILL during mkfs");
@@ -290,8 +209,8 @@ fn sigkill_during_mkfs_keeps_the_previous_image() {
 
 #[test]
 fn sigkill_during_verification() {
-    let mut fx = Fx::new();
-    tmpfs_at(&mut fx, "root", "256m");
+    let fx = Fx::faulty();
+    fx.tmpfs("src/root", "256m");
     fx.file("etc/hostname", "faulty\n");
     many_files(&fx, 20_000);
     let done = fx.path("mkfs-done");
@@ -324,7 +243,7 @@ fn sigkill_during_verification() {
 #[test]
 fn sigint_and_sigterm_stop_cleanly() {
     for (sig, group) in [(Signal::SIGINT, true), (Signal::SIGTERM, false)] {
-        let fx = Fx::new();
+        let fx = Fx::faulty();
         let marker = unique_marker("1000.");
         fx.fake_mkfs(
             &format!("touch {}; sleep {marker}", s(&fx.path("mkfs-started"))),
@@ -353,7 +272,7 @@ fn sigint_and_sigterm_stop_cleanly() {
         );
         fx.assert_clean_end(None, &format!("{sig}"));
         let gone = wait_until(Duration::from_secs(10), || {
-            pids_with_args(|a| a.iter().any(|x| *x == marker)).is_empty()
+            pids_with_args(|a| a.contains(&marker)).is_empty()
         });
         assert!(gone, "{sig}: the fake mkfs still runs");
         assert_eq!(
@@ -368,7 +287,7 @@ fn sigint_and_sigterm_stop_cleanly() {
 
 #[test]
 fn mkfs_crashing() {
-    let fx = Fx::new();
+    let fx = Fx::faulty();
     fx.fake_mkfs("kill -SEGV $$", "");
     let out = run(&mut fx.build_cmd(&[]));
     assert_ne!(out.code(), Some(0), "{out}");
@@ -380,7 +299,7 @@ fn mkfs_crashing() {
 
 #[test]
 fn mkfs_out_of_space_with_a_fixed_size() {
-    let fx = Fx::new();
+    let fx = Fx::faulty();
     // 160 MiB of content in a 120 MiB filesystem (incompressible enough:
     // no compression is asked for).
     fx.file("var/big", vec![0x5au8; 160 << 20]);
@@ -422,7 +341,7 @@ fn in_user_ns_via(fx: &Fx, cmd: &Command, setup: &str, wrap: &str) -> Option<Out
 /// /usr/bin, /bin): each is hidden under /dev/null in a mount namespace.
 #[test]
 fn mkfs_missing() {
-    let fx = Fx::new();
+    let fx = Fx::faulty();
     let hide = "for d in /usr/sbin /sbin /usr/bin /bin /usr/local/sbin /usr/local/bin; do \
                 [ -e $d/mkfs.btrfs ] && { mount --bind /dev/null $d/mkfs.btrfs || exit 99; }; done; true";
     let Some(out) = in_user_ns(&fx, &fx.build_cmd(&[]), hide) else {
@@ -437,7 +356,7 @@ fn mkfs_missing() {
 
 #[test]
 fn mkfs_too_old() {
-    let fx = Fx::new();
+    let fx = Fx::faulty();
     let p = fx.path("bin/mkfs.btrfs");
     write_as(
         &fx.user,
@@ -463,7 +382,7 @@ fn mkfs_too_old() {
 /// the image is verified.
 #[test]
 fn user_namespaces_unavailable() {
-    let fx = Fx::new();
+    let fx = Fx::faulty();
     let (uid, gid) = (fx.user.uid, fx.user.gid);
     let Some(out) = in_user_ns_via(
         &fx,
@@ -507,8 +426,8 @@ fn scratch_space_full() {
     if !is_root() {
         skip!("needs root to mount a small tmpfs");
     }
-    let mut fx = Fx::new();
-    assert!(tmpfs_at(&mut fx, "scratch", "4m"));
+    let fx = Fx::faulty();
+    assert!(fx.tmpfs("scratch", "4m"));
     let store = fx.path("store");
     let sp = store.join("0123456789abcdfghijklmnpqrsvwxyz-big");
     write_as(&fx.user, &sp.join("data"), vec![7u8; 16 << 20]);
@@ -564,7 +483,7 @@ fn inspect(user: &User, image: &Path) -> Value {
 fn eight_builds_at_once() {
     let fxs: Vec<Fx> = (0..8)
         .map(|i| {
-            let fx = Fx::new();
+            let fx = Fx::faulty();
             fx.file(&format!("etc/only-in-{i}"), "x".repeat(i + 1));
             fx.file(&format!("home/u{i}/file"), format!("build {i}\n"));
             fx
@@ -617,8 +536,8 @@ fn eight_builds_at_once() {
 #[test]
 fn two_builds_race_for_one_output() {
     for round in 0..3 {
-        let a = Fx::new();
-        let b = Fx::new();
+        let a = Fx::faulty();
+        let b = Fx::faulty();
         a.file("etc/who", "aaaa");
         b.file("etc/who", "bbbbbbbb");
         // Both pass the output check before either publishes.
@@ -692,10 +611,6 @@ fn two_builds_race_for_one_output() {
 }
 
 // ---- no privilege escape ---------------------------------------------------------
-
-fn rb_run(user: &User, args: &[&str]) -> Out {
-    run(rootbox(user).arg("run").args(args))
-}
 
 #[test]
 fn no_new_privs_inside_run() {
@@ -815,7 +730,7 @@ fn read_only_binds_cannot_be_remounted_rw() {
 /// and the build and its sources are unaffected.
 #[test]
 fn mkfs_cannot_write_the_staged_tree() {
-    let fx = Fx::new();
+    let fx = Fx::faulty();
     let report = fx.path("attempts");
     fx.fake_mkfs(
         &format!(
@@ -839,7 +754,7 @@ fn mkfs_cannot_write_the_staged_tree() {
     }
     assert!(attempts.contains("Read-only file system"), "{attempts}");
     assert_eq!(
-        fs::read_to_string(fx.path("root/etc/hostname")).unwrap(),
+        fs::read_to_string(fx.root().join("etc/hostname")).unwrap(),
         "faulty\n"
     );
     let ins = inspect(&fx.user, &fx.image());
@@ -852,7 +767,7 @@ fn mkfs_cannot_write_the_staged_tree() {
 /// (or anything posing as it) cannot remount a bound source writable.
 #[test]
 fn mkfs_cannot_remount_the_staged_tree_rw() {
-    let fx = Fx::new();
+    let fx = Fx::faulty();
     let report = fx.path("attempts");
     fx.fake_mkfs(
         &format!(
@@ -866,7 +781,7 @@ fn mkfs_cannot_remount_the_staged_tree_rw() {
     let out = run(&mut fx.build_cmd(&[]));
     let attempts = fs::read_to_string(&report).expect("the fake mkfs ran");
     assert_eq!(
-        fs::read_to_string(fx.path("root/etc/hostname")).unwrap(),
+        fs::read_to_string(fx.root().join("etc/hostname")).unwrap(),
         "faulty\n",
         "mkfs changed a source file:\n{attempts}\n{out}"
     );

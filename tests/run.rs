@@ -7,6 +7,8 @@
 //! inside per-test directories under /tmp owned by that user, or inside a
 //! `--root` the test builds, never on the host's own directories.
 
+#![forbid(unsafe_code)]
+
 mod common;
 
 use std::fs;
@@ -15,30 +17,6 @@ use std::time::Duration;
 
 use common::*;
 use nix::sys::signal::Signal;
-
-/// The unprivileged user, checked to be unprivileged.
-fn setup() -> User {
-    let user = test_user();
-    assert_unprivileged(&user);
-    user
-}
-
-/// A path as a command-line argument (test paths are ASCII).
-fn s(p: &Path) -> &str {
-    p.to_str().expect("test paths are UTF-8")
-}
-
-/// `rootbox run ARGS...` as `user`, to its end.
-fn rb_run(user: &User, args: &[&str]) -> Out {
-    run(rootbox(user).arg("run").args(args))
-}
-
-fn have_subids(user: &User) -> Option<((u32, u32), (u32, u32))> {
-    let helpers = ["newuidmap", "newgidmap"]
-        .iter()
-        .all(|h| Path::new("/usr/bin").join(h).exists() || Path::new("/bin").join(h).exists());
-    subid_ranges(user).filter(|_| helpers)
-}
 
 /// Kills, when dropped, every process still carrying `marker` as an
 /// argument: a failing test must not leave `sleep 1000`s behind.
@@ -55,13 +33,6 @@ impl Drop for KillMarked {
 /// `sleep MARKER` processes (the marker is the sleep time).
 fn sleeps(marker: &str) -> Vec<u32> {
     pids_with_args(|a| a.len() == 2 && a[0].rsplit('/').next() == Some("sleep") && a[1] == marker)
-}
-
-fn describe_pids(pids: &[u32]) -> String {
-    pids.iter()
-        .map(|p| format!("{p}: {}", cmdline(*p).join(" ")))
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 // ---- the harness itself -------------------------------------------------

@@ -1,0 +1,81 @@
+//! The `--json` result has the documented fields.
+
+use super::*;
+
+// ---- the JSON result --------------------------------------------------------------
+
+#[test]
+fn json_result_has_the_documented_fields() {
+    let user = setup();
+    let c = ErrCase::new(&user);
+    file_as(&user, &c.root.join("home/bob/file"), "bob\n", 0o644);
+    let img = c.out_dir.join("x.img");
+    let r = build_json(
+        &user,
+        &[
+            "--rootfs",
+            s(&c.root),
+            "--subvol",
+            "@:/:default",
+            "--subvol",
+            "@home:/home",
+            "--uuid",
+            UUID,
+            "--label",
+            "jsonlabel",
+            "-o",
+            s(&img),
+        ],
+    );
+    assert_eq!(r["image"], s(&img), "{r:#}");
+    assert_eq!(
+        r["size_bytes"].as_u64(),
+        Some(fs::metadata(&img).unwrap().len()),
+        "{r:#}"
+    );
+    assert!(r["size_bytes"].as_u64().unwrap() > 0);
+    assert_eq!(r["uuid"], UUID, "{r:#}");
+    assert_eq!(r["label"], "jsonlabel", "{r:#}");
+    assert_eq!(r["verified"], true, "{r:#}");
+    let subvols = r["subvolumes"].as_array().expect("subvolumes");
+    assert_eq!(subvols.len(), 2, "{r:#}");
+    for sv in subvols {
+        for f in ["name", "mountpoint"] {
+            assert!(sv[f].is_string(), "subvolume field {f}: {sv:#}");
+        }
+        for f in ["id", "entries", "bytes"] {
+            assert!(sv[f].is_u64(), "subvolume field {f}: {sv:#}");
+        }
+        assert!(sv["entries"].as_u64().unwrap() >= 1, "{sv:#}");
+    }
+    let home = subvols
+        .iter()
+        .find(|s| s["name"] == "@home")
+        .expect("@home");
+    assert_eq!(
+        home["entries"], 3,
+        "bob, bob/file and the root of @home: {home:#}"
+    );
+    assert_eq!(home["bytes"], 4, "{home:#}");
+    assert!(r["entries"].as_u64().unwrap() >= 6, "{r:#}");
+    let t = &r["timings"];
+    for f in ["plan", "stage", "copy", "mkfs", "verify", "total"] {
+        let v = t[f]
+            .as_f64()
+            .unwrap_or_else(|| panic!("timings.{f} missing: {r:#}"));
+        assert!(v >= 0.0, "timings.{f} = {v}");
+    }
+    assert!(t["total"].as_f64().unwrap() >= t["mkfs"].as_f64().unwrap());
+    assert!(
+        r["warnings"].is_array() && r["left_out"].is_array(),
+        "{r:#}"
+    );
+    assert!(
+        r["registration"].is_null(),
+        "no closure, no registration: {r:#}"
+    );
+    // The uuid is the image's.
+    let ins = Inspected::of(&user, &img);
+    assert_eq!(ins.doc["filesystem"]["fsid"], UUID);
+    assert_eq!(ins.doc["filesystem"]["label"], "jsonlabel");
+}

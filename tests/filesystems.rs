@@ -34,18 +34,14 @@ const CAP_NET_RAW: [u8; 20] = [
 ];
 const STORE_SU: &str = "/nix/store/0c7qhwl4bgpjvhkclwsnxxzyq7cldm7x-shadow/bin/su";
 
-fn setup() -> User {
-    let user = test_user();
-    assert_unprivileged(&user);
-    if !is_root() {
-        // The tree needs other owners and device nodes, which only root makes.
-        panic!("tests/filesystems.rs makes its trees as root (CI runs it as root)");
-    }
-    user
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("test paths are UTF-8")
+/// The unprivileged user; the tree needs other owners and device nodes,
+/// which only the root harness makes (CI runs the tests as root).
+fn setup_as_root() -> User {
+    assert!(
+        is_root(),
+        "tests/filesystems.rs makes its trees as root (CI runs it as root)"
+    );
+    setup()
 }
 
 fn chmod(p: &Path, mode: u32) {
@@ -302,22 +298,23 @@ fn check_with_own_tools(user: &User, fs_name: &str, image: &Path) {
     }
 }
 
-/// A read-only loop mount, undone on drop.
-struct Mounted(tempfile::TempDir);
+/// A read-only loop mount of an ext4, erofs or squashfs image, undone on
+/// drop (common's [`Mounted`] mounts btrfs subvolumes).
+struct FsMount(tempfile::TempDir);
 
-impl Mounted {
-    fn new(fs_name: &str, image: &Path) -> Mounted {
+impl FsMount {
+    fn new(fs_name: &str, image: &Path) -> FsMount {
         let dir = tempfile::Builder::new()
             .prefix("rootbox-test-mnt-")
             .tempdir_in("/tmp")
             .expect("a mount point");
         run(Command::new("mount").args(["-t", fs_name, "-o", "loop,ro", s(image), s(dir.path())]))
             .assert_success();
-        Mounted(dir)
+        FsMount(dir)
     }
 }
 
-impl Drop for Mounted {
+impl Drop for FsMount {
     fn drop(&mut self) {
         if !Command::new("umount")
             .arg(self.0.path())
@@ -331,7 +328,7 @@ impl Drop for Mounted {
 
 /// What the kernel shows of a mounted image: the same as the reader.
 fn check_mounted(fs_name: &str, image: &Path) {
-    let m = Mounted::new(fs_name, image);
+    let m = FsMount::new(fs_name, image);
     let at = |p: &str| m.0.path().join(p.trim_start_matches('/'));
     let meta = |p: &str| fs::symlink_metadata(at(p)).unwrap_or_else(|e| panic!("lstat {p}: {e}"));
     for (p, mode, uid, gid) in [
@@ -369,7 +366,7 @@ fn check_mounted(fs_name: &str, image: &Path) {
 
 #[test]
 fn every_filesystem_holds_the_owners_modes_and_nodes_of_the_staged_tree() {
-    let user = setup();
+    let user = setup_as_root();
     let case = Case::new(&user);
     for fs_name in FILESYSTEMS {
         let image = case.path(&format!("image.{fs_name}"));
@@ -402,7 +399,7 @@ fn every_filesystem_holds_the_owners_modes_and_nodes_of_the_staged_tree() {
 
 #[test]
 fn a_single_id_map_gives_alice_to_root_and_the_manifest_gives_her_back() {
-    let user = setup();
+    let user = setup_as_root();
     let case = Case::new(&user);
     let manifest = case.path("owners");
     write_as(
@@ -478,7 +475,7 @@ fn copy_tree(from: &Path, to: &Path) {
 
 #[test]
 fn two_copies_of_a_tree_give_the_same_bytes() {
-    let user = setup();
+    let user = setup_as_root();
     let case = Case::new(&user);
     // One copy on the disk, one on a tmpfs, made a second apart: ctimes,
     // inode numbers, directory order and the order in which each lists a
@@ -490,12 +487,6 @@ fn two_copies_of_a_tree_give_the_same_bytes() {
     copy_tree(&case.path("tree"), &on_disk);
     let tmpfs = case.path("mnt");
     mount_tmpfs_for(&user, &tmpfs, "64M");
-    struct Unmount(PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
-        }
-    }
     let _unmount = Unmount(tmpfs.clone());
     std::thread::sleep(std::time::Duration::from_millis(1100));
     let in_memory = tmpfs.join("copy-b");
@@ -540,7 +531,7 @@ fn two_copies_of_a_tree_give_the_same_bytes() {
 
 #[test]
 fn a_fixed_size_that_is_too_small_says_what_it_needs() {
-    let user = setup();
+    let user = setup_as_root();
     let case = Case::new(&user);
     for fs_name in FILESYSTEMS {
         let image = case.path(&format!("small.{fs_name}"));
@@ -600,7 +591,7 @@ fn a_fixed_size_that_is_too_small_says_what_it_needs() {
 
 #[test]
 fn auto_size_is_small_and_headroom_adds_free_space_to_ext4() {
-    let user = setup();
+    let user = setup_as_root();
     let case = Case::new(&user);
     let tree = case.path("tree");
     let mut sizes = BTreeMap::new();
@@ -628,7 +619,7 @@ fn auto_size_is_small_and_headroom_adds_free_space_to_ext4() {
 
 #[test]
 fn what_a_filesystem_cannot_express_is_refused_by_name() {
-    let user = setup();
+    let user = setup_as_root();
     let case = Case::new(&user);
     let tree = case.path("tree");
     let cases: [(&str, &[&str], &str); 7] = [

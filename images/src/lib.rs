@@ -6,6 +6,7 @@
 //! it knows nothing of the btrfs on-disk format (`rootbox-btrfs` does).
 
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 pub mod closure;
 pub mod fs;

@@ -22,6 +22,10 @@
 //! Field values are checked as they are read (sizes, UUID, compression,
 //! label); the subvolume layout itself is checked by
 //! [`Layout::new`](crate::layout::Layout::new).
+//!
+//! Why one file of over 700 lines: the spec's types and the checks of their
+//! values are one concern (what a spec may say), and the last 180 lines are
+//! the tests of its error messages, which belong beside the checks.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -83,7 +87,8 @@ pub struct Spec {
     /// (JSON key `fileSystems`); excludes `subvolumes`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file_systems: Option<PathBuf>,
-    /// An ownership manifest (reserved; parsed but not used yet).
+    /// An ownership manifest file ([`crate::owners`]): owners and modes
+    /// applied to the image after mkfs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owners: Option<PathBuf>,
 }
@@ -207,41 +212,67 @@ impl SubvolumeSpec {
     }
 }
 
-/// A filesystem UUID in the canonical 8-4-4-4-12 hex form (stored lower
-/// case).
+/// A filesystem UUID. The spec, the CLI and NixOS `fileSystems` write it
+/// in the hyphenated 8-4-4-4-12 hex form (either case); it is shown in
+/// lower case.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Uuid(String);
+pub struct Uuid {
+    value: uuid::Uuid,
+    /// The lower-case hyphenated text, encoded once.
+    text: [u8; uuid::fmt::Hyphenated::LENGTH],
+}
 
 impl Uuid {
+    /// The UUID with these 16 bytes (RFC 9562 byte order).
+    pub fn from_bytes(bytes: [u8; 16]) -> Self {
+        Self::from(uuid::Uuid::from_bytes(bytes))
+    }
+
     /// The canonical lower-case text.
     pub fn as_str(&self) -> &str {
-        &self.0
+        std::str::from_utf8(&self.text).expect("a hyphenated UUID is ASCII")
+    }
+
+    /// The UUID as the `uuid` crate's type.
+    pub fn as_uuid(&self) -> &uuid::Uuid {
+        &self.value
     }
 }
 
-impl FromStr for Uuid {
-    type Err = String;
+impl From<uuid::Uuid> for Uuid {
+    fn from(value: uuid::Uuid) -> Self {
+        let mut text = [0; uuid::fmt::Hyphenated::LENGTH];
+        value.hyphenated().encode_lower(&mut text);
+        Uuid { value, text }
+    }
+}
 
-    fn from_str(s: &str) -> Result<Self, String> {
-        let groups: Vec<&str> = s.split('-').collect();
-        let lens: Vec<usize> = groups.iter().map(|g| g.len()).collect();
-        let ok = lens == [8, 4, 4, 4, 12]
-            && groups
-                .iter()
-                .all(|g| g.chars().all(|c| c.is_ascii_hexdigit()));
-        if ok {
-            Ok(Uuid(s.to_ascii_lowercase()))
-        } else {
-            Err(format!(
-                "invalid UUID {s:?}: expected 8-4-4-4-12 hex digits, e.g. \"44444444-4444-4444-8888-888888888888\""
-            ))
+/// Text that is not a UUID in the 8-4-4-4-12 form.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid UUID {input:?}: expected 8-4-4-4-12 hex digits, e.g. \"44444444-4444-4444-8888-888888888888\"")]
+pub struct UuidError {
+    /// The text as given.
+    pub input: String,
+}
+
+impl FromStr for Uuid {
+    type Err = UuidError;
+
+    fn from_str(s: &str) -> Result<Self, UuidError> {
+        // The uuid crate also reads the braced, URN and 32-digit forms;
+        // only the hyphenated form has exactly this length.
+        if s.len() != uuid::fmt::Hyphenated::LENGTH {
+            return Err(UuidError { input: s.into() });
         }
+        uuid::Uuid::try_parse(s)
+            .map(Uuid::from)
+            .map_err(|_| UuidError { input: s.into() })
     }
 }
 
 impl fmt::Display for Uuid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
@@ -576,6 +607,30 @@ mod tests {
         assert_eq!(
             e,
             "spec.json:4:34: subvolumes[1].mountpoint: invalid type: integer `4`, expected a string"
+        );
+    }
+
+    #[test]
+    fn uuids_are_read_only_in_the_hyphenated_form() {
+        let u: Uuid = "44444444-4444-4444-8888-88888888888A".parse().unwrap();
+        assert_eq!(u.to_string(), "44444444-4444-4444-8888-88888888888a");
+        assert_eq!(u.as_uuid().as_bytes()[15], 0x8a);
+        for other in [
+            "44444444444444448888888888888888",
+            "{44444444-4444-4444-8888-888888888888}",
+            "urn:uuid:44444444-4444-4444-8888-888888888888",
+            "44444444-4444-4444-8888-88888888888",
+            "4444444-44444-4444-8888-888888888888",
+        ] {
+            let e = other.parse::<Uuid>().unwrap_err();
+            assert!(e.to_string().contains("8-4-4-4-12"), "{other}: {e}");
+        }
+        let mut bytes = [0u8; 16];
+        bytes[0] = 0xab;
+        bytes[15] = 0x01;
+        assert_eq!(
+            Uuid::from_bytes(bytes).as_str(),
+            "ab000000-0000-0000-0000-000000000001"
         );
     }
 

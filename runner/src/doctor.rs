@@ -5,6 +5,7 @@ use std::process::{Command, ExitCode};
 
 use anyhow::Result;
 use clap::Args;
+use rootbox_images::mkfs::{BtrfsProgsVersion, Feature};
 use rootbox_sandbox::{find_program, HostFacts, IdMap, MapMode, Sandbox};
 
 /// Check whether rootbox can work here, and say what to change if not.
@@ -45,21 +46,12 @@ impl Report {
     }
 }
 
-/// The version of mkfs.btrfs on PATH, as (major, minor, patch).
-pub fn mkfs_btrfs_version() -> Option<(String, (u32, u32, u32))> {
+/// The version of mkfs.btrfs on PATH, read as builds read it
+/// ([`BtrfsProgsVersion::parse`]), with the first line it printed.
+pub fn mkfs_btrfs_version() -> Option<(String, BtrfsProgsVersion)> {
     let out = Command::new("mkfs.btrfs").arg("--version").output().ok()?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let v = text.split_whitespace().find_map(|w| w.strip_prefix('v'))?;
-    let mut parts = v.split('.').map(|p| {
-        p.trim_matches(|c: char| !c.is_ascii_digit())
-            .parse()
-            .unwrap_or(0)
-    });
-    let ver = (
-        parts.next()?,
-        parts.next().unwrap_or(0),
-        parts.next().unwrap_or(0),
-    );
+    let ver = BtrfsProgsVersion::parse(&text)?;
     Some((text.lines().next().unwrap_or("").to_string(), ver))
 }
 
@@ -240,7 +232,9 @@ pub fn main(_: &DoctorArgs) -> Result<ExitCode> {
     }
 
     match mkfs_btrfs_version() {
-        Some((line, v)) if v >= (6, 12, 0) => r.line(Level::Ok, "mkfs.btrfs", line, None),
+        Some((line, v)) if v >= Feature::SubvolTypeDir.min_version() => {
+            r.line(Level::Ok, "mkfs.btrfs", line, None)
+        }
         Some((line, _)) => r.line(
             Level::Fail,
             "mkfs.btrfs",

@@ -4,10 +4,11 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
-mod build;
 mod doctor;
+mod error_text;
 mod fs;
 mod inspect;
+mod pipeline;
 mod run;
 
 /// Build filesystem images whose files are owned by root, without being root.
@@ -38,7 +39,7 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    Build(Box<build::BuildArgs>),
+    Build(Box<pipeline::BuildArgs>),
     Run(run::RunArgs),
     Inspect(inspect::InspectArgs),
     Doctor(doctor::DoctorArgs),
@@ -86,17 +87,17 @@ fn main() -> ExitCode {
     init_logging(cli.verbose, cli.quiet);
     let result = match &cli.command {
         Command::Run(args) => run::main(args, matches.subcommand_matches("run").expect("run")),
-        Command::Build(args) => build::main(args),
+        Command::Build(args) => pipeline::main(args),
         Command::Inspect(args) => inspect::run(args).map(|()| ExitCode::SUCCESS),
         Command::Doctor(args) => doctor::main(args),
-        Command::Stage { job } => build::stage::main(job),
+        Command::Stage { job } => pipeline::stage::main(job),
         Command::FsMake(args) => fs::cli::make(args),
         Command::FsRead(args) => fs::cli::read(args),
     };
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("rootbox: error: {e:#}");
+            eprintln!("rootbox: error: {}", error_text::error_text(&e));
             ExitCode::from(1)
         }
     }

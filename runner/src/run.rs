@@ -113,7 +113,9 @@ fn mounts_in_order(args: &RunArgs, m: &ArgMatches) -> Vec<MountOp> {
             ops.push((positions[n * 2], op));
         }
     }
-    let singles: [(&str, &Vec<PathBuf>, fn(PathBuf) -> MountOp); 3] = [
+    // A flag naming one path a value: its id, its values, the op it makes.
+    type Single<'a> = (&'a str, &'a Vec<PathBuf>, fn(PathBuf) -> MountOp);
+    let singles: [Single; 3] = [
         ("tmpfs", &args.tmpfs, |dst| MountOp::Tmpfs { dst }),
         ("proc", &args.proc, |dst| MountOp::Proc { dst }),
         ("dev", &args.dev, |dst| MountOp::Dev { dst }),

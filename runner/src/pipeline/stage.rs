@@ -1,126 +1,34 @@
-//! The staging step, run inside the sandbox as `rootbox __stage JOB`.
+//! The staging step, run inside the sandbox as `rootbox __stage JOB` (or,
+//! without a user namespace, in the rootbox process itself), in this order:
 //!
-//! It executes the plan blindly: mounts a tmpfs on the staging directory,
-//! makes each [`Op`], seals the tree read-only, runs mkfs.btrfs on it and
-//! writes a [`StageResult`]. Every decision was made by the parent.
+//! 1. *plan*: the planner ([`super::plan`]) walks the sources as the
+//!    namespace sees them and decides, entry by entry, bind or copy;
+//! 2. *stage*: a tmpfs on the staging directory, and each [`Op`] made on it
+//!    (directories, bind mounts, copies into scratch space);
+//! 3. *seal*: the staging tree made read-only;
+//! 4. *mkfs* on it, in a nested sandbox ([`super::mkfs::run`]).
+//!
+//! It then writes a [`StageResult`] for the parent ([`super::job`]).
 
 use std::collections::HashMap;
 use std::fs;
 use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{anyhow, Context, Result};
 use nix::mount::{mount, MsFlags};
 use nix::sys::stat::{utimensat, Mode, SFlag, UtimensatFlags};
 use nix::sys::time::TimeSpec;
-use serde::{Deserialize, Serialize};
 
-use rootbox_images::mkfs::{estimate_min_size, MkfsPlan, MkfsSize};
-use rootbox_images::size::{ByteSize, Size};
-use rootbox_images::spec::{Compress, Uuid};
+use super::ids::{keep_mapped, strip_setid, translate_acl};
+use super::job::{StageJob, StageResult};
+use super::mkfs;
+use super::ops::{Meta, Op};
+use super::plan::{read_dir_sorted, Planner};
 
-use super::plan::{translate_acl, Counts, Meta, Op, Planner, Root, StoreStaging};
-
-/// What the parent hands to the staging step. Planning happens here,
-/// inside the namespace, because only here do sources look as mkfs will
-/// see them: owners mapped (or the overflow id), ACL ids translated, and
-/// directories of subordinate ids readable.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct StageJob {
-    /// The (empty) directory the staging tmpfs is mounted on.
-    #[serde(with = "super::plan::path_bytes")]
-    pub stage_dir: PathBuf,
-    /// One per subvolume.
-    pub roots: Vec<Root>,
-    pub store_paths: Vec<PathBuf>,
-    /// The registration file (already rewritten for the image) and where
-    /// it goes in the staging tree.
-    pub registration: Option<(PathBuf, PathBuf)>,
-    pub staging: StoreStaging,
-    pub mkfs: MkfsJob,
-    /// Where to write the [`StageResult`].
-    #[serde(with = "super::plan::path_bytes")]
-    pub result: PathBuf,
-    /// Scratch space for copies; emptied when the job ends (its files may
-    /// belong to subordinate ids the caller cannot delete outside).
-    #[serde(with = "super::plan::path_bytes")]
-    pub scratch: PathBuf,
-    /// No user namespace (`--no-userns`): no mounts; everything is copied
-    /// into `stage_dir` (on disk) as the caller.
-    pub direct: bool,
-    /// Reproducible image: everything is copied into the staging tmpfs in
-    /// sorted order, atimes set to mtimes.
-    pub reproducible: bool,
-}
-
-/// The mkfs.btrfs run, but for the size, which follows from the content.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct MkfsJob {
-    pub program: PathBuf,
-    pub label: Option<String>,
-    pub uuid: Option<Uuid>,
-    pub device_uuid: Option<Uuid>,
-    pub compress: Option<Compress>,
-    pub subvol_args: Vec<String>,
-    pub size: Size,
-    pub headroom: ByteSize,
-    pub output: PathBuf,
-}
-
-impl MkfsJob {
-    /// The mkfs plan for content of `counts`.
-    pub fn plan(&self, rootdir: &Path, counts: &Counts) -> MkfsPlan {
-        let size = match self.size {
-            Size::Fixed(b) => MkfsSize::Bytes(b.bytes()),
-            Size::Auto if self.headroom.bytes() == 0 => MkfsSize::Shrink,
-            Size::Auto => MkfsSize::Bytes(
-                estimate_min_size(counts.bytes, counts.entries)
-                    .saturating_add(self.headroom.bytes()),
-            ),
-        };
-        MkfsPlan {
-            label: self.label.clone(),
-            uuid: self.uuid.clone(),
-            device_uuid: self.device_uuid.clone(),
-            compress: self.compress,
-            subvol_args: self.subvol_args.clone(),
-            size,
-            rootdir: rootdir.to_path_buf(),
-            output: self.output.clone(),
-            reflink: false,
-        }
-    }
-}
-
-/// What the staging step reports back.
-#[derive(Debug, Default, Serialize, Deserialize)]
-pub struct StageResult {
-    pub plan_secs: f64,
-    pub stage_secs: f64,
-    pub copy_secs: f64,
-    pub mkfs_secs: f64,
-    /// Removing the copies from scratch space.
-    pub cleanup_secs: f64,
-    pub counts: Counts,
-    pub copied_bytes: u64,
-    /// The owners the staged tree holds: what verification allows.
-    pub uids: Vec<u32>,
-    pub gids: Vec<u32>,
-    /// Sources whose owner does not map (a few, for messages).
-    pub unmapped: Vec<PathBuf>,
-    /// Device nodes (staging path: subvolume/…, rdev) to fix in the image.
-    pub devices: Vec<(PathBuf, u64)>,
-    /// The newest mtime among the sources (a reproducible build's default epoch).
-    pub max_mtime: i64,
-    pub mkfs_status: Option<i32>,
-    pub mkfs_output: String,
-    pub warnings: Vec<String>,
-    pub error: Option<String>,
-}
-
+/// `rootbox __stage JOB`: reads the job the parent wrote and runs it.
 pub fn main(job_path: &Path) -> Result<std::process::ExitCode> {
     let text =
         fs::read_to_string(job_path).with_context(|| format!("reading {}", job_path.display()))?;
@@ -137,7 +45,7 @@ pub fn execute(job: &StageJob) -> Result<std::process::ExitCode> {
     empty_dir(&job.scratch);
     result.cleanup_secs = start.elapsed().as_secs_f64();
     if let Err(e) = &outcome {
-        result.error = Some(format!("{e:#}"));
+        result.error = Some(crate::error_text::error_text(e));
     }
     fs::write(&job.result, serde_json::to_vec(&result)?)
         .with_context(|| format!("writing {}", job.result.display()))?;
@@ -147,8 +55,31 @@ pub fn execute(job: &StageJob) -> Result<std::process::ExitCode> {
     })
 }
 
+/// The staging step: plan → stage → seal → mkfs.
 fn run(job: &StageJob, result: &mut StageResult) -> Result<()> {
     let start = Instant::now();
+    let planner = plan(job, result)?;
+    result.plan_secs = start.elapsed().as_secs_f64();
+
+    let start = Instant::now();
+    let stager = stage(job, &planner)?;
+    seal(job)?;
+    result.copy_secs = stager.copy_secs;
+    result.copied_bytes = stager.copied;
+    result.warnings.extend(stager.warnings);
+    result.stage_secs = start.elapsed().as_secs_f64() - result.copy_secs;
+
+    let start = Instant::now();
+    let (status, output) = mkfs::run(&job.mkfs, &job.stage_dir, &result.counts, job.direct)?;
+    result.mkfs_secs = start.elapsed().as_secs_f64();
+    result.mkfs_status = Some(status);
+    result.mkfs_output = output;
+    Ok(())
+}
+
+/// Walks the sources and decides how each reaches the staging tree; what
+/// the walk found goes into `result`.
+fn plan(job: &StageJob, result: &mut StageResult) -> Result<Planner> {
     let mut planner = Planner::new(job.scratch.clone(), job.staging, job.direct);
     planner.copy_all |= job.reproducible;
     for root in &job.roots {
@@ -158,7 +89,6 @@ fn run(job: &StageJob, result: &mut StageResult) -> Result<()> {
         planner.add_file(file, dst.clone());
     }
     planner.finish_counts();
-    result.plan_secs = start.elapsed().as_secs_f64();
     result.counts = planner.counts.clone();
     result.warnings = std::mem::take(&mut planner.warnings);
     result.uids = planner.uids.iter().copied().collect();
@@ -175,8 +105,12 @@ fn run(job: &StageJob, result: &mut StageResult) -> Result<()> {
         result.counts.binds,
         result.counts.copied_bytes
     );
+    Ok(planner)
+}
 
-    let start = Instant::now();
+/// Makes the planned tree: a tmpfs on the staging directory (in a
+/// namespace), then every op, then directory times.
+fn stage<'a>(job: &'a StageJob, planner: &Planner) -> Result<Stager<'a>> {
     if !job.direct {
         mount(
             Some("tmpfs"),
@@ -205,75 +139,16 @@ fn run(job: &StageJob, result: &mut StageResult) -> Result<()> {
         set_times(path, meta, job.reproducible)
             .with_context(|| format!("setting the times of {}", path.display()))?;
     }
-    // Sources are read-only to everything after this point, mkfs included.
+    Ok(stager)
+}
+
+/// Sources are read-only to everything after this point, mkfs included.
+fn seal(job: &StageJob) -> Result<()> {
     if !job.direct {
         rootbox_sandbox::seal_readonly(&job.stage_dir)
             .with_context(|| format!("making {} read-only", job.stage_dir.display()))?;
     }
-    result.copy_secs = stager.copy_secs;
-    result.copied_bytes = stager.copied;
-    result.warnings.extend(stager.warnings);
-    result.stage_secs = start.elapsed().as_secs_f64() - result.copy_secs;
-
-    let start = Instant::now();
-    let args = job.mkfs.plan(&job.stage_dir, &result.counts).args();
-    let (status, output) = run_mkfs(job, args)?;
-    result.mkfs_secs = start.elapsed().as_secs_f64();
-    result.mkfs_status = Some(status);
-    result.mkfs_output = output;
     Ok(())
-}
-
-/// Runs mkfs.btrfs on the staged tree; its exit code (128+N for a signal)
-/// and its output.
-///
-/// In a namespace, mkfs runs in a nested sandbox: the staging mounts then
-/// belong to a more privileged namespace than mkfs, so the kernel locks
-/// them read-only — mkfs (or anything posing as it on PATH) cannot
-/// remount the bound sources writable. Without a namespace there are no
-/// mounts, and mkfs runs as a plain child.
-fn run_mkfs(job: &StageJob, args: Vec<std::ffi::OsString>) -> Result<(i32, String)> {
-    use std::io::{Read, Seek};
-    use std::os::fd::AsRawFd;
-    let mut log = tempfile::tempfile().context("creating a file for mkfs.btrfs's output")?;
-    let code = if job.direct {
-        let out = Command::new(&job.mkfs.program)
-            .args(&args)
-            .stdout(log.try_clone()?)
-            .stderr(log.try_clone()?)
-            .status()
-            .with_context(|| format!("running {}", job.mkfs.program.display()))?;
-        out.code().unwrap_or_else(|| {
-            128 + std::os::unix::process::ExitStatusExt::signal(&out).unwrap_or(0)
-        })
-    } else {
-        let argv = std::iter::once(job.mkfs.program.clone().into_os_string()).chain(args);
-        let status = rootbox_sandbox::Sandbox::new()
-            .command(argv)
-            .stdout_fd(log.as_raw_fd())
-            .stderr_fd(log.as_raw_fd())
-            .run()
-            .map_err(|e| {
-                anyhow!(
-                    "running {} in a nested sandbox: {e}",
-                    job.mkfs.program.display()
-                )
-            })?;
-        // Interrupted (the signal was forwarded to mkfs): stop the same
-        // way, so the build reports the interruption, not a failed mkfs.
-        if let rootbox_sandbox::ExitStatus::Signaled(sig) = status {
-            if [libc::SIGINT, libc::SIGTERM, libc::SIGHUP].contains(&sig) {
-                if let Ok(sig) = nix::sys::signal::Signal::try_from(sig) {
-                    let _ = nix::sys::signal::raise(sig);
-                }
-            }
-        }
-        status.code()
-    };
-    let mut output = String::new();
-    log.rewind()?;
-    log.read_to_string(&mut output).ok();
-    Ok((code, output))
 }
 
 struct Stager<'a> {
@@ -420,7 +295,7 @@ impl Stager<'_> {
             fs::create_dir(dst).with_context(|| format!("creating {}", dst.display()))?;
             // Writable while filling, final mode below.
             fs::set_permissions(dst, fs::Permissions::from_mode(0o700))?;
-            for name in super::plan::read_dir_sorted(src)? {
+            for name in read_dir_sorted(src)? {
                 self.copy_tree(&src.join(&name), &dst.join(&name), timed)?;
             }
             set_meta(dst, &meta, false, !self.job.direct)?;
@@ -478,8 +353,7 @@ impl Stager<'_> {
             };
             let key = name.as_bytes().to_vec();
             if key.starts_with(b"system.posix_acl_") {
-                let keep = |id: u32| (id != u32::MAX).then_some(id);
-                match translate_acl(&value, keep, keep) {
+                match translate_acl(&value, keep_mapped, keep_mapped) {
                     Some((v, n)) => {
                         if n > 0 {
                             self.warnings.push(format!(
@@ -581,17 +455,4 @@ fn empty_dir(dir: &Path) {
             };
         }
     }
-}
-
-/// `mode` without S_ISUID when the owner was replaced, and without S_ISGID
-/// (on non-directories) when the group was.
-pub fn strip_setid(mode: u32, uid_replaced: bool, gid_replaced: bool) -> u32 {
-    let mut mode = mode;
-    if uid_replaced {
-        mode &= !0o4000;
-    }
-    if gid_replaced && mode & 0o170000 != 0o040000 {
-        mode &= !0o2000;
-    }
-    mode
 }

@@ -4,12 +4,19 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
+use anyhow::{bail, Context, Result};
 use rootbox_btrfs::{FileKind, Image};
 use rootbox_images::layout::Layout;
+use rootbox_images::owners::matches;
 use serde::Serialize;
 
+use super::inputs::Inputs;
+use super::launch::Staged;
+use super::tarball::TarOwners;
+
 /// Image paths whose owner and mode sshd (StrictModes) and
-/// systemd-tmpfiles check. `*` is one path component.
+/// systemd-tmpfiles check, as ownership-manifest patterns
+/// ([`rootbox_images::owners::matches`]): `*` is one path component here.
 const SENSITIVE: [&str; 12] = [
     "/",
     "/etc",
@@ -47,21 +54,63 @@ pub struct SubvolReport {
     pub default: bool,
 }
 
+/// Reads the finished image back and checks it against the plan, unless
+/// `enabled` is false (`--no-verify`: None). The image may hold the owners
+/// the staged tree had (only root when staged without a namespace: the
+/// fix-ups gave the caller's ids to root), the ownership manifest's and a
+/// tar rootfs's.
+pub fn run(
+    enabled: bool,
+    image: &Path,
+    inputs: &Inputs,
+    tar: Option<&TarOwners>,
+    staged: &Staged,
+) -> Result<Option<Verified>> {
+    let (direct, staged) = (staged.direct, &staged.result);
+    if !enabled {
+        tracing::warn!("--no-verify: the image was not read back; owners and modes are unchecked");
+        return Ok(None);
+    }
+    let (mut uids, mut gids): (HashSet<u32>, HashSet<u32>) = if direct {
+        (HashSet::from([0]), HashSet::from([0]))
+    } else {
+        (
+            staged.uids.iter().copied().collect(),
+            staged.gids.iter().copied().collect(),
+        )
+    };
+    if let Some(m) = &inputs.manifest {
+        uids.extend(m.rules.iter().map(|r| r.uid));
+        gids.extend(m.rules.iter().map(|r| r.gid));
+    }
+    if let Some(o) = tar {
+        uids.extend(o.uids());
+        gids.extend(o.gids());
+    }
+    let v = verify(image, &inputs.layout, &uids, &gids)?;
+    if !v.problems.is_empty() {
+        bail!(
+            "verification failed; the image was not written:\n  {}",
+            v.problems.join("\n  ")
+        );
+    }
+    tracing::info!("verified {} entries in {:.2}s", v.entries, v.secs);
+    Ok(Some(v))
+}
+
 /// Checks the image at `image` (a path the reader can open) against the plan.
-pub fn verify(
+fn verify(
     image: &Path,
     layout: &Layout,
     allowed_uids: &HashSet<u32>,
     allowed_gids: &HashSet<u32>,
-) -> anyhow::Result<Verified> {
+) -> Result<Verified> {
     let start = std::time::Instant::now();
-    let img = Image::open(image).map_err(|e| anyhow::anyhow!("reading the image back: {e}"))?;
-    let subvols = img
-        .subvolumes()
-        .map_err(|e| anyhow::anyhow!("listing subvolumes: {e}"))?;
+    let img = Image::open(image).context("reading the image back")?;
+    let subvols = img.subvolumes().context("listing subvolumes")?;
     let default = img
         .default_subvolume()
-        .map_err(|e| anyhow::anyhow!("reading the default subvolume: {e}"))?;
+        .context("reading the default subvolume")?;
     let mut v = Verified::default();
 
     // The top level (tree 5) is not a subvolume of the layout.
@@ -121,20 +170,19 @@ pub fn verify(
             *v.uids.entry(e.uid).or_default() += 1;
             *v.gids.entry(e.gid).or_default() += 1;
             let path = image_path(&planned.mountpoint, &e.path);
-            if !allowed_uids.contains(&e.uid) || !allowed_gids.contains(&e.gid) {
-                if problems.len() < 20 {
-                    problems.push(format!(
-                        "{path}: owner {}:{} is not one the staged tree had",
-                        e.uid, e.gid
-                    ));
-                }
+            let allowed = allowed_uids.contains(&e.uid) && allowed_gids.contains(&e.gid);
+            if !allowed && problems.len() < 20 {
+                problems.push(format!(
+                    "{path}: owner {}:{} is not one the staged tree had",
+                    e.uid, e.gid
+                ));
             }
             if let Some(p) = check_sensitive(&path, e.uid, e.mode, e.kind) {
                 problems.push(p);
             }
             Ok(())
         })
-        .map_err(|e| anyhow::anyhow!("walking subvolume {}: {e}", planned.name))?;
+        .with_context(|| format!("walking subvolume {}", planned.name))?;
         v.entries += report.entries;
         v.problems.extend(problems);
         v.subvolumes.push(report);
@@ -144,18 +192,13 @@ pub fn verify(
 }
 
 /// The image path of `rel` in the subvolume mounted at `mountpoint`.
-pub(super) fn image_path(mountpoint: &str, rel: &[u8]) -> String {
+pub fn image_path(mountpoint: &str, rel: &[u8]) -> String {
     let rel = String::from_utf8_lossy(rel);
     match (mountpoint, rel.is_empty()) {
         (m, true) => m.to_string(),
         ("/", false) => format!("/{rel}"),
         (m, false) => format!("{m}/{rel}"),
     }
-}
-
-fn matches(pattern: &str, path: &str) -> bool {
-    let (p, q): (Vec<&str>, Vec<&str>) = (pattern.split('/').collect(), path.split('/').collect());
-    p.len() == q.len() && p.iter().zip(&q).all(|(a, b)| *a == "*" || a == b)
 }
 
 /// What sshd's StrictModes and systemd-tmpfiles would refuse on `path`:

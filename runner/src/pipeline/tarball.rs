@@ -4,9 +4,10 @@
 //! The archive is unpacked by the parent, as the caller, into scratch space
 //! ([`unpack`]): every file becomes the caller's (so it stages as root, with
 //! any map), and the owners and permission bits the tar headers give are
-//! kept aside in a [`TarOwners`]. After mkfs, [`apply`] writes them into the
-//! image's inodes with the in-place rewriter, so the tar's exact ownership
-//! reaches the image without any subordinate id range.
+//! kept aside in a [`TarOwners`]. After mkfs, the fix-ups
+//! ([`super::fixup::tar_owners`]) write them into the image's inodes with
+//! the in-place rewriter, so the tar's exact ownership reaches the image
+//! without any subordinate id range.
 //!
 //! Unpacking never writes outside its directory: entry names that are
 //! absolute or hold a `..` component are refused, as is any entry (or hard
@@ -22,8 +23,12 @@
 //! (kept raw in [`TarEntry`] but not applied: the rewriter edits inode items
 //! only, and an ACL set on the unpacked files would be translated through
 //! the namespace's map as if it named host ids).
+//!
+//! Why one file of some 600 lines: it holds one concern, unpacking an
+//! archive safely, and about 130 of them are the tests of its private
+//! checks (names, parents, links), which belong beside them.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::{self, BufRead, BufReader, Read};
 use std::os::unix::ffi::OsStrExt;
@@ -33,12 +38,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use nix::sys::stat::{utimensat, UtimensatFlags};
 use nix::sys::time::TimeSpec;
-use rootbox_btrfs::{InodeChange, Rewriter};
-use rootbox_images::layout::Layout;
-use rootbox_images::owners::Manifest;
 use tar::EntryType;
-
-use super::verify::image_path;
 
 /// Owner and permissions of one archive entry, as its header gives them.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -145,8 +145,8 @@ fn show(name: &[u8]) -> String {
 /// caller, and returns what the headers say about owners and modes.
 ///
 /// On disk, files get the header's mode plus `u+rw` (directories `u+rwx`)
-/// so the caller can read, copy and remove everything; [`apply`] puts the
-/// exact modes in the image.
+/// so the caller can read, copy and remove everything; the fix-ups after
+/// mkfs put the exact modes in the image.
 pub fn unpack(archive: &Path, into: &Path) -> Result<TarOwners> {
     fs::create_dir(into).with_context(|| format!("creating {}", into.display()))?;
     // The rootfs root, unless the archive has a `./` entry.
@@ -172,11 +172,11 @@ pub fn unpack(archive: &Path, into: &Path) -> Result<TarOwners> {
         let parts = components(&name)
             .map_err(|why| anyhow!(at(&format!("{why}; refusing to unpack outside the rootfs"))))?;
         let h = entry.header();
-        let uid = u32::try_from(h.uid().map_err(|e| anyhow!(at(&format!("uid: {e}"))))?)
+        let uid = u32::try_from(h.uid().with_context(|| at("uid"))?)
             .map_err(|_| anyhow!(at("uid out of range")))?;
-        let gid = u32::try_from(h.gid().map_err(|e| anyhow!(at(&format!("gid: {e}"))))?)
+        let gid = u32::try_from(h.gid().with_context(|| at("gid"))?)
             .map_err(|_| anyhow!(at("gid out of range")))?;
-        let mode = h.mode().map_err(|e| anyhow!(at(&format!("mode: {e}"))))? & 0o7777;
+        let mode = h.mode().with_context(|| at("mode"))? & 0o7777;
         let mut mtime = h.mtime().ok().map(|s| TimeSpec::new(s as i64, 0));
         let link = entry.link_name_bytes().map(|l| l.into_owned());
         let (major, minor) = (
@@ -192,12 +192,9 @@ pub fn unpack(archive: &Path, into: &Path) -> Result<TarOwners> {
             ..TarEntry::default()
         };
         let mut user_xattrs: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-        if let Some(pax) = entry
-            .pax_extensions()
-            .map_err(|e| anyhow!(at(&format!("PAX records: {e}"))))?
-        {
+        if let Some(pax) = entry.pax_extensions().with_context(|| at("PAX records"))? {
             for ext in pax {
-                let ext = ext.map_err(|e| anyhow!(at(&format!("PAX record: {e}"))))?;
+                let ext = ext.with_context(|| at("PAX record"))?;
                 let (key, value) = (ext.key_bytes(), ext.value_bytes());
                 match key {
                     b"mtime" => {
@@ -269,18 +266,17 @@ pub fn unpack(archive: &Path, into: &Path) -> Result<TarOwners> {
                     .mode(0o600)
                     .custom_flags(libc::O_NOFOLLOW)
                     .open(&dst)
-                    .map_err(|e| anyhow!(at(&format!("creating {}: {e}", dst.display()))))?;
+                    .with_context(|| at(&format!("creating {}", dst.display())))?;
                 io::copy(&mut entry, &mut f)
-                    .map_err(|e| anyhow!(at(&format!("writing {}: {e}", dst.display()))))?;
+                    .with_context(|| at(&format!("writing {}", dst.display())))?;
                 drop(f);
                 chmod(&dst, mode | 0o600, &at)?;
             }
             EntryType::Symlink => {
                 let target = link.ok_or_else(|| anyhow!(at("a symlink without a target")))?;
                 clear(&dst, &at)?;
-                std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&target), &dst).map_err(
-                    |e| anyhow!(at(&format!("creating symlink {}: {e}", dst.display()))),
-                )?;
+                std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&target), &dst)
+                    .with_context(|| at(&format!("creating symlink {}", dst.display())))?;
             }
             EntryType::Link => {
                 let target = link.ok_or_else(|| anyhow!(at("a hard link without a target")))?;
@@ -320,7 +316,7 @@ pub fn unpack(archive: &Path, into: &Path) -> Result<TarOwners> {
                     clear(&dst, &at)?;
                     // linkat(2) without AT_SYMLINK_FOLLOW: a symlink is linked, not followed.
                     fs::hard_link(&src, &dst)
-                        .map_err(|e| anyhow!(at(&format!("linking {}: {e}", dst.display()))))?;
+                        .with_context(|| at(&format!("linking {}", dst.display())))?;
                 }
                 // One inode: the image shows whichever name comes first, so
                 // both names carry the target's owner and mode.
@@ -335,7 +331,7 @@ pub fn unpack(archive: &Path, into: &Path) -> Result<TarOwners> {
             EntryType::Fifo => {
                 clear(&dst, &at)?;
                 nix::unistd::mkfifo(&dst, nix::sys::stat::Mode::from_bits_truncate(0o600))
-                    .map_err(|e| anyhow!(at(&format!("creating fifo {}: {e}", dst.display()))))?;
+                    .with_context(|| at(&format!("creating fifo {}", dst.display())))?;
                 chmod(&dst, mode | 0o600, &at)?;
             }
             EntryType::Char | EntryType::Block => {
@@ -497,7 +493,7 @@ fn mkdir(p: &Path, at: &dyn Fn(&str) -> String) -> Result<()> {
     fs::DirBuilder::new()
         .mode(0o700)
         .create(p)
-        .map_err(|e| anyhow!(at(&format!("creating {}: {e}", p.display()))))
+        .with_context(|| at(&format!("creating {}", p.display())))
 }
 
 /// Removes what an earlier entry left at `p` (tar semantics: the later
@@ -515,76 +511,17 @@ fn remove(p: &Path, at: &dyn Fn(&str) -> String) -> Result<()> {
         Ok(m) if m.is_dir() => fs::remove_dir_all(p),
         _ => fs::remove_file(p),
     };
-    r.map_err(|e| anyhow!(at(&format!("removing {}: {e}", p.display()))))
+    r.with_context(|| at(&format!("removing {}", p.display())))
 }
 
 fn chmod(p: &Path, mode: u32, at: &dyn Fn(&str) -> String) -> Result<()> {
     fs::set_permissions(p, fs::Permissions::from_mode(mode))
-        .map_err(|e| anyhow!(at(&format!("chmod {mode:o} {}: {e}", p.display()))))
+        .with_context(|| at(&format!("chmod {mode:o} {}", p.display())))
 }
 
 fn set_mtime(p: &Path, t: TimeSpec, at: &dyn Fn(&str) -> String) -> Result<()> {
     utimensat(None, p, &t, &t, UtimensatFlags::NoFollowSymlink)
-        .map_err(|e| anyhow!(at(&format!("setting the mtime of {}: {e}", p.display()))))
-}
-
-/// After mkfs: gives every inode that came from the archive the header's
-/// owner, group and permission bits. Rules of an ownership manifest that
-/// match a path win over the archive (they were applied already by the
-/// rewrite; the archive's mode stays where a rule gives none). Returns the
-/// number of inodes changed.
-pub fn apply(
-    image: &Path,
-    layout: &Layout,
-    owners: &TarOwners,
-    manifest: Option<&Manifest>,
-) -> Result<u64> {
-    let mut rw = Rewriter::open(image)
-        .map_err(|e| anyhow!("opening the image to apply the archive's owners: {e}"))?;
-    let subvols = rw
-        .image()
-        .subvolumes()
-        .map_err(|e| anyhow!("listing subvolumes: {e}"))?;
-    let mut changed = 0u64;
-    let ids: HashMap<&str, u64> = layout
-        .subvolumes()
-        .iter()
-        .filter_map(|p| {
-            subvols
-                .iter()
-                .find(|s| s.path == p.name.as_bytes())
-                .map(|s| (p.mountpoint.as_str(), s.id))
-        })
-        .collect();
-    for planned in layout.subvolumes() {
-        let Some(&id) = ids.get(planned.mountpoint.as_str()) else {
-            continue;
-        };
-        let stats = rw
-            .update_inodes(id, &mut |v| {
-                let path = image_path(&planned.mountpoint, v.path?);
-                let e = owners.entries.get(&path)?;
-                let rule = manifest.and_then(|m| m.lookup(&path)).map(|(_, r)| r);
-                let (uid, gid, mode) = match rule {
-                    Some(r) => (r.uid, r.gid, r.mode.unwrap_or(e.mode)),
-                    None => (e.uid, e.gid, e.mode),
-                };
-                // A symlink's bits are always 0777 (a header may say otherwise).
-                let is_link = v.mode & libc::S_IFMT == libc::S_IFLNK;
-                Some(InodeChange {
-                    uid: Some(uid),
-                    gid: Some(gid),
-                    mode: (!is_link).then_some(mode & 0o7777),
-                    rdev: None,
-                    times: None,
-                })
-            })
-            .map_err(|e| anyhow!("applying the archive's owners to {}: {e}", planned.name))?;
-        changed += stats.inodes_changed;
-    }
-    rw.commit()
-        .map_err(|e| anyhow!("writing the archive's owners to the image: {e}"))?;
-    Ok(changed)
+        .with_context(|| at(&format!("setting the mtime of {}", p.display())))
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use nix::fcntl::{fcntl, FcntlArg, FdFlag, RenameFlags};
 
 /// Where the image is written before it is published.
@@ -18,6 +18,7 @@ enum Temp {
     Named(tempfile::NamedTempFile),
 }
 
+/// The output image while it is being built.
 pub struct Target {
     path: PathBuf,
     dir: PathBuf,
@@ -181,13 +182,11 @@ impl Target {
                     &tmp_name,
                     nix::fcntl::AtFlags::AT_SYMLINK_FOLLOW,
                 )
-                .map_err(|e| anyhow!("linking the image into {}: {e}", dir.display()))?;
+                .with_context(|| format!("linking the image into {}", dir.display()))?;
                 tmp_name
             }
             Temp::Named(t) => {
-                let (_, p) = t
-                    .keep()
-                    .map_err(|e| anyhow!("keeping the temporary image: {e}"))?;
+                let (_, p) = t.keep().context("keeping the temporary image")?;
                 p
             }
         };

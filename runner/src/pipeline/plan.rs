@@ -1,5 +1,6 @@
-//! The staging plan: what the staging tree will hold, decided in the
-//! parent, before any namespace exists.
+//! The staging plan: what the staging tree will hold, decided by the
+//! staging step inside the namespace (where sources look as mkfs will see
+//! them), before anything is mounted.
 //!
 //! The staging tree is a tmpfs with one top-level directory per subvolume.
 //! Sources reach it in the cheapest form that keeps what mkfs will record
@@ -17,7 +18,8 @@
 //! - symlinks under a recreated directory are recreated (a symlink cannot
 //!   be bind-mounted).
 //!
-//! The walk also counts files and bytes, for the report and the size estimate.
+//! The walk also counts files and bytes, for the report and the size
+//! estimate. Its output is a list of [`Op`]s, which [`super::stage`] makes.
 
 use std::collections::HashSet;
 use std::fs::{self, Metadata};
@@ -26,141 +28,12 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
+use anyhow::{bail, Context, Result};
 
-/// Ownership, mode, times and xattrs to give a staged entry, in the
-/// namespace's ids.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Meta {
-    pub mode: u32,
-    pub uid: u32,
-    pub gid: u32,
-    pub atime: (i64, i64),
-    pub mtime: (i64, i64),
-    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
-}
-
-/// One step of building the staging tree; `dst` is relative to its root.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "kebab-case")]
-pub enum Op {
-    /// A directory recreated with `meta`.
-    Dir {
-        #[serde(with = "path_bytes")]
-        dst: PathBuf,
-        meta: Meta,
-    },
-    /// A bind mount of a clean source (file, directory or special file).
-    Bind {
-        #[serde(with = "path_bytes")]
-        src: PathBuf,
-        #[serde(with = "path_bytes")]
-        dst: PathBuf,
-        dir: bool,
-    },
-    /// A symlink recreated with `meta`'s owner and times.
-    Symlink {
-        #[serde(with = "path_bytes")]
-        target: PathBuf,
-        #[serde(with = "path_bytes")]
-        dst: PathBuf,
-        meta: Meta,
-    },
-    /// A FIFO or socket recreated with `meta`.
-    Node {
-        #[serde(with = "path_bytes")]
-        dst: PathBuf,
-        meta: Meta,
-    },
-    /// `src` copied into scratch space (as `scratch`), then bound at `dst`.
-    /// Owners that do not map become 0; ACL entries that do not map are dropped.
-    Copy {
-        #[serde(with = "path_bytes")]
-        src: PathBuf,
-        #[serde(with = "path_bytes")]
-        scratch: PathBuf,
-        #[serde(with = "path_bytes")]
-        dst: PathBuf,
-        dir: bool,
-    },
-    /// A regular file written on the tmpfs with `src`'s content.
-    File {
-        #[serde(with = "path_bytes")]
-        src: PathBuf,
-        #[serde(with = "path_bytes")]
-        dst: PathBuf,
-        meta: Meta,
-    },
-}
-
-/// Paths of the staging job as bytes: file names need not be UTF-8
-/// (serde_json refuses a non-UTF-8 `PathBuf`).
-pub mod path_bytes {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use std::ffi::OsString;
-    use std::os::unix::ffi::{OsStrExt, OsStringExt};
-    use std::path::{Path, PathBuf};
-
-    pub fn serialize<S: Serializer>(p: &Path, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bytes(p.as_os_str().as_bytes())
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
-        Ok(PathBuf::from(OsString::from_vec(Vec::<u8>::deserialize(
-            d,
-        )?)))
-    }
-}
-
-/// What the walk found, for the report.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Counts {
-    /// Entries (files, directories, links, ...) that reach the image.
-    pub entries: u64,
-    /// Bytes of regular-file content that reach the image.
-    pub bytes: u64,
-    /// Bytes that will be copied into scratch space.
-    pub copied_bytes: u64,
-    /// Entries that will be copied.
-    pub copied_entries: u64,
-    /// Bytes that reach mkfs through bind mounts, without a copy.
-    pub bound_bytes: u64,
-    /// Bind mounts made.
-    pub binds: u64,
-    /// Entries bound although their owner does not map: given to root in
-    /// the image after mkfs.
-    pub rewrite_entries: u64,
-}
-
-/// A warning the build report carries and the log shows.
-pub type Warnings = Vec<String>;
-
-/// How staged content with owners that do not map is handled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum StoreStaging {
-    /// Bind everything, also what shows up with the overflow id, and give
-    /// that to root in the image after mkfs (an in-place rewrite of the
-    /// inodes): zero copy. Copy only what carries ACLs naming unmapped ids.
-    Auto,
-    /// Bind everything; fail if anything would reach the image unmapped.
-    Bind,
-    /// Copy what does not map, and every store path, into scratch space,
-    /// where the copies become root's (no rewrite of the image).
-    Copy,
-}
-
-/// A subtree to stage: `src` on the host becomes `dst` in the staging tree.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Root {
-    pub src: Option<PathBuf>,
-    pub dst: PathBuf,
-    /// Paths relative to `dst` that stay empty directories (mount points
-    /// of deeper subvolumes).
-    pub masked: Vec<String>,
-    /// A path relative to `dst` that receives the store paths.
-    pub store: Option<PathBuf>,
-}
+use super::ids::{keep_mapped, overflow_ids, strip_setid, translate_acl, ACL_NAMES};
+use super::job::{Counts, Root};
+use super::ops::{Meta, Op};
+use super::request::StoreStaging;
 
 /// The planner: walks sources, emits [`Op`]s.
 pub struct Planner {
@@ -168,7 +41,7 @@ pub struct Planner {
     pub scratch: PathBuf,
     pub ops: Vec<Op>,
     pub counts: Counts,
-    pub warnings: Warnings,
+    pub warnings: Vec<String>,
     /// Outside owners seen that the namespace does not map (for messages).
     pub unmapped: Vec<PathBuf>,
     /// Inside ids the staged tree will hold: what verification allows.
@@ -204,48 +77,6 @@ struct Subtree {
     ops: Vec<Op>,
 }
 
-fn io_at<'p>(path: &'p Path, what: &str) -> impl FnOnce(io::Error) -> anyhow::Error + 'p {
-    let what = what.to_string();
-    move |e| anyhow::anyhow!("{what} {}: {e}", path.display())
-}
-
-/// POSIX ACL xattr names (whose values carry uids and gids).
-const ACL_NAMES: [&[u8]; 2] = [b"system.posix_acl_access", b"system.posix_acl_default"];
-const ACL_USER: u16 = 0x02;
-const ACL_GROUP: u16 = 0x08;
-
-/// Rewrites the ids of a POSIX ACL xattr value with `map`; entries whose
-/// id does not map are dropped. Returns the new value and how many entries
-/// were dropped, or None when the value is malformed.
-pub fn translate_acl(
-    value: &[u8],
-    map_uid: impl Fn(u32) -> Option<u32>,
-    map_gid: impl Fn(u32) -> Option<u32>,
-) -> Option<(Vec<u8>, usize)> {
-    if value.len() < 4 || (value.len() - 4) % 8 != 0 {
-        return None;
-    }
-    let mut out = value[..4].to_vec();
-    let mut dropped = 0;
-    for e in value[4..].chunks_exact(8) {
-        let tag = u16::from_le_bytes([e[0], e[1]]);
-        let id = u32::from_le_bytes([e[4], e[5], e[6], e[7]]);
-        let mapped = match tag {
-            ACL_USER => map_uid(id),
-            ACL_GROUP => map_gid(id),
-            _ => Some(id),
-        };
-        match mapped {
-            Some(new) => {
-                out.extend_from_slice(&e[..4]);
-                out.extend_from_slice(&new.to_le_bytes());
-            }
-            None => dropped += 1,
-        }
-    }
-    Some((out, dropped))
-}
-
 fn times(m: &Metadata) -> ((i64, i64), (i64, i64)) {
     ((m.atime(), m.atime_nsec()), (m.mtime(), m.mtime_nsec()))
 }
@@ -255,21 +86,12 @@ impl Planner {
     /// (`--no-userns`): then nothing can be bound, everything is copied as
     /// the caller, and the caller's ids are given to root in the image.
     pub fn new(scratch: PathBuf, staging: StoreStaging, direct: bool) -> Self {
-        let read = |p: &str| {
-            fs::read_to_string(p)
-                .ok()
-                .and_then(|s| s.trim().parse().ok())
-                .unwrap_or(65534)
-        };
         Planner {
             // Without a namespace no owner is "unmapped": u32::MAX is no id.
             overflow: if direct {
                 (u32::MAX, u32::MAX)
             } else {
-                (
-                    read("/proc/sys/kernel/overflowuid"),
-                    read("/proc/sys/kernel/overflowgid"),
-                )
+                overflow_ids()
             },
             direct,
             copy_all: direct,
@@ -314,8 +136,7 @@ impl Planner {
                 let key = name.as_bytes().to_vec();
                 if ACL_NAMES.contains(&key.as_slice()) {
                     // Ids that do not map read as 0xffffffff inside.
-                    let keep = |id: u32| (id != u32::MAX).then_some(id);
-                    match translate_acl(&value, keep, keep) {
+                    match translate_acl(&value, keep_mapped, keep_mapped) {
                         Some((v, 0)) => xattrs.push((key, v)),
                         Some((v, n)) => {
                             clean = false;
@@ -355,7 +176,7 @@ impl Planner {
                 nix::unistd::getuid().as_raw(),
                 nix::unistd::getgid().as_raw(),
             );
-            meta.mode = super::stage::strip_setid(m.mode(), m.uid() != me, m.gid() != my_group);
+            meta.mode = strip_setid(m.mode(), m.uid() != me, m.gid() != my_group);
             meta.uid = me;
             meta.gid = my_group;
         }
@@ -373,15 +194,9 @@ impl Planner {
     }
 
     /// Walks `src` (lstat'ed as `m`) and decides how it reaches `dst`.
-    fn walk(
-        &mut self,
-        src: &Path,
-        dst: &Path,
-        m: &Metadata,
-        depth: usize,
-    ) -> anyhow::Result<Subtree> {
+    fn walk(&mut self, src: &Path, dst: &Path, m: &Metadata, depth: usize) -> Result<Subtree> {
         if depth > MAX_DEPTH {
-            anyhow::bail!(
+            bail!(
                 "{} is nested more than {MAX_DEPTH} directories deep; rootbox refuses trees this deep",
                 src.display()
             );
@@ -400,7 +215,7 @@ impl Planner {
             let unmapped = m.uid() == self.overflow.0 || m.gid() == self.overflow.1;
             if ft.is_file() && unmapped {
                 if let Err(e) = fs::File::open(src) {
-                    anyhow::bail!(
+                    bail!(
                         "cannot read {}: {e} (its owner is not you and does not map into the \
                          namespace, and its mode is {:o}): make it readable to you (e.g. chmod \
                          o+r), or leave it out of the rootfs",
@@ -447,8 +262,8 @@ impl Planner {
         };
         for entry in read_dir_sorted(src)? {
             let child_src = src.join(&entry);
-            let child_m =
-                fs::symlink_metadata(&child_src).map_err(io_at(&child_src, "cannot stat"))?;
+            let child_m = fs::symlink_metadata(&child_src)
+                .with_context(|| format!("cannot stat {}", &child_src.display()))?;
             let sub = self.walk(&child_src, &dst.join(&entry), &child_m, depth + 1)?;
             total.clean &= sub.clean;
             total.entries += sub.entries;
@@ -529,10 +344,11 @@ impl Planner {
 
     /// How a clean entry below a recreated directory is staged: bound, or
     /// recreated when it is a symlink.
-    fn clean_op(&mut self, src: &Path, dst: &Path, m: &Metadata) -> anyhow::Result<Op> {
+    fn clean_op(&mut self, src: &Path, dst: &Path, m: &Metadata) -> Result<Op> {
         if m.file_type().is_symlink() {
             let (meta, _) = self.meta_of(src, m);
-            let target = fs::read_link(src).map_err(io_at(src, "cannot read symlink"))?;
+            let target = fs::read_link(src)
+                .with_context(|| format!("cannot read symlink {}", src.display()))?;
             Ok(Op::Symlink {
                 target,
                 dst: dst.into(),
@@ -549,7 +365,7 @@ impl Planner {
 
     /// Plans one staging root: a subvolume's part of the rootfs, with its
     /// masked mount points and, when it holds the store, the store paths.
-    pub fn stage_root(&mut self, root: &Root, store_paths: &[PathBuf]) -> anyhow::Result<()> {
+    pub fn stage_root(&mut self, root: &Root, store_paths: &[PathBuf]) -> Result<()> {
         let mut forced: HashSet<PathBuf> = HashSet::new();
         forced.insert(PathBuf::new());
         let masked: HashSet<PathBuf> = root.masked.iter().map(PathBuf::from).collect();
@@ -574,13 +390,13 @@ impl Planner {
         masked: &HashSet<PathBuf>,
         store_paths: &[PathBuf],
         depth: usize,
-    ) -> anyhow::Result<()> {
+    ) -> Result<()> {
         let src = root.src.as_ref().map(|s| s.join(rel));
         let dst = root.dst.join(rel);
         let src_meta = match &src {
             Some(s) => match fs::symlink_metadata(s) {
                 Ok(m) if m.is_dir() => Some(m),
-                Ok(m) => anyhow::bail!(
+                Ok(m) => bail!(
                     "{} is a {}, but the layout needs a directory there ({}): replace it with a \
                      directory, or change the subvolume layout",
                     s.display(),
@@ -596,7 +412,7 @@ impl Planner {
                     },
                 ),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-                Err(e) => return Err(io_at(s, "cannot stat")(e)),
+                Err(e) => return Err(e).with_context(|| format!("cannot stat {}", s.display())),
             },
             None => None,
         };
@@ -627,8 +443,8 @@ impl Planner {
                     continue;
                 }
                 let child_src = s.join(&entry);
-                let m =
-                    fs::symlink_metadata(&child_src).map_err(io_at(&child_src, "cannot stat"))?;
+                let m = fs::symlink_metadata(&child_src)
+                    .with_context(|| format!("cannot stat {}", &child_src.display()))?;
                 self.stage_entry(&child_src, &dst.join(&entry), &m, depth + 1, false)?;
             }
         }
@@ -643,7 +459,8 @@ impl Planner {
         if root.store.as_deref() == Some(rel) {
             for sp in store_paths {
                 let name = sp.file_name().expect("store paths have names");
-                let m = fs::symlink_metadata(sp).map_err(io_at(sp, "cannot stat store path"))?;
+                let m = fs::symlink_metadata(sp)
+                    .with_context(|| format!("cannot stat store path {}", sp.display()))?;
                 self.stage_entry(sp, &dst.join(name), &m, depth + 1, true)?;
             }
         }
@@ -658,7 +475,7 @@ impl Planner {
         m: &Metadata,
         depth: usize,
         store: bool,
-    ) -> anyhow::Result<()> {
+    ) -> Result<()> {
         let sub = self.walk(src, dst, m, depth)?;
         self.counts.entries += sub.entries;
         self.counts.bytes += sub.bytes;
@@ -670,7 +487,7 @@ impl Planner {
             return Ok(());
         }
         if self.staging == StoreStaging::Bind && !sub.clean {
-            anyhow::bail!(
+            bail!(
                 "{} holds files whose owner the namespace does not map (they would reach the image \
                  as uid {}), and --store-staging bind forbids copying them: use --store-staging auto",
                 src.display(),
@@ -751,7 +568,7 @@ fn default_dir_meta(mode: u32) -> Meta {
 }
 
 /// Directory entries, sorted by name (a stable plan for the same tree).
-pub fn read_dir_sorted(dir: &Path) -> anyhow::Result<Vec<std::ffi::OsString>> {
+pub fn read_dir_sorted(dir: &Path) -> Result<Vec<std::ffi::OsString>> {
     let rd = fs::read_dir(dir).map_err(|e| {
         let hint = if e.kind() == io::ErrorKind::PermissionDenied {
             " (rootbox runs as you: make it readable to you, e.g. chmod u+rx)"
@@ -763,7 +580,7 @@ pub fn read_dir_sorted(dir: &Path) -> anyhow::Result<Vec<std::ffi::OsString>> {
     let mut names = rd
         .map(|e| e.map(|e| e.file_name()))
         .collect::<io::Result<Vec<_>>>()
-        .map_err(io_at(dir, "cannot read directory"))?;
+        .with_context(|| format!("cannot read directory {}", dir.display()))?;
     names.sort();
     Ok(names)
 }
@@ -785,44 +602,4 @@ fn tree_size(p: &Path) -> (u64, u64) {
         }
     }
     acc
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn acl(entries: &[(u16, u16, u32)]) -> Vec<u8> {
-        let mut v = 2u32.to_le_bytes().to_vec();
-        for (tag, perm, id) in entries {
-            v.extend_from_slice(&tag.to_le_bytes());
-            v.extend_from_slice(&perm.to_le_bytes());
-            v.extend_from_slice(&id.to_le_bytes());
-        }
-        v
-    }
-
-    #[test]
-    fn acl_ids_are_mapped_or_dropped() {
-        let value = acl(&[
-            (0x01, 7, u32::MAX),
-            (ACL_USER, 5, 1000),
-            (0x04, 5, u32::MAX),
-            (ACL_GROUP, 5, 4),
-            (0x10, 7, u32::MAX),
-            (0x20, 5, u32::MAX),
-        ]);
-        let (out, dropped) = translate_acl(&value, |u| (u == 1000).then_some(0), |_| None).unwrap();
-        assert_eq!(dropped, 1);
-        assert_eq!(
-            out,
-            acl(&[
-                (0x01, 7, u32::MAX),
-                (ACL_USER, 5, 0),
-                (0x04, 5, u32::MAX),
-                (0x10, 7, u32::MAX),
-                (0x20, 5, u32::MAX)
-            ])
-        );
-        assert!(translate_acl(&[1, 2, 3], |u| Some(u), |g| Some(g)).is_none());
-    }
 }

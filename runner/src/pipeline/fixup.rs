@@ -1,0 +1,310 @@
+//! After mkfs: the fix-ups in the image, made with the in-place rewriter of
+//! `rootbox-btrfs` ([`run`]), in this order:
+//!
+//! 1. *unmapped owners*: content whose owner does not map was bind-staged
+//!    anyway (zero copy) and reached the image as the overflow id: it
+//!    becomes root's, without set-id bits (a setuid file of an unknown user
+//!    never becomes setuid root). In the namespace's view such an owner is
+//!    exactly the overflow id, which the sandbox keeps out of every map, so
+//!    nothing else is touched. Without a namespace the caller's ids play
+//!    that part;
+//! 2. *device numbers*: mkfs.btrfs (6.14) records rdev 0; the staged
+//!    nodes' real numbers go back in;
+//! 3. *the ownership manifest* (`--owners`): its rules decide; every rule
+//!    must match a path of the image;
+//! 4. *tarball owners*: a tar rootfs's headers give owners and modes,
+//!    yielding to the manifest's rules;
+//! 5. *the reproducible pass*: times clamped, the UUIDs mkfs picked at
+//!    random derived from the seed, leftovers zeroed.
+//!
+//! 1–3 are one pass over the inodes, 4 and 5 one each.
+
+use std::collections::HashMap;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use rootbox_btrfs::{InodeChange, Rewriter};
+use rootbox_images::layout::Layout;
+use rootbox_images::owners::Manifest;
+use serde::Serialize;
+
+use super::ids::{overflow_ids, strip_setid};
+use super::inputs::Inputs;
+use super::launch::Staged;
+use super::request::Reproducible;
+use super::tarball::TarOwners;
+use super::verify::image_path;
+
+/// What a reproducible image was made with.
+#[derive(Debug, Serialize)]
+pub struct ReproducibleReport {
+    pub epoch: i64,
+    pub seed: String,
+}
+
+/// What the fix-ups did.
+#[derive(Debug, Default)]
+pub struct FixUps {
+    /// Inodes changed (an inode changed twice counts twice).
+    pub rewritten: u64,
+    pub secs: f64,
+    /// Set for a reproducible image.
+    pub reproducible: Option<ReproducibleReport>,
+}
+
+/// Runs the fix-ups the build needs on `image`, staged as `staged` says
+/// (without a user namespace the caller's ids become root's);
+/// `reproducible`: the pass's options and seed.
+pub fn run(
+    image: &Path,
+    inputs: &Inputs,
+    tar: Option<&TarOwners>,
+    staged: &Staged,
+    reproducible: Option<(&Reproducible, &str)>,
+) -> Result<FixUps> {
+    let (direct, staged) = (staged.direct, &staged.result);
+    let mut done = FixUps::default();
+    let manifest = inputs.manifest.as_ref();
+    let caller = direct.then(|| {
+        (
+            nix::unistd::getuid().as_raw(),
+            nix::unistd::getgid().as_raw(),
+        )
+    });
+    if staged.counts.rewrite_entries > 0
+        || !staged.devices.is_empty()
+        || manifest.is_some()
+        || caller.is_some()
+    {
+        let t = Instant::now();
+        let n = owners_and_devices(image, &inputs.layout, &staged.devices, manifest, caller)?;
+        tracing::info!(
+            "rewrite: {} inodes of unmapped owners given to root, {} device numbers set, {} inodes per the ownership manifest",
+            n.owners,
+            n.devices,
+            n.manifest
+        );
+        done.rewritten += n.owners + n.devices + n.manifest;
+        done.secs += t.elapsed().as_secs_f64();
+    }
+    // After the rewrite above (which, without a namespace, gives the
+    // caller's ids to root) and yielding to the manifest's rules.
+    if let Some(o) = tar {
+        let t = Instant::now();
+        let n = tar_owners(image, &inputs.layout, o, manifest)?;
+        tracing::info!("tar rootfs: {n} inodes given the archive's owners and modes");
+        done.rewritten += n;
+        done.secs += t.elapsed().as_secs_f64();
+    }
+    if let Some((r, seed)) = reproducible {
+        let t = Instant::now();
+        let epoch = r.epoch.unwrap_or(staged.max_mtime);
+        make_reproducible(image, epoch, seed)?;
+        done.secs += t.elapsed().as_secs_f64();
+        tracing::info!("reproducible: times clamped to {epoch}, UUIDs derived from the seed");
+        done.reproducible = Some(ReproducibleReport {
+            epoch,
+            seed: seed.to_string(),
+        });
+    }
+    Ok(done)
+}
+
+/// Inodes changed by [`owners_and_devices`], by cause.
+#[derive(Debug, Default)]
+struct Fixed {
+    owners: u64,
+    devices: u64,
+    manifest: u64,
+}
+
+/// Unmapped owners → root, device numbers, the ownership manifest: one
+/// pass over every subvolume's inodes.
+fn owners_and_devices(
+    image: &Path,
+    layout: &Layout,
+    devices: &[(PathBuf, u64)],
+    manifest: Option<&Manifest>,
+    caller: Option<(u32, u32)>,
+) -> Result<Fixed> {
+    // Without a namespace (--no-userns) the caller's ids play the part the
+    // overflow ids play in one: they become root's.
+    let (ou, og) = caller.unwrap_or_else(overflow_ids);
+    // Device nodes by subvolume name, then path inside it.
+    let mut by_subvol: HashMap<Vec<u8>, HashMap<Vec<u8>, u64>> = HashMap::new();
+    for (staged, rdev) in devices {
+        let mut parts = staged.components();
+        let Some(first) = parts.next() else { continue };
+        let rel = parts.as_path().as_os_str().as_bytes().to_vec();
+        by_subvol
+            .entry(first.as_os_str().as_bytes().to_vec())
+            .or_default()
+            .insert(rel, *rdev);
+    }
+    let mut rw = Rewriter::open(image).context("opening the image for the rewrite")?;
+    let subvols = rw.image().subvolumes().context("listing subvolumes")?;
+    let mut fixed = Fixed::default();
+    let mut matched = vec![false; manifest.map_or(0, |m| m.rules.len())];
+    // The top level holds only the subvolumes' directory entries; its root
+    // directory is the staging root (the caller's, without a namespace).
+    rw.update_inodes(5, &mut |v| {
+        let (u, g) = (v.uid == ou, v.gid == og);
+        (u || g).then(|| {
+            fixed.owners += 1;
+            InodeChange {
+                uid: u.then_some(0),
+                gid: g.then_some(0),
+                mode: None,
+                rdev: None,
+                times: None,
+            }
+        })
+    })
+    .context("rewriting the top level")?;
+    for planned in layout.subvolumes() {
+        let Some(sv) = subvols.iter().find(|s| s.path == planned.name.as_bytes()) else {
+            continue;
+        };
+        let devs = by_subvol.get(planned.name.as_bytes());
+        rw.update_inodes(sv.id, &mut |v| {
+            let uid_replaced = v.uid == ou;
+            let gid_replaced = v.gid == og;
+            let rdev = devs.and_then(|d| v.path.and_then(|p| d.get(p))).copied();
+            let rule = manifest.and_then(|m| {
+                let path = image_path(&planned.mountpoint, v.path?);
+                m.lookup(&path)
+            });
+            if !uid_replaced && !gid_replaced && rdev.is_none() && rule.is_none() {
+                return None;
+            }
+            if uid_replaced || gid_replaced {
+                fixed.owners += 1;
+            }
+            if rdev.is_some() {
+                fixed.devices += 1;
+            }
+            // The caller's own set-id files stay set-id (as with a single-id
+            // map); only those of unmapped owners lose the bits.
+            let mut mode = if caller.is_some() {
+                v.mode
+            } else {
+                strip_setid(v.mode, uid_replaced, gid_replaced)
+            };
+            let (mut uid, mut gid) = (uid_replaced.then_some(0), gid_replaced.then_some(0));
+            if let Some((i, r)) = rule {
+                matched[i] = true;
+                fixed.manifest += 1;
+                uid = Some(r.uid);
+                gid = Some(r.gid);
+                if let Some(m) = r.mode {
+                    mode = (mode & !0o7777) | m;
+                }
+            }
+            Some(InodeChange {
+                uid,
+                gid,
+                mode: (mode != v.mode).then_some(mode & 0o7777),
+                rdev: rdev.map(encode),
+                times: None,
+            })
+        })
+        .with_context(|| format!("rewriting subvolume {}", planned.name))?;
+    }
+    if let Some(m) = manifest {
+        let missing: Vec<String> = m
+            .rules
+            .iter()
+            .zip(&matched)
+            .filter(|(_, hit)| !**hit)
+            .map(|(r, _)| {
+                format!(
+                    "line {}: {} matches nothing in the image",
+                    r.line, r.pattern
+                )
+            })
+            .collect();
+        if !missing.is_empty() {
+            bail!(
+                "the ownership manifest names paths the image does not have (a typo, or a path \
+                 outside every subvolume?):\n  {}",
+                missing.join("\n  ")
+            );
+        }
+    }
+    rw.commit().context("writing the rewritten image")?;
+    Ok(fixed)
+}
+
+/// Gives every inode that came from the archive the header's
+/// owner, group and permission bits. Rules of an ownership manifest that
+/// match a path win over the archive (they were applied already by the
+/// rewrite; the archive's mode stays where a rule gives none). Returns the
+/// number of inodes changed.
+pub fn tar_owners(
+    image: &Path,
+    layout: &Layout,
+    owners: &TarOwners,
+    manifest: Option<&Manifest>,
+) -> Result<u64> {
+    let mut rw =
+        Rewriter::open(image).context("opening the image to apply the archive's owners")?;
+    let subvols = rw.image().subvolumes().context("listing subvolumes")?;
+    let mut changed = 0u64;
+    let ids: HashMap<&str, u64> = layout
+        .subvolumes()
+        .iter()
+        .filter_map(|p| {
+            subvols
+                .iter()
+                .find(|s| s.path == p.name.as_bytes())
+                .map(|s| (p.mountpoint.as_str(), s.id))
+        })
+        .collect();
+    for planned in layout.subvolumes() {
+        let Some(&id) = ids.get(planned.mountpoint.as_str()) else {
+            continue;
+        };
+        let stats = rw
+            .update_inodes(id, &mut |v| {
+                let path = image_path(&planned.mountpoint, v.path?);
+                let e = owners.entries.get(&path)?;
+                let rule = manifest.and_then(|m| m.lookup(&path)).map(|(_, r)| r);
+                let (uid, gid, mode) = match rule {
+                    Some(r) => (r.uid, r.gid, r.mode.unwrap_or(e.mode)),
+                    None => (e.uid, e.gid, e.mode),
+                };
+                // A symlink's bits are always 0777 (a header may say otherwise).
+                let is_link = v.mode & libc::S_IFMT == libc::S_IFLNK;
+                Some(InodeChange {
+                    uid: Some(uid),
+                    gid: Some(gid),
+                    mode: (!is_link).then_some(mode & 0o7777),
+                    rdev: None,
+                    times: None,
+                })
+            })
+            .with_context(|| format!("applying the archive's owners to {}", planned.name))?;
+        changed += stats.inodes_changed;
+    }
+    rw.commit()
+        .context("writing the archive's owners to the image")?;
+    Ok(changed)
+}
+
+/// Clamps every time to `epoch`, derives the UUIDs mkfs picked at random
+/// from `seed`, zeroes what mkfs left in freed blocks.
+fn make_reproducible(image: &Path, epoch: i64, seed: &str) -> Result<()> {
+    let mut rw = Rewriter::open(image).context("opening the image to make it reproducible")?;
+    rw.make_reproducible(epoch, seed.as_bytes())
+        .context("making the image reproducible")?;
+    rw.commit().context("writing the reproducible image")?;
+    Ok(())
+}
+
+/// A host dev_t in btrfs's encoding (major << 20 | minor).
+fn encode(rdev: u64) -> u64 {
+    let (major, minor) = (libc::major(rdev), libc::minor(rdev));
+    rootbox_btrfs::encode_rdev(major, minor).unwrap_or(0)
+}

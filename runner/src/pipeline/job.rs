@@ -1,0 +1,141 @@
+//! The protocol between the parent and the staging step.
+//!
+//! The parent ([`super::launch`]) writes a [`StageJob`] as JSON to
+//! `job.json` in its private temporary directory and re-executes itself in
+//! the sandbox as `rootbox __stage JOB`; the staging step
+//! ([`super::stage`]) writes a [`StageResult`] as JSON to the file the job
+//! names and exits 0 when mkfs made an image. Without a user namespace
+//! (`--no-userns`) the parent runs the same step in its own process, with
+//! the same two records.
+
+use std::path::PathBuf;
+
+use rootbox_images::size::{ByteSize, Size};
+use rootbox_images::spec::{Compress, Uuid};
+use serde::{Deserialize, Serialize};
+
+use super::request::StoreStaging;
+
+/// What the parent hands to the staging step. Planning happens there,
+/// inside the namespace, because only there do sources look as mkfs will
+/// see them: owners mapped (or the overflow id), ACL ids translated, and
+/// directories of subordinate ids readable.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StageJob {
+    /// The (empty) directory the staging tmpfs is mounted on.
+    #[serde(with = "path_bytes")]
+    pub stage_dir: PathBuf,
+    /// One per subvolume.
+    pub roots: Vec<Root>,
+    pub store_paths: Vec<PathBuf>,
+    /// The registration file (already rewritten for the image) and where
+    /// it goes in the staging tree.
+    pub registration: Option<(PathBuf, PathBuf)>,
+    pub staging: StoreStaging,
+    pub mkfs: MkfsJob,
+    /// Where to write the [`StageResult`].
+    #[serde(with = "path_bytes")]
+    pub result: PathBuf,
+    /// Scratch space for copies; emptied when the job ends (its files may
+    /// belong to subordinate ids the caller cannot delete outside).
+    #[serde(with = "path_bytes")]
+    pub scratch: PathBuf,
+    /// No user namespace (`--no-userns`): no mounts; everything is copied
+    /// into `stage_dir` (on disk) as the caller.
+    pub direct: bool,
+    /// Reproducible image: everything is copied into the staging tmpfs in
+    /// sorted order, atimes set to mtimes.
+    pub reproducible: bool,
+}
+
+/// A subtree to stage: `src` on the host becomes `dst` in the staging tree.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Root {
+    pub src: Option<PathBuf>,
+    pub dst: PathBuf,
+    /// Paths relative to `dst` that stay empty directories (mount points
+    /// of deeper subvolumes).
+    pub masked: Vec<String>,
+    /// A path relative to `dst` that receives the store paths.
+    pub store: Option<PathBuf>,
+}
+
+/// The mkfs.btrfs run, but for the size, which follows from the content
+/// ([`super::mkfs::plan`]).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct MkfsJob {
+    pub program: PathBuf,
+    pub label: Option<String>,
+    pub uuid: Option<Uuid>,
+    pub device_uuid: Option<Uuid>,
+    pub compress: Option<Compress>,
+    pub subvol_args: Vec<String>,
+    pub size: Size,
+    pub headroom: ByteSize,
+    pub output: PathBuf,
+}
+
+/// What the staging step reports back.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct StageResult {
+    pub plan_secs: f64,
+    pub stage_secs: f64,
+    pub copy_secs: f64,
+    pub mkfs_secs: f64,
+    /// Removing the copies from scratch space.
+    pub cleanup_secs: f64,
+    pub counts: Counts,
+    pub copied_bytes: u64,
+    /// The owners the staged tree holds: what verification allows.
+    pub uids: Vec<u32>,
+    pub gids: Vec<u32>,
+    /// Sources whose owner does not map (a few, for messages).
+    pub unmapped: Vec<PathBuf>,
+    /// Device nodes (staging path: subvolume/…, rdev) to fix in the image.
+    pub devices: Vec<(PathBuf, u64)>,
+    /// The newest mtime among the sources (a reproducible build's default epoch).
+    pub max_mtime: i64,
+    pub mkfs_status: Option<i32>,
+    pub mkfs_output: String,
+    pub warnings: Vec<String>,
+    pub error: Option<String>,
+}
+
+/// What the planner's walk found, for the report and the size estimate.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Counts {
+    /// Entries (files, directories, links, ...) that reach the image.
+    pub entries: u64,
+    /// Bytes of regular-file content that reach the image.
+    pub bytes: u64,
+    /// Bytes that will be copied into scratch space.
+    pub copied_bytes: u64,
+    /// Entries that will be copied.
+    pub copied_entries: u64,
+    /// Bytes that reach mkfs through bind mounts, without a copy.
+    pub bound_bytes: u64,
+    /// Bind mounts made.
+    pub binds: u64,
+    /// Entries bound although their owner does not map: given to root in
+    /// the image after mkfs.
+    pub rewrite_entries: u64,
+}
+
+/// Paths of the staging job as bytes: file names need not be UTF-8
+/// (serde_json refuses a non-UTF-8 `PathBuf`).
+pub mod path_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::ffi::OsString;
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    use std::path::{Path, PathBuf};
+
+    pub fn serialize<S: Serializer>(p: &Path, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(p.as_os_str().as_bytes())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+        Ok(PathBuf::from(OsString::from_vec(Vec::<u8>::deserialize(
+            d,
+        )?)))
+    }
+}

@@ -1,0 +1,170 @@
+//! The parent's side of the staging step: the [`StageJob`] written, then
+//! `rootbox __stage JOB` re-executed in the sandbox (a user, mount and pid
+//! namespace), or run in this process when there is no user namespace; the
+//! [`StageResult`] read back.
+
+use std::ffi::OsString;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{anyhow, bail, Context, Result};
+use rootbox_sandbox::{Error as SandboxError, ExitStatus, MapMode, Sandbox};
+
+use super::inputs::Staging;
+use super::job::{MkfsJob, StageJob, StageResult};
+use super::output::Target;
+use super::request::Options;
+use super::stage;
+
+/// What came back from the staging step.
+pub struct Staged {
+    pub result: StageResult,
+    /// How the staging step ended.
+    pub status: ExitStatus,
+    /// It ran without a user namespace (asked for, or no namespace could
+    /// be made): everything was copied as the caller.
+    pub direct: bool,
+    /// Said about how it ran (the fallback to no namespace).
+    pub warnings: Vec<String>,
+}
+
+/// A build stopped by a signal (SIGINT, SIGTERM, SIGHUP).
+#[derive(Debug)]
+pub struct Interrupted(pub i32);
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match nix::sys::signal::Signal::try_from(self.0) {
+            Ok(s) => write!(f, "interrupted by {s}"),
+            Err(_) => write!(f, "interrupted by signal {}", self.0),
+        }
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
+/// Runs the staging step (plan → stage → seal → mkfs) for `staging`, and
+/// returns what it reported. An interrupted step is [`Interrupted`]; one
+/// that failed before mkfs is an error carrying its message.
+pub fn run(staging: &Staging, mkfs: MkfsJob, opts: &Options, out: &Target) -> Result<Staged> {
+    let plan_dir = staging.plan_dir.path();
+    let mut job = StageJob {
+        stage_dir: staging.stage_dir.clone(),
+        roots: staging.roots.clone(),
+        store_paths: staging.store_paths.clone(),
+        registration: staging.staged_registration.clone(),
+        staging: opts.staging,
+        mkfs,
+        result: plan_dir.join("result.json"),
+        scratch: staging.scratch.path().to_path_buf(),
+        direct: false,
+        reproducible: opts.reproducible.is_some(),
+    };
+    let mut warnings = Vec::new();
+    let status = if opts.no_userns {
+        run_direct(&mut job)?
+    } else {
+        let job_path = plan_dir.join("job.json");
+        std::fs::write(&job_path, serde_json::to_vec(&job)?)?;
+        if opts.map == MapMode::Subrange {
+            // You are not mapped in this namespace: root there is the first
+            // id of your range, and meets your files as "others".
+            open_to_the_namespace(plan_dir, &job.result, &job.scratch, out)?;
+        }
+        tracing::info!(
+            "staging and running {} in the sandbox",
+            job.mkfs.program.display()
+        );
+        let sandbox = Sandbox::new()
+            .map(opts.map)
+            .unshare_pid()
+            .command([
+                OsString::from("/proc/self/exe"),
+                "__stage".into(),
+                job_path.into(),
+            ])
+            .run();
+        match sandbox {
+            Ok(status) => status,
+            // No user namespace here (disabled, limited, refused by a
+            // security module): with the default map, build without one.
+            Err(e @ (SandboxError::CreateNamespace { .. } | SandboxError::IdMap { .. }))
+                if opts.map == MapMode::Auto =>
+            {
+                let w = format!("{e}\n  building without a user namespace instead (as --no-userns does): everything is copied, and your ids become root's in the image");
+                tracing::warn!("{w}");
+                warnings.push(w);
+                run_direct(&mut job)?
+            }
+            Err(e) => {
+                return Err(e).context(
+                    "cannot start the build sandbox (`rootbox doctor` checks this machine; \
+                     --no-userns builds without one)",
+                )
+            }
+        }
+    };
+    // Ctrl-C, kill, a closed terminal: forwarded to the staging step, which
+    // died of it. Stop here (the temporary files go as the build returns).
+    if let ExitStatus::Signaled(sig) = status {
+        if [libc::SIGINT, libc::SIGTERM, libc::SIGHUP].contains(&sig) {
+            return Err(Interrupted(sig).into());
+        }
+    }
+    let result: StageResult = std::fs::read(&job.result)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or_else(|| anyhow!("the staging step ended with {status} without a result"))?;
+    if let Some(e) = &result.error {
+        bail!("staging failed: {e}");
+    }
+    Ok(Staged {
+        result,
+        status,
+        direct: job.direct,
+        warnings,
+    })
+}
+
+/// Runs the staging step in this process, without a user namespace: no
+/// mounts, so the tree is staged on disk in scratch space, by copying.
+fn run_direct(job: &mut StageJob) -> Result<ExitStatus> {
+    job.direct = true;
+    job.stage_dir = job.scratch.join("stage");
+    std::fs::create_dir_all(&job.stage_dir)
+        .with_context(|| format!("creating {}", job.stage_dir.display()))?;
+    tracing::info!("staging by copying, without a user namespace");
+    let code = stage::execute(job)?;
+    Ok(ExitStatus::Exited(if code == ExitCode::SUCCESS {
+        0
+    } else {
+        1
+    }))
+}
+
+/// With `--map subrange` the caller is not mapped into the namespace, so
+/// the staging step reaches the caller's files with the "others" bits: the
+/// plan directory becomes traversable, the result file writable, scratch
+/// space a sticky shared directory, and the unnamed image file writable
+/// (it has no name, so nobody else can open it; 0644 again when published).
+fn open_to_the_namespace(
+    plan_dir: &Path,
+    result: &Path,
+    scratch: &Path,
+    out: &Target,
+) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let set = |p: &Path, mode: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
+            .with_context(|| format!("chmod {mode:o} {}", p.display()))
+    };
+    set(plan_dir, 0o711)?;
+    std::fs::write(result, b"").with_context(|| format!("creating {}", result.display()))?;
+    set(result, 0o666)?;
+    set(&plan_dir.join("job.json"), 0o644)?;
+    if plan_dir.join("registration").exists() {
+        set(&plan_dir.join("registration"), 0o644)?;
+    }
+    set(scratch, 0o1777)?;
+    out.share_with_namespace()
+}

@@ -1,0 +1,139 @@
+//! The build pipeline: a btrfs image with subvolumes from a rootfs and a
+//! Nix closure, owned by root, verified. [`build`] runs it for a
+//! [`BuildRequest`] ([`request`]: spec, output, options), which other code
+//! can make without a command line; `rootbox build` ([`main`]) makes one
+//! from its flags and spec ([`args`]).
+//!
+//! The phases, in the order [`build`] runs them, each timed in the report:
+//!
+//! 1. *resolve the inputs* (parent, no namespace; [`inputs`]): spec →
+//!    layout, ownership manifest, rootfs, closure; the output checked and
+//!    opened ([`output`]); mkfs.btrfs found and its version checked
+//!    ([`mkfs`]); scratch space, a tar rootfs unpacked there
+//!    ([`tarball`]), the registration rewritten for the image;
+//! 2. *in the sandbox* (`rootbox __stage`, started by [`launch`]; the
+//!    protocol is [`job`]; the step is [`stage`]):
+//!    *plan* — a walk of the sources, as the namespace sees them,
+//!    deciding entry by entry bind or copy ([`plan`]) — → *stage* (tmpfs,
+//!    bind mounts, copies) → *seal* (read-only) → *mkfs* in a nested
+//!    sandbox ([`mkfs::run`]). Without a user namespace the same step runs
+//!    in this process, copying;
+//! 3. *fix-ups in the image* (parent; [`fixup`]): unmapped owners, device
+//!    numbers, the ownership manifest, tarball owners, the reproducible
+//!    pass;
+//! 4. *verify*: the image read back with rootbox's btrfs reader
+//!    ([`verify`]);
+//! 5. *publish*: the image, written to an unnamed temporary file beside
+//!    the output, is linked into place only now ([`output`]). A failed or
+//!    killed build leaves nothing at the output path.
+
+mod args;
+mod example;
+mod fixup;
+mod ids;
+mod inputs;
+mod job;
+mod launch;
+mod mkfs;
+mod ops;
+mod output;
+mod plan;
+mod report;
+pub mod request;
+pub mod stage;
+mod tarball;
+mod verify;
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Result;
+
+pub use args::BuildArgs;
+pub use launch::Interrupted;
+pub use report::Report;
+pub use request::BuildRequest;
+
+/// Builds one image. Nothing is left at the request's output unless it
+/// succeeds.
+pub fn build(request: &BuildRequest) -> Result<Report> {
+    let t0 = Instant::now();
+    let (spec, opts) = (&request.spec, &request.options);
+
+    // 1. In the parent, before any namespace: every input read and checked.
+    let inputs = inputs::resolve(spec, opts)?;
+    let out = output::Target::check(&request.output, opts.force, &inputs.sources())?;
+    let mkfs = mkfs::find_mkfs_btrfs()?;
+    let staging = inputs::prepare(spec, &inputs, opts, &out)?;
+    let seed = inputs::seed(spec, &inputs.layout, opts);
+    let mkfs_job = mkfs::job(&mkfs, spec, &inputs, &staging, seed.as_deref(), &out)?;
+    let resolve_secs = t0.elapsed().as_secs_f64();
+
+    // 2. In the sandbox: plan → stage → seal → mkfs (in a nested sandbox).
+    let staged = launch::run(&staging, mkfs_job, opts, &out)?;
+    mkfs::check_made(&staged.result, &staged.status, &spec.size, &out)?;
+
+    // 3. Fix-ups in the image: what the namespace and mkfs could not express.
+    let image = out.read_path();
+    let tar = staging.tar_owners.as_ref();
+    let reproducible = opts.reproducible.as_ref().zip(seed.as_deref());
+    let fixups = fixup::run(&image, &inputs, tar, &staged, reproducible)?;
+
+    // 4. Verify: the image read back, checked against the plan.
+    let verified = verify::run(opts.verify, &image, &inputs, tar, &staged)?;
+    let identity = mkfs::identity(&image);
+
+    // 5. Publish: linked into place.
+    let size_bytes = out.publish()?;
+    let mut warnings = inputs.warnings.clone();
+    warnings.extend(staging.warnings.iter().cloned());
+    warnings.extend(staged.warnings.iter().cloned());
+    warnings.extend(staged.result.warnings.iter().cloned());
+    for w in &warnings {
+        tracing::warn!("{w}");
+    }
+    Ok(Report::new(report::Built {
+        request,
+        identity,
+        mkfs_version: mkfs.version.to_string(),
+        staging: &staging,
+        staged: &staged,
+        fixups,
+        verified,
+        size_bytes,
+        warnings,
+        resolve_secs,
+        total_secs: t0.elapsed().as_secs_f64(),
+    }))
+}
+
+/// `rootbox build`: the flags and spec made into a request, built, and
+/// the report printed.
+pub fn main(a: &BuildArgs) -> Result<ExitCode> {
+    let (spec, _example) = a.spec()?;
+    if a.print_spec {
+        println!("{}", serde_json::to_string_pretty(&spec)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let request = a.request(spec)?;
+    let report = match build(&request) {
+        Ok(r) => r,
+        // Reported as a shell would (130 for SIGINT, 143 for SIGTERM).
+        Err(e) => match e.downcast_ref::<Interrupted>() {
+            Some(&Interrupted(sig)) => {
+                eprintln!(
+                    "rootbox: {e}; nothing was written to {}",
+                    request.output.display()
+                );
+                return Ok(ExitCode::from((128 + sig) as u8));
+            }
+            None => return Err(e),
+        },
+    };
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        report::print_summary(&report);
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,183 @@
+//! The result of a build: the [`Report`] (`--json` prints it) and the
+//! summary `rootbox build` prints otherwise.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use super::fixup::{FixUps, ReproducibleReport};
+use super::inputs::Staging;
+use super::launch::Staged;
+use super::request::BuildRequest;
+use super::verify::{SubvolReport, Verified};
+
+/// The JSON result of a build.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub image: PathBuf,
+    pub size_bytes: u64,
+    pub uuid: String,
+    pub label: String,
+    pub mkfs_version: String,
+    pub map: String,
+    pub subvolumes: Vec<SubvolReport>,
+    pub entries: u64,
+    pub content_bytes: u64,
+    pub copied_bytes: u64,
+    pub bound_bytes: u64,
+    pub binds: u64,
+    /// Inodes whose owner (unmapped in the namespace) or device number was
+    /// fixed in the image after mkfs.
+    pub rewritten_inodes: u64,
+    pub store_paths: usize,
+    pub registration: Option<String>,
+    pub owners: Owners,
+    pub timings: Timings,
+    pub left_out: Vec<String>,
+    pub warnings: Vec<String>,
+    pub verified: bool,
+    /// Set for a reproducible image.
+    pub reproducible: Option<ReproducibleReport>,
+}
+
+/// Owners the image holds, read back by verification.
+#[derive(Debug, Default, Serialize)]
+pub struct Owners {
+    pub uids: BTreeMap<u32, u64>,
+    pub gids: BTreeMap<u32, u64>,
+}
+
+/// Seconds per phase.
+#[derive(Debug, Default, Serialize)]
+pub struct Timings {
+    pub plan: f64,
+    pub stage: f64,
+    pub copy: f64,
+    pub mkfs: f64,
+    pub verify: f64,
+    pub rewrite: f64,
+    /// Removing scratch copies.
+    pub cleanup: f64,
+    pub total: f64,
+}
+
+/// What a finished build is reported from.
+pub struct Built<'a> {
+    pub request: &'a BuildRequest,
+    /// The image's UUID and label, as read back.
+    pub identity: (String, String),
+    pub mkfs_version: String,
+    pub staging: &'a Staging,
+    pub staged: &'a Staged,
+    pub fixups: FixUps,
+    pub verified: Option<Verified>,
+    pub size_bytes: u64,
+    pub warnings: Vec<String>,
+    /// Seconds the parent spent resolving the inputs.
+    pub resolve_secs: f64,
+    pub total_secs: f64,
+}
+
+impl Report {
+    /// The report of a build.
+    pub fn new(b: Built) -> Report {
+        let r = &b.staged.result;
+        let counts = &r.counts;
+        let (verified, owners, subvolumes, verify_secs) = match b.verified {
+            Some(v) => (
+                true,
+                Owners {
+                    uids: v.uids,
+                    gids: v.gids,
+                },
+                v.subvolumes,
+                v.secs,
+            ),
+            None => (false, Owners::default(), Vec::new(), 0.0),
+        };
+        let (uuid, label) = b.identity;
+        Report {
+            image: b.request.output.clone(),
+            size_bytes: b.size_bytes,
+            uuid,
+            label,
+            mkfs_version: b.mkfs_version,
+            map: format!("{:?}", b.request.options.map).to_lowercase(),
+            subvolumes,
+            entries: counts.entries,
+            content_bytes: counts.bytes,
+            copied_bytes: r.copied_bytes,
+            bound_bytes: counts.bound_bytes,
+            binds: counts.binds,
+            rewritten_inodes: b.fixups.rewritten,
+            store_paths: b.staging.store_paths.len(),
+            registration: b.staging.registration.clone(),
+            owners,
+            timings: Timings {
+                plan: b.resolve_secs + r.plan_secs,
+                stage: r.stage_secs,
+                copy: r.copy_secs,
+                mkfs: r.mkfs_secs,
+                verify: verify_secs,
+                rewrite: b.fixups.secs,
+                cleanup: r.cleanup_secs,
+                total: b.total_secs,
+            },
+            left_out: b.staging.left_out.clone(),
+            warnings: b.warnings,
+            verified,
+            reproducible: b.fixups.reproducible,
+        }
+    }
+}
+
+/// The report as `rootbox build` prints it without `--json`.
+pub fn print_summary(r: &Report) {
+    println!("image      {} ({} bytes)", r.image.display(), r.size_bytes);
+    println!("uuid       {}   label {:?}", r.uuid, r.label);
+    for s in &r.subvolumes {
+        println!(
+            "subvolume  {:<12} at {:<12} {:>7} entries {:>12} bytes{}",
+            s.name,
+            s.mountpoint,
+            s.entries,
+            s.bytes,
+            if s.default { "  (default)" } else { "" }
+        );
+    }
+    println!(
+        "content    {} entries, {} bytes: {} bound ({} bind mounts), {} copied",
+        r.entries, r.content_bytes, r.bound_bytes, r.binds, r.copied_bytes
+    );
+    let owners = |m: &std::collections::BTreeMap<u32, u64>| {
+        m.iter()
+            .map(|(id, n)| format!("{id}×{n}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    println!(
+        "owners     uids {}   gids {}",
+        owners(&r.owners.uids),
+        owners(&r.owners.gids)
+    );
+    if let Some(reg) = &r.registration {
+        println!("registration {reg} ({} store paths)", r.store_paths);
+    }
+    for l in &r.left_out {
+        println!("left out   {l} (no subvolume covers it)");
+    }
+    let t = &r.timings;
+    println!(
+        "time       plan {:.2}s, stage {:.2}s, copy {:.2}s, mkfs {:.2}s, verify {:.2}s, total {:.2}s",
+        t.plan, t.stage, t.copy, t.mkfs, t.verify, t.total
+    );
+    println!(
+        "verified   {}",
+        if r.verified {
+            "every owner is one the staged tree had; sshd/tmpfiles paths are safe"
+        } else {
+            "SKIPPED (--no-verify)"
+        }
+    );
+}

@@ -36,7 +36,9 @@ pub fn check(o: &Options) -> Result<(), FsError> {
 
 /// The `-z` value for a `compress` setting (`None`: uncompressed).
 pub fn compressor(compress: Option<&str>) -> Result<Option<String>, FsError> {
-    let Some(c) = compress else { return Ok(None) };
+    let Some(c) = compress.filter(|c| *c != "no") else {
+        return Ok(None);
+    };
     let bad = || FsError::Compression {
         filesystem: Filesystem::Erofs,
         given: c.to_string(),

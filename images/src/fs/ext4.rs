@@ -39,7 +39,7 @@ pub const LABEL_MAX: usize = 16;
 
 /// Refuses compression (ext4 has none) and over-long labels.
 pub fn check(o: &Options) -> Result<(), FsError> {
-    if o.compress.is_some() {
+    if o.compress.as_deref().is_some_and(|c| c != "no") {
         return Err(FsError::Unsupported {
             field: "compress",
             filesystem: super::Filesystem::Ext4,

@@ -18,7 +18,7 @@ use std::path::Path;
 use super::{Filesystem, Fix, FsError, Options};
 
 /// The compressors of squashfs-tools 4.5.
-pub const COMPRESSORS: &str = "\"gzip\", \"lzo\", \"lz4\", \"xz\", \"lzma\" or \"zstd\" \
+pub const COMPRESSORS: &str = "\"gzip\", \"lzo\", \"lz4\", \"xz\", \"lzma\", \"zstd\" or \"no\" \
                                (\"gzip:LEVEL\" 1–9, \"zstd:LEVEL\" 1–22)";
 
 /// Refuses a label, a UUID and compressors mksquashfs lacks.
@@ -41,6 +41,9 @@ pub fn compression_args(compress: Option<&str>) -> Result<Vec<String>, FsError> 
     let Some(c) = compress else {
         return Ok(Vec::new());
     };
+    if c == "no" {
+        return Ok(["-noI", "-noD", "-noF", "-noX"].map(String::from).to_vec());
+    }
     let bad = || FsError::Compression {
         filesystem: Filesystem::Squashfs,
         given: c.to_string(),
@@ -169,6 +172,7 @@ mod tests {
             ["-comp", "zstd", "-Xcompression-level", "19"]
         );
         assert_eq!(compression_args(Some("xz")).unwrap(), ["-comp", "xz"]);
+        assert_eq!(compression_args(Some("no")).unwrap()[0], "-noI");
         for bad in ["xz:3", "zstd:23", "gzip:x", "brotli"] {
             let e = compression_args(Some(bad)).unwrap_err().to_string();
             assert!(e.contains("is not available for squashfs"), "{bad}: {e}");

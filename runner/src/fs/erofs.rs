@@ -38,7 +38,9 @@ pub fn make(job: &Job, _tree: &[Inode], fixes: &[Fix]) -> Result<()> {
             .iter()
             .any(|r| plan::is_wide(r.uid) || plan::is_wide(r.gid))
     });
-    let _ = fs::remove_file(&job.image);
+    // Emptied, not removed: in a build the output is an unnamed file
+    // (/proc/self/fd/N).
+    fs::File::create(&job.image).with_context(|| format!("emptying {}", job.image.display()))?;
     let args = plan::mkfs_args(&job.options, &job.source, &job.image, wide);
     output(Command::new("mkfs.erofs").args(&args), "mkfs.erofs")?;
     patch_owners(&job.image, fixes, job.options.reproducible.is_some())?;

@@ -201,8 +201,85 @@ pub struct Job {
     pub scratch: PathBuf,
 }
 
+/// The directory of the staging tree that holds the image's `/` when the
+/// filesystem has no subvolumes (the layout's one root, see
+/// `pipeline::inputs`).
+pub const STAGED_ROOT: &str = "root";
+
+/// The filesystem step of a `rootbox build`, sent to the staging step in
+/// the sandbox (instead of mkfs.btrfs) and run there by [`run_staged`].
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct StagedJob {
+    /// The filesystem.
+    pub filesystem: Filesystem,
+    /// `label`.
+    pub label: Option<String>,
+    /// `uuid`.
+    pub uuid: Option<String>,
+    /// `compress`, as mkfs.btrfs's argument would be (`zstd:3`, `no`).
+    pub compress: Option<String>,
+    /// `size`.
+    pub size: rootbox_images::size::Size,
+    /// `headroom`.
+    pub headroom: rootbox_images::size::ByteSize,
+    /// A reproducible build: the epoch (None: the newest source mtime)
+    /// and the UUID derived from its seed.
+    pub reproducible: Option<(Option<u64>, String)>,
+    /// The ownership manifest's text and its name.
+    pub manifest: Option<(String, String)>,
+    /// A tar rootfs's owners by image path: uid, gid, mode.
+    pub archive: Option<BTreeMap<String, (u32, u32, u32)>>,
+}
+
+/// Runs [`make`] for a build in its staging step: `source` is the staged
+/// tree, `image` the output, `max_mtime` the newest source mtime.
+pub fn run_staged(
+    j: &StagedJob,
+    source: &Path,
+    image: &Path,
+    scratch: &Path,
+    max_mtime: i64,
+) -> Result<Made> {
+    let manifest = match &j.manifest {
+        Some((text, origin)) => Some(Manifest::parse(text, origin)?),
+        None => None,
+    };
+    let scratch = tempfile::Builder::new()
+        .prefix("fs-")
+        .tempdir_in(scratch)
+        .with_context(|| format!("creating scratch space in {}", scratch.display()))?;
+    let job = Job {
+        filesystem: j.filesystem,
+        source: source.to_path_buf(),
+        image: image.to_path_buf(),
+        options: Options {
+            label: j.label.clone(),
+            uuid: j.uuid.clone(),
+            compress: j.compress.clone(),
+            size: j.size,
+            headroom: j.headroom,
+            subvolumes: false,
+            reproducible: j.reproducible.as_ref().map(|(epoch, uuid)| {
+                rootbox_images::fs::Reproducible {
+                    epoch: epoch.unwrap_or(max_mtime.max(0) as u64),
+                    uuid: uuid.clone(),
+                }
+            }),
+        },
+        manifest,
+        archive: j.archive.as_ref().map(|a| {
+            a.iter()
+                .map(|(p, &(uid, gid, mode))| (p.clone(), ArchiveOwner { uid, gid, mode }))
+                .collect()
+        }),
+        overflow: overflow_ids(),
+        scratch: scratch.path().to_path_buf(),
+    };
+    make(&job)
+}
+
 /// What [`make`] did.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
 pub struct Made {
     /// The filesystem.
     pub filesystem: String,

@@ -19,7 +19,9 @@ pub fn make(job: &Job, fixes: &[Fix]) -> Result<()> {
     fs::write(&pseudo, plan::pseudo_file(fixes)?)
         .with_context(|| format!("writing {}", pseudo.display()))?;
     let root = fixes.iter().find(|f| f.path == "/");
-    let _ = fs::remove_file(&job.image);
+    // Emptied, not removed: in a build the output is an unnamed file
+    // (/proc/self/fd/N).
+    fs::File::create(&job.image).with_context(|| format!("emptying {}", job.image.display()))?;
     let args = plan::mkfs_args(&job.options, &job.source, &job.image, &pseudo, root);
     // mksquashfs 4.5 refuses SOURCE_DATE_EPOCH next to -mkfs-time and
     // -all-time, which say the same.

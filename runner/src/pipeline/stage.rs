@@ -70,6 +70,29 @@ fn run(job: &StageJob, result: &mut StageResult) -> Result<()> {
     result.stage_secs = start.elapsed().as_secs_f64() - result.copy_secs;
 
     let start = Instant::now();
+    if let Some(fs) = &job.fs {
+        // ext4, erofs, squashfs: the tree of the one root, made, fixed and
+        // read back here, where its owners are what the namespace sees.
+        let source = job.stage_dir.join(crate::fs::STAGED_ROOT);
+        match crate::fs::run_staged(
+            fs,
+            &source,
+            &job.mkfs.output,
+            &job.scratch,
+            result.max_mtime,
+        ) {
+            Ok(made) => {
+                result.mkfs_status = Some(0);
+                result.fs_made = Some(made);
+            }
+            Err(e) => {
+                result.mkfs_status = Some(1);
+                result.mkfs_output = format!("{e:#}");
+            }
+        }
+        result.mkfs_secs = start.elapsed().as_secs_f64();
+        return Ok(());
+    }
     let (status, output) = mkfs::run(&job.mkfs, &job.stage_dir, &result.counts, job.direct)?;
     result.mkfs_secs = start.elapsed().as_secs_f64();
     result.mkfs_status = Some(status);

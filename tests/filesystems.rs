@@ -705,3 +705,176 @@ fn what_a_filesystem_cannot_express_is_refused_by_name() {
         check_subid_image(fs_name, &read_back(&user, fs_name, &image));
     }
 }
+
+// ---- through `rootbox build` ------------------------------------------------
+
+/// A store path owned by root (as in /nix/store) and a file listing it.
+fn make_closure(case: &Case) -> (PathBuf, PathBuf, String) {
+    let store = case.path("store");
+    dir(&store, 0, 0, 0o755);
+    let name = "1m5zsvr3bq0a7cpd0ad4n9xz3hq2w8yk-hello";
+    dir(&store.join(name), 0, 0, 0o555);
+    dir(&store.join(name).join("bin"), 0, 0, 0o555);
+    file(
+        &store.join(name).join("bin/hello"),
+        "#!/bin/sh\n",
+        0,
+        0,
+        0o4555,
+    );
+    let list = case.path("store-paths");
+    fs::write(&list, format!("{}\n", store.join(name).display())).expect("store-paths");
+    (store, list, format!("/nix/store/{name}/bin/hello"))
+}
+
+fn build(user: &User, args: &[&str]) -> Out {
+    run(rootbox(user).arg("build").args(args))
+}
+
+#[test]
+fn rootbox_build_makes_each_filesystem_from_a_rootfs_a_closure_and_a_manifest() {
+    let user = setup_as_root();
+    let case = Case::new(&user);
+    let (store, list, hello) = make_closure(&case);
+    let manifest = case.path("owners");
+    write_as(&user, &manifest, "/home/alice 1000 100 0700\n");
+    for fs_name in FILESYSTEMS {
+        let image = case.path(&format!("built.{fs_name}"));
+        let out = build(
+            &user,
+            &[
+                "--filesystem",
+                fs_name,
+                "--rootfs",
+                s(&case.path("tree")),
+                "--closure",
+                s(&list),
+                "--store-dir",
+                s(&store),
+                "--map",
+                "subid",
+                "--owners",
+                s(&manifest),
+                "--json",
+                "-o",
+                s(&image),
+            ],
+        );
+        out.assert_success();
+        let report: Value =
+            serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}\n{out}"));
+        assert_eq!(report["verified"], true, "{out}");
+        let got = read_back(&user, fs_name, &image);
+        // The store path: not mapped, given to root, not setuid root.
+        assert_inode(&got, &hello, 0o100555, 0, 0);
+        assert_inode(&got, "/home/alice", 0o40700, 1000, 100);
+        assert_inode(&got, "/home/alice/.profile", 0o100644, 1000, 100);
+        assert_inode(&got, "/etc/shadow", 0o100600, 0, 0);
+        assert_inode(&got, "/usr/bin/sudo", 0o104755, 0, 0);
+        assert_eq!(got["/dev/sda"]["rdev"], serde_json::json!([8, 0]));
+        check_with_own_tools(&user, fs_name, &image);
+    }
+}
+
+#[test]
+fn rootbox_build_gives_a_tar_rootfs_its_header_owners() {
+    let user = setup_as_root();
+    let case = Case::new(&user);
+    let tar = case.path("rootfs.tar");
+    // Python's tarfile writes the headers rootbox reads (uid, gid, mode).
+    let script = format!(
+        "import tarfile, io\n\
+         t = tarfile.open({:?}, 'w')\n\
+         for name, kind, uid, gid, mode in [('etc', tarfile.DIRTYPE, 0, 0, 0o755), \
+         ('etc/shadow', tarfile.REGTYPE, 0, 42, 0o640), ('home', tarfile.DIRTYPE, 0, 0, 0o755), \
+         ('home/bob', tarfile.DIRTYPE, 1001, 100, 0o700), ('usr', tarfile.DIRTYPE, 0, 0, 0o755), \
+         ('usr/bin', tarfile.DIRTYPE, 0, 0, 0o755), ('usr/bin/passwd', tarfile.REGTYPE, 0, 0, 0o4755)]:\n\
+         \x20   i = tarfile.TarInfo(name); i.type = kind; i.uid = uid; i.gid = gid; i.mode = mode\n\
+         \x20   data = b'x\\n' if kind == tarfile.REGTYPE else b''\n\
+         \x20   i.size = len(data); t.addfile(i, io.BytesIO(data))\n\
+         t.close()\n",
+        s(&tar)
+    );
+    run(Command::new("python3").args(["-c", &script])).assert_success();
+    give_to(&user, &tar);
+    for fs_name in FILESYSTEMS {
+        let image = case.path(&format!("tar.{fs_name}"));
+        build(
+            &user,
+            &[
+                "--filesystem",
+                fs_name,
+                "--rootfs",
+                s(&tar),
+                "--map",
+                "subid",
+                "-o",
+                s(&image),
+            ],
+        )
+        .assert_success();
+        let got = read_back(&user, fs_name, &image);
+        assert_inode(&got, "/etc/shadow", 0o100640, 0, 42);
+        assert_inode(&got, "/home/bob", 0o40700, 1001, 100);
+        assert_inode(&got, "/usr/bin/passwd", 0o104755, 0, 0);
+    }
+}
+
+#[test]
+fn rootbox_build_refuses_what_a_filesystem_cannot_express() {
+    let user = setup_as_root();
+    let case = Case::new(&user);
+    let tree = case.path("tree");
+    let spec = case.path("spec.json");
+    write_as(
+        &user,
+        &spec,
+        format!(
+            "{{\"filesystem\": \"squashfs\", \"label\": \"nixos\", \"rootfs\": {:?}}}",
+            s(&tree)
+        ),
+    );
+    let image = case.path("refused.img");
+    let cases: [(Vec<&str>, &str); 4] = [
+        (
+            vec![
+                "--filesystem",
+                "ext4",
+                "--rootfs",
+                s(&tree),
+                "--subvol",
+                "@:/:default",
+            ],
+            "\"subvolumes\" cannot be used with ext4",
+        ),
+        (
+            vec![
+                "--filesystem",
+                "erofs",
+                "--rootfs",
+                s(&tree),
+                "--compress",
+                "zstd:3",
+            ],
+            "\"compress\": \"zstd:3\" is not available for erofs",
+        ),
+        (
+            vec!["--spec", s(&spec)],
+            "\"label\" cannot be used with squashfs",
+        ),
+        (
+            vec!["--filesystem", "xfs", "--rootfs", s(&tree)],
+            "unknown filesystem \"xfs\"",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (args, want) in cases {
+        let out = build(&user, &[&args[..], &["-o", s(&image)]].concat());
+        if out.code() != Some(1) || !out.stderr.contains(want) || image.exists() {
+            failures.push(format!(
+                "{args:?}: want exit 1 and {want:?}, nothing written:\n{out}"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}

@@ -877,4 +877,69 @@ fn rootbox_build_refuses_what_a_filesystem_cannot_express() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    // A tree sshd and systemd-tmpfiles would refuse: /etc writable by all.
+    let bad = case.path("bad");
+    dir(&bad, user.uid, user.gid, 0o755);
+    dir(&bad.join("etc"), user.uid, user.gid, 0o777);
+    for fs_name in FILESYSTEMS {
+        let out = build(
+            &user,
+            &[
+                "--filesystem",
+                fs_name,
+                "--rootfs",
+                s(&bad),
+                "-o",
+                s(&image),
+            ],
+        );
+        out.assert_code(1)
+            .assert_stderr_contains("/etc: mode 777 is writable by group or others");
+        assert!(
+            !image.exists(),
+            "{fs_name}: a failed build left {}",
+            image.display()
+        );
+    }
+}
+
+#[test]
+fn rootbox_build_is_reproducible_from_copies_on_two_filesystems() {
+    let user = setup_as_root();
+    let case = Case::new(&user);
+    let on_disk = case.path("copy-a");
+    copy_tree(&case.path("tree"), &on_disk);
+    let tmpfs = case.path("mnt");
+    mount_tmpfs_for(&user, &tmpfs, "64M");
+    let _unmount = Unmount(tmpfs.clone());
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let in_memory = tmpfs.join("copy-b");
+    copy_tree(&case.path("tree"), &in_memory);
+    for fs_name in FILESYSTEMS {
+        let mut bytes = Vec::new();
+        for (n, src) in [&on_disk, &in_memory].into_iter().enumerate() {
+            let image = case.path(&format!("built{n}.{fs_name}"));
+            let out = run(rootbox(&user)
+                .args([
+                    "build",
+                    "-q",
+                    "--filesystem",
+                    fs_name,
+                    "--rootfs",
+                    s(src),
+                    "--map",
+                    "subid",
+                ])
+                .args(["-o", s(&image)])
+                .env("SOURCE_DATE_EPOCH", "1700000000"));
+            out.assert_success();
+            bytes.push(fs::read(&image).expect("the image"));
+            std::thread::sleep(std::time::Duration::from_millis(1100));
+        }
+        // The build stages a sorted copy: squashfs too gives the same bytes.
+        assert!(
+            bytes[0] == bytes[1],
+            "{fs_name}: two builds of two copies differ"
+        );
+    }
 }

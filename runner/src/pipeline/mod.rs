@@ -193,6 +193,7 @@ fn build_other(request: &BuildRequest, fs: rootbox_images::fs::Filesystem) -> Re
         anyhow::bail!("the staging step ended with {}", staged.status);
     }
     let made = staged.result.fs_made.clone().unwrap_or_default();
+    let verified = verify::run_other(opts.verify, fs, &out.read_path())?;
     let identity = (
         inputs
             .uuid
@@ -214,10 +215,6 @@ fn build_other(request: &BuildRequest, fs: rootbox_images::fs::Filesystem) -> Re
         secs: 0.0,
         reproducible: None,
     };
-    let verified = verify::Verified {
-        entries: made.verified_paths as u64,
-        ..verify::Verified::default()
-    };
     Ok(Report::new(report::Built {
         request,
         identity,
@@ -225,7 +222,7 @@ fn build_other(request: &BuildRequest, fs: rootbox_images::fs::Filesystem) -> Re
         staging: &staging,
         staged: &staged,
         fixups,
-        verified: Some(verified),
+        verified,
         size_bytes,
         warnings,
         resolve_secs,

@@ -53,6 +53,8 @@ pub fn compression_args(compress: Option<&str>) -> Result<Vec<String>, FsError> 
         Some((a, l)) => (a, Some(l.parse::<u32>().map_err(|_| bad())?)),
         None => (c, None),
     };
+    // btrfs's name for it (a spec's `compress` is written for btrfs first).
+    let alg = if alg == "zlib" { "gzip" } else { alg };
     let max = match alg {
         "gzip" => 9,
         "zstd" => 22,
@@ -172,6 +174,10 @@ mod tests {
             ["-comp", "zstd", "-Xcompression-level", "19"]
         );
         assert_eq!(compression_args(Some("xz")).unwrap(), ["-comp", "xz"]);
+        assert_eq!(
+            compression_args(Some("zlib:9")).unwrap(),
+            ["-comp", "gzip", "-Xcompression-level", "9"]
+        );
         assert_eq!(compression_args(Some("no")).unwrap()[0], "-noI");
         for bad in ["xz:3", "zstd:23", "gzip:x", "brotli"] {
             let e = compression_args(Some(bad)).unwrap_err().to_string();

@@ -1,7 +1,8 @@
-//! `rootbox __fs-make` and `rootbox __fs-read`: the per-filesystem steps
-//! on their own, for the tests and for trying a filesystem by hand until
-//! `rootbox build --filesystem` drives them. `__fs-make` runs where it is
-//! started: inside `rootbox run` it sees the owners a namespace sees.
+//! `rootbox __fs-make` and `rootbox __fs-read`: the per-filesystem step of
+//! `rootbox build --filesystem` on a tree by itself, and rootbox's reader
+//! of those images, for tests and for trying a filesystem by hand.
+//! `__fs-make` runs where it is started: inside `rootbox run` it sees the
+//! owners a namespace sees.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -71,18 +72,6 @@ fn newest_mtime(p: &Path) -> Result<i64> {
     Ok(t)
 }
 
-fn uuid_text(b: [u8; 16]) -> String {
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
-}
-
 /// `rootbox __fs-make`: prints what was made as JSON.
 pub fn make(a: &MakeArgs) -> Result<std::process::ExitCode> {
     let filesystem: Filesystem = a.filesystem.parse()?;
@@ -111,7 +100,12 @@ pub fn make(a: &MakeArgs) -> Result<std::process::ExitCode> {
         let purpose = format!("{filesystem} uuid");
         Some(Reproducible {
             epoch,
-            uuid: uuid_text(rootbox_btrfs::derived_uuid(seed.as_bytes(), &purpose, &[])),
+            uuid: rootbox_images::spec::Uuid::from_bytes(rootbox_btrfs::derived_uuid(
+                seed.as_bytes(),
+                &purpose,
+                &[],
+            ))
+            .to_string(),
         })
     } else {
         None

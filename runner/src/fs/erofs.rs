@@ -32,7 +32,7 @@ const MAGIC: u32 = 0xE0F5_E1E2;
 const SUPERBLOCK: u64 = 1024;
 
 /// Makes the erofs image of `job`.
-pub fn make(job: &Job, _tree: &[Inode], fixes: &[Fix]) -> Result<()> {
+pub fn make(job: &Job, fixes: &[Fix]) -> Result<()> {
     let wide = job.manifest.as_ref().is_some_and(|m| {
         m.rules
             .iter()

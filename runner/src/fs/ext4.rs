@@ -25,7 +25,7 @@ fn tool(name: &str, job: &Job) -> Command {
 }
 
 /// Makes the ext4 image of `job` (see the module doc of `super`).
-pub fn make(job: &Job, _tree: &[Inode], content: Content, fixes: &[Fix]) -> Result<()> {
+pub fn make(job: &Job, content: Content, fixes: &[Fix]) -> Result<()> {
     let inodes = plan::inode_count(content);
     let bytes = match job.options.size {
         Size::Auto => plan::estimate(content),

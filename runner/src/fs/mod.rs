@@ -3,8 +3,9 @@
 //! reading the image back.
 //!
 //! [`make`] runs where the staged tree is visible with the owners the
-//! build's namespace gives it (inside `rootbox run`, or the build's
-//! sandbox): it walks the tree ([`walk`]), runs mkfs, decides the owner
+//! build's namespace gives it: in the staging step of `rootbox build`
+//! ([`run_staged`], for a [`StagedJob`] the pipeline sends), or in
+//! `rootbox __fs-make` inside `rootbox run` ([`cli`]). It walks the tree ([`walk`]), runs mkfs, decides the owner
 //! fixes with [`rootbox_images::fs::plan_fixes`] (unmapped owners, the
 //! overflow id, become root without their set-id bits; the manifest
 //! applies), writes them — ext4 with debugfs after mkfs, erofs into the
@@ -305,8 +306,8 @@ pub fn make(job: &Job) -> Result<Made> {
         job.manifest.as_ref(),
     )?;
     match job.filesystem {
-        Filesystem::Ext4 => ext4::make(job, &tree, content, &fixes)?,
-        Filesystem::Erofs => erofs::make(job, &tree, &fixes)?,
+        Filesystem::Ext4 => ext4::make(job, content, &fixes)?,
+        Filesystem::Erofs => erofs::make(job, &fixes)?,
         Filesystem::Squashfs => squashfs::make(job, &fixes)?,
     }
     let expected = apply(&tree, &fixes);

@@ -51,6 +51,12 @@ enum Command {
     /// (internal) An ext4, erofs or squashfs image from a staged tree.
     #[command(name = "__fs-make", hide = true)]
     FsMake(fs::cli::MakeArgs),
+    /// (internal) A build's ext4, erofs or squashfs step, in a nested sandbox.
+    #[command(name = "__fs-stage", hide = true)]
+    FsStage {
+        step: std::path::PathBuf,
+        outcome: std::path::PathBuf,
+    },
     /// (internal) Every inode of an ext4, erofs or squashfs image, as JSON.
     #[command(name = "__fs-read", hide = true)]
     FsRead(fs::cli::ReadArgs),
@@ -93,6 +99,7 @@ fn main() -> ExitCode {
         Command::Stage { job } => pipeline::stage::main(job),
         Command::FsMake(args) => fs::cli::make(args),
         Command::FsRead(args) => fs::cli::read(args),
+        Command::FsStage { step, outcome } => fs::cli::stage(step, outcome),
     };
     match result {
         Ok(code) => code,

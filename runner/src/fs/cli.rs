@@ -160,3 +160,56 @@ pub fn read(a: &ReadArgs) -> Result<std::process::ExitCode> {
     println!("{}", serde_json::to_string_pretty(&inodes)?);
     Ok(std::process::ExitCode::SUCCESS)
 }
+
+/// What `rootbox __fs-stage` is given: a build's filesystem step and
+/// where its staged tree, image and scratch space are.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct StageStep {
+    /// The step.
+    pub job: super::StagedJob,
+    /// The staged tree.
+    pub source: PathBuf,
+    /// The image (`/proc/self/fd/N`, inherited).
+    pub image: PathBuf,
+    /// Scratch space.
+    pub scratch: PathBuf,
+    /// The newest source mtime (the default epoch).
+    pub max_mtime: i64,
+}
+
+/// The outcome `rootbox __fs-stage` writes for the staging step.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct StageOutcome {
+    /// What was made, on success.
+    pub made: Option<super::Made>,
+    /// The error, with its causes, on failure.
+    pub error: Option<String>,
+}
+
+/// `rootbox __fs-stage STEP OUTCOME`: runs a build's filesystem step in the
+/// nested sandbox the staging step starts it in (see
+/// `pipeline::stage`), and writes what happened to OUTCOME.
+pub fn stage(step: &Path, outcome: &Path) -> Result<std::process::ExitCode> {
+    let text = std::fs::read(step).with_context(|| format!("reading {}", step.display()))?;
+    let s: StageStep = serde_json::from_slice(&text).context("the filesystem step")?;
+    let result = super::run_staged(&s.job, &s.source, &s.image, &s.scratch, s.max_mtime);
+    let (code, o) = match result {
+        Ok(made) => (
+            0,
+            StageOutcome {
+                made: Some(made),
+                error: None,
+            },
+        ),
+        Err(e) => (
+            1,
+            StageOutcome {
+                made: None,
+                error: Some(format!("{e:#}")),
+            },
+        ),
+    };
+    std::fs::write(outcome, serde_json::to_vec(&o)?)
+        .with_context(|| format!("writing {}", outcome.display()))?;
+    Ok(std::process::ExitCode::from(code))
+}

@@ -943,3 +943,61 @@ fn rootbox_build_is_reproducible_from_copies_on_two_filesystems() {
         );
     }
 }
+
+#[test]
+fn rootbox_build_with_map_subrange_keeps_an_mmdebstrap_trees_owners() {
+    let user = setup_as_root();
+    let (start_u, start_g) = subid_ranges(&user)
+        .map(|(a, b)| (a.0, b.0))
+        .expect("subordinate ids");
+    let case = Case::new(&user);
+    // As `mmdebstrap --mode=unshare` leaves it: root is the range's first id.
+    let tree = case.path("debian");
+    dir(&tree, start_u, start_g, 0o755);
+    dir(&tree.join("etc"), start_u, start_g, 0o755);
+    file(
+        &tree.join("etc/shadow"),
+        "root:*:1::::::\n",
+        start_u,
+        start_g + 42,
+        0o640,
+    );
+    dir(&tree.join("home"), start_u, start_g, 0o755);
+    dir(
+        &tree.join("home/alice"),
+        start_u + 1000,
+        start_g + 100,
+        0o700,
+    );
+    dir(&tree.join("usr/bin"), start_u, start_g, 0o755);
+    own(&tree.join("usr"), start_u, start_g);
+    file(
+        &tree.join("usr/bin/passwd"),
+        "x\n",
+        start_u,
+        start_g,
+        0o4755,
+    );
+    for fs_name in FILESYSTEMS {
+        let image = case.path(&format!("debian.{fs_name}"));
+        build(
+            &user,
+            &[
+                "--filesystem",
+                fs_name,
+                "--rootfs",
+                s(&tree),
+                "--map",
+                "subrange",
+                "-o",
+                s(&image),
+            ],
+        )
+        .assert_success();
+        let got = read_back(&user, fs_name, &image);
+        assert_inode(&got, "/etc/shadow", 0o100640, 0, 42);
+        assert_inode(&got, "/home/alice", 0o40700, 1000, 100);
+        assert_inode(&got, "/usr/bin/passwd", 0o104755, 0, 0);
+        assert_inode(&got, "/", 0o40755, 0, 0);
+    }
+}

@@ -26,6 +26,12 @@
 //! 5. *publish*: the image, written to an unnamed temporary file beside
 //!    the output, is linked into place only now ([`output`]). A failed or
 //!    killed build leaves nothing at the output path.
+//!
+//! ext4, erofs and squashfs ([`build_other`]) take the same steps with
+//! the tree as one root: in the sandbox the filesystem step of
+//! `crate::fs` replaces mkfs.btrfs and does its own fix-ups and
+//! comparison with the staged tree; the parent then checks the paths sshd
+//! and systemd-tmpfiles care about ([`verify::run_other`]) and publishes.
 
 mod args;
 mod example;

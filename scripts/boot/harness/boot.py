@@ -1,0 +1,371 @@
+"""Booting an image in qemu.
+
+A :class:`Boot` turns a built filesystem image into qemu arguments (and
+whatever disk or firmware files that takes); :class:`Qemu` runs qemu as a
+context manager that kills it on the way out, whatever the way.
+
+- :class:`DirectKernel` — qemu loads the kernel and initrd itself
+  (``-kernel/-initrd/-append``); the image is the whole disk.
+- :class:`Uefi` — OVMF (Debian ``ovmf``) as pflash; a GPT disk with an
+  EFI system partition holding a standalone GRUB (``grub-mkstandalone``,
+  Debian ``grub-efi-amd64-bin``) at the removable-media path
+  EFI/BOOT/BOOTX64.EFI, which reads the kernel and initrd from /boot in the
+  image's @ subvolume and boots root=PARTUUID=….  The real firmware and
+  the real GRUB; the disk follows the UEFI removable-media convention
+  (what firmware with no boot entries starts) and gives the root partition
+  the Discoverable Partitions type for x86-64 root.
+- :class:`UBoot` — U-Boot as ``-bios`` (Debian ``u-boot-qemu``,
+  ``qemu-x86/u-boot.rom``); an MBR disk whose bootable FAT partition holds
+  a boot script, the kernel and the initrd (no Debian U-Boot reads btrfs),
+  the image as the second partition.
+
+The disks are assembled by :func:`assemble_disk` (sfdisk + dd), the one
+place to change when ``rootbox disk`` writes partition tables.
+"""
+import os
+import re
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+
+from .proc import HarnessError, kill_group, run, say
+
+KERNEL_ARGS = "rw console=ttyS0 panic=-1 systemd.journald.forward_to_console=1"
+MIB = 1 << 20
+ANSI = re.compile(r"\x1b(\[[0-9;?]*[A-Za-z]|[()][A-Z0-9])")
+
+OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
+OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
+UBOOT_ROM = Path("/usr/lib/u-boot/qemu-x86/u-boot.rom")
+UBOOT_INITRD_ADDR = "0x10000000"
+
+# GPT partition types (UAPI discoverable partitions specification)
+GPT_ESP = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
+GPT_ROOT_X86_64 = "4F68BCE3-E8CD-4C25-8BF1-F7FD1C9F3B9B"
+
+
+def disk_args(path, bootindex=True):
+    """The image as a virtio disk, writes going to a temporary overlay
+    (-snapshot): the image itself is never changed by a boot."""
+    dev = "virtio-blk-pci,drive=disk0" + (",bootindex=0" if bootindex else "")
+    return ["-drive", f"file={path},format=raw,if=none,id=disk0", "-device", dev, "-snapshot"]
+
+
+class Boot(ABC):
+    """One way of booting a built image."""
+    name = "?"
+
+    @abstractmethod
+    def qemu_args(self, image, d):
+        """qemu arguments that boot the filesystem ``image``; files it needs
+        go to the directory ``d``."""
+
+    def describe(self):
+        return self.name
+
+    def path_check(self, console):
+        """(ok, evidence) that the console shows this way of booting was
+        taken, or None when there is nothing to tell (qemu loads the kernel)."""
+        return None
+
+    @staticmethod
+    def missing(paths):
+        return [str(p) for p in paths if not Path(p).exists()]
+
+
+@dataclass
+class DirectKernel(Boot):
+    kernel: Path
+    initrd: Path
+    cmdline: str
+    name = "direct"
+
+    def qemu_args(self, image, d):
+        return ["-kernel", str(self.kernel), "-initrd", str(self.initrd), "-append", self.cmdline,
+                *disk_args(image, bootindex=False)]
+
+    def describe(self):
+        return f"direct kernel ({self.kernel.name}, {self.initrd.name}: {self.cmdline})"
+
+
+@dataclass
+class Partition:
+    """One partition of an assembled disk: its content is ``image`` (a file)."""
+    image: Path
+    type: str                 # GPT type GUID, or MBR type byte as hex ("c", "83")
+    uuid: str | None = None   # GPT partition UUID
+    name: str | None = None   # GPT partition name
+    bootable: bool = False    # MBR active flag
+
+
+def assemble_disk(out, table, parts, label_id=None):
+    """Write a partition table (``gpt`` or ``dos``) on a new file ``out``
+    with ``parts`` aligned to 1 MiB, and copy each partition's image in.
+
+    Returns the start of each partition in bytes.  sfdisk works on a file
+    (no loop device, no root needed)."""
+    starts, pos = [], MIB
+    for p in parts:
+        size = -(-p.image.stat().st_size // MIB) * MIB
+        starts.append((pos, size))
+        pos += size
+    total = pos + MIB   # room for the backup GPT
+    out.unlink(missing_ok=True)
+    with open(out, "wb") as f:
+        f.truncate(total)
+    lines = [f"label: {table}", "unit: sectors"]
+    if label_id:
+        lines.append(f"label-id: {label_id}")
+    for p, (start, size) in zip(parts, starts):
+        fields = [f"start={start // 512}", f"size={size // 512}", f"type={p.type}"]
+        if p.uuid:
+            fields.append(f"uuid={p.uuid}")
+        if p.name:
+            fields.append(f'name="{p.name}"')
+        if p.bootable:
+            fields.append("bootable")
+        lines.append(", ".join(fields))
+    run(["sfdisk", "--quiet", "--no-reread", "--no-tell-kernel", out], input="\n".join(lines) + "\n",
+        check=True, what=f"sfdisk {out}")
+    for p, (start, _) in zip(parts, starts):
+        run(["dd", f"if={p.image}", f"of={out}", "bs=1M", f"seek={start // MIB}", "conv=notrunc,sparse",
+             "status=none"], check=True, what=f"dd {p.image} into {out}")
+    return [s for s, _ in starts]
+
+
+def make_fat(out, files, label):
+    """A FAT filesystem in the file ``out`` holding ``files`` ({path in the
+    filesystem: source}), sized for them; made with mkfs.vfat + mtools, no
+    mount."""
+    need = sum(Path(src).stat().st_size for src in files.values())
+    size = max(64 * MIB, -(-(need * 11 // 10 + 16 * MIB) // MIB) * MIB)
+    out.unlink(missing_ok=True)
+    with open(out, "wb") as f:
+        f.truncate(size)
+    run(["mkfs.vfat", "-n", label, out], check=True, what=f"mkfs.vfat {out}")
+    dirs = sorted({str(Path(dst).parent) for dst in files} - {"/", "."}, key=len)
+    made = set()
+    for d in dirs:
+        parts = Path(d).parts[1:] if d.startswith("/") else Path(d).parts
+        for i in range(1, len(parts) + 1):
+            sub = "/".join(parts[:i])
+            if sub not in made:
+                run(["mmd", "-i", out, f"::/{sub}"], check=True, what=f"mmd ::/{sub}")
+                made.add(sub)
+    for dst, src in sorted(files.items()):
+        run(["mcopy", "-i", out, src, f"::{dst}"], check=True, what=f"mcopy {src} ::{dst}")
+
+
+@dataclass
+class Uefi(Boot):
+    """OVMF + a standalone GRUB on the ESP reading /boot from @ on btrfs."""
+    kver: str
+    layout: object
+    label: str
+    name = "uefi"
+
+    def qemu_args(self, image, d):
+        missing = self.missing([OVMF_CODE, OVMF_VARS, "/usr/lib/grub/x86_64-efi/btrfs.mod"])
+        if missing:
+            raise HarnessError(f"--boot uefi needs {', '.join(missing)} "
+                               "(apt-get install ovmf grub-efi-amd64-bin mtools dosfstools)")
+        if not self.layout.has_root_subvol:
+            raise HarnessError(f"--boot uefi: layout {self.layout.name} has no @ subvolume holding /boot")
+        partuuid = str(uuid.uuid4())
+        cfg = d / "grub.cfg"
+        # GRUB's btrfs reads paths from the top-level subvolume, not the
+        # default one: the kernel of @ is /@/boot/...  GRUB's output goes
+        # to the serial port only: OVMF copies its own console there too,
+        # so "console" would print every line twice.
+        cfg.write_text(
+            "set timeout=0\n"
+            "serial --unit=0 --speed=115200\nterminal_input serial\nterminal_output serial\n"
+            f"search --no-floppy --label {self.label} --set=root\n"
+            "echo \"rootbox boot test: GRUB found $root\"\n"
+            f"linux /@/boot/vmlinuz-{self.kver} {self.layout.root_args('PARTUUID=' + partuuid)} {KERNEL_ARGS}\n"
+            f"initrd /@/boot/initrd.img-{self.kver}\n"
+            "boot\n")
+        efi = d / "BOOTX64.EFI"
+        run(["grub-mkstandalone", "-O", "x86_64-efi", "--modules=part_gpt btrfs zstd",
+             "--locales=", "--fonts=", "--themes=", "-o", efi, f"boot/grub/grub.cfg={cfg}"],
+            check=True, what="grub-mkstandalone")
+        esp = d / "esp.img"
+        make_fat(esp, {"/EFI/BOOT/BOOTX64.EFI": efi}, "ESP")
+        disk = d / "disk.img"
+        assemble_disk(disk, "gpt", [Partition(esp, GPT_ESP, str(uuid.uuid4()), "ESP"),
+                                    Partition(image, GPT_ROOT_X86_64, partuuid, "root")])
+        esp.unlink()
+        vars_ = d / "OVMF_VARS.fd"
+        shutil.copy(OVMF_VARS, vars_)
+        self.disk = disk
+        return ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
+                "-drive", f"if=pflash,format=raw,unit=1,file={vars_}", *disk_args(disk)]
+
+    def path_check(self, console):
+        want = ["rootbox boot test: GRUB found", f"BOOT_IMAGE=/@/boot/vmlinuz-{self.kver}"]
+        lines = [l for l in console.splitlines() if any(w in l for w in want + ["BdsDxe: starting"])]
+        ok = all(any(w in l for l in lines) for w in want)
+        return ok, "\n".join(lines[:6]) or "no GRUB or kernel line on the console"
+
+    def describe(self):
+        return f"UEFI (OVMF {OVMF_CODE.name}, GRUB from the ESP, kernel {self.kver} from @/boot)"
+
+
+@dataclass
+class UBoot(Boot):
+    """U-Boot's qemu-x86 build as -bios; a boot script on a bootable FAT.
+
+    Its distro boot finds /boot.scr on the bootable partition.  Not
+    extlinux.conf: U-Boot 2023.01 (bookworm) hands the kernel an initrd of
+    size 0 from an extlinux `initrd` line on x86 ("Initial RAM disk at
+    linear address 0x04000000, size 0 bytes"); the script passes the size
+    to zboot itself."""
+    kernel: Path
+    initrd: Path
+    layout: object
+    name = "uboot"
+
+    def qemu_args(self, image, d):
+        missing = self.missing([UBOOT_ROM]) + ([] if shutil.which("mkimage") else ["mkimage"])
+        if missing:
+            raise HarnessError(f"--boot uboot needs {', '.join(missing)} "
+                               "(apt-get install u-boot-qemu u-boot-tools mtools dosfstools)")
+        disk_id = uuid.uuid4().hex[:8]
+        cmd = d / "boot.cmd"
+        # devtype, devnum, distro_bootpart: set by distro boot for the
+        # script.  The initrd goes to 256 MiB, not ${ramdisk_addr_r}
+        # (64 MiB), where the kernel decompresses itself over it
+        # ("Initramfs unpacking failed: ZSTD-compressed data is corrupt").
+        cmd.write_text(
+            "echo rootbox boot test: U-Boot runs boot.scr\n"
+            f"setenv bootargs \"{self.layout.root_args(f'PARTUUID={disk_id}-02')} {KERNEL_ARGS}\"\n"
+            "load ${devtype} ${devnum}:${distro_bootpart} ${kernel_addr_r} /vmlinuz\n"
+            f"load ${{devtype}} ${{devnum}}:${{distro_bootpart}} {UBOOT_INITRD_ADDR} /initrd.img\n"
+            f"zboot ${{kernel_addr_r}} 0 {UBOOT_INITRD_ADDR} ${{filesize}}\n")
+        scr = d / "boot.scr"
+        run(["mkimage", "-A", "x86", "-O", "linux", "-T", "script", "-C", "none", "-d", cmd, scr],
+            check=True, what="mkimage boot.scr")
+        fat = d / "boot.img"
+        make_fat(fat, {"/boot.scr": scr, "/vmlinuz": self.kernel, "/initrd.img": self.initrd}, "BOOT")
+        disk = d / "disk.img"
+        assemble_disk(disk, "dos", [Partition(fat, "c", bootable=True), Partition(image, "83")],
+                      label_id=f"0x{disk_id}")
+        fat.unlink()
+        self.disk = disk
+        return ["-bios", str(UBOOT_ROM), *disk_args(disk)]
+
+    def path_check(self, console):
+        lines = [l for l in console.splitlines()
+                 if l.startswith("U-Boot ") or "U-Boot runs boot.scr" in l or "Command line:" in l]
+        ok = (any("U-Boot runs boot.scr" in l for l in lines)
+              and any("Command line:" in l and "PARTUUID=" in l for l in lines))
+        return ok, "\n".join(lines[:6]) or "no U-Boot or kernel line on the console"
+
+    def describe(self):
+        return f"U-Boot ({UBOOT_ROM}, boot.scr on FAT)"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def accel_args(accel):
+    if accel == "kvm":
+        return ["-accel", "kvm", "-cpu", "max"]
+    return ["-accel", "tcg,thread=multi", "-cpu", "max"]
+
+
+def pick_accel(accel, kernel, d):
+    """auto: KVM if a kernel prints its banner under it, else TCG.
+
+    /dev/kvm exists on these machines but a broken nested KVM aborts or
+    hangs in the decompressor; no initrd, no root: a working KVM prints the
+    banner and panics (-no-reboot ends qemu)."""
+    if accel != "auto":
+        return accel
+    if not os.access("/dev/kvm", os.W_OK):
+        return "tcg"
+    probe = d / "kvm-probe.log"
+    r = run(["qemu-system-x86_64", *accel_args("kvm"), "-m", "256", "-display", "none", "-monitor", "none",
+             "-no-reboot", "-serial", f"file:{probe}", "-kernel", kernel, "-append", "console=ttyS0 panic=-1"],
+            timeout=12)
+    if probe.is_file() and b"Linux version" in probe.read_bytes():
+        return "kvm"
+    say(f"KVM probe failed ({(r.stderr or '').strip()[:200]!r}); using TCG")
+    return "tcg"
+
+
+class Qemu:
+    """qemu-system-x86_64 for one image, as a context manager: started on
+    entry, its process group killed on exit (normal, exception, signal).
+
+    The guest's serial console goes to ``console``; sshd is forwarded to
+    127.0.0.1:``port``."""
+
+    def __init__(self, name, accel, boot_args, d):
+        self.name = name
+        self.d = d
+        self.console = d / "console.log"
+        self.port = free_port()
+        self.argv = ["qemu-system-x86_64", "-name", f"rootbox-boot-{name}", *accel_args(accel),
+                     "-smp", "2", "-m", "1024", "-display", "none", "-monitor", "none", "-no-reboot",
+                     "-serial", f"file:{self.console}", *boot_args,
+                     "-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{self.port}-:22",
+                     # no option ROM: firmware must not try a network boot first
+                     "-device", "virtio-net-pci,netdev=net0,romfile="]
+        self.proc = None
+        self.t0 = None
+
+    def __enter__(self):
+        (self.d / "qemu.argv").write_text("\n".join(self.argv) + "\n")
+        self.out = open(self.d / "qemu.out", "w")
+        self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=self.out,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self.t0 = time.monotonic()
+        return self
+
+    def __exit__(self, *exc):
+        kill_group(self.proc)
+        self.out.close()
+        return False
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def since_start(self):
+        return time.monotonic() - self.t0
+
+    def console_text(self):
+        """The console so far, without carriage returns and terminal escapes."""
+        try:
+            text = self.console.read_bytes().decode("utf-8", "replace")
+        except OSError:
+            return ""
+        return ANSI.sub("", text.replace("\r", ""))
+
+    def wait_for_sshd(self, timeout, emergency):
+        """("up" | "emergency" | "exited" | "timeout", seconds since start)."""
+        while self.since_start() < timeout:
+            if not self.alive():
+                return "exited", int(self.since_start())
+            console = self.console_text()
+            if ("ssh.service" in console or self.since_start() > 60) and self.sshd_answers():
+                return "up", int(self.since_start())
+            if emergency.search(console):
+                time.sleep(3)   # let the console catch up with the journal
+                return "emergency", int(self.since_start())
+            time.sleep(2)
+        return "timeout", int(self.since_start())
+
+    def sshd_answers(self):
+        """sshd answered with its host key (a login is not needed: the
+        contrast image has an sshd that refuses every key)."""
+        r = run(["ssh-keyscan", "-T", "3", "-t", "ed25519", "-p", str(self.port), "127.0.0.1"], timeout=15)
+        return "ssh-ed25519" in (r.stdout or "")

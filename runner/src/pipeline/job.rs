@@ -33,6 +33,8 @@ pub struct StageJob {
     pub registration: Option<(PathBuf, PathBuf)>,
     pub staging: StoreStaging,
     pub mkfs: MkfsJob,
+    /// ext4, erofs or squashfs instead of mkfs.btrfs (`crate::fs`).
+    pub fs: Option<crate::fs::StagedJob>,
     /// Where to write the [`StageResult`].
     #[serde(with = "path_bytes")]
     pub result: PathBuf,
@@ -111,6 +113,8 @@ pub struct StageResult {
     pub max_mtime: i64,
     pub mkfs_status: Option<i32>,
     pub mkfs_output: String,
+    /// What the ext4, erofs or squashfs step did.
+    pub fs_made: Option<crate::fs::Made>,
     pub warnings: Vec<String>,
     pub error: Option<String>,
 }

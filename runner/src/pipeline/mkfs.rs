@@ -88,6 +88,23 @@ pub fn job(
     Ok(job)
 }
 
+/// The job a build of another filesystem (`crate::fs`) sends along: only
+/// its output path and the spec's fields are used; mkfs.btrfs is not run.
+pub fn job_for_other(spec: &Spec, inputs: &Inputs, out: &Target) -> MkfsJob {
+    MkfsJob {
+        program: PathBuf::from("mkfs.btrfs"),
+        label: inputs.label.clone(),
+        uuid: inputs.uuid.clone(),
+        device_uuid: None,
+        compress: spec.compress,
+        subvol_args: Vec::new(),
+        size: spec.size,
+        headroom: spec.headroom,
+        output: out.mkfs_path(),
+        deterministic: false,
+    }
+}
+
 /// The mkfs plan for content of `counts`.
 pub fn plan(job: &MkfsJob, rootdir: &Path, counts: &Counts) -> MkfsPlan {
     let size = match job.size {

@@ -70,9 +70,13 @@ pub struct MkfsJob {
     pub device_uuid: Option<Uuid>,
     pub compress: Option<Compress>,
     pub subvol_args: Vec<String>,
+    pub inode_flag_args: Vec<String>,
     pub size: Size,
     pub headroom: ByteSize,
     pub output: PathBuf,
+    /// `--reflink`: clone the data ([`super::mkfs::job`] decided); the
+    /// registration is then staged in scratch space, not the tmpfs.
+    pub reflink: bool,
 }
 
 /// What the staging step reports back.

@@ -182,7 +182,10 @@ pub enum InodeFlag {
     /// No copy-on-write for data (`nodatacow`, `chattr +C`); implies
     /// `nodatasum` for regular files. What a swap file needs.
     Nodatacow,
-    /// No data checksums (`nodatasum`).
+    /// No data checksums (`nodatasum`). Set on the subvolume's root
+    /// directory only: mkfs.btrfs (7.3), like the kernel, passes only
+    /// `nodatacow` on to the files below, so for files without checksums
+    /// use `nodatacow`.
     Nodatasum,
 }
 

@@ -35,7 +35,8 @@ Examples:
 Subvolume types: rw (default), ro, default (mounted when no subvol= is
 given), default-ro. Inode flags (btrfs-progs 6.15), inherited by the
 subvolume's files: nodatacow (e.g. for a swap file or VM images; implies
-nodatasum), nodatasum, joined by commas: --subvol @swap:/swap:nodatacow or
+nodatasum), nodatasum (the subvolume's root directory only: mkfs, like the
+kernel, passes only nodatacow on to files), joined by commas: --subvol @swap:/swap:nodatacow or
 --subvol @vm:/var/lib/vm:rw:nodatacow,nodatasum. Without a subvolume at /, rootfs content outside every
 subvolume is left out (and listed). The Nix store goes to /nix/store of
 the subvolume that holds it; the registration to /nix-path-registration,

@@ -178,6 +178,7 @@ pub fn print_summary(r: &Report) {
     for l in &r.left_out {
         println!("left out   {l} (no subvolume covers it)");
     }
+    println!("features   {}", r.mkfs_features.join(" "));
     match &r.reflink.reason {
         None => println!("reflink    data cloned from the sources (--reflink)"),
         Some(why) => println!("reflink    data copied: {why}"),

@@ -45,6 +45,81 @@ pub const BTRFS_FEATURE_INCOMPAT_METADATA_UUID: u64 = 1 << 10;
 /// Extent tree v2: a different layout, not read here.
 pub const BTRFS_FEATURE_INCOMPAT_EXTENT_TREE_V2: u64 = 1 << 13;
 
+/// Names of the `BTRFS_FEATURE_INCOMPAT_*` bits, as `mkfs.btrfs -O` and
+/// `btrfs inspect-internal dump-super` spell them (bit, name).
+pub const INCOMPAT_FEATURES: &[(u32, &str)] = &[
+    (0, "mixed-backref"),
+    (1, "default-subvol"),
+    (2, "mixed-bg"),
+    (3, "compress-lzo"),
+    (4, "compress-zstd"),
+    (5, "big-metadata"),
+    (6, "extref"),
+    (7, "raid56"),
+    (8, "skinny-metadata"),
+    (9, "no-holes"),
+    (10, "metadata-uuid"),
+    (11, "raid1c34"),
+    (12, "zoned"),
+    (13, "extent-tree-v2"),
+    (14, "raid-stripe-tree"),
+    (16, "squota"),
+    (17, "remap-tree"),
+];
+
+/// Names of the `BTRFS_FEATURE_COMPAT_RO_*` bits (bit, name). Kernels
+/// before 6.1 refuse to mount a filesystem with `block-group-tree`
+/// read-write, kernels before 4.5 one with `free-space-tree`.
+pub const COMPAT_RO_FEATURES: &[(u32, &str)] = &[
+    (0, "free-space-tree"),
+    (1, "free-space-tree-valid"),
+    (2, "verity"),
+    (3, "block-group-tree"),
+];
+
+/// The names of the feature bits set in a superblock's `incompat_flags`
+/// and `compat_ro_flags`, incompat first; unknown bits as
+/// `incompat-bit-N` / `compat-ro-bit-N`.
+pub fn feature_names(incompat: u64, compat_ro: u64) -> Vec<String> {
+    let mut out = flag_names(incompat, INCOMPAT_FEATURES, "incompat-bit-");
+    out.extend(flag_names(compat_ro, COMPAT_RO_FEATURES, "compat-ro-bit-"));
+    out
+}
+
+fn flag_names(flags: u64, table: &[(u32, &str)], unknown: &str) -> Vec<String> {
+    (0..64)
+        .filter(|bit| flags & (1u64 << bit) != 0)
+        .map(|bit| match table.iter().find(|(b, _)| *b == bit) {
+            Some((_, name)) => (*name).to_string(),
+            None => format!("{unknown}{bit}"),
+        })
+        .collect()
+}
+
+/// Names of the `BTRFS_INODE_*` flag bits (bit, name), as `lsattr`
+/// relates to them: `nodatacow` is `C`, `compress` is `c`, `immutable`
+/// is `i`, `append` is `a`, `nodump` is `d`, `noatime` is `A`.
+pub const INODE_FLAGS: &[(u32, &str)] = &[
+    (0, "nodatasum"),
+    (1, "nodatacow"),
+    (2, "readonly"),
+    (3, "nocompress"),
+    (4, "prealloc"),
+    (5, "sync"),
+    (6, "immutable"),
+    (7, "append"),
+    (8, "nodump"),
+    (9, "noatime"),
+    (10, "dirsync"),
+    (11, "compress"),
+];
+
+/// The names of the bits set in an inode item's `flags`; unknown bits as
+/// `bit-N`.
+pub fn inode_flag_names(flags: u64) -> Vec<String> {
+    flag_names(flags, INODE_FLAGS, "bit-")
+}
+
 // Well-known tree object ids.
 
 /// The tree of tree roots.

@@ -202,6 +202,7 @@ pub fn entry_json(e: &Entry) -> Value {
         "mtime": time_json(e.mtime),
         "ctime": time_json(e.ctime),
         "flags": e.flags,
+        "inode_flags": crate::format::inode_flag_names(e.flags),
         "xattrs": e.xattrs.iter().map(|(n, v)| xattr_json(n, v)).collect::<Vec<_>>(),
     });
     if let Some(target) = &e.symlink_target {
@@ -244,6 +245,7 @@ pub fn info_json(info: &FsInfo) -> Value {
         "generation": info.generation,
         "csum_type": info.csum_type.name(),
         "num_devices": info.num_devices,
+        "features": crate::format::feature_names(info.incompat_flags, info.compat_ro_flags),
     })
 }
 
@@ -279,6 +281,33 @@ mod tests {
         // Extreme values do not panic.
         let _ = t(i64::MIN);
         let _ = t(i64::MAX);
+    }
+
+    #[test]
+    fn flag_names() {
+        use crate::format::{feature_names, inode_flag_names};
+        assert_eq!(inode_flag_names(0x3), ["nodatasum", "nodatacow"]);
+        assert_eq!(inode_flag_names(1 << 11 | 1 << 40), ["compress", "bit-40"]);
+        assert!(inode_flag_names(0).is_empty());
+        // What mkfs.btrfs 7.3 sets by default: extref, skinny-metadata,
+        // no-holes, free-space-tree and block-group-tree.
+        let f = feature_names(0x341, 0xb);
+        assert_eq!(
+            f,
+            [
+                "mixed-backref",
+                "extref",
+                "skinny-metadata",
+                "no-holes",
+                "free-space-tree",
+                "free-space-tree-valid",
+                "block-group-tree"
+            ]
+        );
+        assert_eq!(
+            feature_names(1 << 15, 1 << 9),
+            ["incompat-bit-15", "compat-ro-bit-9"]
+        );
     }
 
     #[test]

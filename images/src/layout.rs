@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::io;
 use std::path::Path;
 
-use crate::spec::{SubvolKind, SubvolumeSpec};
+use crate::spec::{InodeFlag, SubvolKind, SubvolumeSpec};
 
 /// An image path (a path inside the image, like `/nix/store`) that is not
 /// absolute and normalized.
@@ -161,6 +161,8 @@ pub struct PlannedSubvol {
     pub mountpoint: String,
     /// How mkfs creates it.
     pub kind: SubvolKind,
+    /// Inode flags of its root directory, inherited by its files.
+    pub inode_flags: Vec<InodeFlag>,
     /// Paths relative to the mount point (no leading `/`) where this
     /// subvolume holds an empty directory because the nearest deeper
     /// subvolume is mounted there. For `/`, `/nix` and `/nix/store`, `/`
@@ -230,6 +232,7 @@ impl Layout {
                 name: s.name.clone(),
                 mountpoint: s.mountpoint.clone(),
                 kind: s.kind,
+                inode_flags: s.inode_flags.clone(),
                 masked: Vec::new(),
             })
             .collect();
@@ -327,6 +330,22 @@ impl Layout {
             .map(|s| format!("{}:{}", s.kind, s.name))
             .collect()
     }
+
+    /// The `--inode-flags` arguments for mkfs.btrfs, e.g.
+    /// `["nodatacow:@swap"]`: one `FLAGS:NAME` per subvolume with inode
+    /// flags, `NAME` being its top-level directory of the staging root.
+    /// mkfs sets them on the subvolume's root directory, whose files
+    /// inherit them.
+    pub fn mkfs_inode_flag_args(&self) -> Vec<String> {
+        self.subvols
+            .iter()
+            .filter(|s| !s.inode_flags.is_empty())
+            .map(|s| {
+                let flags: Vec<&str> = s.inode_flags.iter().map(|f| f.as_str()).collect();
+                format!("{}:{}", flags.join(","), s.name)
+            })
+            .collect()
+    }
 }
 
 /// A `list_dir` callback for [`Layout::uncovered`] that reads the tree at
@@ -362,6 +381,7 @@ mod tests {
             name: name.into(),
             mountpoint: mp.into(),
             kind,
+            inode_flags: Vec::new(),
         }
     }
 
@@ -519,6 +539,25 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(l.mkfs_subvol_args(), vec!["default:@", "rw:@nix", "ro:@ro"]);
+        assert!(l.mkfs_inode_flag_args().is_empty());
+        let flagged = |name: &str, mp: &str, flags: Vec<InodeFlag>| SubvolumeSpec {
+            inode_flags: flags,
+            ..sv(name, mp, SubvolKind::Rw)
+        };
+        let l = Layout::new(&[
+            sv("@", "/", SubvolKind::Default),
+            flagged("@swap", "/swap", vec![InodeFlag::Nodatacow]),
+            flagged(
+                "@vm",
+                "/var/lib/vm",
+                vec![InodeFlag::Nodatacow, InodeFlag::Nodatasum],
+            ),
+        ])
+        .unwrap();
+        assert_eq!(
+            l.mkfs_inode_flag_args(),
+            vec!["nodatacow:@swap", "nodatacow,nodatasum:@vm"]
+        );
     }
 
     #[test]

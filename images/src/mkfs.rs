@@ -3,14 +3,18 @@
 //! Flag spellings are those of btrfs-progs 6.14 (`mkfs.btrfs --help`):
 //! `--label`, `--uuid`, `--rootdir`, `--subvol TYPE:DIR`,
 //! `--compress ALGO[:LEVEL]`, `--shrink`, `--byte-count`, `--force`;
-//! `--reflink` arrived in 6.16.1.
+//! `--inode-flags FLAGS:PATH` arrived in 6.15 and `--reflink` in 6.16.1
+//! (spellings of the 7.3 manual). When rootbox passes `--reflink` is
+//! decided by [`decide_reflink`].
 
 use std::cmp::Ordering;
 use std::ffi::OsString;
 use std::fmt;
 use std::path::PathBuf;
 
-use crate::spec::{Compress, Uuid};
+use serde::Serialize;
+
+use crate::spec::{Compress, ReflinkMode, Uuid};
 
 /// A btrfs-progs version, as printed by `mkfs.btrfs --version`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -114,8 +118,10 @@ impl fmt::Display for Feature {
         f.write_str(match self {
             Feature::SubvolTypeDir => "subvolumes (--subvol TYPE:DIR)",
             Feature::CompressRootdir => "compression (--compress with --rootdir)",
-            Feature::InodeFlags => "inode flags (--inode-flags)",
-            Feature::Reflink => "reflinked copies (--reflink)",
+            Feature::InodeFlags => {
+                "inode flags (a subvolume's \"inodeFlags\", mkfs.btrfs --inode-flags)"
+            }
+            Feature::Reflink => "reflinked copies (\"reflink\": \"always\", mkfs.btrfs --reflink)",
             Feature::Shrink => "shrinking to the content (--shrink)",
         })
     }
@@ -168,6 +174,9 @@ pub struct MkfsPlan {
     /// `TYPE:DIR` values for `--subvol`, from
     /// [`Layout::mkfs_subvol_args`](crate::layout::Layout::mkfs_subvol_args).
     pub subvol_args: Vec<String>,
+    /// `FLAGS:DIR` values for `--inode-flags`, from
+    /// [`Layout::mkfs_inode_flag_args`](crate::layout::Layout::mkfs_inode_flag_args).
+    pub inode_flag_args: Vec<String>,
     /// The filesystem size.
     pub size: MkfsSize,
     /// The staging tree to copy in (`--rootdir`).
@@ -188,6 +197,9 @@ impl MkfsPlan {
         }
         if self.compress.is_some_and(|c| c.is_enabled()) {
             f.push(Feature::CompressRootdir);
+        }
+        if !self.inode_flag_args.is_empty() {
+            f.push(Feature::InodeFlags);
         }
         if self.reflink {
             f.push(Feature::Reflink);
@@ -236,6 +248,9 @@ impl MkfsPlan {
         for s in &self.subvol_args {
             a.extend(["--subvol".into(), s.into()]);
         }
+        for f in &self.inode_flag_args {
+            a.extend(["--inode-flags".into(), f.into()]);
+        }
         if let Some(c) = self.compress.filter(Compress::is_enabled) {
             a.extend(["--compress".into(), c.mkfs_arg().into()]);
         }
@@ -248,6 +263,86 @@ impl MkfsPlan {
         }
         a.push(self.output.clone().into());
         a
+    }
+}
+
+/// Whether a build passes `--reflink`, and why not; the report's
+/// `reflink` field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReflinkDecision {
+    /// What the spec asked for.
+    pub mode: ReflinkMode,
+    /// Whether mkfs.btrfs clones the file data (`--reflink`).
+    pub used: bool,
+    /// Why not, when it does not.
+    pub reason: Option<String>,
+}
+
+/// `"reflink": "always"` that cannot be honoured.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReflinkError {
+    /// mkfs.btrfs is older than 6.16.1.
+    #[error(transparent)]
+    Version(#[from] MkfsError),
+    /// The sources, the scratch space or the image are where clones
+    /// cannot reach, or the plan writes data that cannot be cloned.
+    #[error("\"reflink\": \"always\" (--reflink always) cannot work: {0}; use \"auto\" to copy what cannot be cloned, or put the sources, --scratch and the output on one btrfs or XFS filesystem")]
+    Impossible(String),
+}
+
+/// Decides whether `plan` (with `reflink` still false) passes
+/// `--reflink`, for btrfs-progs `found`. `obstacle` is what the caller
+/// found in the way of cloning (a source on another filesystem, one that
+/// cannot clone, a tree staged in memory), if anything; compression is
+/// one more, found here: mkfs.btrfs writes cloned data uncompressed, and
+/// `auto` keeps the compression asked for.
+///
+/// `never` never passes it; `auto` passes it when nothing is in the way;
+/// `always` passes it or fails naming what is in the way.
+pub fn decide_reflink(
+    mode: ReflinkMode,
+    plan: &MkfsPlan,
+    found: &BtrfsProgsVersion,
+    obstacle: Option<String>,
+) -> Result<ReflinkDecision, ReflinkError> {
+    let needed = Feature::Reflink.min_version();
+    let compress = plan.compress.filter(Compress::is_enabled).map(|c| {
+        format!("compression ({c}) is on, and mkfs.btrfs writes cloned data uncompressed")
+    });
+    let old = (*found < needed)
+        .then(|| format!("mkfs.btrfs {found} has no --reflink (btrfs-progs {needed} or newer)"));
+    let skip = |reason: String| ReflinkDecision {
+        mode,
+        used: false,
+        reason: Some(reason),
+    };
+    match mode {
+        ReflinkMode::Never => Ok(skip("\"reflink\" is \"never\"".into())),
+        ReflinkMode::Auto => Ok(match old.or(compress).or(obstacle) {
+            Some(reason) => skip(reason),
+            None => ReflinkDecision {
+                mode,
+                used: true,
+                reason: None,
+            },
+        }),
+        ReflinkMode::Always => {
+            if old.is_some() {
+                return Err(ReflinkError::Version(MkfsError {
+                    feature: Feature::Reflink,
+                    found: *found,
+                    needed,
+                }));
+            }
+            match compress.or(obstacle) {
+                Some(reason) => Err(ReflinkError::Impossible(reason)),
+                None => Ok(ReflinkDecision {
+                    mode,
+                    used: true,
+                    reason: None,
+                }),
+            }
+        }
     }
 }
 
@@ -299,6 +394,7 @@ mod tests {
             device_uuid: None,
             compress: None,
             subvol_args: vec![],
+            inode_flag_args: vec![],
             size: MkfsSize::Bytes(1 << 30),
             rootdir: "/stage".into(),
             output: "/out/img".into(),
@@ -354,6 +450,7 @@ mod tests {
             device_uuid: None,
             compress: Some(Compress::Zstd(Some(3))),
             subvol_args: vec!["default:@".into(), "rw:@nix".into()],
+            inode_flag_args: vec!["nodatacow:@swap".into()],
             size: MkfsSize::Shrink,
             reflink: true,
             ..plan()
@@ -366,13 +463,15 @@ mod tests {
         assert_eq!(
             a.join(" "),
             "--force --label nixos --uuid 44444444-4444-4444-8888-888888888888 --rootdir /stage \
-             --subvol default:@ --subvol rw:@nix --compress zstd:3 --reflink --shrink /out/img"
+             --subvol default:@ --subvol rw:@nix --inode-flags nodatacow:@swap --compress zstd:3 \
+             --reflink --shrink /out/img"
         );
         assert_eq!(
             p.features(),
             vec![
                 Feature::SubvolTypeDir,
                 Feature::CompressRootdir,
+                Feature::InodeFlags,
                 Feature::Reflink,
                 Feature::Shrink
             ]
@@ -427,6 +526,63 @@ mod tests {
             s.check_version(&v("v4.14")).unwrap_err().feature,
             Feature::Shrink
         );
+    }
+
+    #[test]
+    fn inode_flags_need_6_15_and_name_the_field() {
+        let p = MkfsPlan {
+            inode_flag_args: vec!["nodatacow:@swap".into()],
+            ..plan()
+        };
+        assert!(p.check_version(&v("v6.15")).is_ok());
+        let msg = p.check_version(&v("v6.14")).unwrap_err().to_string();
+        for needle in ["\"inodeFlags\"", "--inode-flags", "6.15", "is 6.14"] {
+            assert!(msg.contains(needle), "{msg}");
+        }
+    }
+
+    #[test]
+    fn reflink_decisions() {
+        use ReflinkMode::*;
+        let (old, new, first) = (v("v6.14"), v("v7.3"), v("v6.16.1"));
+        let d = |mode, p: &MkfsPlan, found, obstacle: Option<&str>| {
+            decide_reflink(mode, p, found, obstacle.map(String::from))
+        };
+        let used = |r: Result<ReflinkDecision, ReflinkError>| r.unwrap().used;
+        let reason = |r: Result<ReflinkDecision, ReflinkError>| r.unwrap().reason.unwrap();
+        let p = plan();
+        assert!(used(d(Auto, &p, &new, None)));
+        assert!(used(d(Always, &p, &new, None)));
+        assert!(used(d(Auto, &p, &first, None)));
+        assert!(reason(d(Never, &p, &new, None)).contains("never"));
+        assert!(reason(d(Auto, &p, &old, None)).contains("6.16.1 or newer"));
+        assert_eq!(
+            reason(d(Auto, &p, &new, Some("x is on tmpfs"))),
+            "x is on tmpfs"
+        );
+        let zstd = MkfsPlan {
+            compress: Some(Compress::Zstd(None)),
+            ..plan()
+        };
+        assert!(reason(d(Auto, &zstd, &new, None)).contains("compression (zstd)"));
+        let no = MkfsPlan {
+            compress: Some(Compress::No),
+            ..plan()
+        };
+        assert!(used(d(Auto, &no, &new, None)));
+        // always: refused, naming the version or the obstacle.
+        let e = d(Always, &p, &old, None).unwrap_err().to_string();
+        assert!(e.contains("6.16.1") && e.contains("is 6.14"), "{e}");
+        let e = d(Always, &p, &new, Some("/src is on tmpfs"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("/src is on tmpfs") && e.contains("\"auto\""),
+            "{e}"
+        );
+        let e = d(Always, &zstd, &new, None).unwrap_err().to_string();
+        assert!(e.contains("uncompressed"), "{e}");
+        assert!(!used(d(Never, &p, &new, None)));
     }
 
     #[test]

@@ -415,6 +415,7 @@ pub fn from_nixos_file_systems(json: &str, dev: &ImageDevice) -> Result<NixosLay
             } else {
                 SubvolKind::Rw
             },
+            inode_flags: Vec::new(),
         });
         if !rest.is_empty() {
             out.mount_options.push((mp.clone(), rest));

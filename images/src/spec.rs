@@ -91,6 +91,55 @@ pub struct Spec {
     /// applied to the image after mkfs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owners: Option<PathBuf>,
+    /// Whether mkfs clones file data from the sources (`--reflink`)
+    /// instead of copying it: `auto` (default), `never` or `always`.
+    #[serde(default)]
+    pub reflink: ReflinkMode,
+}
+
+/// When rootbox passes `mkfs.btrfs --reflink` (btrfs-progs 6.16.1), which
+/// clones the file data from the sources into the image instead of
+/// copying it; that needs the sources and the image on one btrfs or XFS
+/// filesystem.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReflinkMode {
+    /// When mkfs has it and every source shares the image's filesystem;
+    /// otherwise copy, and say why in the report.
+    #[default]
+    Auto,
+    /// Always copy.
+    Never,
+    /// Clone, or refuse to build when that cannot work.
+    Always,
+}
+
+impl ReflinkMode {
+    /// The spelling the spec and `--reflink` use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReflinkMode::Auto => "auto",
+            ReflinkMode::Never => "never",
+            ReflinkMode::Always => "always",
+        }
+    }
+}
+
+impl fmt::Display for ReflinkMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ReflinkMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        [ReflinkMode::Auto, ReflinkMode::Never, ReflinkMode::Always]
+            .into_iter()
+            .find(|m| m.as_str() == s)
+            .ok_or_else(|| format!("unknown reflink mode {s:?}; expected auto, never or always"))
+    }
 }
 
 fn default_store_dir() -> PathBuf {
@@ -152,6 +201,53 @@ pub struct SubvolumeSpec {
     /// How mkfs creates it (JSON key `type`, default `rw`).
     #[serde(rename = "type", default)]
     pub kind: SubvolKind,
+    /// Inode flags mkfs gives the subvolume's root directory, which its
+    /// files inherit (JSON key `inodeFlags`, e.g. `["nodatacow"]` for a
+    /// swap file or VM images; `mkfs.btrfs --inode-flags`, btrfs-progs
+    /// 6.15).
+    #[serde(rename = "inodeFlags", default, skip_serializing_if = "Vec::is_empty")]
+    pub inode_flags: Vec<InodeFlag>,
+}
+
+/// A btrfs inode flag `mkfs.btrfs --inode-flags FLAGS:PATH` can set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InodeFlag {
+    /// No copy-on-write for data (`nodatacow`, `chattr +C`); implies
+    /// `nodatasum` for regular files. What a swap file needs.
+    Nodatacow,
+    /// No data checksums (`nodatasum`). Set on the subvolume's root
+    /// directory only: mkfs.btrfs (7.3), like the kernel, passes only
+    /// `nodatacow` on to the files below, so for files without checksums
+    /// use `nodatacow`.
+    Nodatasum,
+}
+
+impl InodeFlag {
+    /// The spelling mkfs.btrfs and the spec use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InodeFlag::Nodatacow => "nodatacow",
+            InodeFlag::Nodatasum => "nodatasum",
+        }
+    }
+}
+
+impl fmt::Display for InodeFlag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for InodeFlag {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        [InodeFlag::Nodatacow, InodeFlag::Nodatasum]
+            .into_iter()
+            .find(|f| f.as_str() == s)
+            .ok_or_else(|| format!("unknown inode flag {s:?}; expected nodatacow or nodatasum"))
+    }
 }
 
 /// How `mkfs.btrfs --subvol TYPE:DIR` creates a subvolume.
@@ -212,7 +308,7 @@ impl FromStr for SubvolKind {
 
 /// A `--subvol` argument that is not `NAME:MOUNTPOINT[:TYPE]`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid --subvol {input:?}: {reason}; expected NAME:MOUNTPOINT[:TYPE], e.g. \"@nix:/nix\" or \"@:/:default\"")]
+#[error("invalid --subvol {input:?}: {reason}; expected NAME:MOUNTPOINT[:TYPE][:FLAGS], e.g. \"@nix:/nix\", \"@:/:default\" or \"@swap:/swap:nodatacow\"")]
 pub struct SubvolArgError {
     /// The argument as given.
     pub input: String,
@@ -221,18 +317,31 @@ pub struct SubvolArgError {
 }
 
 impl SubvolumeSpec {
-    /// Parses the CLI form `NAME:MOUNTPOINT[:TYPE]`, e.g. `@nix:/nix` or
-    /// `@:/:default`. Names and mount points are checked later, by
+    /// Parses the CLI form `NAME:MOUNTPOINT[:TYPE][:FLAGS]`, e.g. `@nix:/nix`,
+    /// `@:/:default`, `@swap:/swap:nodatacow` or
+    /// `@vm:/var/lib/vm:rw:nodatacow,nodatasum`: FLAGS are inode flags
+    /// separated by `,` (a third part is a TYPE if it is one, else FLAGS).
+    /// Names and mount points are checked later, by
     /// [`Layout::new`](crate::layout::Layout::new).
     pub fn parse_cli(arg: &str) -> Result<SubvolumeSpec, SubvolArgError> {
         let err = |reason: String| SubvolArgError {
             input: arg.to_owned(),
             reason,
         };
+        let flags = |list: &str| -> Result<Vec<InodeFlag>, SubvolArgError> {
+            list.split(',').map(|f| f.parse().map_err(err)).collect()
+        };
         let parts: Vec<&str> = arg.split(':').collect();
-        let (name, mountpoint, kind) = match parts[..] {
-            [name, mp] => (name, mp, SubvolKind::Rw),
-            [name, mp, kind] => (name, mp, kind.parse().map_err(err)?),
+        let (name, mountpoint, kind, inode_flags) = match parts[..] {
+            [name, mp] => (name, mp, SubvolKind::Rw, Vec::new()),
+            [name, mp, third] => match third.parse::<SubvolKind>() {
+                Ok(kind) => (name, mp, kind, Vec::new()),
+                Err(_) if third.parse::<InodeFlag>().is_ok() || third.contains(',') => {
+                    (name, mp, SubvolKind::Rw, flags(third)?)
+                }
+                Err(e) => return Err(err(e)),
+            },
+            [name, mp, kind, list] => (name, mp, kind.parse().map_err(err)?, flags(list)?),
             _ => return Err(err(format!("it has {} ':'-separated parts", parts.len()))),
         };
         if name.is_empty() || mountpoint.is_empty() {
@@ -242,6 +351,7 @@ impl SubvolumeSpec {
             name: name.to_owned(),
             mountpoint: mountpoint.to_owned(),
             kind,
+            inode_flags,
         })
     }
 }
@@ -627,8 +737,12 @@ mod tests {
         assert_eq!(spec.filesystem, Filesystem::Btrfs);
         assert_eq!(spec.headroom, ByteSize(0));
         assert_eq!(spec.store_dir, Path::new("/nix/store"));
-        let full = parse(r#"{"label":"x","size":1073741824,"compress":"none","storeDir":"/gnu/store","subvolumes":[{"name":"@","mountpoint":"/","type":"default-ro"}]}"#).unwrap();
+        assert_eq!(spec.reflink, ReflinkMode::Auto);
+        let full = parse(r#"{"label":"x","size":1073741824,"compress":"none","storeDir":"/gnu/store","reflink":"never","subvolumes":[{"name":"@","mountpoint":"/","type":"default-ro"},{"name":"@swap","mountpoint":"/swap","inodeFlags":["nodatacow"]}]}"#).unwrap();
+        assert_eq!(full.reflink, ReflinkMode::Never);
+        assert_eq!(full.subvolumes[1].inode_flags, [InodeFlag::Nodatacow]);
         let json = serde_json::to_string(&full).unwrap();
+        assert!(json.contains("\"inodeFlags\":[\"nodatacow\"]"), "{json}");
         assert!(json.contains("\"size\":\"1G\""), "{json}");
         assert!(json.contains("\"storeDir\":\"/gnu/store\""), "{json}");
         assert!(json.contains("\"type\":\"default-ro\""), "{json}");
@@ -684,6 +798,8 @@ mod tests {
             ("{\"filesystem\": \"xfs\"}", &["filesystem: ", "`btrfs`", "`squashfs`"]),
             ("{\"registration\": \"nix-path-registration\"}", &["registration: ", "absolute"]),
             ("{\"subvolumes\": [{\"name\": \"@\", \"mountpoint\": \"/\", \"type\": \"rx\"}]}", &["subvolumes[0].type: ", "`default-ro`"]),
+            ("{\"subvolumes\": [{\"name\": \"@\", \"mountpoint\": \"/\", \"inodeFlags\": [\"nocow\"]}]}", &["subvolumes[0].inodeFlags[0]: ", "`nodatacow`"]),
+            ("{\"reflink\": \"yes\"}", &["reflink: ", "`always`"]),
             ("{\"subvolumes\": [{\"name\": \"@\"}]}", &["subvolumes[0]: ", "missing field `mountpoint`"]),
             ("{\"subvolumes\": [{\"name\": \"@\", \"mountpoint\": \"/\"}], \"fileSystems\": \"fs.json\"}", &["both"]),
             ("{\"storeDir\": \"store\"}", &["storeDir", "not absolute"]),
@@ -731,15 +847,31 @@ mod tests {
         );
         let s = SubvolumeSpec::parse_cli("@:/:default-ro").unwrap();
         assert_eq!(s.kind, SubvolKind::DefaultRo);
+        assert!(s.inode_flags.is_empty());
+        let s = SubvolumeSpec::parse_cli("@swap:/swap:nodatacow").unwrap();
+        assert_eq!(
+            (s.kind, s.inode_flags),
+            (SubvolKind::Rw, vec![InodeFlag::Nodatacow])
+        );
+        let s = SubvolumeSpec::parse_cli("@vm:/vm:ro:nodatasum,nodatacow").unwrap();
+        assert_eq!(
+            (s.kind, s.inode_flags),
+            (
+                SubvolKind::Ro,
+                vec![InodeFlag::Nodatasum, InodeFlag::Nodatacow]
+            )
+        );
         for (arg, needle) in [
             ("@nix", "1 ':'-separated"),
-            ("a:b:c:d", "4 ':'-separated"),
+            ("a:b:c:d:e", "5 ':'-separated"),
             (":/x", "must not be empty"),
             ("@:/:bogus", "unknown subvolume type"),
+            ("@:/:rw:nocow", "unknown inode flag \"nocow\""),
+            ("@:/:nodatacow,x", "unknown inode flag \"x\""),
         ] {
             let e = SubvolumeSpec::parse_cli(arg).unwrap_err().to_string();
             assert!(
-                e.contains(needle) && e.contains("NAME:MOUNTPOINT[:TYPE]"),
+                e.contains(needle) && e.contains("NAME:MOUNTPOINT[:TYPE][:FLAGS]"),
                 "{e}"
             );
         }

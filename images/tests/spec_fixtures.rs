@@ -49,6 +49,7 @@ fn full_spec_plans_an_mkfs_run() {
         device_uuid: None,
         compress: spec.compress,
         subvol_args: args,
+        inode_flag_args: layout.mkfs_inode_flag_args(),
         size: MkfsSize::Shrink,
         rootdir: "/stage".into(),
         output: "/out/nixos.img".into(),

@@ -22,7 +22,9 @@
 //!   the ownership manifest, device nodes, `--no-userns`;
 //! - `errors`: bad input is refused and leaves nothing; `--force`;
 //! - `json`: the `--json` result;
-//! - `reproducible`: two builds of two copies are byte-identical.
+//! - `reproducible`: two builds of two copies are byte-identical;
+//! - `mkfs_features`: `--reflink`, subvolume inode flags and the features
+//!   mkfs enabled, with the mkfs.btrfs on PATH (6.14 refuses, 7.3 does).
 
 #![forbid(unsafe_code)]
 
@@ -31,6 +33,7 @@ mod common;
 
 mod errors;
 mod json;
+mod mkfs_features;
 mod nixos;
 mod owners;
 mod reproducible;

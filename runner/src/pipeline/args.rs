@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use rootbox_images::size::{ByteSize, Size};
-use rootbox_images::spec::{Compress, Spec, SubvolumeSpec, Uuid};
+use rootbox_images::spec::{Compress, ReflinkMode, Spec, SubvolumeSpec, Uuid};
 use rootbox_sandbox::MapMode;
 
 use super::example::{self, Example};
@@ -33,7 +33,11 @@ Examples:
   rootbox build --rootfs ./root --file-systems fs.json --label nixos -o sd.img
 
 Subvolume types: rw (default), ro, default (mounted when no subvol= is
-given), default-ro. Without a subvolume at /, rootfs content outside every
+given), default-ro. Inode flags (btrfs-progs 6.15), inherited by the
+subvolume's files: nodatacow (e.g. for a swap file or VM images; implies
+nodatasum), nodatasum (the subvolume's root directory only: mkfs, like the
+kernel, passes only nodatacow on to files), joined by commas: --subvol @swap:/swap:nodatacow or
+--subvol @vm:/var/lib/vm:rw:nodatacow,nodatasum. Without a subvolume at /, rootfs content outside every
 subvolume is left out (and listed). The Nix store goes to /nix/store of
 the subvolume that holds it; the registration to /nix-path-registration,
 or /nix/nix-path-registration when / is not a subvolume.")]
@@ -55,8 +59,10 @@ pub struct BuildArgs {
     /// Where the closure's store paths are on this machine.
     #[arg(long, value_name = "DIR")]
     store_dir: Option<PathBuf>,
-    /// A subvolume: NAME:MOUNTPOINT[:rw|ro|default|default-ro]. Repeat.
-    #[arg(long = "subvol", value_name = "NAME:MOUNTPOINT[:TYPE]")]
+    /// A subvolume: NAME:MOUNTPOINT[:rw|ro|default|default-ro][:FLAGS],
+    /// FLAGS being inode flags (nodatacow, nodatasum) joined by commas.
+    /// Repeat.
+    #[arg(long = "subvol", value_name = "NAME:MOUNTPOINT[:TYPE][:FLAGS]")]
     subvols: Vec<String>,
     /// Take the subvolumes from a NixOS fileSystems JSON
     /// (builtins.toJSON config.fileSystems).
@@ -81,6 +87,12 @@ pub struct BuildArgs {
     /// Compression: zstd[:LEVEL], zlib[:LEVEL], lzo, or no.
     #[arg(long)]
     compress: Option<String>,
+    /// Clone the file data instead of copying it (mkfs.btrfs --reflink,
+    /// btrfs-progs 6.16.1): auto when mkfs has it and the sources, the
+    /// scratch space and the output share a btrfs or XFS filesystem (and
+    /// no compression is asked for); never; always (fail if it cannot).
+    #[arg(long, value_name = "auto|never|always")]
+    reflink: Option<String>,
     /// Image path of the store registration.
     #[arg(long, value_name = "PATH")]
     registration: Option<String>,
@@ -227,6 +239,10 @@ fn effective_spec(a: &BuildArgs) -> Result<Spec> {
         // Its parser's error is a message (String), not an error type.
         let compress = v.parse::<Compress>().map_err(anyhow::Error::msg);
         spec.compress = Some(compress.context("--compress")?);
+    }
+    if let Some(v) = &a.reflink {
+        let mode = v.parse::<ReflinkMode>().map_err(anyhow::Error::msg);
+        spec.reflink = mode.context("--reflink")?;
     }
     if let Some(v) = &a.registration {
         spec.registration = Some(v.clone());

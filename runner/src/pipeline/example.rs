@@ -137,6 +137,7 @@ pub fn make() -> Result<Example> {
         name: name.into(),
         mountpoint: mp.into(),
         kind: Default::default(),
+        inode_flags: Vec::new(),
     };
     let spec = Spec {
         label: Some("rootbox-demo".into()),

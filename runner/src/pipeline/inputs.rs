@@ -136,6 +136,7 @@ fn layout(
             name: crate::fs::STAGED_ROOT.into(),
             mountpoint: "/".into(),
             kind: Default::default(),
+            inode_flags: Vec::new(),
         };
         return Ok((Layout::new(&[root])?, label, uuid));
     }

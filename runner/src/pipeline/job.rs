@@ -78,6 +78,7 @@ pub struct MkfsJob {
     pub device_uuid: Option<Uuid>,
     pub compress: Option<Compress>,
     pub subvol_args: Vec<String>,
+    pub inode_flag_args: Vec<String>,
     pub size: Size,
     pub headroom: ByteSize,
     pub output: PathBuf,
@@ -85,6 +86,9 @@ pub struct MkfsJob {
     /// itself and takes its times and UUIDs from SOURCE_DATE_EPOCH and
     /// DETERMINISTIC_SEED=1 (with `-U`), so the sources can stay bound.
     pub deterministic: bool,
+    /// `--reflink`: clone the data ([`super::mkfs::job`] decided); the
+    /// registration is then staged in scratch space, not the tmpfs.
+    pub reflink: bool,
 }
 
 /// What the staging step reports back.

@@ -1,4 +1,5 @@
-//! Everything about mkfs.btrfs: finding it and its version (parent), the
+//! Everything about mkfs.btrfs: finding it and its version (parent),
+//! whether it may clone the data (`--reflink`, [`reflink_obstacle`]), the
 //! run on the sealed staging tree (in the staging step, in a nested
 //! sandbox), and reading its outcome (parent). Another filesystem gets a
 //! module of its own beside this one.
@@ -8,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{anyhow, bail, Context, Result};
-use rootbox_images::mkfs::{estimate_min_size, BtrfsProgsVersion, MkfsPlan, MkfsSize};
+use rootbox_images::mkfs::{
+    decide_reflink, estimate_min_size, BtrfsProgsVersion, MkfsPlan, MkfsSize, ReflinkDecision,
+};
 use rootbox_images::size::{ByteSize, Size};
 use rootbox_images::spec::{Spec, Uuid};
 
@@ -49,9 +52,13 @@ pub fn find_mkfs_btrfs() -> Result<MkfsBtrfs> {
     Ok(MkfsBtrfs { program, version })
 }
 
-/// The mkfs.btrfs run for `spec`, writing to `out`; checked against the
-/// version found. A reproducible build's `seed` fixes the filesystem UUID
-/// (unless the spec gives one) and the device UUID.
+/// The mkfs.btrfs run for `spec`, writing to `out`, and whether it clones
+/// the data (`--reflink`) and why not; checked against the version found.
+/// A reproducible build's `seed` fixes the filesystem UUID (unless the
+/// spec gives one) and the device UUID. `direct`: no user namespace (the
+/// tree is staged by copying into scratch space). `explicit`: `--reproducible`
+/// was asked for, which with a mkfs that cannot order `--rootdir` itself
+/// means a sorted copy of the tree in the staging tmpfs.
 pub fn job(
     mkfs: &MkfsBtrfs,
     spec: &Spec,
@@ -59,7 +66,9 @@ pub fn job(
     staging: &Staging,
     seed: Option<&str>,
     out: &Target,
-) -> Result<MkfsJob> {
+    direct: bool,
+    explicit: bool,
+) -> Result<(MkfsJob, ReflinkDecision)> {
     let (uuid, device_uuid) = match seed {
         Some(seed) => {
             let derive =
@@ -71,21 +80,202 @@ pub fn job(
         }
         None => (inputs.uuid.clone(), None),
     };
-    let job = MkfsJob {
+    let mut job = MkfsJob {
         program: mkfs.program.clone(),
         label: inputs.label.clone(),
         uuid,
         device_uuid,
         compress: spec.compress,
         subvol_args: inputs.layout.mkfs_subvol_args(),
+        inode_flag_args: inputs.layout.mkfs_inode_flag_args(),
         size: spec.size,
         headroom: spec.headroom,
         output: out.mkfs_path(),
         deterministic: seed.is_some() && mkfs.version >= DETERMINISTIC,
+        reflink: false,
     };
     // The features the run will use do not depend on the content's size.
-    plan(&job, &staging.stage_dir, &Counts::default()).check_version(&mkfs.version)?;
-    Ok(job)
+    let without = plan(&job, &staging.stage_dir, &Counts::default());
+    without.check_version(&mkfs.version)?;
+    let sorted_copy = explicit && !job.deterministic;
+    let obstacle = reflink_obstacle(staging, out, sorted_copy, direct);
+    let decision = decide_reflink(spec.reflink, &without, &mkfs.version, obstacle)?;
+    job.reflink = decision.used;
+    match &decision.reason {
+        Some(r) => tracing::info!("mkfs.btrfs copies the data: {r}"),
+        None => tracing::info!("mkfs.btrfs clones the data (--reflink)"),
+    }
+    Ok((job, decision))
+}
+
+/// What keeps mkfs.btrfs from cloning every file it reads into the image,
+/// if anything. `FICLONERANGE` works only within one filesystem (one
+/// superblock: across its mounts and btrfs subvolumes too) that can clone
+/// (btrfs; XFS made with reflink, the default since xfsprogs 5.1), and
+/// mkfs 6.16.1–7.3 fails on the first file it cannot clone. mkfs reads:
+/// - in a namespace, the sources through bind mounts (the rootfs's
+///   subtrees, every store path, and whatever is mounted below them),
+///   copies and the registration in scratch space; a sorted copy (an
+///   explicit `--reproducible` with mkfs older than 7.3) puts everything
+///   into the staging tmpfs instead;
+/// - without one (`direct`), copies in scratch space only.
+pub fn reflink_obstacle(
+    staging: &Staging,
+    out: &Target,
+    sorted_copy: bool,
+    direct: bool,
+) -> Option<String> {
+    if sorted_copy && !direct {
+        return Some("a reproducible build with this mkfs stages its tree as a sorted copy in memory (tmpfs)".into());
+    }
+    let mounts = match std::fs::read_to_string("/proc/self/mountinfo") {
+        Ok(text) => Mounts::parse(&text),
+        Err(e) => return Some(format!("cannot read /proc/self/mountinfo: {e}")),
+    };
+    let fs_of = |what: &str, p: &Path| -> Result<Mount, String> {
+        let canon = std::fs::canonicalize(p).map_err(|e| format!("{what} {}: {e}", p.display()))?;
+        mounts
+            .containing(&canon)
+            .cloned()
+            .ok_or_else(|| format!("no mount holds {what} {}", p.display()))
+    };
+    let check = || -> Result<(), String> {
+        let image = fs_of("the output directory", out.dir())?;
+        if !["btrfs", "xfs"].contains(&image.fstype.as_str()) {
+            return Err(format!(
+                "the image is written on {} ({}), which cannot clone file data (btrfs and XFS can)",
+                image.mount_point.display(),
+                image.fstype
+            ));
+        }
+        let mut read: Vec<(&str, &Path)> = vec![("scratch space", staging.scratch.path())];
+        if !direct {
+            let roots = staging.roots.iter().filter_map(|r| r.src.as_deref());
+            read.extend(roots.filter(|p| p.exists()).map(|p| ("the rootfs", p)));
+            read.extend(
+                staging
+                    .store_paths
+                    .iter()
+                    .map(|p| ("store path", p.as_path())),
+            );
+        }
+        for (what, p) in read {
+            let m = fs_of(what, p)?;
+            if m.dev != image.dev {
+                return Err(format!(
+                    "{what} {} is on {} ({}), another filesystem than the image's {}",
+                    p.display(),
+                    m.mount_point.display(),
+                    m.fstype,
+                    image.mount_point.display()
+                ));
+            }
+            // nftw descends into mounts below a source: mkfs reads them too.
+            if !direct {
+                let canon = std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+                let sub = mounts.below(&canon).find(|s| s.dev != image.dev).cloned();
+                if let Some(sub) = sub {
+                    return Err(format!(
+                        "{} ({}), mounted inside {what} {}, is another filesystem than the image's",
+                        sub.mount_point.display(),
+                        sub.fstype,
+                        p.display()
+                    ));
+                }
+            }
+        }
+        Ok(())
+    };
+    check().err()
+}
+
+/// One line of `/proc/self/mountinfo`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Mount {
+    /// `major:minor` of the superblock: the same for every mount and btrfs
+    /// subvolume of one filesystem (unlike `st_dev`, which differs per
+    /// btrfs subvolume).
+    dev: String,
+    mount_point: PathBuf,
+    fstype: String,
+}
+
+/// The mount table of this mount namespace.
+struct Mounts(Vec<Mount>);
+
+impl Mounts {
+    /// Parses `/proc/self/mountinfo`: `ID PARENT MAJ:MIN ROOT MOUNTPOINT
+    /// OPTIONS [TAGS...] - FSTYPE SOURCE SUPEROPTIONS`, with spaces, tabs,
+    /// newlines and `\` in the mount point written as octal escapes.
+    fn parse(text: &str) -> Mounts {
+        let mounts = text
+            .lines()
+            .filter_map(|line| {
+                let fields: Vec<&str> = line.split(' ').collect();
+                let sep = fields.iter().position(|f| *f == "-")?;
+                Some(Mount {
+                    dev: fields.get(2)?.to_string(),
+                    mount_point: PathBuf::from(unescape_octal(fields.get(4)?)),
+                    fstype: fields.get(sep + 1)?.to_string(),
+                })
+            })
+            .collect();
+        Mounts(mounts)
+    }
+
+    /// The mount `path` (canonical) is on: the last-mounted of those whose
+    /// mount point is the longest prefix of it.
+    fn containing(&self, path: &Path) -> Option<&Mount> {
+        self.0
+            .iter()
+            .rev()
+            .filter(|m| path.starts_with(&m.mount_point))
+            .max_by_key(|m| m.mount_point.components().count())
+    }
+
+    /// Mounts strictly below `path`.
+    fn below<'a>(&'a self, path: &'a Path) -> impl Iterator<Item = &'a Mount> + 'a {
+        self.0
+            .iter()
+            .filter(move |m| m.mount_point != path && m.mount_point.starts_with(path))
+    }
+}
+
+/// `\040` → space, as the kernel escapes mount points.
+fn unescape_octal(s: &str) -> std::ffi::OsString {
+    use std::os::unix::ffi::OsStringExt;
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let octal = b
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match (b[i], octal) {
+            (b'\\', Some(d)) => {
+                let n = d.iter().fold(0u32, |n, c| n * 8 + u32::from(c - b'0'));
+                out.push(n as u8);
+                i += 4;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    std::ffi::OsString::from_vec(out)
+}
+
+/// The features mkfs.btrfs enabled in the image, as its superblock says
+/// (e.g. `block-group-tree`, the default since btrfs-progs 6.19, which
+/// kernels before 6.1 cannot mount read-write); empty when unreadable.
+pub fn features(image: &Path) -> Vec<String> {
+    match rootbox_btrfs::Image::open(image) {
+        Ok(i) => {
+            rootbox_btrfs::format::feature_names(i.info().incompat_flags, i.info().compat_ro_flags)
+        }
+        Err(_) => Vec::new(),
+    }
 }
 
 /// The job a build of another filesystem (`crate::fs`) sends along: only
@@ -98,10 +288,12 @@ pub fn job_for_other(spec: &Spec, inputs: &Inputs, out: &Target) -> MkfsJob {
         device_uuid: None,
         compress: spec.compress,
         subvol_args: Vec::new(),
+        inode_flag_args: Vec::new(),
         size: spec.size,
         headroom: spec.headroom,
         output: out.mkfs_path(),
         deterministic: false,
+        reflink: false,
     }
 }
 
@@ -120,10 +312,11 @@ pub fn plan(job: &MkfsJob, rootdir: &Path, counts: &Counts) -> MkfsPlan {
         device_uuid: job.device_uuid.clone(),
         compress: job.compress,
         subvol_args: job.subvol_args.clone(),
+        inode_flag_args: job.inode_flag_args.clone(),
         size,
         rootdir: rootdir.to_path_buf(),
         output: job.output.clone(),
-        reflink: false,
+        reflink: job.reflink,
     }
 }
 
@@ -279,5 +472,37 @@ pub fn identity(image: &Path) -> (String, String) {
     match rootbox_btrfs::Image::open(image) {
         Ok(i) => (i.info().fsid.clone(), i.info().label.clone()),
         Err(_) => (String::new(), String::new()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_finds_the_filesystem_of_a_path() {
+        let m = Mounts::parse(
+            "22 1 0:21 / / rw,relatime shared:1 - ext4 /dev/vda1 rw\n\
+             30 22 0:40 / /var/tmp/my\\040btrfs rw - btrfs /dev/loop0 rw,space_cache=v2\n\
+             31 30 0:40 /@home /var/tmp/my\\040btrfs/home rw - btrfs /dev/loop0 rw,subvol=/@home\n\
+             32 30 0:45 / /var/tmp/my\\040btrfs/tmp rw - tmpfs tmpfs rw\n\
+             garbage line\n",
+        );
+        assert_eq!(m.0.len(), 4);
+        let fs = |p: &str| {
+            m.containing(Path::new(p))
+                .map(|m| (m.dev.as_str(), m.fstype.as_str()))
+        };
+        assert_eq!(fs("/etc/passwd"), Some(("0:21", "ext4")));
+        assert_eq!(fs("/var/tmp/my btrfs/a"), Some(("0:40", "btrfs")));
+        // Another subvolume of the same filesystem: the same superblock.
+        assert_eq!(fs("/var/tmp/my btrfs/home/alice"), Some(("0:40", "btrfs")));
+        assert_eq!(fs("/var/tmp/my btrfsx"), Some(("0:21", "ext4")));
+        let below: Vec<_> = m
+            .below(Path::new("/var/tmp/my btrfs"))
+            .map(|m| m.fstype.as_str())
+            .collect();
+        assert_eq!(below, ["btrfs", "tmpfs"]);
+        assert_eq!(unescape_octal("a\\134b\\011\\x"), "a\\b\t\\x");
     }
 }

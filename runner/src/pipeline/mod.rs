@@ -76,7 +76,17 @@ pub fn build(request: &BuildRequest) -> Result<Report> {
     let mkfs = mkfs::find_mkfs_btrfs()?;
     let staging = inputs::prepare(spec, &inputs, opts, &out)?;
     let seed = inputs::seed(spec, &inputs.layout, opts);
-    let mkfs_job = mkfs::job(&mkfs, spec, &inputs, &staging, seed.as_deref(), &out)?;
+    let direct = opts.no_userns;
+    let (mkfs_job, reflink) = mkfs::job(
+        &mkfs,
+        spec,
+        &inputs,
+        &staging,
+        seed.as_deref(),
+        &out,
+        direct,
+        opts.reproducible.as_ref().is_some_and(|r| r.explicit),
+    )?;
     let resolve_secs = t0.elapsed().as_secs_f64();
 
     // 2. In the sandbox: plan → stage → seal → mkfs (in a nested sandbox).
@@ -92,6 +102,7 @@ pub fn build(request: &BuildRequest) -> Result<Report> {
     // 4. Verify: the image read back, checked against the plan.
     let verified = verify::run(opts.verify, &image, &inputs, tar, &staged)?;
     let identity = mkfs::identity(&image);
+    let mkfs_features = mkfs::features(&image);
 
     // 5. Publish: linked into place.
     let size_bytes = out.publish()?;
@@ -106,6 +117,8 @@ pub fn build(request: &BuildRequest) -> Result<Report> {
         request,
         identity,
         mkfs_version: mkfs.version.to_string(),
+        mkfs_features,
+        reflink,
         staging: &staging,
         staged: &staged,
         fixups,
@@ -225,6 +238,12 @@ fn build_other(request: &BuildRequest, fs: rootbox_images::fs::Filesystem) -> Re
         request,
         identity,
         mkfs_version: fs.tool().package.to_string(),
+        mkfs_features: Vec::new(),
+        reflink: rootbox_images::mkfs::ReflinkDecision {
+            mode: spec.reflink,
+            used: false,
+            reason: Some(format!("{fs} images are made without mkfs.btrfs --reflink")),
+        },
         staging: &staging,
         staged: &staged,
         fixups,

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use rootbox_images::mkfs::ReflinkDecision;
 use serde::Serialize;
 
 use super::fixup::{FixUps, ReproducibleReport};
@@ -20,6 +21,12 @@ pub struct Report {
     pub uuid: String,
     pub label: String,
     pub mkfs_version: String,
+    /// The features mkfs.btrfs enabled, from the image's superblock
+    /// (`block-group-tree`: the default since btrfs-progs 6.19; kernels
+    /// before 6.1 cannot mount such an image read-write).
+    pub mkfs_features: Vec<String>,
+    /// Whether mkfs.btrfs cloned the data (`--reflink`), and why not.
+    pub reflink: ReflinkDecision,
     pub map: String,
     pub subvolumes: Vec<SubvolReport>,
     pub entries: u64,
@@ -68,6 +75,8 @@ pub struct Built<'a> {
     /// The image's UUID and label, as read back.
     pub identity: (String, String),
     pub mkfs_version: String,
+    pub mkfs_features: Vec<String>,
+    pub reflink: ReflinkDecision,
     pub staging: &'a Staging,
     pub staged: &'a Staged,
     pub fixups: FixUps,
@@ -103,6 +112,8 @@ impl Report {
             uuid,
             label,
             mkfs_version: b.mkfs_version,
+            mkfs_features: b.mkfs_features,
+            reflink: b.reflink,
             map: format!("{:?}", b.request.options.map).to_lowercase(),
             subvolumes,
             entries: counts.entries,
@@ -166,6 +177,11 @@ pub fn print_summary(r: &Report) {
     }
     for l in &r.left_out {
         println!("left out   {l} (no subvolume covers it)");
+    }
+    println!("features   {}", r.mkfs_features.join(" "));
+    match &r.reflink.reason {
+        None => println!("reflink    data cloned from the sources (--reflink)"),
+        Some(why) => println!("reflink    data copied: {why}"),
     }
     let t = &r.timings;
     println!(

@@ -265,11 +265,25 @@ impl Stager<'_> {
                 self.timed.push((p, meta.clone()));
             }
             Op::File { src, dst, meta } => {
-                let p = self.at(dst);
+                // mkfs --reflink cannot clone from the tmpfs: write the
+                // file in scratch space, on the image's filesystem.
+                let in_scratch = self.job.mkfs.reflink && !self.job.direct;
+                let p = if in_scratch {
+                    let name = dst.to_string_lossy().replace('/', "%");
+                    self.job.scratch.join(format!("file-{name}"))
+                } else {
+                    self.at(dst)
+                };
                 fs::copy(src, &p)
                     .with_context(|| format!("copying {} to {}", src.display(), p.display()))?;
                 set_meta(&p, meta, false, !self.job.direct)?;
-                self.timed.push((p, meta.clone()));
+                if in_scratch {
+                    set_times(&p, meta, self.job.reproducible)
+                        .with_context(|| format!("setting the times of {}", p.display()))?;
+                    bind(&p, &self.at(dst), false)?;
+                } else {
+                    self.timed.push((p, meta.clone()));
+                }
             }
             Op::Copy {
                 src,

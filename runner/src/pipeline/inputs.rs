@@ -14,10 +14,9 @@ use rootbox_images::nixos::{from_nixos_file_systems, ImageDevice};
 use rootbox_images::owners::Manifest;
 use rootbox_images::spec::{Spec, Uuid};
 use rootbox_sandbox::MapMode;
-use tempfile::TempDir;
 
 use super::job::Root;
-use super::output::{scratch_dir, Target};
+use super::output::{scratch_dir, temp_dir, Held, Target};
 use super::request::Options;
 use super::tarball::{self, TarOwners};
 
@@ -162,10 +161,10 @@ fn layout(
 /// unpacked tar rootfs, one root per subvolume, the registration.
 pub struct Staging {
     /// Copies (and an unpacked tar rootfs) go here; removed when dropped.
-    pub scratch: TempDir,
+    pub scratch: Held,
     /// The parent's private directory: the job, its result, the
     /// registration rewritten for the image, the staging mount point.
-    pub plan_dir: TempDir,
+    pub plan_dir: Held,
     /// The (empty) directory the staging tmpfs is mounted on.
     pub stage_dir: PathBuf,
     /// What the tar rootfs's headers say, applied to the image after mkfs.
@@ -227,10 +226,7 @@ pub fn prepare(spec: &Spec, inputs: &Inputs, opts: &Options, out: &Target) -> Re
                 .map(|(_, rel)| rel.clone()),
         })
         .collect();
-    let plan_dir = tempfile::Builder::new()
-        .prefix("rootbox-")
-        .tempdir()
-        .context("creating a temporary directory")?;
+    let plan_dir = temp_dir("rootbox-build-")?;
     let mut staged_registration = None;
     let registration = match closure.and_then(|c| c.registration.as_ref().map(|r| (c, r))) {
         Some((c, reg)) => {

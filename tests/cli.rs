@@ -14,7 +14,7 @@ mod common;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -249,4 +249,165 @@ fn two_builds_into_one_directory_both_succeed() {
         listing(&fx),
         vec!["out/first.img".to_string(), "out/second.img".to_string()]
     );
+}
+
+// ---- completions and man pages ----------------------------------------------
+
+/// The subcommands `rootbox --help` lists (but `help`).
+fn subcommands(user: &User) -> Vec<String> {
+    let out = run(rootbox(user).arg("--help"));
+    out.assert_success();
+    let list: Vec<String> = out
+        .stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .filter(|c| c != "help")
+        .collect();
+    assert!(list.len() >= 4, "no subcommands in --help:\n{out}");
+    list
+}
+
+/// What bash offers after `rootbox WORD<Tab>`, with the script from
+/// `rootbox completions bash` sourced (as bash-completion does: it calls
+/// the function with COMP_WORDS and COMP_CWORD set).
+fn bash_completes(user: &User, words: &[&str]) -> Out {
+    let script = format!(
+        "set -u\neval \"$({bin} completions bash)\"\nCOMP_WORDS=({words})\nCOMP_CWORD={cword}\n\
+         COMP_LINE=\"${{COMP_WORDS[*]}}\"\nCOMP_POINT=${{#COMP_LINE}}\n\
+         _rootbox rootbox \"${{COMP_WORDS[COMP_CWORD]}}\" \"${{COMP_WORDS[COMP_CWORD-1]}}\"\n\
+         printf '%s\\n' \"${{COMPREPLY[@]}}\"\n",
+        bin = s(&rootbox_bin()),
+        words = words.join(" "),
+        cword = words.len() - 1
+    );
+    run(cmd_as(user, "bash").args(["--norc", "--noprofile", "-c", &script]))
+}
+
+#[test]
+fn the_bash_completion_script_sources_cleanly_and_completes_subcommands() {
+    let user = setup();
+    let out = bash_completes(&user, &["rootbox", "bu"]);
+    out.assert_success();
+    assert_eq!(out.stderr, "", "sourcing the script said something:\n{out}");
+    assert_eq!(out.trimmed(), "build", "rootbox bu<Tab>:\n{out}");
+    // Every subcommand is offered after `rootbox `; flags after `build --la`.
+    let all = bash_completes(&user, &["rootbox", "''"]);
+    for sub in subcommands(&user) {
+        assert!(
+            all.stdout.lines().any(|l| l == sub),
+            "rootbox <Tab> does not offer {sub}:\n{all}"
+        );
+    }
+    assert!(
+        !all.stdout.lines().any(|l| l.starts_with("__")),
+        "hidden subcommands are offered:\n{all}"
+    );
+    let flag = bash_completes(&user, &["rootbox", "build", "--la"]);
+    assert_eq!(flag.trimmed(), "--label", "{flag}");
+}
+
+#[test]
+fn completions_exist_for_zsh_and_fish_and_name_the_subcommands() {
+    let user = setup();
+    for shell in ["zsh", "fish"] {
+        let out = run(rootbox(&user).args(["completions", shell]));
+        out.assert_success();
+        for sub in subcommands(&user) {
+            assert!(out.stdout.contains(&sub), "{shell}: no {sub}:\n{out}");
+        }
+    }
+    run(rootbox(&user).args(["completions", "tcsh"]))
+        .assert_code(2)
+        .assert_stderr_contains("possible values");
+}
+
+#[test]
+fn the_man_pages_render_and_name_every_subcommand() {
+    let user = setup();
+    let dir = tempdir_for(&user);
+    run(rootbox(&user).arg("__man").arg(dir.path())).assert_success();
+    let render = |page: &Path| {
+        let out = run(Command::new("groff")
+            .args(["-man", "-Tutf8", "-ww", "-P", "-cbou"])
+            .arg(page));
+        out.assert_success();
+        assert_eq!(
+            out.stderr,
+            "",
+            "groff warns about {}:\n{out}",
+            page.display()
+        );
+        // Justified text: words, one space apart.
+        out.stdout.split_whitespace().collect::<Vec<_>>().join(" ")
+    };
+    let main = render(&dir.path().join("rootbox.1"));
+    assert!(main.contains("rootbox - Build filesystem images"), "{main}");
+    for sub in subcommands(&user) {
+        assert!(
+            main.contains(&format!("rootbox-{sub}(1)")),
+            "rootbox(1) does not name {sub}:\n{main}"
+        );
+        let page = render(&dir.path().join(format!("rootbox-{sub}.1")));
+        assert!(
+            page.contains(&format!("rootbox {sub}")),
+            "rootbox-{sub}(1):\n{page}"
+        );
+    }
+    let build = render(&dir.path().join("rootbox-build.1"));
+    assert!(
+        build.contains("--label"),
+        "rootbox-build(1) has no options:\n{build}"
+    );
+    // And man(1) reads it as a local file.
+    if Path::new("/usr/bin/man").exists() {
+        let out = run(Command::new("man")
+            .args(["-l", "-P", "cat"])
+            .arg(dir.path().join("rootbox.1"))
+            .env("MANWIDTH", "80"));
+        out.assert_success();
+        assert!(out.stdout.contains("SUBCOMMANDS"), "{out}");
+    }
+}
+
+// ---- what mkfs.btrfs would reject, refused first ----------------------------
+
+#[test]
+fn a_label_or_size_mkfs_would_reject_is_refused_before_staging() {
+    let fx = fixture();
+    let ran = fx.path("mkfs-ran");
+    fake_mkfs(&fx, &format!("touch {}", s(&ran)), "");
+    let long = "x".repeat(256);
+    let cases: [(&[&str], &[&str]); 3] = [
+        (&["--label", &long], &["label", "256 bytes", "at most 255"]),
+        (&["--size", "100M"], &["size 100M", "109M", "--size auto"]),
+        (&["--size", "4096"], &["size 4K", "109M"]),
+    ];
+    let mut failures = Vec::new();
+    for (args, needles) in cases {
+        let out = run(&mut build_cmd(&fx, "image.img", args));
+        let missing: Vec<_> = needles
+            .iter()
+            .filter(|n| !out.stderr.contains(*n))
+            .collect();
+        if out.code() != Some(1) || !missing.is_empty() || ran.exists() || !listing(&fx).is_empty()
+        {
+            failures.push(format!(
+                "{args:?}: missing {missing:?}, mkfs ran: {}, left {:?}\n{out}",
+                ran.exists(),
+                listing(&fx)
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // At the limits, the same build works.
+    let ok = "y".repeat(255);
+    run(&mut build_cmd(
+        &fx,
+        "image.img",
+        &["--label", &ok, "--size", "109M"],
+    ))
+    .assert_success();
 }

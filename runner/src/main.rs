@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
+mod completions;
 mod doctor;
 mod error_text;
 mod inspect;
@@ -42,6 +43,13 @@ enum Command {
     Run(run::RunArgs),
     Inspect(inspect::InspectArgs),
     Doctor(doctor::DoctorArgs),
+    Completions(completions::CompletionsArgs),
+    /// (internal) Writes the man pages, rootbox(1) and
+    /// rootbox-SUBCOMMAND(1), into DIR (scripts/man).
+    #[command(name = "__man", hide = true)]
+    Man {
+        dir: std::path::PathBuf,
+    },
     /// (internal) The staging step of a build, run inside the sandbox.
     #[command(name = "__stage", hide = true)]
     Stage {
@@ -84,6 +92,8 @@ fn main() -> ExitCode {
         Command::Inspect(args) => inspect::run(args).map(|()| ExitCode::SUCCESS),
         Command::Doctor(args) => doctor::main(args),
         Command::Stage { job } => pipeline::stage::main(job),
+        Command::Completions(args) => completions::completions(args, Cli::command()),
+        Command::Man { dir } => completions::man(Cli::command(), dir),
     };
     match result {
         Ok(code) => code,

@@ -12,6 +12,7 @@ use rootbox_images::closure::Closure;
 use rootbox_images::layout::{list_fs_dir, Layout};
 use rootbox_images::nixos::{from_nixos_file_systems, ImageDevice};
 use rootbox_images::owners::Manifest;
+use rootbox_images::size::{ByteSize, Size};
 use rootbox_images::spec::{Spec, Uuid};
 use rootbox_sandbox::MapMode;
 
@@ -102,6 +103,7 @@ pub fn resolve(spec: &Spec, opts: &Options) -> Result<Inputs> {
     if rootfs.is_none() && tar_archive.is_none() && closure.is_none() {
         bail!("nothing to put in the image: give --rootfs DIR and/or --closure PATH (or try --example)");
     }
+    check_btrfs_limits(label.as_deref(), &spec.size)?;
     Ok(Inputs {
         layout,
         label,
@@ -112,6 +114,32 @@ pub fn resolve(spec: &Spec, opts: &Options) -> Result<Inputs> {
         closure,
         warnings,
     })
+}
+
+/// The longest label mkfs.btrfs takes, in bytes (BTRFS_LABEL_SIZE less
+/// its NUL).
+const BTRFS_MAX_LABEL: usize = 255;
+/// The smallest filesystem mkfs.btrfs makes (6.14 to 7.3: "minimum size
+/// for a btrfs filesystem is 114294784"; single data, DUP metadata).
+const BTRFS_MIN_SIZE: u64 = 114_294_784;
+
+/// What mkfs.btrfs would reject only after the staging: checked first.
+fn check_btrfs_limits(label: Option<&str>, size: &Size) -> Result<()> {
+    if let Some(l) = label.filter(|l| l.len() > BTRFS_MAX_LABEL) {
+        bail!(
+            "label is {} bytes long; a btrfs label has at most {BTRFS_MAX_LABEL} bytes: give a shorter --label",
+            l.len()
+        );
+    }
+    if let Size::Fixed(b) = size {
+        if b.bytes() < BTRFS_MIN_SIZE {
+            bail!(
+                "size {b} is smaller than the smallest btrfs filesystem mkfs.btrfs makes, {} ({BTRFS_MIN_SIZE} bytes): give at least --size 109M, or --size auto",
+                ByteSize(BTRFS_MIN_SIZE)
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The subvolume layout, with the label and UUID (a NixOS `fileSystems`

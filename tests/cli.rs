@@ -411,3 +411,78 @@ fn a_label_or_size_mkfs_would_reject_is_refused_before_staging() {
     ))
     .assert_success();
 }
+
+// ---- progress ------------------------------------------------------------------
+
+/// `rootbox build ...` under a pseudo-terminal (util-linux `script`), as
+/// the test user; what the terminal showed.
+fn build_on_a_terminal(fx: &Fx, extra: &str) -> Out {
+    let cmd = format!(
+        "PATH={bin}:$PATH TMPDIR={tmp} {rootbox} build --subvol @:/:default --rootfs {root} -o {out} {extra}",
+        bin = s(&fx.path("bin")),
+        tmp = s(&fx.path("tmp")),
+        rootbox = s(&rootbox_bin()),
+        root = s(&fx.root()),
+        out = s(&fx.path("out/tty.img")),
+    );
+    let out = run(cmd_as(&fx.user, "script").args(["-qec", &cmd, "/dev/null"]));
+    let _ = fs::remove_file(fx.path("out/tty.img"));
+    out
+}
+
+#[test]
+fn progress_shows_on_a_terminal_and_only_there() {
+    let fx = fixture();
+    many_files(&fx, 3000);
+    fx.file("big", vec![7u8; 32 << 20]);
+    // mkfs takes long enough to be watched.
+    fake_mkfs(&fx, "sleep 0.5", "");
+    let tty = build_on_a_terminal(&fx, "--force");
+    tty.assert_success();
+    for bar in ["mkfs [", "verifying ["] {
+        assert!(
+            tty.stdout.contains(bar),
+            "no {bar:?} progress on a terminal:\n{tty}"
+        );
+    }
+    assert!(
+        tty.stdout.contains("/3,00"),
+        "the verification bar has no total:\n{tty}"
+    );
+    // A bar redraws its line (the terminal turns every newline into \r\n).
+    let redraw = "\r\x1b[2K";
+    assert!(tty.stdout.contains(redraw), "{tty}");
+    for quiet in ["--quiet", "--json"] {
+        let out = build_on_a_terminal(&fx, &format!("--force {quiet}"));
+        out.assert_success();
+        assert!(
+            !out.stdout.contains(redraw) && !out.stdout.contains("mkfs ["),
+            "progress with {quiet}:\n{out}"
+        );
+    }
+    let piped = run(&mut build_cmd(&fx, "piped.img", &[]));
+    piped.assert_success();
+    assert!(
+        !piped.stderr.contains('\r') && !piped.stderr.contains("verifying ["),
+        "progress bytes when stderr is a pipe:\n{piped}"
+    );
+}
+
+/// Copies into scratch space (content whose owner does not map, with
+/// `--store-staging copy`) show as bytes of the planned total.
+#[test]
+fn the_staging_copy_shows_its_progress_on_a_terminal() {
+    if !is_root() {
+        skip!("needs root to make files the namespace does not map");
+    }
+    let fx = fixture();
+    let dir = fx.root().join("var/lib/unmapped");
+    create_dirs_as(&fx.user, &dir);
+    for i in 0..64 {
+        fs::write(dir.join(format!("f{i}")), vec![b'x'; 1 << 20]).unwrap();
+    }
+    let tty = build_on_a_terminal(&fx, "--store-staging copy");
+    tty.assert_success();
+    assert!(tty.stdout.contains("copying ["), "no copy progress:\n{tty}");
+    assert!(tty.stdout.contains("/64.00 MiB"), "no copy total:\n{tty}");
+}

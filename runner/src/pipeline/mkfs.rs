@@ -15,6 +15,7 @@ use rootbox_images::spec::{Spec, Uuid};
 use super::inputs::{Inputs, Staging};
 use super::job::{Counts, MkfsJob, StageResult};
 use super::output::Target;
+use super::progress::Bar;
 
 /// The mkfs.btrfs this build will run.
 pub struct MkfsBtrfs {
@@ -117,7 +118,15 @@ pub fn run(job: &MkfsJob, rootdir: &Path, counts: &Counts, direct: bool) -> Resu
     use std::os::fd::AsRawFd;
     let args = plan(job, rootdir, counts).args();
     let mut log = tempfile::tempfile().context("creating a file for mkfs.btrfs's output")?;
+    // On a terminal: the image's growth against the size estimate, watched
+    // by a thread started only once the sandbox has forked (a fork from a
+    // process with other threads could inherit a lock one of them held).
+    let watch = || {
+        let estimate = estimate_min_size(counts.bytes, counts.entries);
+        Bar::bytes("mkfs", estimate).watch_allocation(job.output.clone())
+    };
     let code = if direct {
+        let _watch = watch();
         let out = Command::new(&job.program)
             .args(&args)
             .stdout(log.try_clone()?)
@@ -133,8 +142,12 @@ pub fn run(job: &MkfsJob, rootdir: &Path, counts: &Counts, direct: bool) -> Resu
             .command(argv)
             .stdout_fd(log.as_raw_fd())
             .stderr_fd(log.as_raw_fd())
-            .run()
+            .spawn()
             .with_context(|| format!("running {} in a nested sandbox", job.program.display()))?;
+        let _watch = watch();
+        let status = status
+            .wait()
+            .with_context(|| format!("running {}", job.program.display()))?;
         // Interrupted (the signal was forwarded to mkfs): stop the same
         // way, so the build reports the interruption, not a failed mkfs.
         if let rootbox_sandbox::ExitStatus::Signaled(sig) = status {

@@ -38,6 +38,7 @@ mod mkfs;
 mod ops;
 mod output;
 mod plan;
+mod progress;
 mod report;
 pub mod request;
 pub mod stage;
@@ -116,6 +117,7 @@ pub fn main(a: &BuildArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let request = a.request(spec)?;
+    progress::allow(a.json);
     let report = match build(&request) {
         Ok(r) => r,
         // Reported as a shell would (130 for SIGINT, 143 for SIGTERM).

@@ -7,6 +7,7 @@ use std::io::IsTerminal;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use tracing_subscriber::filter::LevelFilter;
 
+mod completions;
 mod disk;
 mod doctor;
 mod error_text;
@@ -53,6 +54,13 @@ enum Command {
     Run(run::RunArgs),
     Inspect(inspect::InspectArgs),
     Doctor(doctor::DoctorArgs),
+    Completions(completions::CompletionsArgs),
+    /// (internal) Writes the man pages, rootbox(1) and
+    /// rootbox-SUBCOMMAND(1), into DIR (scripts/man).
+    #[command(name = "__man", hide = true)]
+    Man {
+        dir: std::path::PathBuf,
+    },
     /// (internal) The staging step of a build, run inside the sandbox.
     #[command(name = "__stage", hide = true)]
     Stage {
@@ -145,6 +153,8 @@ fn main() -> ExitCode {
         Command::FsMake(args) => fs::cli::make(args),
         Command::FsRead(args) => fs::cli::read(args),
         Command::FsStage { step, outcome } => fs::cli::stage(step, outcome),
+        Command::Completions(args) => completions::completions(args, Cli::command()),
+        Command::Man { dir } => completions::man(Cli::command(), dir),
     };
     match result {
         Ok(code) => code,

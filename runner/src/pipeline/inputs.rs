@@ -12,12 +12,12 @@ use rootbox_images::closure::Closure;
 use rootbox_images::layout::{list_fs_dir, Layout};
 use rootbox_images::nixos::{from_nixos_file_systems, ImageDevice};
 use rootbox_images::owners::Manifest;
+use rootbox_images::size::{ByteSize, Size};
 use rootbox_images::spec::{Spec, SubvolumeSpec, Uuid};
 use rootbox_sandbox::MapMode;
-use tempfile::TempDir;
 
 use super::job::Root;
-use super::output::{scratch_dir, Target};
+use super::output::{scratch_dir, temp_dir, Held, Target};
 use super::request::Options;
 use super::tarball::{self, TarOwners};
 
@@ -103,6 +103,9 @@ pub fn resolve(spec: &Spec, opts: &Options) -> Result<Inputs> {
     if rootfs.is_none() && tar_archive.is_none() && closure.is_none() {
         bail!("nothing to put in the image: give --rootfs DIR and/or --closure PATH (or try --example)");
     }
+    if spec.filesystem.other().is_none() {
+        check_btrfs_limits(label.as_deref(), &spec.size)?;
+    }
     Ok(Inputs {
         layout,
         label,
@@ -113,6 +116,32 @@ pub fn resolve(spec: &Spec, opts: &Options) -> Result<Inputs> {
         closure,
         warnings,
     })
+}
+
+/// The longest label mkfs.btrfs takes, in bytes (BTRFS_LABEL_SIZE less
+/// its NUL).
+const BTRFS_MAX_LABEL: usize = 255;
+/// The smallest filesystem mkfs.btrfs makes (6.14 to 7.3: "minimum size
+/// for a btrfs filesystem is 114294784"; single data, DUP metadata).
+const BTRFS_MIN_SIZE: u64 = 114_294_784;
+
+/// What mkfs.btrfs would reject only after the staging: checked first.
+fn check_btrfs_limits(label: Option<&str>, size: &Size) -> Result<()> {
+    if let Some(l) = label.filter(|l| l.len() > BTRFS_MAX_LABEL) {
+        bail!(
+            "label is {} bytes long; a btrfs label has at most {BTRFS_MAX_LABEL} bytes: give a shorter --label",
+            l.len()
+        );
+    }
+    if let Size::Fixed(b) = size {
+        if b.bytes() < BTRFS_MIN_SIZE {
+            bail!(
+                "size {b} is smaller than the smallest btrfs filesystem mkfs.btrfs makes, {} ({BTRFS_MIN_SIZE} bytes): give at least --size 109M, or --size auto",
+                ByteSize(BTRFS_MIN_SIZE)
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The subvolume layout, with the label and UUID (a NixOS `fileSystems`
@@ -179,10 +208,10 @@ fn layout(
 /// unpacked tar rootfs, one root per subvolume, the registration.
 pub struct Staging {
     /// Copies (and an unpacked tar rootfs) go here; removed when dropped.
-    pub scratch: TempDir,
+    pub scratch: Held,
     /// The parent's private directory: the job, its result, the
     /// registration rewritten for the image, the staging mount point.
-    pub plan_dir: TempDir,
+    pub plan_dir: Held,
     /// The (empty) directory the staging tmpfs is mounted on.
     pub stage_dir: PathBuf,
     /// What the tar rootfs's headers say, applied to the image after mkfs.
@@ -244,10 +273,7 @@ pub fn prepare(spec: &Spec, inputs: &Inputs, opts: &Options, out: &Target) -> Re
                 .map(|(_, rel)| rel.clone()),
         })
         .collect();
-    let plan_dir = tempfile::Builder::new()
-        .prefix("rootbox-")
-        .tempdir()
-        .context("creating a temporary directory")?;
+    let plan_dir = temp_dir("rootbox-build-")?;
     let mut staged_registration = None;
     let registration = match closure.and_then(|c| c.registration.as_ref().map(|r| (c, r))) {
         Some((c, reg)) => {

@@ -18,6 +18,8 @@ use rootbox_images::spec::{Spec, Uuid};
 use super::inputs::{Inputs, Staging};
 use super::job::{Counts, MkfsJob, StageResult};
 use super::output::Target;
+use super::progress::Bar;
+use super::request::Options;
 
 /// The mkfs.btrfs this build will run.
 /// The first mkfs.btrfs that orders `--rootdir` deterministically and takes
@@ -55,9 +57,9 @@ pub fn find_mkfs_btrfs() -> Result<MkfsBtrfs> {
 /// The mkfs.btrfs run for `spec`, writing to `out`, and whether it clones
 /// the data (`--reflink`) and why not; checked against the version found.
 /// A reproducible build's `seed` fixes the filesystem UUID (unless the
-/// spec gives one) and the device UUID. `direct`: no user namespace (the
-/// tree is staged by copying into scratch space). `explicit`: `--reproducible`
-/// was asked for, which with a mkfs that cannot order `--rootdir` itself
+/// spec gives one) and the device UUID. Of `opts`: `--no-userns` (the tree
+/// is staged by copying into scratch space) and an explicit
+/// `--reproducible`, which with a mkfs that cannot order `--rootdir` itself
 /// means a sorted copy of the tree in the staging tmpfs.
 pub fn job(
     mkfs: &MkfsBtrfs,
@@ -66,9 +68,10 @@ pub fn job(
     staging: &Staging,
     seed: Option<&str>,
     out: &Target,
-    direct: bool,
-    explicit: bool,
+    opts: &Options,
 ) -> Result<(MkfsJob, ReflinkDecision)> {
+    let direct = opts.no_userns;
+    let explicit = opts.reproducible.as_ref().is_some_and(|r| r.explicit);
     let (uuid, device_uuid) = match seed {
         Some(seed) => {
             let derive =
@@ -339,7 +342,15 @@ pub fn run(
     use std::io::{Read, Seek};
     let args = plan(job, rootdir, counts).args();
     let mut log = tempfile::tempfile().context("creating a file for mkfs.btrfs's output")?;
+    // On a terminal: the image's growth against the size estimate, watched
+    // by a thread started only once the sandbox has forked (a fork from a
+    // process with other threads could inherit a lock one of them held).
+    let watch = || {
+        let estimate = estimate_min_size(counts.bytes, counts.entries);
+        Bar::bytes("mkfs", estimate).watch_allocation(job.output.clone())
+    };
     let code = if direct {
+        let _watch = watch();
         let out = Command::new(&job.program)
             .args(&args)
             .envs(env.iter().map(|(k, v)| (k, v)))
@@ -360,8 +371,12 @@ pub fn run(
             .command(argv)
             .stdout(log.try_clone()?)
             .stderr(log.try_clone()?)
-            .run()
+            .spawn()
             .with_context(|| format!("running {} in a nested sandbox", job.program.display()))?;
+        let _watch = watch();
+        let status = status
+            .wait()
+            .with_context(|| format!("running {}", job.program.display()))?;
         // Interrupted (the signal was forwarded to mkfs): stop the same
         // way, so the build reports the interruption, not a failed mkfs.
         if let rootbox_sandbox::ExitStatus::Signaled(sig) = status {

@@ -44,6 +44,7 @@ mod mkfs;
 mod ops;
 pub(crate) mod output;
 mod plan;
+mod progress;
 mod report;
 pub mod request;
 pub mod stage;
@@ -76,17 +77,8 @@ pub fn build(request: &BuildRequest) -> Result<Report> {
     let mkfs = mkfs::find_mkfs_btrfs()?;
     let staging = inputs::prepare(spec, &inputs, opts, &out)?;
     let seed = inputs::seed(spec, &inputs.layout, opts);
-    let direct = opts.no_userns;
-    let (mkfs_job, reflink) = mkfs::job(
-        &mkfs,
-        spec,
-        &inputs,
-        &staging,
-        seed.as_deref(),
-        &out,
-        direct,
-        opts.reproducible.as_ref().is_some_and(|r| r.explicit),
-    )?;
+    let (mkfs_job, reflink) =
+        mkfs::job(&mkfs, spec, &inputs, &staging, seed.as_deref(), &out, opts)?;
     let resolve_secs = t0.elapsed().as_secs_f64();
 
     // 2. In the sandbox: plan → stage → seal → mkfs (in a nested sandbox).
@@ -264,6 +256,7 @@ pub fn main(a: &BuildArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let request = a.request(spec)?;
+    progress::allow(a.json);
     let report = match build(&request) {
         Ok(r) => r,
         // Reported as a shell would (130 for SIGINT, 143 for SIGTERM).

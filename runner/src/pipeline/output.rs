@@ -1,6 +1,14 @@
 //! The output image: written to an unnamed temporary file in the output's
 //! directory, linked into place only when the build succeeded. A failed,
 //! interrupted or killed build leaves nothing at the output path.
+//!
+//! Nothing is left beside it either, even by a build killed with SIGKILL
+//! (which no process can catch): every temporary file and directory a
+//! build makes — scratch space, `$TMPDIR/rootbox-build-*`, a named
+//! temporary image — carries an exclusive `flock` held for as long as the
+//! build runs ([`Held`]), and every build first removes those of its kind,
+//! in the places it writes to, whose lock is free ([`sweep`]): the kernel
+//! released it when their build died.
 
 use std::fs::{self, File, OpenOptions};
 use std::os::fd::AsRawFd;
@@ -8,7 +16,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use nix::fcntl::{fcntl, FcntlArg, FdFlag, RenameFlags};
+use nix::fcntl::{fcntl, FcntlArg, FdFlag, Flock, FlockArg, RenameFlags};
 
 /// Where the image is written before it is published.
 enum Temp {
@@ -24,6 +32,10 @@ pub struct Target {
     dir: PathBuf,
     force: bool,
     temp: Temp,
+    /// Held on the temporary image until it is published: its name (a
+    /// named temporary file, or the link made while publishing) is then
+    /// not swept by another build.
+    _lock: Flock<File>,
 }
 
 impl Target {
@@ -72,6 +84,7 @@ impl Target {
                 );
             }
         }
+        sweep(&dir, is_output_temp);
         let unnamed = OpenOptions::new()
             .read(true)
             .write(true)
@@ -107,11 +120,19 @@ impl Target {
         };
         fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty()))
             .context("making the image descriptor inheritable")?;
+        // A lock of its own (another open file description of the same
+        // inode), not inherited by mkfs.
+        let lock =
+            File::open(format!("/proc/self/fd/{fd}")).context("reopening the temporary image")?;
+        let lock = Flock::lock(lock, FlockArg::LockExclusive)
+            .map_err(|(_, e)| e)
+            .context("locking the temporary image")?;
         Ok(Target {
             path: path.to_path_buf(),
             dir,
             force,
             temp,
+            _lock: lock,
         })
     }
 
@@ -157,6 +178,7 @@ impl Target {
             dir,
             force,
             temp,
+            _lock,
         } = self;
         let size = match &temp {
             Temp::Unnamed(f) => f.metadata()?.len(),
@@ -211,15 +233,202 @@ impl Target {
 
 /// A scratch directory for copies: `base` if given, else the output's
 /// directory (same filesystem as the image: copies can be reflinks there).
-pub fn scratch_dir(base: Option<&Path>, out: &Target) -> Result<tempfile::TempDir> {
+pub fn scratch_dir(base: Option<&Path>, out: &Target) -> Result<Held> {
     let base = base.unwrap_or(out.dir());
-    tempfile::Builder::new()
-        .prefix(".rootbox-scratch-")
-        .tempdir_in(base)
-        .with_context(|| {
-            format!(
-                "creating scratch space in {} (choose another with --scratch)",
-                base.display()
-            )
-        })
+    sweep(base, |n| is_temp_name(n, SCRATCH_PREFIX, ""));
+    Held::dir_in(base, SCRATCH_PREFIX).with_context(|| {
+        format!(
+            "creating scratch space in {} (choose another with --scratch)",
+            base.display()
+        )
+    })
+}
+
+/// A private directory in `$TMPDIR` (`rootbox-build-*`, `rootbox-example-*`),
+/// once the stale ones there are swept.
+pub fn temp_dir(prefix: &str) -> Result<Held> {
+    let tmp = std::env::temp_dir();
+    sweep(&tmp, |n| {
+        TMPDIR_PREFIXES.iter().any(|p| is_temp_name(n, p, ""))
+    });
+    Held::dir_in(&tmp, prefix)
+        .with_context(|| format!("creating a temporary directory in {}", tmp.display()))
+}
+
+// ---- temporary files and directories: held while in use, swept after --------
+
+const SCRATCH_PREFIX: &str = ".rootbox-scratch-";
+/// The prefixes of rootbox's directories in `$TMPDIR`.
+pub const TMPDIR_PREFIXES: [&str; 2] = ["rootbox-build-", "rootbox-example-"];
+
+/// A temporary directory that this build holds: removed when dropped, and
+/// locked (an exclusive `flock`) until then, so that no other build's
+/// [`sweep`] removes it. SIGKILL skips the removal but not the unlock.
+pub struct Held {
+    // Fields drop in order: removed while still locked.
+    dir: tempfile::TempDir,
+    _lock: Flock<File>,
+}
+
+impl Held {
+    /// Makes `base/PREFIXxxxxxx` and locks it. A sweep running at the same
+    /// moment may take the still-free lock and remove the directory before
+    /// it is locked: then it is made again.
+    pub fn dir_in(base: &Path, prefix: &str) -> std::io::Result<Held> {
+        loop {
+            let dir = tempfile::Builder::new().prefix(prefix).tempdir_in(base)?;
+            let lock = match File::open(dir.path()) {
+                Ok(f) => Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| e)?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    let _ = dir.keep();
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            if same_inode(&lock, dir.path()) {
+                return Ok(Held { dir, _lock: lock });
+            }
+            // Swept before it was locked; the name may be another's now.
+            let _ = dir.keep();
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// Whether `path` still names the file `f` is open on.
+fn same_inode(f: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (f.metadata(), fs::symlink_metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+/// Whether `name` is `prefix`, six characters of tempfile's, `suffix`.
+fn is_temp_name(name: &str, prefix: &str, suffix: &str) -> bool {
+    name.strip_prefix(prefix)
+        .and_then(|r| r.strip_suffix(suffix))
+        .is_some_and(|r| r.len() == 6 && r.bytes().all(|b| b.is_ascii_alphanumeric()))
+}
+
+/// The temporary files a build makes beside its output: scratch space,
+/// a named temporary image (`.NAME.xxxxxx.rootbox-tmp`) and the image's
+/// link while it is published (`.NAME.rootbox-PID.tmp`).
+fn is_output_temp(name: &str) -> bool {
+    let published = || {
+        name.strip_suffix(".tmp")
+            .and_then(|r| r.rsplit_once(".rootbox-"))
+            .is_some_and(|(_, pid)| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+    };
+    is_temp_name(name, SCRATCH_PREFIX, "")
+        || (name.starts_with('.') && (name.ends_with(".rootbox-tmp") || published()))
+}
+
+/// Removes what a killed build left in `dir`: entries named as `ours`
+/// says, owned by the caller, whose lock is free. One a live build holds
+/// is never touched (its lock is not free). Best effort: a failure is
+/// logged, not fatal.
+pub fn sweep(dir: &Path, ours: impl Fn(&str) -> bool) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    let me = nix::unistd::geteuid().as_raw();
+    for e in entries.flatten() {
+        if !e.file_name().to_str().is_some_and(&ours) {
+            continue;
+        }
+        let path = e.path();
+        let Ok(f) = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&path)
+        else {
+            continue;
+        };
+        let Ok(meta) = f.metadata() else { continue };
+        if meta.uid() != me {
+            continue;
+        }
+        let Ok(lock) = Flock::lock(f, FlockArg::LockExclusiveNonblock) else {
+            continue; // a live build's
+        };
+        if !same_inode(&lock, &path) {
+            continue;
+        }
+        let removed = if meta.is_dir() {
+            remove_tree(&path)
+        } else {
+            fs::remove_file(&path)
+        };
+        match removed {
+            Ok(()) => tracing::info!(
+                "removed {}, left by a build that was killed",
+                path.display()
+            ),
+            Err(e) => tracing::warn!(
+                "cannot remove {}, left by a killed build: {e}",
+                path.display()
+            ),
+        }
+    }
+}
+
+/// `rm -rf`, making directories writable first (copies keep their modes).
+fn remove_tree(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+    for e in fs::read_dir(dir)? {
+        let e = e?;
+        if e.file_type()?.is_dir() {
+            remove_tree(&e.path())?;
+        } else {
+            fs::remove_file(e.path())?;
+        }
+    }
+    fs::remove_dir(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sweep_removes_free_temporaries_and_keeps_held_ones() {
+        let base = tempfile::tempdir().unwrap();
+        let held = Held::dir_in(base.path(), SCRATCH_PREFIX).unwrap();
+        let stale = Held::dir_in(base.path(), SCRATCH_PREFIX).unwrap();
+        let stale_path = stale.path().to_path_buf();
+        // A killed build: its directory stays, its lock goes.
+        let Held { dir, _lock } = stale;
+        let _ = dir.keep();
+        drop(_lock);
+        fs::create_dir(stale_path.join("ro")).unwrap();
+        fs::write(stale_path.join("ro/f"), b"x").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(stale_path.join("ro"), fs::Permissions::from_mode(0o555)).unwrap();
+        let tmp_image = base.path().join(".out.img.rootbox-77.tmp");
+        fs::write(&tmp_image, b"").unwrap();
+        let other = base.path().join(".rootbox-scratch-notmine");
+        fs::create_dir(&other).unwrap();
+        sweep(base.path(), is_output_temp);
+        assert!(held.path().is_dir(), "a held directory was swept");
+        assert!(!stale_path.exists(), "a stale directory was kept");
+        assert!(!tmp_image.exists(), "a stale temporary image was kept");
+        assert!(other.exists(), "a name rootbox does not make was swept");
+    }
+
+    #[test]
+    fn temporary_names_are_recognised_exactly() {
+        assert!(is_temp_name("rootbox-build-a1B2c3", "rootbox-build-", ""));
+        assert!(!is_temp_name("rootbox-build-a1B2c", "rootbox-build-", ""));
+        assert!(!is_temp_name("rootbox-test-a1B2c3", "rootbox-build-", ""));
+        assert!(is_output_temp(".image.img.rootbox-123.tmp"));
+        assert!(is_output_temp(".image.img.Ab12Cd.rootbox-tmp"));
+        assert!(!is_output_temp("image.img"));
+        assert!(!is_output_temp(".image.img.rootbox-12a.tmp"));
+    }
 }

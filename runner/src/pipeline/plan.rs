@@ -21,7 +21,7 @@
 //! The walk also counts files and bytes, for the report and the size
 //! estimate. Its output is a list of [`Op`]s, which [`super::stage`] makes.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, Metadata};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
@@ -61,6 +61,9 @@ pub struct Planner {
     /// Files whose xattrs are listed but cannot be read (Nix 2.34's sandbox
     /// answers getxattr with ENOTSUP): (path, xattr name, error).
     unreadable_xattrs: Vec<(PathBuf, String, String)>,
+    /// Entries and file bytes below each copy's source, by its scratch
+    /// path, as the walk found them (the counts need no second walk).
+    copy_sizes: HashMap<PathBuf, (u64, u64)>,
 }
 
 /// Deepest directory nesting the planner walks; deeper trees are refused
@@ -136,6 +139,7 @@ impl Planner {
             devices: Vec::new(),
             copies: 0,
             unreadable_xattrs: Vec::new(),
+            copy_sizes: HashMap::new(),
         }
     }
 
@@ -228,6 +232,19 @@ impl Planner {
         self.gids.insert(meta.gid);
     }
 
+    /// A copy of `src` (`entries` entries, `bytes` file bytes) into the next
+    /// scratch path, bound at `dst`.
+    fn copy_op(&mut self, src: &Path, dst: &Path, dir: bool, entries: u64, bytes: u64) -> Op {
+        let scratch = self.next_scratch();
+        self.copy_sizes.insert(scratch.clone(), (entries, bytes));
+        Op::Copy {
+            src: src.into(),
+            scratch,
+            dst: dst.into(),
+            dir,
+        }
+    }
+
     fn next_scratch(&mut self) -> PathBuf {
         self.copies += 1;
         self.scratch.join(self.copies.to_string())
@@ -317,13 +334,7 @@ impl Planner {
         // Mostly unclean (a store path seen from inside a Nix build): copy
         // it whole rather than recreate thousands of entries one by one.
         if total.unclean * 2 > total.entries {
-            let scratch = self.next_scratch();
-            total.ops = vec![Op::Copy {
-                src: src.into(),
-                scratch,
-                dst: dst.into(),
-                dir: true,
-            }];
+            total.ops = vec![self.copy_op(src, dst, true, total.entries, total.bytes)];
             return Ok(total);
         }
         total.ops.push(Op::Dir {
@@ -364,13 +375,7 @@ impl Planner {
                 meta,
             }]
         } else if ft.is_file() {
-            let scratch = self.next_scratch();
-            vec![Op::Copy {
-                src: src.into(),
-                scratch,
-                dst: dst.into(),
-                dir: false,
-            }]
+            vec![self.copy_op(src, dst, false, 1, m.size())]
         } else {
             // A device node owned by an id that does not map cannot be
             // recreated in a user namespace (mknod needs real privilege).
@@ -535,13 +540,8 @@ impl Planner {
             );
         }
         if sub.clean || self.copy_all {
-            let scratch = self.next_scratch();
-            self.ops.push(Op::Copy {
-                src: src.into(),
-                scratch,
-                dst: dst.into(),
-                dir: m.is_dir(),
-            });
+            let op = self.copy_op(src, dst, m.is_dir(), sub.entries, sub.bytes);
+            self.ops.push(op);
         } else {
             self.ops.extend(sub.ops);
         }
@@ -553,8 +553,9 @@ impl Planner {
         let (mut copied_entries, mut copied_bytes, mut file_bytes, mut binds) = (0, 0, 0, 0);
         for op in &self.ops {
             match op {
-                Op::Copy { src, .. } => {
-                    let (e, b) = tree_size(src);
+                Op::Copy { src, scratch, .. } => {
+                    let walked = self.copy_sizes.get(scratch).copied();
+                    let (e, b) = walked.unwrap_or_else(|| tree_size(src));
                     copied_entries += e;
                     copied_bytes += b;
                 }

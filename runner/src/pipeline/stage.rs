@@ -27,6 +27,7 @@ use super::job::{StageJob, StageResult};
 use super::mkfs;
 use super::ops::{Meta, Op};
 use super::plan::{read_dir_sorted, Planner};
+use super::progress::Bar;
 
 /// `rootbox __stage JOB`: reads the job the parent wrote and runs it.
 pub fn main(job_path: &Path) -> Result<std::process::ExitCode> {
@@ -200,6 +201,7 @@ fn stage<'a>(job: &'a StageJob, planner: &Planner) -> Result<Stager<'a>> {
         copied: 0,
         links: HashMap::new(),
         warnings: Vec::new(),
+        progress: Bar::bytes("copying", planner.counts.copied_bytes),
     };
     for op in &planner.ops {
         stager.apply(op)?;
@@ -233,6 +235,8 @@ struct Stager<'a> {
     /// (dev, ino) of copied files with several links → the first copy.
     links: HashMap<(u64, u64), PathBuf>,
     warnings: Vec<String>,
+    /// Bytes copied of the planned total, on a terminal.
+    progress: Bar,
 }
 
 impl Stager<'_> {
@@ -407,6 +411,7 @@ impl Stager<'_> {
                 anyhow!("cannot copy {}: {e}{hint}", src.display())
             })?;
             self.copied += m.size();
+            self.progress.set(self.copied);
             set_meta(dst, &meta, false, !self.job.direct)?;
         } else if ft.is_char_device() || ft.is_block_device() {
             self.warnings.push(format!(

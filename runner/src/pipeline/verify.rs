@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use super::inputs::Inputs;
 use super::launch::Staged;
+use super::progress::Bar;
 use super::tarball::TarOwners;
 
 /// Image paths whose owner and mode sshd (StrictModes) and
@@ -87,7 +88,9 @@ pub fn run(
         uids.extend(o.uids());
         gids.extend(o.gids());
     }
-    let v = verify(image, &inputs.layout, &uids, &gids)?;
+    let progress = Bar::count("verifying", staged.counts.entries);
+    let v = verify(image, &inputs.layout, &uids, &gids, &progress)?;
+    drop(progress);
     if !v.problems.is_empty() {
         bail!(
             "verification failed; the image was not written:\n  {}",
@@ -104,6 +107,7 @@ fn verify(
     layout: &Layout,
     allowed_uids: &HashSet<u32>,
     allowed_gids: &HashSet<u32>,
+    progress: &Bar,
 ) -> Result<Verified> {
     let start = std::time::Instant::now();
     let img = Image::open(image).context("reading the image back")?;
@@ -164,6 +168,7 @@ fn verify(
                 return Ok(());
             }
             report.entries += 1;
+            progress.inc(1);
             if e.kind == FileKind::File {
                 report.bytes += e.size;
             }

@@ -57,8 +57,22 @@ def disk_args(path, bootindex=True):
 
 
 class Boot(ABC):
-    """One way of booting a built image."""
+    """One way of booting a built image.
+
+    A boot from a partitioned disk sets ``table`` ("gpt" or "dos") and
+    ``root_bytes`` (the root partition's size as built); with ``grow`` > 0
+    the disk file is made that many bytes larger after it is assembled
+    (--grow: the guest grows its root partition at first boot)."""
     name = "?"
+    grow = 0
+    table = None
+    root_bytes = None
+
+    def grown(self, disk, root_bytes):
+        """Note the root partition's size and grow the disk file."""
+        self.root_bytes = root_bytes
+        if self.grow:
+            os.truncate(disk, disk.stat().st_size + self.grow)
 
     @abstractmethod
     def qemu_args(self, image, d):
@@ -200,6 +214,8 @@ class Uefi(Boot):
         assemble_disk(disk, "gpt", [Partition(esp, GPT_ESP, str(uuid.uuid4()), "ESP"),
                                     Partition(image, GPT_ROOT_X86_64, partuuid, "root")])
         esp.unlink()
+        self.table = "gpt"
+        self.grown(disk, -(-image.stat().st_size // MIB) * MIB)
         vars_ = d / "OVMF_VARS.fd"
         shutil.copy(OVMF_VARS, vars_)
         self.disk = disk
@@ -256,6 +272,8 @@ class UBoot(Boot):
         assemble_disk(disk, "dos", [Partition(fat, "c", bootable=True), Partition(image, "83")],
                       label_id=f"0x{disk_id}")
         fat.unlink()
+        self.table = "dos"
+        self.grown(disk, -(-image.stat().st_size // MIB) * MIB)
         self.disk = disk
         return ["-bios", str(UBOOT_ROM), *disk_args(disk)]
 

@@ -10,6 +10,8 @@ import unittest
 from pathlib import Path
 
 from harness import checks as C
+from harness import growth as G
+from harness import nixstore as N
 from harness.boot import GPT_ESP, GPT_ROOT_X86_64, Partition, UBoot, Uefi, assemble_disk, make_fat
 from harness.trees import LAYOUTS
 
@@ -19,6 +21,87 @@ def result(name, observed, alice_ok=False, checks=C.CHECKS):
     for c in checks:
         r.set(c, observed.get(c, True))
     return r
+
+
+def guest(text):
+    return C.sections(text)
+
+
+CLOSURE = N.Closure(Path("/x"), "/nix/store/aaa-lib", "/nix/store/bbb-data", "/nix/store/ccc-app")
+NIX_OK = """### nix-load
+rc=0
+### nix-verify
+reading the Nix store...
+checking path existence...
+checking hashes...
+rc=0
+### nix-refs
+/nix/store/bbb-data
+/nix/store/aaa-lib
+rc=0
+### nix-valid
+rc=0
+### nix-run
+hello from the closure
+"""
+
+
+class NixAndGrowth(unittest.TestCase):
+    def nix(self, text, count=3):
+        r = result("rootbox", {}, checks=C.CHECKS + (N.CHECK,))
+        N.check(r, guest(text), CLOSURE, "/nix-path-registration", count)
+        return r.status(N.CHECK), r.evidence(N.CHECK)
+
+    def test_nix_passes_when_loaded_verified_and_referenced(self):
+        self.assertEqual(self.nix(NIX_OK)[0], "PASS")
+
+    def test_nix_fails_on_a_modified_path_a_failed_load_or_missing_references(self):
+        bad = {
+            "modified": NIX_OK.replace("checking hashes...", "path '/nix/store/aaa-lib' was modified! expected hash"),
+            "verify exit": NIX_OK.replace("checking hashes...\nrc=0", "checking hashes...\nrc=1"),
+            "load": NIX_OK.replace("### nix-load\nrc=0", "### nix-load\nerror: bad registration\nrc=1"),
+            "refs": NIX_OK.replace("/nix/store/bbb-data\n/nix/store/aaa-lib\n", "/nix/store/aaa-lib\n"),
+            "no shell output": "",
+        }
+        for why, text in bad.items():
+            with self.subTest(why=why):
+                self.assertEqual(self.nix(text)[0], "FAIL")
+        self.assertEqual(self.nix(NIX_OK, count=2)[0], "FAIL")
+
+    GROW_OK = """### grow-unit
+active
+### grow-journal
+rootbox-growroot: df-before 1000000000
+rootbox-growroot: df-after 2073741824
+### grow-df
+2073741824
+### grow-gpt
+EFI PART
+rc=0
+"""
+
+    def grow(self, text, table="gpt", part=1048576000):
+        r = result("rootbox", {}, checks=C.CHECKS + (G.CHECK,))
+        G.check(r, guest(text), table, 1 << 30, part)
+        return r.status(G.CHECK)
+
+    def test_growth_passes_when_df_grew_and_the_backup_gpt_moved(self):
+        self.assertEqual(self.grow(self.GROW_OK), "PASS")
+        self.assertEqual(self.grow(self.GROW_OK.split("### grow-gpt")[0], table="dos"), "PASS")
+
+    def test_growth_fails_without_growth_a_moved_header_or_an_active_unit(self):
+        bad = {
+            "no growth": self.GROW_OK.replace("df-after 2073741824", "df-after 1000000000"),
+            "header": self.GROW_OK.replace("EFI PART", ""),
+            "verify": self.GROW_OK.replace("EFI PART\nrc=0", "EFI PART\nrc=1"),
+            "unit": self.GROW_OK.replace("active", "failed"),
+            "df now": self.GROW_OK.replace("### grow-df\n2073741824", "### grow-df\n1000000000"),
+        }
+        for why, text in bad.items():
+            with self.subTest(why=why):
+                self.assertEqual(self.grow(text), "FAIL")
+        # measured after growing: larger than the partition as built
+        self.assertEqual(self.grow(self.GROW_OK, part=900000000), "FAIL")
 
 
 class Verdicts(unittest.TestCase):

@@ -28,14 +28,20 @@ def guest(text):
 
 
 CLOSURE = N.Closure(Path("/x"), "/nix/store/aaa-lib", "/nix/store/bbb-data", "/nix/store/ccc-app")
-NIX_OK = """### nix-load
+NIX_OK = """### nix-before
+error: path '/nix/store/ccc-app' is not valid
+rc=1
+### nix-load
+warning: the group 'nixbld' specified in 'build-users-group' does not exist
 rc=0
 ### nix-verify
 reading the Nix store...
 checking path existence...
-checking hashes...
+checking link hashes...
+checking store hashes...
 rc=0
 ### nix-refs
+warning: the group 'nixbld' specified in 'build-users-group' does not exist
 /nix/store/bbb-data
 /nix/store/aaa-lib
 rc=0
@@ -57,9 +63,12 @@ class NixAndGrowth(unittest.TestCase):
 
     def test_nix_fails_on_a_modified_path_a_failed_load_or_missing_references(self):
         bad = {
-            "modified": NIX_OK.replace("checking hashes...", "path '/nix/store/aaa-lib' was modified! expected hash"),
-            "verify exit": NIX_OK.replace("checking hashes...\nrc=0", "checking hashes...\nrc=1"),
-            "load": NIX_OK.replace("### nix-load\nrc=0", "### nix-load\nerror: bad registration\nrc=1"),
+            "modified": NIX_OK.replace("checking store hashes...", "checking store hashes...\n"
+                                       "path '/nix/store/aaa-lib' was modified! expected hash"),
+            "contents not checked": NIX_OK.replace("checking store hashes...\n", ""),
+            "verify exit": NIX_OK.replace("checking store hashes...\nrc=0", "checking store hashes...\nrc=1"),
+            "valid before": NIX_OK.replace("is not valid\nrc=1", "is not valid\nrc=0"),
+            "load": NIX_OK.replace("does not exist\nrc=0\n### nix-verify", "error: bad\nrc=1\n### nix-verify"),
             "refs": NIX_OK.replace("/nix/store/bbb-data\n/nix/store/aaa-lib\n", "/nix/store/aaa-lib\n"),
             "no shell output": "",
         }

@@ -290,11 +290,12 @@ def check_journal(res, sec, console_text):
     res.set("journal", not hits, "\n".join(hits[:25]) if hits else f"no lines matching: {OWNERSHIP_TROUBLE}")
 
 
-def offline_owners(res, image, mnt):
-    """Owners read from the image itself (loop mount, read-only) when the
-    booted system gave no root shell."""
+def offline_owners(res, image, mnt, offset=0):
+    """Owners read from the image itself (loop mount, read-only; of a disk:
+    the filesystem at ``offset``) when the booted system gave no root
+    shell."""
     mnt.mkdir(parents=True, exist_ok=True)
-    r = run(["mount", "-o", "ro,loop,subvolid=5", image, mnt])
+    r = run(["mount", "-o", f"ro,loop,subvolid=5,offset={offset}", image, mnt])
     if r.returncode != 0:
         res.set("owners", None, f"no root shell, and loop mount failed: {r.stderr.strip()}")
         return

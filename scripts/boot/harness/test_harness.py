@@ -4,7 +4,6 @@ sfdisk, mkfs.vfat and mtools on files; no root needed).
     python3 -B -m unittest discover -s scripts/boot/harness -t scripts/boot
 """
 import shutil
-import subprocess
 import tempfile
 import unittest
 from pathlib import Path
@@ -12,7 +11,7 @@ from pathlib import Path
 from harness import checks as C
 from harness import growth as G
 from harness import nixstore as N
-from harness.boot import GPT_ESP, GPT_ROOT_X86_64, Partition, UBoot, Uefi, assemble_disk, make_fat
+from harness.boot import UBoot, Uefi, build_spec
 from harness.trees import LAYOUTS
 
 
@@ -213,36 +212,44 @@ class FirmwarePath(unittest.TestCase):
         self.assertFalse(b.path_check("U-Boot 2023.01\n[    0.000000] Command line: root=PARTUUID=3c42a6a4-02\n")[0])
 
 
-@unittest.skipUnless(all(shutil.which(t) for t in ("sfdisk", "mkfs.vfat", "mcopy")), "needs sfdisk, dosfstools, mtools")
-class Disks(unittest.TestCase):
+@unittest.skipUnless(all(shutil.which(t) for t in ("grub-mkstandalone", "mkimage")), "needs grub-efi, u-boot-tools")
+class DiskSpecs(unittest.TestCase):
+    """The rootbox disk specs the firmware boots write (rootbox itself is
+    run by the boot test)."""
     def setUp(self):
         self.d = Path(tempfile.mkdtemp())
         self.addCleanup(shutil.rmtree, self.d)
 
-    def test_gpt_disk_has_the_partitions_and_their_contents(self):
-        a, b = self.d / "a.img", self.d / "b.img"
-        a.write_bytes(b"A" * 1000)
-        b.write_bytes(b"B" * (3 << 20))
-        disk = self.d / "disk.img"
-        starts = assemble_disk(disk, "gpt", [Partition(a, GPT_ESP, "11111111-2222-3333-4444-555555555555", "ESP"),
-                                             Partition(b, GPT_ROOT_X86_64, "66666666-7777-8888-9999-000000000000")])
-        dump = subprocess.run(["sfdisk", "-d", disk], capture_output=True, text=True, check=True).stdout
-        self.assertIn("uuid=11111111-2222-3333-4444-555555555555", dump)
-        self.assertIn(f"type={GPT_ROOT_X86_64}", dump)
-        self.assertEqual(starts, [1 << 20, 2 << 20])
-        with open(disk, "rb") as f:
-            f.seek(starts[0])
-            self.assertEqual(f.read(1000), b"A" * 1000)
-            f.seek(starts[1])
-            self.assertEqual(f.read(3 << 20), b"B" * (3 << 20))
+    def test_uefi_disk_is_gpt_with_an_esp_tree_and_the_root_guid_grub_names(self):
+        u = Uefi("6.1.0-50-amd64", LAYOUTS["default"], "rootbox-boot")
+        spec = u.disk_spec({"raw": "/x.img"}, self.d)
+        self.assertEqual(spec["table"], "gpt")
+        esp, root = spec["partitions"]
+        self.assertEqual((esp["type"], root["type"]), ("esp", "root-x86-64"))
+        self.assertTrue((Path(esp["content"]["fat"]["dir"]) / "EFI/BOOT/BOOTX64.EFI").is_file())
+        self.assertEqual(root["guid"], u.root_partuuid)
+        self.assertIn(f"root=PARTUUID={u.root_partuuid} rootflags=subvol=@", (self.d / "grub.cfg").read_text())
+        self.assertEqual(root["content"], {"raw": "/x.img"})
 
-    def test_fat_holds_the_files_at_their_paths(self):
-        src = self.d / "grub.efi"
-        src.write_bytes(b"MZ" + b"\0" * 100)
-        fat = self.d / "esp.img"
-        make_fat(fat, {"/EFI/BOOT/BOOTX64.EFI": src}, "ESP")
-        out = subprocess.run(["mtype", "-i", fat, "::/EFI/BOOT/BOOTX64.EFI"], capture_output=True, check=True).stdout
-        self.assertEqual(out, src.read_bytes())
+    def test_uboot_disk_is_mbr_with_a_bootable_fat_and_the_disk_id_the_script_names(self):
+        k, i = self.d / "vmlinuz", self.d / "initrd"
+        k.write_bytes(b"k")
+        i.write_bytes(b"i")
+        b = UBoot(k, i, LAYOUTS["default"])
+        spec = b.disk_spec({"btrfs": {"label": "x"}}, self.d)
+        self.assertEqual(spec["table"], "mbr")
+        self.assertEqual(f"{spec['diskId'][2:]}-02", b.root_partuuid)
+        fat, root = spec["partitions"]
+        self.assertTrue(fat["bootable"])
+        self.assertEqual(sorted(p.name for p in Path(fat["content"]["fat"]["dir"]).iterdir()),
+                         ["boot.scr", "initrd.img", "vmlinuz"])
+        self.assertIn(f"PARTUUID={b.root_partuuid}", (self.d / "boot.cmd").read_text())
+
+    def test_build_spec_has_the_layout_and_the_closure(self):
+        spec = build_spec(Path("/t"), LAYOUTS["default"].with_subvol("@nix", "/nix"), "L", "512M", Path("/ci"))
+        self.assertEqual(spec["subvolumes"][0], {"name": "@", "mountpoint": "/", "type": "default"})
+        self.assertEqual(spec["subvolumes"][-1], {"name": "@nix", "mountpoint": "/nix"})
+        self.assertEqual((spec["rootfs"], spec["closure"], spec["label"]), ("/t", "/ci", "L"))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use super::error::ReadError;
 use super::format::*;
+use super::layout;
 
 /// One stripe of a chunk: where a copy lives.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,15 +31,9 @@ impl Chunk {
     /// Parse a chunk item whose key offset is `logical`; `r` is left after
     /// the last stripe.
     pub fn read(logical: u64, r: &mut Reader<'_>) -> Result<Chunk, ReadError> {
-        let length = r.u64()?;
-        let _owner = r.u64()?;
-        let _stripe_len = r.u64()?;
-        let chunk_type = r.u64()?;
-        let _io_align = r.u32()?;
-        let _io_width = r.u32()?;
-        let _sector_size = r.u32()?;
-        let num_stripes = r.u16()?;
-        let _sub_stripes = r.u16()?;
+        let head = r.read::<layout::Chunk>()?;
+        let (length, chunk_type) = (head.length.get(), head.chunk_type.get());
+        let num_stripes = head.num_stripes.get();
         if num_stripes == 0 {
             return Err(ReadError::Corrupt(format!(
                 "chunk at {logical} has no stripes"
@@ -51,10 +46,11 @@ impl Chunk {
         }
         let mut stripes = Vec::with_capacity(num_stripes.into());
         for _ in 0..num_stripes {
-            let devid = r.u64()?;
-            let offset = r.u64()?;
-            r.skip(BTRFS_UUID_SIZE)?;
-            stripes.push(Stripe { devid, offset });
+            let stripe = r.read::<layout::Stripe>()?;
+            stripes.push(Stripe {
+                devid: stripe.devid.get(),
+                offset: stripe.offset.get(),
+            });
         }
         Ok(Chunk {
             logical,

@@ -3,22 +3,27 @@
 //! Names follow the kernel's `include/uapi/linux/btrfs_tree.h` so that a
 //! reader can grep for them. Everything on disk is little-endian.
 
+use std::mem::size_of;
+
+use zerocopy::{FromBytes, Immutable, KnownLayout, Unaligned};
+
 use super::error::ReadError;
+use super::layout;
 
 /// Offset of the primary superblock on the device.
 pub const BTRFS_SUPER_INFO_OFFSET: u64 = 0x1_0000;
 /// Size of the superblock.
-pub const BTRFS_SUPER_INFO_SIZE: usize = 4096;
+pub const BTRFS_SUPER_INFO_SIZE: usize = size_of::<layout::SuperBlock>();
 /// `_BHRfS_M`, at offset 0x40 of the superblock.
 pub const BTRFS_MAGIC: [u8; 8] = *b"_BHRfS_M";
 /// Size of the checksum field at the start of the superblock and every tree block.
-pub const BTRFS_CSUM_SIZE: usize = 32;
+pub const BTRFS_CSUM_SIZE: usize = layout::BTRFS_CSUM_SIZE;
 /// Size of the fsid and every other UUID.
-pub const BTRFS_UUID_SIZE: usize = 16;
+pub const BTRFS_UUID_SIZE: usize = layout::BTRFS_UUID_SIZE;
 /// Size of the label field of the superblock.
-pub const BTRFS_LABEL_SIZE: usize = 256;
+pub const BTRFS_LABEL_SIZE: usize = layout::BTRFS_LABEL_SIZE;
 /// Capacity of the superblock's system chunk array.
-pub const BTRFS_SYSTEM_CHUNK_ARRAY_SIZE: usize = 2048;
+pub const BTRFS_SYSTEM_CHUNK_ARRAY_SIZE: usize = layout::BTRFS_SYSTEM_CHUNK_ARRAY_SIZE;
 /// Tree levels run from 0 (leaf) to `BTRFS_MAX_LEVEL - 1`.
 pub const BTRFS_MAX_LEVEL: u8 = 8;
 
@@ -123,13 +128,13 @@ pub const BTRFS_FILE_EXTENT_INLINE: u8 = 0;
 pub const BTRFS_COMPRESS_NONE: u8 = 0;
 
 /// Size of a `btrfs_disk_key`.
-pub const BTRFS_DISK_KEY_SIZE: usize = 17;
+pub const BTRFS_DISK_KEY_SIZE: usize = size_of::<layout::DiskKey>();
 /// Size of a `btrfs_header` (the start of every tree block).
-pub const BTRFS_HEADER_SIZE: usize = 101;
+pub const BTRFS_HEADER_SIZE: usize = size_of::<layout::Header>();
 /// Size of a `btrfs_item` (leaf item header).
-pub const BTRFS_ITEM_SIZE: usize = 25;
+pub const BTRFS_ITEM_SIZE: usize = size_of::<layout::Item>();
 /// Size of a `btrfs_key_ptr` (internal node pointer).
-pub const BTRFS_KEY_PTR_SIZE: usize = 33;
+pub const BTRFS_KEY_PTR_SIZE: usize = size_of::<layout::KeyPtr>();
 
 /// A btrfs key: `(objectid, type, offset)`, ordered field by field.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -154,10 +159,21 @@ impl Key {
 
     /// Parse a `btrfs_disk_key` from `r`.
     pub fn read(r: &mut Reader<'_>) -> Result<Key, ReadError> {
-        let objectid = r.u64()?;
-        let item_type = r.u8()?;
-        let offset = r.u64()?;
-        Ok(Key::new(objectid, item_type, offset))
+        Ok(Key::from_disk(r.read::<layout::DiskKey>()?))
+    }
+
+    /// The key a `btrfs_disk_key` holds.
+    pub(crate) fn from_disk(k: &layout::DiskKey) -> Key {
+        Key::new(k.objectid.get(), k.item_type, k.offset.get())
+    }
+
+    /// This key as a `btrfs_disk_key`.
+    pub(crate) fn to_disk(self) -> layout::DiskKey {
+        layout::DiskKey {
+            objectid: self.objectid.into(),
+            item_type: self.item_type,
+            offset: self.offset.into(),
+        }
     }
 }
 
@@ -216,6 +232,15 @@ impl<'a> Reader<'a> {
         let mut out = [0u8; N];
         out.copy_from_slice(b);
         Ok(out)
+    }
+
+    /// The next `size_of::<T>()` bytes, viewed as the on-disk structure
+    /// `T` (one of [`crate::layout`]'s).
+    pub(crate) fn read<T: FromBytes + KnownLayout + Immutable + Unaligned>(
+        &mut self,
+    ) -> Result<&'a T, ReadError> {
+        let b = self.bytes(size_of::<T>())?;
+        T::ref_from_bytes(b).map_err(|_| self.truncated())
     }
 
     /// The next byte.

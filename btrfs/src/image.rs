@@ -93,6 +93,13 @@ impl Image {
     /// [`ReadError::BadSuperblockChecksum`],
     /// [`ReadError::UnsupportedChecksum`], or any error reading the chunk tree.
     pub fn open(path: &Path) -> Result<Image, ReadError> {
+        Image::open_at(path, 0)
+    }
+
+    /// Open the filesystem that starts `base` bytes into the file at
+    /// `path` (a partition of a disk image); offsets in errors are
+    /// relative to `base`.
+    pub fn open_at(path: &Path, base: u64) -> Result<Image, ReadError> {
         let io_err = |offset: u64, source: io::Error| ReadError::Io {
             path: path.to_path_buf(),
             offset,
@@ -100,7 +107,7 @@ impl Image {
         };
         let file = File::open(path).map_err(|e| io_err(0, e))?;
         let mut buf = vec![0u8; BTRFS_SUPER_INFO_SIZE];
-        match file.read_exact_at(&mut buf, BTRFS_SUPER_INFO_OFFSET) {
+        match file.read_exact_at(&mut buf, base + BTRFS_SUPER_INFO_OFFSET) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(ReadError::NotBtrfs),
             Err(e) => return Err(io_err(BTRFS_SUPER_INFO_OFFSET, e)),
@@ -116,6 +123,7 @@ impl Image {
         let sys_chunks = ChunkMap::from_sys_chunk_array(&sb.sys_chunk_array)?;
         let mut blocks = BlockReader::new(
             file,
+            base,
             PathBuf::from(path),
             sb.nodesize,
             sb.devid,

@@ -5,6 +5,7 @@
 
 use super::error::ReadError;
 use super::format::*;
+use super::layout;
 
 /// A timestamp: seconds since the epoch and nanoseconds.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -16,10 +17,20 @@ pub struct Timespec {
 }
 
 impl Timespec {
-    fn read(r: &mut Reader<'_>) -> Result<Timespec, ReadError> {
-        let sec = r.u64()? as i64;
-        let nsec = r.u32()?;
-        Ok(Timespec { sec, nsec })
+    /// The time a `btrfs_timespec` holds.
+    pub(crate) fn from_disk(t: &layout::Timespec) -> Timespec {
+        Timespec {
+            sec: t.sec.get(),
+            nsec: t.nsec.get(),
+        }
+    }
+
+    /// This time as a `btrfs_timespec`.
+    pub(crate) fn to_disk(self) -> layout::Timespec {
+        layout::Timespec {
+            sec: self.sec.into(),
+            nsec: self.nsec.into(),
+        }
     }
 }
 
@@ -43,42 +54,26 @@ pub(crate) struct InodeItem {
 
 impl InodeItem {
     pub fn parse(data: &[u8]) -> Result<InodeItem, ReadError> {
-        Self::read(&mut Reader::new(data, "inode item"))
+        let it = Reader::new(data, "inode item").read::<layout::InodeItem>()?;
+        Ok(InodeItem::from_disk(it))
     }
 
-    fn read(r: &mut Reader<'_>) -> Result<InodeItem, ReadError> {
-        let generation = r.u64()?;
-        let _transid = r.u64()?;
-        let size = r.u64()?;
-        let nbytes = r.u64()?;
-        let _block_group = r.u64()?;
-        let nlink = r.u32()?;
-        let uid = r.u32()?;
-        let gid = r.u32()?;
-        let mode = r.u32()?;
-        let rdev = r.u64()?;
-        let flags = r.u64()?;
-        let _sequence = r.u64()?;
-        r.skip(4 * 8)?; // reserved
-        let atime = Timespec::read(r)?;
-        let ctime = Timespec::read(r)?;
-        let mtime = Timespec::read(r)?;
-        let otime = Timespec::read(r)?;
-        Ok(InodeItem {
-            generation,
-            size,
-            nbytes,
-            nlink,
-            uid,
-            gid,
-            mode,
-            rdev,
-            flags,
-            atime,
-            ctime,
-            mtime,
-            otime,
-        })
+    fn from_disk(it: &layout::InodeItem) -> InodeItem {
+        InodeItem {
+            generation: it.generation.get(),
+            size: it.size.get(),
+            nbytes: it.nbytes.get(),
+            nlink: it.nlink.get(),
+            uid: it.uid.get(),
+            gid: it.gid.get(),
+            mode: it.mode.get(),
+            rdev: it.rdev.get(),
+            flags: it.flags.get(),
+            atime: Timespec::from_disk(&it.atime),
+            ctime: Timespec::from_disk(&it.ctime),
+            mtime: Timespec::from_disk(&it.mtime),
+            otime: Timespec::from_disk(&it.otime),
+        }
     }
 }
 
@@ -105,16 +100,12 @@ impl DirItem {
         let mut r = Reader::new(data, "dir item");
         let mut out = Vec::with_capacity(1);
         while r.remaining() > 0 {
-            let location = Key::read(&mut r)?;
-            let _transid = r.u64()?;
-            let data_len = r.u16()?;
-            let name_len = r.u16()?;
-            let file_type = r.u8()?;
-            let name = r.bytes(name_len.into())?.to_vec();
-            let data = r.bytes(data_len.into())?.to_vec();
+            let head = r.read::<layout::DirItem>()?;
+            let name = r.bytes(head.name_len.get().into())?.to_vec();
+            let data = r.bytes(head.data_len.get().into())?.to_vec();
             out.push(DirItem {
-                location,
-                file_type,
+                location: Key::from_disk(&head.location),
+                file_type: head.file_type,
                 name,
                 data,
             });
@@ -141,7 +132,13 @@ impl InodeRef {
         let mut r = Reader::new(data, "inode ref");
         let mut out = Vec::with_capacity(1);
         while r.remaining() > 0 {
-            out.push(InodeRef::read_one(&mut r, parent)?);
+            let head = r.read::<layout::InodeRef>()?;
+            let name = r.bytes(head.name_len.get().into())?.to_vec();
+            out.push(InodeRef {
+                parent,
+                index: head.index.get(),
+                name,
+            });
         }
         Ok(out)
     }
@@ -151,23 +148,15 @@ impl InodeRef {
         let mut r = Reader::new(data, "inode extref");
         let mut out = Vec::with_capacity(1);
         while r.remaining() > 0 {
-            let parent = r.u64()?;
-            out.push(InodeRef::read_one(&mut r, parent)?);
+            let head = r.read::<layout::InodeExtref>()?;
+            let name = r.bytes(head.name_len.get().into())?.to_vec();
+            out.push(InodeRef {
+                parent: head.parent_objectid.get(),
+                index: head.index.get(),
+                name,
+            });
         }
         Ok(out)
-    }
-
-    /// One entry's index and name, after its parent (read by the caller
-    /// for extrefs, the key's offset for refs).
-    fn read_one(r: &mut Reader<'_>, parent: u64) -> Result<InodeRef, ReadError> {
-        let index = r.u64()?;
-        let name_len = r.u16()?;
-        let name = r.bytes(name_len.into())?.to_vec();
-        Ok(InodeRef {
-            parent,
-            index,
-            name,
-        })
     }
 }
 
@@ -193,48 +182,29 @@ pub(crate) struct RootItem {
 
 impl RootItem {
     pub fn parse(data: &[u8]) -> Result<RootItem, ReadError> {
-        let mut r = Reader::new(data, "root item");
-        let _inode = InodeItem::read(&mut r)?;
-        let generation = r.u64()?;
-        let root_dirid = r.u64()?;
-        let bytenr = r.u64()?;
-        let _byte_limit = r.u64()?;
-        let _bytes_used = r.u64()?;
-        let last_snapshot = r.u64()?;
-        let flags = r.u64()?;
-        let refs = r.u32()?;
-        let _drop_progress = Key::read(&mut r)?;
-        let _drop_level = r.u8()?;
-        let level = r.u8()?;
+        let base = Reader::new(data, "root item").read::<layout::RootItem>()?;
         let mut item = RootItem {
-            generation,
-            root_dirid,
-            bytenr,
-            last_snapshot,
-            flags,
-            refs,
-            level,
+            generation: base.generation.get(),
+            root_dirid: base.root_dirid.get(),
+            bytenr: base.bytenr.get(),
+            last_snapshot: base.last_snapshot.get(),
+            flags: base.flags.get(),
+            refs: base.refs.get(),
+            level: base.level,
             uuid: [0; BTRFS_UUID_SIZE],
             parent_uuid: [0; BTRFS_UUID_SIZE],
             received_uuid: [0; BTRFS_UUID_SIZE],
             ctime: Timespec::default(),
             otime: Timespec::default(),
         };
-        // The extended part is present (and valid) when generation_v2
-        // matches generation; older kernels wrote the short item.
-        if r.remaining() >= 8 {
-            let generation_v2 = r.u64()?;
-            if generation_v2 == generation {
-                item.uuid = r.array()?;
-                item.parent_uuid = r.array()?;
-                item.received_uuid = r.array()?;
-                let _ctransid = r.u64()?;
-                let _otransid = r.u64()?;
-                let _stransid = r.u64()?;
-                let _rtransid = r.u64()?;
-                item.ctime = Timespec::read(&mut r)?;
-                item.otime = Timespec::read(&mut r)?;
-            }
+        // Older kernels wrote the short item; the extended part counts
+        // only when generation_v2 matches generation.
+        if let Some(v2) = layout::RootItemV2::extended(data) {
+            item.uuid = v2.ext.uuid;
+            item.parent_uuid = v2.ext.parent_uuid;
+            item.received_uuid = v2.ext.received_uuid;
+            item.ctime = Timespec::from_disk(&v2.ext.ctime);
+            item.otime = Timespec::from_disk(&v2.ext.otime);
         }
         Ok(item)
     }
@@ -257,13 +227,11 @@ pub(crate) struct RootRef {
 impl RootRef {
     pub fn parse(data: &[u8]) -> Result<RootRef, ReadError> {
         let mut r = Reader::new(data, "root ref");
-        let dirid = r.u64()?;
-        let sequence = r.u64()?;
-        let name_len = r.u16()?;
-        let name = r.bytes(name_len.into())?.to_vec();
+        let head = r.read::<layout::RootRef>()?;
+        let name = r.bytes(head.name_len.get().into())?.to_vec();
         Ok(RootRef {
-            dirid,
-            sequence,
+            dirid: head.dirid.get(),
+            sequence: head.sequence.get(),
             name,
         })
     }
@@ -287,13 +255,9 @@ pub(crate) enum FileExtent {
 impl FileExtent {
     pub fn parse(data: &[u8]) -> Result<FileExtent, ReadError> {
         let mut r = Reader::new(data, "file extent item");
-        let _generation = r.u64()?;
-        let ram_bytes = r.u64()?;
-        let compression = r.u8()?;
-        let encryption = r.u8()?;
-        let _other_encoding = r.u16()?;
-        let extent_type = r.u8()?;
-        if encryption != 0 {
+        let head = r.read::<layout::FileExtentItem>()?;
+        let extent_type = head.extent_type;
+        if head.encryption != 0 {
             return Err(ReadError::Unsupported("encrypted file extents".to_string()));
         }
         if extent_type != BTRFS_FILE_EXTENT_INLINE {
@@ -301,8 +265,8 @@ impl FileExtent {
         }
         let data = r.bytes(r.remaining())?.to_vec();
         Ok(FileExtent::Inline {
-            compression,
-            ram_bytes,
+            compression: head.compression,
+            ram_bytes: head.ram_bytes.get(),
             data,
         })
     }
@@ -313,7 +277,7 @@ mod tests {
     use super::*;
 
     /// Size of `btrfs_inode_item`.
-    const INODE_ITEM_SIZE: usize = 160;
+    const INODE_ITEM_SIZE: usize = std::mem::size_of::<layout::InodeItem>();
 
     fn dir_item(name: &[u8], data: &[u8]) -> Vec<u8> {
         let mut v = Vec::new();

@@ -19,24 +19,29 @@
 //! recomputed and is written to every copy, then read back and compared.
 //!
 //! Layout of the crate, bottom up:
-//! - [`format`]: on-disk constants, keys, a bounds-checked byte reader;
+//! - `layout`: every on-disk structure, once, as a `zerocopy` struct that
+//!   both the reader and the rewriter use;
+//! - [`format`](mod@format): on-disk constants, keys, a bounds-checked
+//!   byte reader that views bytes as `layout` structs;
 //! - `superblock`, `chunk`: bootstrap and address mapping;
 //! - `tree`: verified tree blocks, a block cache, key-range search;
-//! - `items`: item payload parsers;
+//! - `items`: item payloads as the reader keeps them;
 //! - `image`, `subvol`, `walk`: the reading API;
-//! - [`rewrite`] and `reproducible`: the in-place rewrite;
+//! - [`rewrite`]: the in-place rewrite, the [`Rewriter`] in `rewrite/mod.rs`
+//!   and what it changes in its child modules (`inodes`, `times`,
+//!   `reproducible`);
 //! - [`listing`]: text and JSON presentation for `rootbox inspect`.
 
 #![forbid(unsafe_code)]
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 mod chunk;
 mod error;
 pub mod format;
 mod image;
 mod items;
+mod layout;
 pub mod listing;
-mod reproducible;
 pub mod rewrite;
 mod subvol;
 mod superblock;
@@ -46,9 +51,9 @@ mod walk;
 pub use error::ReadError;
 pub use image::{FsInfo, Image, TreeBlock};
 pub use items::Timespec;
-pub use reproducible::{derived_uuid, ReproducibleStats, ZeroStats};
 pub use rewrite::{
-    encode_rdev, InodeChange, InodeTimes, InodeView, RewriteError, RewriteStats, Rewriter,
+    derived_uuid, encode_rdev, InodeChange, InodeTimes, InodeView, ReproducibleStats, RewriteError,
+    RewriteStats, Rewriter, ZeroStats,
 };
 pub use subvol::Subvolume;
 pub use superblock::ChecksumType;

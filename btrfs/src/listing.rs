@@ -11,15 +11,15 @@ use super::{Entry, FileKind, FsInfo, Subvolume, Timespec};
 /// `ls -l` permission string of a full `st_mode`, e.g. `drwxr-xr-x`,
 /// `-rwsr-xr-x`, `drwxrwxrwt`.
 pub fn mode_string(mode: u32) -> String {
-    let type_char = match mode & 0o170000 {
-        0o100000 => '-',
-        0o040000 => 'd',
-        0o120000 => 'l',
-        0o020000 => 'c',
-        0o060000 => 'b',
-        0o010000 => 'p',
-        0o140000 => 's',
-        _ => '?',
+    let type_char = match FileKind::from_mode(mode) {
+        Some(FileKind::File) => '-',
+        Some(FileKind::Dir | FileKind::Subvolume) => 'd',
+        Some(FileKind::Symlink) => 'l',
+        Some(FileKind::CharDev) => 'c',
+        Some(FileKind::BlockDev) => 'b',
+        Some(FileKind::Fifo) => 'p',
+        Some(FileKind::Socket) => 's',
+        None => '?',
     };
     let mut s = String::with_capacity(10);
     s.push(type_char);

@@ -1,7 +1,10 @@
 //! The superblock: where every tree starts.
 
 use super::error::ReadError;
+use zerocopy::FromBytes;
+
 use super::format::*;
+use super::layout;
 
 /// Checksum algorithm of a filesystem (`btrfs_super_block::csum_type`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,67 +88,34 @@ pub(crate) struct Superblock {
     pub sys_chunk_array: Vec<u8>,
 }
 
-// Offsets inside `btrfs_super_block`.
-const SB_FSID: usize = 0x20;
-const SB_MAGIC: usize = 0x40;
-const SB_DEV_ITEM: usize = 0xc9;
-const SB_LABEL: usize = 0x12b;
-const SB_METADATA_UUID: usize = 0x23b;
-const SB_SYS_CHUNK_ARRAY: usize = 0x32b;
-
 impl Superblock {
     /// Parse and verify the 4 KiB primary superblock.
     pub fn parse(buf: &[u8]) -> Result<Superblock, ReadError> {
-        if buf.len() < BTRFS_SUPER_INFO_SIZE
-            || buf.get(SB_MAGIC..SB_MAGIC + BTRFS_MAGIC.len()) != Some(&BTRFS_MAGIC[..])
-        {
-            return Err(ReadError::NotBtrfs);
-        }
+        let sb = match layout::SuperBlock::ref_from_prefix(buf) {
+            Ok((sb, _)) if sb.magic == BTRFS_MAGIC => sb,
+            _ => return Err(ReadError::NotBtrfs),
+        };
         let buf = &buf[..BTRFS_SUPER_INFO_SIZE];
-        let mut r = Reader::at(buf, 0xc4, "superblock");
-        let csum_type = ChecksumType::from_disk(r.u16()?)?;
-        if !csum_type.verify(&buf[..BTRFS_CSUM_SIZE], &buf[BTRFS_CSUM_SIZE..])? {
+        let csum_type = ChecksumType::from_disk(sb.csum_type.get())?;
+        if !csum_type.verify(&sb.csum, &buf[BTRFS_CSUM_SIZE..])? {
             return Err(ReadError::BadSuperblockChecksum);
         }
 
-        let mut r = Reader::at(buf, SB_FSID, "superblock");
-        let fsid: [u8; BTRFS_UUID_SIZE] = r.array()?;
-        let bytenr = r.u64()?;
-        let _flags = r.u64()?;
-        r.skip(BTRFS_MAGIC.len())?;
-        let generation = r.u64()?;
-        let root = r.u64()?;
-        let chunk_root = r.u64()?;
-        let _log_root = r.u64()?;
-        let _log_root_transid = r.u64()?;
-        let total_bytes = r.u64()?;
-        let bytes_used = r.u64()?;
-        let root_dir_objectid = r.u64()?;
-        let num_devices = r.u64()?;
-        let sectorsize = r.u32()?;
-        let nodesize = r.u32()?;
-        let _leafsize = r.u32()?;
-        let _stripesize = r.u32()?;
-        let sys_chunk_array_size = r.u32()? as usize;
-        let chunk_root_generation = r.u64()?;
-        let _compat_flags = r.u64()?;
-        let compat_ro_flags = r.u64()?;
-        let incompat_flags = r.u64()?;
-        let _csum_type = r.u16()?;
-        let root_level = r.u8()?;
-        let chunk_root_level = r.u8()?;
-        let _log_root_level = r.u8()?;
-
-        // btrfs_dev_item of this device: devid is its first field.
-        let devid = Reader::at(buf, SB_DEV_ITEM, "superblock dev_item").u64()?;
-        let label_bytes = Reader::at(buf, SB_LABEL, "superblock label").bytes(BTRFS_LABEL_SIZE)?;
-        let label_len = label_bytes
+        let fsid = sb.fsid;
+        let bytenr = sb.bytenr.get();
+        let sectorsize = sb.sectorsize.get();
+        let nodesize = sb.nodesize.get();
+        let sys_chunk_array_size = sb.sys_chunk_array_size.get() as usize;
+        let incompat_flags = sb.incompat_flags.get();
+        let (root_level, chunk_root_level) = (sb.root_level, sb.chunk_root_level);
+        let label_len = sb
+            .label
             .iter()
             .position(|&b| b == 0)
-            .unwrap_or(label_bytes.len());
-        let label = String::from_utf8_lossy(&label_bytes[..label_len]).into_owned();
+            .unwrap_or(sb.label.len());
+        let label = String::from_utf8_lossy(&sb.label[..label_len]).into_owned();
         let metadata_fsid = if incompat_flags & BTRFS_FEATURE_INCOMPAT_METADATA_UUID != 0 {
-            Reader::at(buf, SB_METADATA_UUID, "superblock").array()?
+            sb.metadata_uuid
         } else {
             fsid
         };
@@ -175,29 +145,27 @@ impl Superblock {
                 "extent-tree-v2 filesystems".to_string(),
             ));
         }
-        let sys_chunk_array = Reader::at(buf, SB_SYS_CHUNK_ARRAY, "superblock")
-            .bytes(sys_chunk_array_size)?
-            .to_vec();
+        let sys_chunk_array = sb.sys_chunk_array[..sys_chunk_array_size].to_vec();
 
         Ok(Superblock {
             fsid,
             metadata_fsid,
-            generation,
-            root,
-            chunk_root,
-            total_bytes,
-            bytes_used,
-            root_dir_objectid,
-            num_devices,
+            generation: sb.generation.get(),
+            root: sb.root.get(),
+            chunk_root: sb.chunk_root.get(),
+            total_bytes: sb.total_bytes.get(),
+            bytes_used: sb.bytes_used.get(),
+            root_dir_objectid: sb.root_dir_objectid.get(),
+            num_devices: sb.num_devices.get(),
             sectorsize,
             nodesize,
-            chunk_root_generation,
-            compat_ro_flags,
+            chunk_root_generation: sb.chunk_root_generation.get(),
+            compat_ro_flags: sb.compat_ro_flags.get(),
             incompat_flags,
             csum_type,
             root_level,
             chunk_root_level,
-            devid,
+            devid: sb.dev_item.devid.get(),
             label,
             sys_chunk_array,
         })
@@ -220,7 +188,8 @@ mod tests {
     #[test]
     fn bad_checksum_and_unsupported_checksum() {
         let mut sb = vec![0u8; 4096];
-        sb[SB_MAGIC..SB_MAGIC + 8].copy_from_slice(&BTRFS_MAGIC);
+        let magic = std::mem::offset_of!(layout::SuperBlock, magic);
+        sb[magic..magic + 8].copy_from_slice(&BTRFS_MAGIC);
         assert!(matches!(
             Superblock::parse(&sb),
             Err(ReadError::BadSuperblockChecksum)

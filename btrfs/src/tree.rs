@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use super::chunk::ChunkMap;
 use super::error::ReadError;
 use super::format::*;
+use super::layout;
 use super::superblock::ChecksumType;
 
 /// Where a tree starts: its root block and what that block must say.
@@ -86,15 +87,12 @@ impl Node {
         expect: &Expect,
     ) -> Result<Node, ReadError> {
         let bad = |reason: String| ReadError::BadBlock { logical, reason };
-        let mut r = Reader::at(&block, BTRFS_CSUM_SIZE, "tree block header");
-        let block_fsid: [u8; BTRFS_UUID_SIZE] = r.array()?;
-        let bytenr = r.u64()?;
-        let _flags = r.u64()?;
-        let _chunk_tree_uuid = r.bytes(BTRFS_UUID_SIZE)?;
-        let generation = r.u64()?;
-        let _owner = r.u64()?;
-        let nritems = r.u32()? as usize;
-        let level = r.u8()?;
+        let header = Reader::new(&block, "tree block header").read::<layout::Header>()?;
+        let block_fsid = header.fsid;
+        let bytenr = header.bytenr.get();
+        let generation = header.generation.get();
+        let nritems = header.nritems.get() as usize;
+        let level = header.level;
 
         if bytenr != logical {
             return Err(bad(format!("header says bytenr {bytenr}")));
@@ -206,9 +204,10 @@ pub(crate) fn parse_leaf_items(block: &[u8], nritems: usize) -> Result<Vec<LeafI
     let mut r = Reader::at(block, BTRFS_HEADER_SIZE, "leaf");
     let headers_end = nritems * BTRFS_ITEM_SIZE;
     for i in 0..nritems {
-        let key = Key::read(&mut r).map_err(|e| e.to_string())?;
-        let offset = r.u32().map_err(|e| e.to_string())? as usize;
-        let size = r.u32().map_err(|e| e.to_string())? as usize;
+        let item = r.read::<layout::Item>().map_err(|e| e.to_string())?;
+        let key = Key::from_disk(&item.key);
+        let offset = item.offset.get() as usize;
+        let size = item.size.get() as usize;
         let end = offset
             .checked_add(size)
             .filter(|&end| end <= data_area && offset >= headers_end)
@@ -235,9 +234,10 @@ fn parse_key_ptrs(block: &[u8], nritems: usize) -> Result<Vec<KeyPtr>, String> {
     let mut ptrs = Vec::with_capacity(nritems);
     let mut r = Reader::at(block, BTRFS_HEADER_SIZE, "node");
     for i in 0..nritems {
-        let key = Key::read(&mut r).map_err(|e| e.to_string())?;
-        let blockptr = r.u64().map_err(|e| e.to_string())?;
-        let generation = r.u64().map_err(|e| e.to_string())?;
+        let ptr = r.read::<layout::KeyPtr>().map_err(|e| e.to_string())?;
+        let key = Key::from_disk(&ptr.key);
+        let blockptr = ptr.blockptr.get();
+        let generation = ptr.generation.get();
         if let Some(prev) = ptrs.last().map(|p: &KeyPtr| p.key) {
             if prev >= key {
                 return Err(format!("pointer {i} key {key} not above previous {prev}"));
@@ -313,6 +313,8 @@ pub(crate) type ItemVisitor<'a> = dyn FnMut(&Key, &[u8]) -> Result<ControlFlow<(
 /// Reads verified tree blocks from the image file.
 pub(crate) struct BlockReader {
     file: File,
+    /// Where the filesystem starts in the file (a partition's offset).
+    base: u64,
     path: PathBuf,
     nodesize: u32,
     devid: u64,
@@ -323,8 +325,10 @@ pub(crate) struct BlockReader {
 }
 
 impl BlockReader {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         file: File,
+        base: u64,
         path: PathBuf,
         nodesize: u32,
         devid: u64,
@@ -334,6 +338,7 @@ impl BlockReader {
     ) -> BlockReader {
         BlockReader {
             file,
+            base,
             path,
             nodesize,
             devid,
@@ -359,7 +364,7 @@ impl BlockReader {
     /// Read `buf.len()` bytes at `offset` of the image file.
     pub fn read_physical(&self, offset: u64, buf: &mut [u8]) -> Result<(), ReadError> {
         self.file
-            .read_exact_at(buf, offset)
+            .read_exact_at(buf, self.base + offset)
             .map_err(|source| ReadError::Io {
                 path: self.path.clone(),
                 offset,

@@ -1,5 +1,6 @@
 //! The image model of rootbox: the build spec, the subvolume layout, NixOS
-//! `fileSystems`, closures, ownership manifests, sizes and mkfs arguments.
+//! `fileSystems`, closures, ownership manifests, sizes and mkfs arguments;
+//! and the disk model ([`disk`]: partition tables, their bytes).
 //!
 //! It reads and checks inputs and decides what a build will do; it creates
 //! no namespaces and runs no processes (the `rootbox` runner does that), and
@@ -9,6 +10,7 @@
 #![deny(missing_docs)]
 
 pub mod closure;
+pub mod disk;
 pub mod layout;
 pub mod mkfs;
 pub mod nixos;

@@ -10,8 +10,9 @@ use rootbox_sandbox::{find_program, HostFacts, IdMap, MapMode, Sandbox};
 
 /// Check whether rootbox can work here, and say what to change if not.
 ///
-/// Checks user namespaces (sysctls, AppArmor, threads, qemu-user), mounts
-/// inside one, newuidmap/newgidmap and your subordinate id ranges, and the
+/// Checks user namespaces (sysctls, AppArmor, threads, qemu-user, a
+/// chroot), mounts inside one, newuidmap/newgidmap, the capability bounding
+/// set and no_new_privs they depend on, your subordinate id ranges, and the
 /// mkfs.btrfs version. Exits 1 when a check that builds need fails.
 #[derive(Args, Debug)]
 pub struct DoctorArgs {}
@@ -120,20 +121,19 @@ pub fn main(_: &DoctorArgs) -> Result<ExitCode> {
         r.line(Level::Info, "qemu-user binfmt handlers", f.qemu_binfmt.join(", "),
             Some("run a native rootbox binary; under qemu-user emulation user namespaces fail with EINVAL"));
     }
-    r.line(
-        if f.no_new_privs {
-            Level::Info
-        } else {
-            Level::Ok
-        },
-        "no_new_privs",
-        if f.no_new_privs {
-            "set (as in a Nix build): setuid newuidmap cannot work, only --map single"
-        } else {
-            "not set"
-        },
-        None,
-    );
+    match f.chrooted {
+        Some(true) => r.line(
+            Level::Fail,
+            "chroot",
+            "this process runs in a chroot: the kernel refuses it a new user namespace",
+            Some(
+                "enter the other root with a mount namespace and pivot_root (`rootbox run --root \
+                 DIR`, `unshare -m` + `pivot_root`) instead of chroot; or build with --no-userns",
+            ),
+        ),
+        Some(false) => r.line(Level::Ok, "chroot", "not in a chroot", None),
+        None => r.line(Level::Info, "chroot", "unknown (/proc not readable)", None),
+    }
 
     match try_sandbox(Sandbox::new().map(MapMode::Single)) {
         Ok(()) => r.line(
@@ -201,6 +201,40 @@ pub fn main(_: &DoctorArgs) -> Result<ExitCode> {
                 Some("apt-get install uidmap (for --map subid)"),
             ),
         }
+    }
+    // What the setuid helpers need from this process.
+    r.line(
+        if f.no_new_privs {
+            Level::Info
+        } else {
+            Level::Ok
+        },
+        "no_new_privs",
+        if f.no_new_privs {
+            "set (as in a Nix build): setuid newuidmap cannot work; --map auto maps a single id"
+        } else {
+            "not set"
+        },
+        None,
+    );
+    const SETID: u64 = (1 << 6) | (1 << 7);
+    match f.cap_bounding {
+        Some(b) if b & SETID == SETID => r.line(
+            Level::Ok,
+            "capability bounding set",
+            format!("{b:016x}: has CAP_SETUID and CAP_SETGID for newuidmap/newgidmap"),
+            None,
+        ),
+        Some(b) => r.line(
+            Level::Info,
+            "capability bounding set",
+            format!(
+                "{b:016x}: lacks CAP_SETUID/CAP_SETGID, so setuid newuidmap gains nothing; \
+                 --map auto maps a single id"
+            ),
+            Some("run rootbox where the bounding set keeps CAP_SETUID and CAP_SETGID (for --map subid)"),
+        ),
+        None => r.line(Level::Info, "capability bounding set", "unknown", None),
     }
     match IdMap::resolve(MapMode::Subid) {
         Ok(m) => {

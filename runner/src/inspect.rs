@@ -1,7 +1,10 @@
 //! `rootbox inspect`: what a btrfs image records (subvolumes, owners,
-//! modes, xattrs), read without root and without mounting it.
+//! modes, xattrs), read without root and without mounting it; or, for a
+//! partitioned disk, its table and what each partition holds (btrfs
+//! partitions listed the same way, FAT ones through mtools).
 //!
-//! Thin glue: reading is `rootbox_btrfs`, formatting is
+//! Thin glue: reading is `rootbox_btrfs` (and
+//! `rootbox_images::disk::table` for the partition table), formatting is
 //! `rootbox_btrfs::listing`.
 
 use std::io::{self, BufWriter, Write};
@@ -11,10 +14,11 @@ use anyhow::{bail, Context, Result};
 use rootbox_btrfs::{listing, Image, ReadError, Subvolume};
 use serde_json::{json, Value};
 
-/// List the subvolumes and files of a btrfs image as recorded on disk.
+/// List the subvolumes and files of a btrfs image as recorded on disk, or
+/// the partitions of a disk image and what each holds.
 #[derive(clap::Args, Debug, Clone)]
 pub struct InspectArgs {
-    /// The image file (one btrfs device).
+    /// The image file (one btrfs device, or a GPT/MBR disk).
     pub image: PathBuf,
     /// Print one JSON document instead of text.
     #[arg(long)]
@@ -36,24 +40,32 @@ struct Listing<'a> {
 
 /// Run `rootbox inspect`.
 pub fn run(args: &InspectArgs) -> Result<()> {
-    let image = Image::open(&args.image)
-        .with_context(|| format!("reading btrfs image {}", args.image.display()))?;
-    let subvols = image.subvolumes().context("listing subvolumes")?;
-    let default = image
-        .default_subvolume()
-        .context("reading the default subvolume")?;
-    let listings = select(&subvols, args.subvol.as_deref(), args.path.as_deref())?;
-
     let mut out = BufWriter::new(io::stdout().lock());
-    let written = if args.json {
-        write_json(&mut out, &image, &subvols, default, &listings)
-    } else {
-        write_text(&mut out, &image, &subvols, default, &listings)
+    let written = match crate::disk::inspect::read_table(&args.image)? {
+        Some(table) => crate::disk::inspect::write(&mut out, args, &table),
+        None => Image::open(&args.image)
+            .with_context(|| format!("reading btrfs image {}", args.image.display()))
+            .and_then(|image| list_image(&mut out, args, &image)),
     };
     match written.and_then(|()| out.flush().map_err(anyhow::Error::from)) {
         // `rootbox inspect img | head` is not an error.
         Err(e) if is_broken_pipe(&e) => Ok(()),
         other => other,
+    }
+}
+
+/// Lists one btrfs filesystem (an image, or a partition of a disk) as
+/// text or JSON.
+pub fn list_image(out: &mut dyn Write, args: &InspectArgs, image: &Image) -> Result<()> {
+    let subvols = image.subvolumes().context("listing subvolumes")?;
+    let default = image
+        .default_subvolume()
+        .context("reading the default subvolume")?;
+    let listings = select(&subvols, args.subvol.as_deref(), args.path.as_deref())?;
+    if args.json {
+        write_json(out, image, &subvols, default, &listings)
+    } else {
+        write_text(out, image, &subvols, default, &listings)
     }
 }
 

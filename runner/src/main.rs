@@ -2,8 +2,12 @@
 
 use std::process::ExitCode;
 
-use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use std::io::IsTerminal;
 
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use tracing_subscriber::filter::LevelFilter;
+
+mod disk;
 mod doctor;
 mod error_text;
 mod inspect;
@@ -32,6 +36,11 @@ struct Cli {
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     quiet: bool,
 
+    /// Colour in log output: auto (only when stderr is a terminal and
+    /// NO_COLOR is not set), always, or never.
+    #[arg(long, value_name = "WHEN", global = true, default_value = "auto")]
+    color: Color,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -39,6 +48,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     Build(Box<pipeline::BuildArgs>),
+    Disk(Box<disk::DiskArgs>),
     Run(run::RunArgs),
     Inspect(inspect::InspectArgs),
     Doctor(doctor::DoctorArgs),
@@ -49,7 +59,34 @@ enum Command {
     },
 }
 
-fn init_logging(verbose: u8, quiet: bool) {
+/// When log output is coloured.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Color {
+    Auto,
+    Always,
+    Never,
+}
+
+impl Color {
+    /// Whether to colour, decided once; rootbox's own steps in the sandbox
+    /// (`__stage`, whose stderr is this one) inherit it through
+    /// ROOTBOX_COLOR.
+    fn decide(self) -> bool {
+        let inherited = std::env::var("ROOTBOX_COLOR").ok();
+        let on = match (self, inherited.as_deref()) {
+            (Color::Always, _) | (Color::Auto, Some("always")) => true,
+            (Color::Never, _) | (Color::Auto, Some("never")) => false,
+            (Color::Auto, _) => {
+                std::io::stderr().is_terminal()
+                    && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+            }
+        };
+        std::env::set_var("ROOTBOX_COLOR", if on { "always" } else { "never" });
+        on
+    }
+}
+
+fn init_logging(verbose: u8, quiet: bool, color: Color) {
     let default = match (quiet, verbose) {
         (true, _) => "error",
         (_, 0) => "info",
@@ -61,14 +98,21 @@ fn init_logging(verbose: u8, quiet: bool) {
         std::env::set_var("ROOTBOX_LOG_LEVEL", default);
         default.to_string()
     });
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(color.decide())
         .with_target(false)
-        .without_time()
-        .init();
+        .without_time();
+    // A plain level needs no EnvFilter (whose set-up is a measurable part
+    // of a sandbox's start-up); RUST_LOG directives do.
+    match (std::env::var_os("RUST_LOG"), default.parse::<LevelFilter>()) {
+        (None, Ok(level)) => fmt.with_max_level(level).init(),
+        _ => {
+            let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&default));
+            fmt.with_env_filter(filter).init()
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -77,10 +121,11 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
-    init_logging(cli.verbose, cli.quiet);
+    init_logging(cli.verbose, cli.quiet, cli.color);
     let result = match &cli.command {
         Command::Run(args) => run::main(args, matches.subcommand_matches("run").expect("run")),
         Command::Build(args) => pipeline::main(args),
+        Command::Disk(args) => disk::main(args),
         Command::Inspect(args) => inspect::run(args).map(|()| ExitCode::SUCCESS),
         Command::Doctor(args) => doctor::main(args),
         Command::Stage { job } => pipeline::stage::main(job),

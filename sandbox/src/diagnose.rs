@@ -62,13 +62,21 @@ pub struct HostFacts {
     pub qemu_binfmt: Vec<String>,
     /// The user namespace nesting depth of this process (0 = initial).
     pub userns_depth: Option<u32>,
+    /// `CapBnd` of this process, the capability bounding set: without
+    /// CAP_SETUID and CAP_SETGID in it the setuid newuidmap/newgidmap gain
+    /// nothing.
+    pub cap_bounding: Option<u64>,
+    /// This process is chrooted (its root is not its mount namespace's
+    /// root): the kernel refuses it a new user namespace. None: unknown.
+    pub chrooted: Option<bool>,
 }
 
 fn read_u64(path: impl AsRef<Path>) -> Option<u64> {
     fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
-fn status_field(status: &str, key: &str) -> Option<String> {
+/// The value of `key` in a /proc/PID/status text.
+pub(crate) fn status_field(status: &str, key: &str) -> Option<String> {
     status
         .lines()
         .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
@@ -96,8 +104,43 @@ impl HostFacts {
             euid: nix::unistd::geteuid().as_raw(),
             qemu_binfmt,
             userns_depth: userns_depth(),
+            cap_bounding: status_field(&status, "CapBnd")
+                .and_then(|v| u64::from_str_radix(&v, 16).ok()),
+            chrooted: chrooted(),
         }
     }
+}
+
+/// Whether this process runs in a chroot, i.e. its root directory is not
+/// the root of its mount namespace (the kernel's `current_chrooted()`).
+///
+/// Where /proc/1 can be read and pid 1 shares our mount namespace, the
+/// roots are compared by device and inode. Otherwise (an unprivileged
+/// caller may not look at pid 1's root) /proc/self/mountinfo decides: it
+/// lists only the mounts at or below this process's root, so without a
+/// chroot the namespace's root mount is there with mount point `/`, and in
+/// a chroot into a directory that is not itself a mount point it is not.
+fn chrooted() -> Option<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let same_ns = match (
+        fs::read_link("/proc/1/ns/mnt"),
+        fs::read_link("/proc/self/ns/mnt"),
+    ) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    if same_ns {
+        if let (Ok(init), Ok(me)) = (fs::metadata("/proc/1/root/"), fs::metadata("/")) {
+            return Some((init.dev(), init.ino()) != (me.dev(), me.ino()));
+        }
+    }
+    let info = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    Some(mountinfo_lacks_root(&info))
+}
+
+/// No mount of a mountinfo text has mount point `/` (field 5).
+fn mountinfo_lacks_root(info: &str) -> bool {
+    !info.lines().any(|l| l.split(' ').nth(4) == Some("/"))
 }
 
 /// Counts how deep this process's user namespace is nested, from the
@@ -150,6 +193,13 @@ pub fn diagnose_clone(err: &io::Error, facts: &HostFacts) -> Option<Diagnosis> {
                  through qemu-user), or build with --no-userns",
             ))
         }
+        libc::EPERM if facts.chrooted == Some(true) => Some(Diagnosis::new(
+            "this process runs in a chroot, and the kernel refuses a new user namespace to a \
+             chrooted process",
+            "enter the other root with a mount namespace and pivot_root instead of chroot \
+             (`rootbox run --root DIR`, or `unshare -m` + `pivot_root`), or run rootbox outside \
+             the chroot; `rootbox build --no-userns` builds without a user namespace",
+        )),
         libc::EPERM | libc::EACCES if facts.apparmor_restrict == Some(1) => Some(Diagnosis::new(
             "AppArmor restricts unprivileged user namespaces \
              (kernel.apparmor_restrict_unprivileged_userns = 1, Ubuntu 23.10 and later)",
@@ -248,6 +298,28 @@ mod tests {
         };
         let d = diagnose_map(&io::Error::from_raw_os_error(libc::EPERM), &f).unwrap();
         assert!(d.cause.contains("AppArmor"), "{d}");
+    }
+
+    #[test]
+    fn a_chroot_is_named_before_security_modules() {
+        let f = HostFacts {
+            chrooted: Some(true),
+            ..facts()
+        };
+        let d = diagnose_clone(&io::Error::from_raw_os_error(libc::EPERM), &f).unwrap();
+        assert!(d.cause.contains("chroot"), "{d}");
+        assert!(d.remedy.contains("pivot_root"), "{d}");
+        let d = diagnose_clone(&io::Error::from_raw_os_error(libc::EPERM), &facts()).unwrap();
+        assert!(d.cause.contains("security module"), "{d}");
+    }
+
+    #[test]
+    fn mountinfo_without_a_root_mount_means_chroot() {
+        let host = "22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n\
+                    23 22 0:5 / /proc rw shared:2 - proc proc rw\n";
+        assert!(!mountinfo_lacks_root(host));
+        let jail = "23 22 0:5 / /proc rw shared:2 - proc proc rw\n";
+        assert!(mountinfo_lacks_root(jail));
     }
 
     #[test]

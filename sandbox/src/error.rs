@@ -16,6 +16,18 @@ pub enum Error {
     #[error("invalid sandbox: {0}")]
     Invalid(String),
 
+    /// The calling process has more than one thread: a sandbox is started
+    /// by a raw clone, which copies only the calling thread (and the
+    /// kernel refuses a new user namespace to a multi-threaded process).
+    #[error(
+        "cannot start a sandbox from a process with {threads} threads: start it before any \
+         thread, or from a single-threaded child process"
+    )]
+    MultiThreaded {
+        /// `Threads:` of /proc/self/status.
+        threads: u64,
+    },
+
     /// The kernel refused to create the namespaces.
     #[error("cannot create a user namespace: {source}{}", Diagnosis::suffix(.diagnosis))]
     CreateNamespace {

@@ -8,21 +8,24 @@
 
 use std::fs;
 use std::io::Write;
-use std::path::PathBuf;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
-use crate::diagnose::{diagnose_map, find_program, HostFacts};
+use crate::diagnose::{diagnose_map, find_program, status_field, HostFacts};
 use crate::error::{Error, Result};
 
 /// How ids are mapped into the sandbox.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MapMode {
-    /// A subordinate range when the caller has one and the helpers can run,
-    /// else a single id.
+    /// The best map that works here: a subordinate range when the caller
+    /// has one and the setuid helpers can gain their privilege, else a
+    /// single id. Falling back although a range is granted (no_new_privs,
+    /// a capability bounding set without CAP_SETUID/CAP_SETGID, or the
+    /// helper's own failure) logs one warning that says so and why.
     #[default]
     Auto,
     /// The caller's uid and gid only, mapped to 0. Always possible.
@@ -158,13 +161,30 @@ impl IdMap {
         }
         match mode {
             MapMode::Single => Ok(IdMap::single(uid, gid)),
-            MapMode::Subid => subordinate(uid, gid),
-            MapMode::Subrange => subordinate(uid, gid).map(IdMap::without_caller),
-            MapMode::Auto => Ok(subordinate(uid, gid).unwrap_or_else(|e| {
-                tracing::debug!("no subordinate id range, mapping a single id: {e}");
-                IdMap::single(uid, gid)
-            })),
+            MapMode::Subid => subordinate(uid, gid).map_err(NoSubid::into_error),
+            MapMode::Subrange => subordinate(uid, gid)
+                .map(IdMap::without_caller)
+                .map_err(NoSubid::into_error),
+            MapMode::Auto => match subordinate(uid, gid) {
+                Ok(map) => Ok(map),
+                Err(NoSubid::Absent(e)) => {
+                    tracing::debug!("no subordinate id range, mapping a single id: {e}");
+                    Ok(IdMap::single(uid, gid))
+                }
+                Err(NoSubid::Blocked { reason, .. }) => {
+                    warn_single_fallback(&reason);
+                    Ok(IdMap::single(uid, gid))
+                }
+            },
         }
+    }
+
+    /// The map `--map auto` falls back to when this one, which needs the
+    /// setuid helpers, cannot be written: the caller's own ids.
+    pub(crate) fn fallback(&self) -> Option<IdMap> {
+        self.helpers.as_ref()?;
+        let own = |r: &[IdRange]| r.iter().find(|r| r.inside == 0).map(|r| r.outside);
+        Some(IdMap::single(own(&self.uids)?, own(&self.gids)?))
     }
 
     /// The subordinate range of a `subid` map alone, from 0: inside k is
@@ -234,8 +254,11 @@ impl IdMap {
     /// namespace. Runs in the parent.
     pub(crate) fn write(&self, pid: Pid) -> Result<()> {
         if let Some((newuidmap, newgidmap)) = &self.helpers {
-            run_helper(newuidmap, pid, &self.uids)?;
-            return run_helper(newgidmap, pid, &self.gids);
+            // The two helpers are independent: run them side by side.
+            let uids = start_helper(newuidmap, pid, &self.uids)?;
+            let gids = start_helper(newgidmap, pid, &self.gids);
+            let uids = finish_helper(newuidmap, uids);
+            return uids.and(finish_helper(newgidmap, gids?));
         }
         let proc = PathBuf::from(format!("/proc/{pid}"));
         if !self.setgroups_allowed() {
@@ -279,7 +302,7 @@ fn write_proc(path: &std::path::Path, what: &'static str, text: &str) -> Result<
         })
 }
 
-fn run_helper(helper: &PathBuf, pid: Pid, ranges: &[IdRange]) -> Result<()> {
+fn start_helper(helper: &PathBuf, pid: Pid, ranges: &[IdRange]) -> Result<std::process::Child> {
     let mut cmd = Command::new(helper);
     cmd.arg(pid.to_string());
     for r in ranges {
@@ -289,15 +312,26 @@ fn run_helper(helper: &PathBuf, pid: Pid, ranges: &[IdRange]) -> Result<()> {
             r.count.to_string(),
         ]);
     }
-    let out = cmd.output().map_err(|source| Error::Sys {
-        what: "running newuidmap/newgidmap",
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|source| Error::Sys {
+            what: "running newuidmap/newgidmap",
+            source,
+        })
+}
+
+fn finish_helper(helper: &Path, child: std::process::Child) -> Result<()> {
+    let out = child.wait_with_output().map_err(|source| Error::Sys {
+        what: "waiting for newuidmap/newgidmap",
         source,
     })?;
     if out.status.success() {
         return Ok(());
     }
     Err(Error::IdMapHelper {
-        helper: helper.clone(),
+        helper: helper.to_path_buf(),
         status: out.status.to_string(),
         stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
     })
@@ -327,21 +361,77 @@ pub fn parse_subid(text: &str, name: Option<&str>, id: u32) -> Option<SubRange> 
     })
 }
 
-/// The caller's subordinate ranges and the helpers that can map them.
-fn subordinate(uid: u32, gid: u32) -> Result<IdMap> {
-    let unavailable = |reason: String, remedy: &str| Error::SubidUnavailable {
-        reason,
-        remedy: remedy.to_string(),
-    };
-    let facts = HostFacts::read();
-    if facts.no_new_privs {
-        return Err(unavailable(
-            "this process runs with no_new_privs (as in a Nix build sandbox), so the setuid \
-             helpers newuidmap/newgidmap cannot gain the privilege they need"
+/// The one warning of `--map auto` when it maps a single id although the
+/// caller has a subordinate range: what is lost, and `reason`, why.
+pub(crate) fn warn_single_fallback(reason: &str) {
+    tracing::warn!(
+        "--map auto: mapping only your own uid and gid (as --map single): {reason}. Lost: the \
+         subordinate owners of /etc/subuid and /etc/subgid (in the sandbox their files show up \
+         as 65534, and chown to ids other than 0 fails)"
+    );
+}
+
+/// Why setuid newuidmap/newgidmap cannot gain the privilege they need in
+/// this process, judged from its /proc/self/status text; None when they can.
+pub(crate) fn helpers_blocked(status: &str) -> Option<String> {
+    const CAP_SETGID: u64 = 1 << 6;
+    const CAP_SETUID: u64 = 1 << 7;
+    if status_field(status, "NoNewPrivs").as_deref() == Some("1") {
+        return Some(
+            "this process runs with no_new_privs (NoNewPrivs: 1, as in a Nix build sandbox or \
+             under systemd NoNewPrivileges=), so the setuid helpers newuidmap/newgidmap gain no \
+             privilege"
                 .into(),
-            "use --map single (everything the caller owns becomes root's), or an ownership manifest",
-        ));
+        );
     }
+    let bnd = status_field(status, "CapBnd")?;
+    let bits = u64::from_str_radix(&bnd, 16).ok()?;
+    let missing: Vec<&str> = [(CAP_SETUID, "CAP_SETUID"), (CAP_SETGID, "CAP_SETGID")]
+        .into_iter()
+        .filter(|(bit, _)| bits & bit == 0)
+        .map(|(_, name)| name)
+        .collect();
+    (!missing.is_empty()).then(|| {
+        format!(
+            "the capability bounding set lacks {} (CapBnd: {bnd}; containers with dropped \
+             capabilities, systemd CapabilityBoundingSet=, setpriv --bounding-set), so the setuid \
+             helpers newuidmap/newgidmap cannot gain {}",
+            missing.join(" and "),
+            if missing.len() == 1 { "it" } else { "them" }
+        )
+    })
+}
+
+/// Why there is no subordinate map.
+enum NoSubid {
+    /// None is granted, or the helpers are not installed: nothing is lost.
+    Absent(Error),
+    /// A range is granted and the helpers are there, but cannot work here.
+    Blocked {
+        /// Why not.
+        reason: String,
+        /// What would make it work.
+        remedy: String,
+    },
+}
+
+impl NoSubid {
+    fn into_error(self) -> Error {
+        match self {
+            NoSubid::Absent(e) => e,
+            NoSubid::Blocked { reason, remedy } => Error::SubidUnavailable { reason, remedy },
+        }
+    }
+}
+
+/// The caller's subordinate ranges and the helpers that can map them.
+fn subordinate(uid: u32, gid: u32) -> Result<IdMap, NoSubid> {
+    let unavailable = |reason: String, remedy: &str| {
+        NoSubid::Absent(Error::SubidUnavailable {
+            reason,
+            remedy: remedy.to_string(),
+        })
+    };
     let name = nix::unistd::User::from_uid(uid.into())
         .ok()
         .flatten()
@@ -368,6 +458,16 @@ fn subordinate(uid: u32, gid: u32) -> Result<IdMap> {
         })
     };
     let helpers = (helper("newuidmap")?, helper("newgidmap")?);
+    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+    if let Some(reason) = helpers_blocked(&status) {
+        return Err(NoSubid::Blocked {
+            reason,
+            remedy: "use --map single (everything the caller owns becomes root's), or an \
+                     ownership manifest; or run rootbox where the capability bounding set keeps \
+                     CAP_SETUID and CAP_SETGID and no_new_privs is not set"
+                .into(),
+        });
+    }
     // Id 0 is the caller; the subordinate ids follow from 1. The overflow
     // id (65534) is left out of the map, so that inside the namespace it
     // always means "owner not mapped": a planner inside can tell such
@@ -470,6 +570,37 @@ mod tests {
         assert_eq!(m.gid_inside(100), Some(0));
         assert_eq!(m.gid_inside(101), None);
         assert_eq!(map_text(&m.uids), "0 1000 1\n1 100000 65536\n");
+    }
+
+    #[test]
+    fn blocked_helpers_are_explained() {
+        let full = "CapBnd:\t000001ffffffffff\nNoNewPrivs:\t0\n";
+        assert_eq!(helpers_blocked(full), None);
+        let empty = "CapBnd:\t0000000000000000\nNoNewPrivs:\t0\n";
+        let why = helpers_blocked(empty).unwrap();
+        assert!(why.contains("CAP_SETUID and CAP_SETGID"), "{why}");
+        assert!(why.contains("CapBnd: 0000000000000000"), "{why}");
+        let no_setgid = "CapBnd:\t000001ffffffffbf\nNoNewPrivs:\t0\n";
+        let why = helpers_blocked(no_setgid).unwrap();
+        assert!(
+            why.contains("lacks CAP_SETGID (") && !why.contains("SETUID"),
+            "{why}"
+        );
+        let nnp = "CapBnd:\t000001ffffffffff\nNoNewPrivs:\t1\n";
+        assert!(helpers_blocked(nnp).unwrap().contains("no_new_privs"));
+    }
+
+    #[test]
+    fn the_fallback_is_the_callers_own_ids() {
+        let mut m = IdMap::single(1000, 100);
+        assert_eq!(m.fallback(), None, "no helpers, nothing to fall back from");
+        m.helpers = Some(("/u".into(), "/g".into()));
+        m.uids.push(IdRange {
+            inside: 1,
+            outside: 100000,
+            count: 65533,
+        });
+        assert_eq!(m.fallback(), Some(IdMap::single(1000, 100)));
     }
 
     #[test]

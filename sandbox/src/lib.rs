@@ -13,25 +13,39 @@
 //! ```
 //!
 //! Where things happen: [`Sandbox`] (sandbox.rs) collects and checks the
-//! description; idmap.rs decides the uid/gid maps; mounts.rs holds the
-//! mount records and makes them; process.rs is the clone/exec dance in
-//! one place; sys.rs holds the few raw system calls; diagnose.rs turns
-//! kernel refusals into causes and remedies; oci.rs converts to and from
+//! description and prepares every record the child runs; idmap.rs decides
+//! the uid/gid maps; mounts.rs holds the mount records and makes them;
+//! process.rs is the clone/exec dance in one place, its processes talking
+//! through channel.rs's typed messages; sys.rs holds the few raw system
+//! calls (the only `unsafe` code); diagnose.rs turns kernel refusals into
+//! causes and remedies; oci.rs (cargo feature `oci`) converts to and from
 //! OCI runtime configurations.
+//!
+//! Sandboxes must be started from a single-threaded process (see
+//! [`Sandbox::spawn`]).
 
+#![deny(unsafe_code)]
+#![deny(missing_docs)]
+
+mod channel;
 mod diagnose;
 mod error;
 mod idmap;
 mod mounts;
+#[cfg(feature = "oci")]
 mod oci;
 mod process;
 mod sandbox;
+#[allow(unsafe_code)]
 mod sys;
 
 pub use diagnose::{diagnose_clone, diagnose_map, find_program, Diagnosis, HostFacts};
 pub use error::{Error, Result};
 pub use idmap::{parse_subid, IdMap, IdRange, MapMode, SubRange};
 pub use mounts::{seal_readonly, MountOp};
+/// An OCI runtime configuration (`config.json`), as the `oci-spec` crate
+/// models it; see [`Sandbox::to_oci`] and [`Sandbox::from_oci`].
+#[cfg(feature = "oci")]
 pub use oci_spec::runtime::Spec as OciSpec;
 pub use process::{Child, ExitStatus};
-pub use sandbox::{Namespaces, Sandbox};
+pub use sandbox::{Namespaces, Sandbox, Stdio};

@@ -1,28 +1,71 @@
-//! The namespace dance, read top to bottom.
+//! The namespace dance, read top to bottom: up to three processes, and
+//! the [`Message`]s they exchange over [`Channel`]s.
 //!
-//! Parent                                   Child (new user + mount ns)
-//! ------                                   ---------------------------
-//! resolve id map, build argv/env/paths
-//! block INT TERM HUP QUIT CHLD (signalfd)
-//! clone3(CLONE_NEWUSER|CLONE_NEWNS|...) ─► set PDEATHSIG; wait for "go"
-//! write uid_map / gid_map                    (EOF = parent died: exit)
-//! send "go"                            ─► become 0:0, mounts slave,
-//!                                           mounts, pivot_root, chdir
-//!                                           [new PID ns: fork; pid 1 stays
-//!                                            as init, the command goes on]
-//!                                           drop caps, NO_NEW_PRIVS, exec
-//! read error pipe (EOF = exec done)    ◄─ or: write the failed step, exit
-//! forward signals, wait
+//! ```text
+//! caller (parent)                 sandbox child                    command
+//! ---------------                 -------------                    -------
+//! Sandbox::prepare: map, argv,
+//!   env, mounts (all decisions)
+//! check: one thread only
+//! block INT TERM HUP QUIT CHLD
+//! clone3(NEWUSER|NEWNS|...) ───► PDEATHSIG
+//!                         ◄────── Ready{pid}       (control)
+//! write uid_map, gid_map
+//!   (newuidmap ∥ newgidmap, or
+//!    /proc/PID/* directly; auto:
+//!    a helper fails → kill, start
+//!    again with the single map)
+//! Go ───────────────────────────► (EOF instead: parent died, exit)
+//!                                 setresgid/setresuid(0), dumpable
+//!                                 ┌ no monitor needed (no PID ns, and no
+//!                                 │ mount of ours, or caps dropped):
+//!                                 │ / a slave, the mounts, exec below
+//!                                 └ as the command itself
+//!                                 open /proc (for the inner map)
+//!                                 / a recursive slave; bind the new
+//!                                 root; the mounts; pivot_root; chdir
+//!                                 fork ─────────────────────────► PDEATHSIG
+//!                                                                 unshare(NEWUSER|NEWNS):
+//!                                                                 the mounts now belong to
+//!                                                                 a more privileged user
+//!                                                                 namespace, so the kernel
+//!                                                                 locks them (a read-only
+//!                                                                 bind stays read-only)
+//!                                 ◄────────────────────────────── Ready{pid}       (inner)
+//!                                 write the inner map (every id
+//!                                 onto itself), Go ─────────────► stdout/stderr, drop caps,
+//!                                 close its report end            NO_NEW_PRIVS, SIGPIPE
+//!                                                                 default, unmask, execve
+//! report: EOF = exec done ◄─────────────────────────────────────── or Failed{step}, exit 127
+//!   (or Failed{step} from either)
+//! return Child                    monitor (pid 1 of a new PID
+//!                                 namespace): forwards signals,
+//! Child::wait: forward signals,   reaps, Exited{raw} ─► (control),
+//!   waitpid, read Exited{raw}     exits with the command's code
+//! ```
 //!
-//! Everything that can fail late is decided in the parent; the child runs
-//! prepared records and reports the first failure through a CLOEXEC pipe.
+//! The monitor and the inner user namespace exist only where they are
+//! needed ([`Prepared::monitor`]): with a PID namespace (the monitor is its
+//! init), or when the sandbox makes mounts and the command keeps its
+//! capabilities (it could unmount or remount them otherwise). Without
+//! them, the command sees only mounts inherited from the host, which the
+//! kernel locked already when the sandbox's user namespace was made.
+//!
+//! Everything that can fail late is decided in the parent
+//! ([`Sandbox::prepare`](crate::Sandbox) makes a [`Prepared`]); the child
+//! and the command run those records, and report the first failure on the
+//! report channel, whose command end closes on exec (close-on-exec).
+//!
+//! This file is longer than the others (about 680 lines before its tests)
+//! on purpose: each process's side of the dance is kept in one place, so
+//! the order of clone, maps, mounts, pivot and exec reads top to bottom.
 
 use std::convert::Infallible;
 use std::ffi::CString;
-use std::fs::File;
-use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use nix::sched::CloneFlags;
 use nix::sys::signal::{kill, SigSet, SigmaskHow, Signal};
@@ -30,11 +73,11 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{Gid, Pid, Uid};
 
-use crate::diagnose::{diagnose_clone, HostFacts};
+use crate::channel::{Channel, Message};
+use crate::diagnose::{diagnose_clone, status_field, HostFacts};
 use crate::error::{Error, Result};
 use crate::idmap::IdMap;
 use crate::mounts::{self, MountOp, Tree};
-use crate::sandbox::{env_cstring, exec_candidates, Sandbox};
 use crate::sys::{self, Fork};
 
 /// How the command ended.
@@ -98,19 +141,62 @@ fn handled_signals() -> SigSet {
     set
 }
 
+/// Everything the child and the command need, decided by the parent
+/// ([`Sandbox::prepare`](crate::Sandbox)) so that they make no decisions.
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    /// The sandbox's id map, written by the parent.
+    pub(crate) idmap: IdMap,
+    /// With `--map auto`: the single map to start again with when the
+    /// setuid helpers fail to write `idmap`.
+    pub(crate) fallback: Option<IdMap>,
+    /// The `CLONE_NEW*` flags of the sandbox's namespaces.
+    pub(crate) clone_flags: libc::c_int,
+    /// The mounts, in order.
+    pub(crate) mounts: Vec<MountOp>,
+    /// The new root (pivot_root), if any.
+    pub(crate) root: Option<PathBuf>,
+    /// The command's working directory, inside the sandbox.
+    pub(crate) cwd: Option<PathBuf>,
+    /// The sandbox has its own PID namespace.
+    pub(crate) new_pid_ns: bool,
+    /// argv\[0\] as given, for messages.
+    pub(crate) program: String,
+    /// The paths execve tries, in order.
+    pub(crate) candidates: Vec<CString>,
+    /// The command line.
+    pub(crate) argv: Vec<CString>,
+    /// The command's environment, `KEY=VALUE`.
+    pub(crate) env: Vec<CString>,
+    /// Drop every capability before exec.
+    pub(crate) drop_caps: bool,
+    /// Kill the sandbox when the parent dies.
+    pub(crate) die_with_parent: bool,
+    /// Run the command under a monitor, one user namespace further in:
+    /// needed for a PID namespace (the monitor is its init), and to lock
+    /// the mounts the sandbox makes when the command keeps its
+    /// capabilities (it could unmount or remount them otherwise).
+    pub(crate) monitor: bool,
+    /// Descriptors for the command's stdout and stderr.
+    pub(crate) stdout: Option<Arc<OwnedFd>>,
+    /// See `stdout`.
+    pub(crate) stderr: Option<Arc<OwnedFd>>,
+}
+
 /// A running sandbox.
 #[derive(Debug)]
 pub struct Child {
     pid: Pid,
     signals: SignalFd,
     old_mask: SigSet,
-    /// With a PID namespace: init reports the command's raw wait status here.
-    status: Option<File>,
+    /// The monitor reports the command's raw wait status here.
+    control: Option<Channel>,
     done: bool,
 }
 
 impl Child {
-    /// The pid of the sandbox's first process (init, with a PID namespace).
+    /// The pid of the sandbox's first process: the monitor (init, with a
+    /// PID namespace), or the command itself where no monitor is needed.
     pub fn pid(&self) -> u32 {
         self.pid.as_raw() as u32
     }
@@ -140,17 +226,11 @@ impl Child {
             }
         };
         self.done = true;
-        // With a PID namespace the direct child is init; the command's own
-        // status is what init reported.
-        let status = match self.status.take() {
-            Some(mut pipe) => {
-                let mut raw = [0u8; 4];
-                match pipe.read_exact(&mut raw) {
-                    Ok(()) => ExitStatus::from_raw(i32::from_le_bytes(raw)),
-                    Err(_) => status,
-                }
-            }
-            None => status,
+        // The direct child is the monitor; the command's own status is what
+        // the monitor reported.
+        let status = match self.control.take().map(|mut c| c.recv()) {
+            Some(Ok(Some(Message::Exited { raw }))) => ExitStatus::from_raw(raw),
+            _ => status,
         };
         Ok(status)
     }
@@ -167,82 +247,64 @@ impl Drop for Child {
     }
 }
 
-/// Everything the child needs, prepared by the parent so the child makes
-/// no decisions.
-struct Prepared {
-    idmap: IdMap,
-    mounts: Vec<MountOp>,
-    root: Option<PathBuf>,
-    cwd: Option<PathBuf>,
-    new_pid_ns: bool,
-    program: String,
-    candidates: Vec<CString>,
-    argv: Vec<CString>,
-    env: Vec<CString>,
-    drop_caps: bool,
-    die_with_parent: bool,
-    old_mask: SigSet,
-    stdout: Option<RawFd>,
-    stderr: Option<RawFd>,
+/// Refuses to clone from a multi-threaded process: the raw clone copies
+/// only the calling thread and skips glibc's atfork handlers, so a lock
+/// another thread held (malloc's, stdio's) would stay locked in the child;
+/// and the kernel refuses CLONE_NEWUSER to a multi-threaded process anyway.
+fn require_single_thread() -> Result<()> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    match status_field(&status, "Threads").and_then(|t| t.parse::<u64>().ok()) {
+        Some(threads) if threads > 1 => Err(Error::MultiThreaded { threads }),
+        _ => Ok(()),
+    }
 }
 
-fn pipe() -> Result<(File, File)> {
-    let (r, w) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(Error::sys("creating a pipe"))?;
-    Ok((File::from(r), File::from(w)))
+fn channel() -> Result<(Channel, Channel)> {
+    Channel::pair().map_err(|source| Error::Sys {
+        what: "creating a channel",
+        source,
+    })
 }
 
-pub(crate) fn spawn(sb: &Sandbox) -> Result<Child> {
-    sb.validate()?;
-    let idmap = IdMap::resolve(sb.map)?;
-    tracing::debug!(?idmap, "id map");
-    let env = sb.environment();
-    let path = env
-        .iter()
-        .find(|(k, _)| k == "PATH")
-        .map(|(_, v)| v.as_os_str());
-    let prepared = Prepared {
-        idmap: idmap.clone(),
-        mounts: sb.mounts.clone(),
-        root: sb.root.clone(),
-        cwd: sb.cwd.clone(),
-        new_pid_ns: sb.namespaces.pid,
-        program: sb.argv[0].to_string_lossy().into_owned(),
-        candidates: exec_candidates(&sb.argv[0], path),
-        argv: sb
-            .argv
-            .iter()
-            .map(|a| CString::new(std::os::unix::ffi::OsStrExt::as_bytes(a.as_os_str())))
-            .collect::<std::result::Result<_, _>>()
-            .map_err(|_| Error::Invalid("a command argument contains a NUL byte".into()))?,
-        env: env.iter().filter_map(|(k, v)| env_cstring(k, v)).collect(),
-        drop_caps: sb.drop_caps,
-        die_with_parent: !sb.keep_parent_alive,
-        stdout: sb.stdout,
-        stderr: sb.stderr,
-        old_mask: SigSet::thread_get_mask().map_err(Error::sys("reading the signal mask"))?,
-    };
+/// Starts the prepared sandbox. Runs in the parent.
+pub(crate) fn spawn(mut p: Prepared) -> Result<Child> {
+    require_single_thread()?;
+    match start(&p) {
+        // `--map auto`: newuidmap/newgidmap failed for a reason that was not
+        // seen beforehand. The half-mapped child is gone (Child's drop);
+        // start again with the caller's own ids.
+        Err(e @ Error::IdMapHelper { .. }) if p.fallback.is_some() => {
+            crate::idmap::warn_single_fallback(&e.to_string());
+            p.idmap = p.fallback.take().unwrap_or(p.idmap);
+            start(&p)
+        }
+        started => started,
+    }
+}
 
-    let (go_r, mut go_w) = pipe()?;
-    let (mut hello_r, hello_w) = pipe()?;
-    let (mut err_r, err_w) = pipe()?;
-    // The monitor reports the command's raw wait status here.
-    let status_pipe = Some(pipe()?);
+/// One attempt of [`spawn`].
+fn start(p: &Prepared) -> Result<Child> {
+    let old_mask = SigSet::thread_get_mask().map_err(Error::sys("reading the signal mask"))?;
+    // control: the child's Ready and the parent's Go; the monitor's Exited.
+    let (mut control, control_child) = channel()?;
+    // report: a failed step, from the child or the command; EOF once the
+    // command has exec'd and the monitor has closed its copy.
+    let (mut report, report_child) = channel()?;
 
     // Block the signals we forward before the child exists, so none is
-    // lost between clone and the wait loop; the child unblocks them just
+    // lost between clone and the wait loop; the command unblocks them just
     // before exec.
     let mask = handled_signals();
     mask.thread_block()
         .map_err(Error::sys("blocking signals"))?;
     let restore = |e: Error| {
-        let _ = prepared.old_mask.thread_set_mask();
+        let _ = old_mask.thread_set_mask();
         e
     };
     let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC)
         .map_err(|e| restore(Error::sys("creating a signalfd")(e)))?;
 
-    let child = match sys::clone_into_namespaces(sb.namespaces.clone_flags()) {
+    let pid = match sys::clone_into_namespaces(p.clone_flags) {
         Err(source) => {
             return Err(restore(Error::CreateNamespace {
                 // The facts are read only when they are needed, on failure.
@@ -251,89 +313,135 @@ pub(crate) fn spawn(sb: &Sandbox) -> Result<Child> {
             }));
         }
         Ok(Fork::Child) => {
-            drop(go_w);
-            drop(err_r);
-            drop(signals);
-            let status_w = status_pipe.map(|(r, w)| {
-                drop(r);
-                w
-            });
-            drop(hello_r);
-            child_main(&prepared, go_r, err_w, status_w, hello_w)
+            drop((control, report, signals));
+            child_main(p, old_mask, control_child, report_child)
         }
         Ok(Fork::Parent(pid)) => pid,
     };
-    drop(go_r);
-    drop(hello_w);
-    drop(err_w);
-    let status = status_pipe.map(|(r, w)| {
-        drop(w);
-        r
-    });
-    let child = Child {
-        pid: child,
+    drop((control_child, report_child));
+    let mut child = Child {
+        pid,
         signals,
-        old_mask: prepared.old_mask,
-        status,
+        old_mask,
+        control: None,
         done: false,
     };
 
     // The child waits in its new user namespace until its ids are mapped:
-    // nothing in it can be done as root before that.
-    // The child's pid as /proc knows it: the clone's return value is the
-    // pid in our PID namespace, and /proc may belong to another one (inside
-    // a sandbox with its own PID namespace and the host's /proc).
-    let mut hello = String::new();
-    let _ = hello_r.read_to_string(&mut hello);
-    let proc_pid = hello.trim().parse().map(Pid::from_raw).unwrap_or(child.pid);
-    idmap.write(proc_pid)?;
-    go_w.write_all(b"g").map_err(|source| Error::Sys {
-        what: "starting the sandbox",
-        source,
-    })?;
-    drop(go_w);
-
-    // The error pipe closes on exec (CLOEXEC) or carries the failed step.
-    let mut report = Vec::new();
-    let _ = err_r.read_to_end(&mut report);
-    if !report.is_empty() {
-        return Err(decode_error(&report, &prepared.program));
+    // nothing in it can be done as root before that. (No Ready: the child
+    // ended before it was ready, and the report says why.)
+    if let Ok(Some(Message::Ready { proc_pid })) = control.recv() {
+        let proc_pid = if proc_pid > 0 {
+            Pid::from_raw(proc_pid)
+        } else {
+            pid
+        };
+        p.idmap.write(proc_pid)?;
+        control.send(&Message::Go).map_err(|source| Error::Sys {
+            what: "starting the sandbox",
+            source,
+        })?;
     }
-    Ok(child)
+    child.control = Some(control);
+
+    match report.recv() {
+        Ok(None) => Ok(child),
+        Ok(Some(msg)) => Err(failure_error(msg, &p.program)),
+        Err(source) => Err(Error::Sys {
+            what: "reading the sandbox's report",
+            source,
+        }),
+    }
 }
 
-// ---- child side --------------------------------------------------------
+// ---- the sandbox child ---------------------------------------------------
 
 /// The child: waits for its id map, sets up, and execs. Never returns.
-fn child_main(p: &Prepared, go: File, mut err: File, status: Option<File>, mut hello: File) -> ! {
-    // Tell the parent which /proc entry is ours (see `spawn`).
-    let me = std::fs::read_link("/proc/self").unwrap_or_default();
-    let _ = hello.write_all(me.as_os_str().as_encoded_bytes());
-    drop(hello);
-    let failure = child_setup(p, go, &err, status).unwrap_err();
-    let _ = err.write_all(&encode_error(&failure));
+fn child_main(p: &Prepared, old_mask: SigSet, control: Channel, report: Channel) -> ! {
+    let mut report = Some(report);
+    let failure = child_setup(p, old_mask, control, &mut report).unwrap_err();
+    if let Some(report) = report.as_mut() {
+        let _ = report.send(&failure_message(&failure));
+    }
     sys::exit_now(127)
 }
 
-fn child_setup(p: &Prepared, mut go: File, err: &File, status: Option<File>) -> Result<Infallible> {
-    // Die with the parent; if it already died, the go pipe reads EOF below.
+/// This process's pid as the mounted /proc knows it, 0 when unknown.
+fn proc_pid(proc_dir: Option<&OwnedFd>) -> i32 {
+    let link = match proc_dir {
+        Some(dir) => nix::fcntl::readlinkat(Some(dir.as_raw_fd()), "self"),
+        None => nix::fcntl::readlink("/proc/self"),
+    };
+    link.ok()
+        .and_then(|l| l.to_str()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn child_setup(
+    p: &Prepared,
+    old_mask: SigSet,
+    mut control: Channel,
+    report: &mut Option<Channel>,
+) -> Result<Infallible> {
+    // Die with the parent; if it already died, `control` reads EOF below.
     if p.die_with_parent {
         nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(Error::sys("PR_SET_PDEATHSIG"))?;
     }
-    let mut byte = [0u8; 1];
-    if go.read(&mut byte).map_err(|source| Error::Sys {
-        what: "waiting for the id map",
-        source,
-    })? == 0
-    {
+    let ready = Message::Ready {
+        proc_pid: proc_pid(None),
+    };
+    if control.send(&ready).is_err() || control.recv().ok().flatten() != Some(Message::Go) {
         sys::exit_now(1);
     }
-    drop(go);
+    become_root(p)?;
+    if !p.monitor {
+        // No mount of ours to lock and no PID namespace: the command is
+        // this process. The mounts it sees came from the host and are
+        // locked already (the kernel locks every mount a less privileged
+        // user namespace inherits).
+        make_mounts(p)?;
+        return exec(p, old_mask);
+    }
 
-    // Become 0:0. The map is written, so these ids exist; supplementary
-    // groups can only be dropped where setgroups is allowed.
+    // The monitor writes the command's inner id map through this procfs;
+    // keep it before any mount can cover or replace /proc.
+    let proc_dir = sys::openat2(sys::cwd(), c"/proc", libc::O_PATH | libc::O_DIRECTORY, 0)
+        .map_err(|source| Error::Sys {
+            what: "opening /proc",
+            source,
+        })?;
+
+    make_mounts(p)?;
+
+    // The command runs one user namespace further in. The mounts made
+    // above then belong to a more privileged namespace, and the kernel
+    // locks their flags: a read-only bind cannot be remounted writable, by
+    // the command or by anything it starts. This process stays outside as
+    // the command's monitor: only a process of the enclosing namespace may
+    // write the inner id map; then it forwards signals, reaps, and reports
+    // the command's status. In a new PID namespace it is also pid 1.
+    let (to_command, mut to_monitor) = channel()?;
+    match sys::fork().map_err(|source| Error::Sys {
+        what: "fork",
+        source,
+    })? {
+        Fork::Parent(cmd) => {
+            drop(to_monitor);
+            monitor(p, cmd, &proc_dir, to_command, control, report.take())
+        }
+        Fork::Child => {
+            drop((to_command, control));
+            enter_inner_namespace(p, &proc_dir, &mut to_monitor)?;
+        }
+    }
+    exec(p, old_mask)
+}
+
+/// Becomes 0:0 in the new namespace. The map is written, so these ids exist.
+fn become_root(p: &Prepared) -> Result<()> {
     let root_gid = Gid::from_raw(0);
     nix::unistd::setresgid(root_gid, root_gid, root_gid).map_err(Error::sys("setresgid(0)"))?;
+    // Supplementary groups can only be dropped where setgroups is allowed.
     if p.idmap.setgroups_allowed() {
         nix::unistd::setgroups(&[]).map_err(Error::sys("setgroups([])"))?;
     }
@@ -341,18 +449,13 @@ fn child_setup(p: &Prepared, mut go: File, err: &File, status: Option<File>) -> 
     nix::unistd::setresuid(root_uid, root_uid, root_uid).map_err(Error::sys("setresuid(0)"))?;
     // Changing to another kernel uid (where the caller itself is not
     // mapped, --map subrange) makes the process non-dumpable, and its /proc
-    // files then belong to the host's root: the monitor below could not
-    // write the command's inner id map. Nothing secret is in this process.
-    nix::sys::prctl::set_dumpable(true).map_err(Error::sys("PR_SET_DUMPABLE"))?;
+    // files then belong to the host's root: the monitor could not write
+    // the command's inner id map. Nothing secret is in this process.
+    nix::sys::prctl::set_dumpable(true).map_err(Error::sys("PR_SET_DUMPABLE"))
+}
 
-    // The monitor below writes the command's inner id map through this
-    // procfs; keep it before any mount can cover or replace /proc.
-    let proc_dir = sys::openat2(sys::cwd(), c"/proc", libc::O_PATH | libc::O_DIRECTORY, 0)
-        .map_err(|source| Error::Sys {
-            what: "opening /proc",
-            source,
-        })?;
-
+/// Makes the prepared mounts, the new root and the working directory.
+fn make_mounts(p: &Prepared) -> Result<()> {
     // Nothing mounted from here on may reach the host.
     mounts::make_slave()?;
     let tree_root = match &p.root {
@@ -376,87 +479,79 @@ fn child_setup(p: &Prepared, mut go: File, err: &File, status: Option<File>) -> 
             source: e.into(),
         })?;
     }
+    Ok(())
+}
 
-    // The command runs one user namespace further in. The mounts made
-    // above then belong to a more privileged namespace, and the kernel
-    // locks their flags: a read-only bind cannot be remounted writable, by
-    // the command or by anything it starts. This process stays outside as
-    // the command's monitor: only a process of the enclosing namespace may
-    // write the inner id map; then it forwards signals, reaps, and reports
-    // the command's status. In a new PID namespace it is also pid 1.
-    let (mut unshared_r, mut unshared_w) = pipe()?;
-    let (mut mapped_r, mut mapped_w) = pipe()?;
-    match sys::fork().map_err(|source| Error::Sys {
-        what: "fork",
-        source,
-    })? {
-        Fork::Parent(cmd) => {
-            drop(unshared_w);
-            drop(mapped_r);
-            // The command's pid as /proc knows it (the outer one, also in a
-            // new PID namespace). EOF: the command failed before it
-            // unshared, and said why on the error pipe.
-            let mut outer_pid = String::new();
-            if unshared_r.read_to_string(&mut outer_pid).is_ok() && !outer_pid.is_empty() {
-                if let Err(e) = write_inner_map(&proc_dir, outer_pid.trim(), p) {
-                    let _ = kill(cmd, Signal::SIGKILL);
-                    return Err(e);
-                }
-                let _ = mapped_w.write_all(b"g");
-            }
-            drop(mapped_w);
-            run_init(cmd, err, status)
+/// The command's side of the inner namespace: unshare it, and wait for the
+/// monitor to map it.
+fn enter_inner_namespace(p: &Prepared, proc_dir: &OwnedFd, monitor: &mut Channel) -> Result<()> {
+    if p.die_with_parent {
+        nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(Error::sys("PR_SET_PDEATHSIG"))?;
+    }
+    nix::sched::unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS).map_err(|e| {
+        Error::Setup {
+            step: "entering the inner user namespace that locks the mounts".into(),
+            source: e.into(),
         }
-        Fork::Child => {
-            drop(unshared_r);
-            drop(mapped_w);
-            if p.die_with_parent {
-                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
-                    .map_err(Error::sys("PR_SET_PDEATHSIG"))?;
+    })?;
+    // The pid as /proc knows it: the outer one, also in a new PID namespace.
+    let ready = Message::Ready {
+        proc_pid: proc_pid(Some(proc_dir)),
+    };
+    monitor.send(&ready).map_err(|source| Error::Sys {
+        what: "signalling the monitor",
+        source,
+    })?;
+    if monitor.recv().ok().flatten() != Some(Message::Go) {
+        sys::exit_now(1);
+    }
+    Ok(())
+}
+
+/// The monitor: maps the command's inner namespace, then waits for it.
+fn monitor(
+    p: &Prepared,
+    cmd: Pid,
+    proc_dir: &OwnedFd,
+    mut command: Channel,
+    control: Channel,
+    mut report: Option<Channel>,
+) -> ! {
+    // EOF instead of Ready: the command failed before it unshared, and
+    // said why on the report channel.
+    if let Ok(Some(Message::Ready { proc_pid })) = command.recv() {
+        match write_inner_map(proc_dir, proc_pid, p) {
+            Ok(()) => {
+                let _ = command.send(&Message::Go);
             }
-            nix::sched::unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS).map_err(
-                |e| Error::Setup {
-                    step: "entering the inner user namespace that locks the mounts".into(),
-                    source: e.into(),
-                },
-            )?;
-            let me = nix::fcntl::readlinkat(Some(proc_dir.as_raw_fd()), "self")
-                .map_err(Error::sys("reading /proc/self"))?;
-            unshared_w
-                .write_all(me.as_encoded_bytes())
-                .map_err(|source| Error::Sys {
-                    what: "signalling the monitor",
-                    source,
-                })?;
-            drop(unshared_w);
-            let mut byte = [0u8; 1];
-            if mapped_r.read(&mut byte).unwrap_or(0) == 0 {
-                sys::exit_now(1);
+            Err(e) => {
+                let _ = kill(cmd, Signal::SIGKILL);
+                if let Some(report) = report.as_mut() {
+                    let _ = report.send(&failure_message(&e));
+                }
             }
         }
     }
-    drop(status);
-    exec(p)
+    // The command holds the report channel until its exec; the monitor
+    // must not keep it open, or the parent would wait for the monitor.
+    drop((command, report));
+    run_init(cmd, control)
 }
 
 /// Maps every id of the sandbox onto itself in the command's inner
 /// namespace: the command sees the same ids, one namespace further in.
-fn write_inner_map(proc_dir: &OwnedFd, pid: &str, p: &Prepared) -> Result<()> {
+fn write_inner_map(proc_dir: &OwnedFd, pid: i32, p: &Prepared) -> Result<()> {
     for (what, ranges) in [("uid_map", &p.idmap.uids), ("gid_map", &p.idmap.gids)] {
         let identity: String = ranges
             .iter()
             .map(|r| format!("{} {} {}\n", r.inside, r.inside, r.count))
             .collect();
-        let path = std::ffi::CString::new(format!("{pid}/{what}")).unwrap_or_default();
+        let path = CString::new(format!("{pid}/{what}")).unwrap_or_default();
         sys::openat2(proc_dir.as_fd(), &path, libc::O_WRONLY, 0)
-            .map(File::from)
-            .and_then(|mut f| f.write_all(identity.as_bytes()))
+            .map(std::fs::File::from)
+            .and_then(|mut f| io::Write::write_all(&mut f, identity.as_bytes()))
             .map_err(|source| Error::IdMap {
-                what: if what == "uid_map" {
-                    "uid_map"
-                } else {
-                    "gid_map"
-                },
+                what,
                 source,
                 diagnosis: None,
             })?;
@@ -464,10 +559,10 @@ fn write_inner_map(proc_dir: &OwnedFd, pid: &str, p: &Prepared) -> Result<()> {
     Ok(())
 }
 
-fn exec(p: &Prepared) -> Result<Infallible> {
-    for (fd, target) in [(p.stdout, 1), (p.stderr, 2)] {
+fn exec(p: &Prepared, old_mask: SigSet) -> Result<Infallible> {
+    for (fd, target) in [(&p.stdout, 1), (&p.stderr, 2)] {
         if let Some(fd) = fd {
-            nix::unistd::dup2(fd, target)
+            nix::unistd::dup2(fd.as_raw_fd(), target)
                 .map_err(Error::sys("redirecting the command's output"))?;
         }
     }
@@ -479,7 +574,7 @@ fn exec(p: &Prepared) -> Result<Infallible> {
         what: "resetting SIGPIPE",
         source,
     })?;
-    p.old_mask
+    old_mask
         .thread_set_mask()
         .map_err(Error::sys("restoring the signal mask"))?;
     let mut last = io::Error::from_raw_os_error(libc::ENOENT);
@@ -514,13 +609,11 @@ fn drop_all_caps() -> Result<()> {
     Ok(())
 }
 
-/// pid 1 of the sandbox's PID namespace: forwards signals to the command,
-/// reaps every orphan, and exits when the command does, reporting its raw
-/// wait status to the parent. Its death takes the whole namespace with it.
-fn run_init(cmd: Pid, err: &File, status: Option<File>) -> ! {
-    // The command holds the error pipe until its exec; init must not keep
-    // it open, or the parent would wait for init instead.
-    let _ = nix::unistd::close(err.as_raw_fd());
+/// The monitor's wait (pid 1 of the sandbox's PID namespace, where there
+/// is one): forwards signals to the command, reaps every orphan, and exits
+/// when the command does, reporting its raw wait status to the parent. Its
+/// death takes a PID namespace with it.
+fn run_init(cmd: Pid, mut control: Channel) -> ! {
     let mask = handled_signals();
     let raw = loop {
         let Ok(sig) = mask.wait() else { continue };
@@ -541,43 +634,51 @@ fn run_init(cmd: Pid, err: &File, status: Option<File>) -> ! {
             break raw;
         }
     };
-    if let Some(mut status) = status {
-        let _ = status.write_all(&raw.to_le_bytes());
+    let _ = control.send(&Message::Exited { raw });
+    sys::exit_now(ExitStatus::from_raw(raw).code())
+}
+
+// ---- failures across the report channel ----------------------------------
+
+fn failure_message(e: &Error) -> Message {
+    match e {
+        Error::Exec { source, .. } => Message::Failed {
+            exec: true,
+            errno: source.raw_os_error().unwrap_or(0),
+            step: String::new(),
+        },
+        Error::Setup { step, source } => Message::Failed {
+            exec: false,
+            errno: source.raw_os_error().unwrap_or(0),
+            step: step.clone(),
+        },
+        other => Message::Failed {
+            exec: false,
+            errno: 0,
+            step: other.to_string(),
+        },
     }
-    let code = ExitStatus::from_raw(raw).code();
-    sys::exit_now(code)
 }
 
-// ---- error transport ---------------------------------------------------
-
-fn encode_error(e: &Error) -> Vec<u8> {
-    let (kind, errno, text) = match e {
-        Error::Exec { source, .. } => ('x', source.raw_os_error().unwrap_or(0), String::new()),
-        Error::Setup { step, source } => ('s', source.raw_os_error().unwrap_or(0), step.clone()),
-        other => ('s', 0, other.to_string()),
+fn failure_error(msg: Message, program: &str) -> Error {
+    let Message::Failed { exec, errno, step } = msg else {
+        return Error::Setup {
+            step: format!("the sandbox sent {msg:?} where a report was expected"),
+            source: io::Error::from(io::ErrorKind::InvalidData),
+        };
     };
-    format!("{kind}{errno}\n{text}").into_bytes()
-}
-
-fn decode_error(report: &[u8], program: &str) -> Error {
-    let text = String::from_utf8_lossy(report);
-    let (head, step) = text.split_once('\n').unwrap_or((&text, ""));
-    let errno: i32 = head.get(1..).and_then(|n| n.parse().ok()).unwrap_or(0);
     let source = if errno == 0 {
         io::Error::other("failed")
     } else {
         io::Error::from_raw_os_error(errno)
     };
-    if head.starts_with('x') {
+    if exec {
         Error::Exec {
             program: program.to_string(),
             source,
         }
     } else {
-        Error::Setup {
-            step: step.to_string(),
-            source,
-        }
+        Error::Setup { step, source }
     }
 }
 
@@ -596,12 +697,12 @@ mod tests {
     }
 
     #[test]
-    fn errors_cross_the_pipe() {
+    fn failures_cross_the_report_channel() {
         let e = Error::Setup {
             step: "cannot bind /a on /b".into(),
             source: io::Error::from_raw_os_error(libc::EPERM),
         };
-        match decode_error(&encode_error(&e), "x") {
+        match failure_error(failure_message(&e), "x") {
             Error::Setup { step, source } => {
                 assert_eq!(step, "cannot bind /a on /b");
                 assert_eq!(source.raw_os_error(), Some(libc::EPERM));
@@ -612,9 +713,12 @@ mod tests {
             program: "nope".into(),
             source: io::Error::from_raw_os_error(libc::ENOENT),
         };
-        assert!(matches!(
-            decode_error(&encode_error(&e), "nope"),
-            Error::Exec { .. }
-        ));
+        match failure_error(failure_message(&e), "nope") {
+            Error::Exec { program, source } => {
+                assert_eq!(program, "nope");
+                assert_eq!(source.raw_os_error(), Some(libc::ENOENT));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

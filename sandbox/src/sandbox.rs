@@ -1,17 +1,72 @@
 //! The public description of a sandbox: a builder that collects what the
-//! command needs, checked before anything starts.
+//! command needs, checked and turned into prepared records
+//! ([`Sandbox::prepare`]) before anything starts.
 
 use std::ffi::{CString, OsStr, OsString};
-use std::os::fd::RawFd;
+use std::fs::File;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::idmap::MapMode;
+use crate::idmap::{IdMap, MapMode};
 use crate::mounts::MountOp;
-use crate::process::{self, Child, ExitStatus};
+use crate::process::{self, Child, ExitStatus, Prepared};
+
+/// Where one of the command's standard streams goes.
+///
+/// ```no_run
+/// use rootbox_sandbox::Sandbox;
+/// let log = std::fs::File::create("/tmp/log")?;
+/// Sandbox::new().command(["ls"]).stdout(log.try_clone()?).stderr(log).run()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Default)]
+pub enum Stdio {
+    /// The caller's own stream (the default).
+    #[default]
+    Inherit,
+    /// This descriptor (a file, a pipe), owned: it stays open while the
+    /// [`Sandbox`] (or a clone of it) lives, and the command gets a copy.
+    Fd(Arc<OwnedFd>),
+}
+
+impl Stdio {
+    fn fd(&self) -> Option<Arc<OwnedFd>> {
+        match self {
+            Stdio::Inherit => None,
+            Stdio::Fd(fd) => Some(fd.clone()),
+        }
+    }
+}
+
+impl From<OwnedFd> for Stdio {
+    fn from(fd: OwnedFd) -> Stdio {
+        Stdio::Fd(Arc::new(fd))
+    }
+}
+
+impl From<File> for Stdio {
+    fn from(f: File) -> Stdio {
+        Stdio::from(OwnedFd::from(f))
+    }
+}
+
+/// Two `Stdio`s are equal when they inherit, or hold the same descriptor.
+impl PartialEq for Stdio {
+    fn eq(&self, other: &Stdio) -> bool {
+        match (self, other) {
+            (Stdio::Inherit, Stdio::Inherit) => true,
+            (Stdio::Fd(a), Stdio::Fd(b)) => a.as_raw_fd() == b.as_raw_fd(),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Stdio {}
 
 /// Namespaces beyond the user and mount namespaces, which every sandbox has.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,6 +84,7 @@ pub struct Namespaces {
 }
 
 impl Namespaces {
+    /// The `CLONE_NEW*` flags of these namespaces, user and mount included.
     pub(crate) fn clone_flags(&self) -> libc::c_int {
         let mut flags = libc::CLONE_NEWUSER | libc::CLONE_NEWNS;
         for (on, flag) in [
@@ -70,11 +126,11 @@ pub struct Sandbox {
     pub(crate) argv: Vec<OsString>,
     pub(crate) drop_caps: bool,
     pub(crate) keep_parent_alive: bool,
-    /// Descriptors to give the command as its stdout and stderr.
+    /// The command's stdout and stderr.
     #[serde(skip)]
-    pub(crate) stdout: Option<RawFd>,
+    pub(crate) stdout: Stdio,
     #[serde(skip)]
-    pub(crate) stderr: Option<RawFd>,
+    pub(crate) stderr: Stdio,
 }
 
 impl Sandbox {
@@ -191,16 +247,16 @@ impl Sandbox {
         self
     }
 
-    /// Gives the command `fd` as its standard output (e.g. a file to capture
-    /// it). The descriptor must stay open until `spawn` returns.
-    pub fn stdout_fd(mut self, fd: RawFd) -> Self {
-        self.stdout = Some(fd);
+    /// Where the command's standard output goes (e.g. a file, to capture
+    /// it); see [`Stdio`].
+    pub fn stdout(mut self, out: impl Into<Stdio>) -> Self {
+        self.stdout = out.into();
         self
     }
 
-    /// Gives the command `fd` as its standard error; see [`Sandbox::stdout_fd`].
-    pub fn stderr_fd(mut self, fd: RawFd) -> Self {
-        self.stderr = Some(fd);
+    /// Where the command's standard error goes; see [`Stdio`].
+    pub fn stderr(mut self, err: impl Into<Stdio>) -> Self {
+        self.stderr = err.into();
         self
     }
 
@@ -231,14 +287,62 @@ impl Sandbox {
     }
 
     /// Starts the command in the sandbox.
+    ///
+    /// The calling process must be single-threaded (`Threads: 1` in
+    /// /proc/self/status), else this fails with [`Error::MultiThreaded`]
+    /// before anything starts: the namespaces are made by a raw clone,
+    /// which copies only the calling thread and skips glibc's atfork
+    /// handlers, and the kernel refuses a new user namespace to a
+    /// multi-threaded process anyway. Start sandboxes before any thread.
     pub fn spawn(&self) -> Result<Child> {
-        process::spawn(self)
+        process::spawn(self.prepare()?)
     }
 
     /// Starts the command and waits for it, forwarding SIGINT, SIGTERM,
-    /// SIGHUP and SIGQUIT to it.
+    /// SIGHUP and SIGQUIT to it. Single-threaded callers only, as for
+    /// [`Sandbox::spawn`].
     pub fn run(&self) -> Result<ExitStatus> {
         self.spawn()?.wait()
+    }
+
+    /// Makes every decision the child would otherwise make: checks the
+    /// description, resolves the id map, the command's path candidates,
+    /// argv and environment. The child then only runs these records.
+    pub(crate) fn prepare(&self) -> Result<Prepared> {
+        self.validate()?;
+        let idmap = IdMap::resolve(self.map)?;
+        tracing::debug!(?idmap, "id map");
+        let env = self.environment();
+        let path = env
+            .iter()
+            .find(|(k, _)| k == "PATH")
+            .map(|(_, v)| v.as_os_str());
+        Ok(Prepared {
+            fallback: (self.map == MapMode::Auto)
+                .then(|| idmap.fallback())
+                .flatten(),
+            idmap,
+            clone_flags: self.namespaces.clone_flags(),
+            mounts: self.mounts.clone(),
+            root: self.root.clone(),
+            cwd: self.cwd.clone(),
+            new_pid_ns: self.namespaces.pid,
+            program: self.argv[0].to_string_lossy().into_owned(),
+            candidates: exec_candidates(&self.argv[0], path),
+            argv: self
+                .argv
+                .iter()
+                .map(|a| CString::new(a.as_bytes()))
+                .collect::<std::result::Result<_, _>>()
+                .map_err(|_| Error::Invalid("a command argument contains a NUL byte".into()))?,
+            env: env.iter().filter_map(|(k, v)| env_cstring(k, v)).collect(),
+            drop_caps: self.drop_caps,
+            die_with_parent: !self.keep_parent_alive,
+            monitor: self.namespaces.pid
+                || (!self.drop_caps && (!self.mounts.is_empty() || self.root.is_some())),
+            stdout: self.stdout.fd(),
+            stderr: self.stderr.fd(),
+        })
     }
 
     /// Checks the description; done by `spawn` before anything starts.
@@ -284,7 +388,7 @@ impl Sandbox {
 }
 
 /// `KEY=VALUE` as a C string.
-pub(crate) fn env_cstring(k: &OsStr, v: &OsStr) -> Option<CString> {
+fn env_cstring(k: &OsStr, v: &OsStr) -> Option<CString> {
     let mut b = k.as_bytes().to_vec();
     b.push(b'=');
     b.extend_from_slice(v.as_bytes());
@@ -293,7 +397,7 @@ pub(crate) fn env_cstring(k: &OsStr, v: &OsStr) -> Option<CString> {
 
 /// Where `argv0` may be: itself when it has a slash, else each directory of
 /// `path` (the command's PATH, or the usual default).
-pub(crate) fn exec_candidates(argv0: &OsStr, path: Option<&OsStr>) -> Vec<CString> {
+fn exec_candidates(argv0: &OsStr, path: Option<&OsStr>) -> Vec<CString> {
     if argv0.as_bytes().contains(&b'/') {
         return CString::new(argv0.as_bytes()).into_iter().collect();
     }

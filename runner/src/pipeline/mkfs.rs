@@ -114,7 +114,6 @@ pub fn plan(job: &MkfsJob, rootdir: &Path, counts: &Counts) -> MkfsPlan {
 /// there are no mounts, and mkfs runs as a plain child.
 pub fn run(job: &MkfsJob, rootdir: &Path, counts: &Counts, direct: bool) -> Result<(i32, String)> {
     use std::io::{Read, Seek};
-    use std::os::fd::AsRawFd;
     let args = plan(job, rootdir, counts).args();
     let mut log = tempfile::tempfile().context("creating a file for mkfs.btrfs's output")?;
     let code = if direct {
@@ -131,8 +130,8 @@ pub fn run(job: &MkfsJob, rootdir: &Path, counts: &Counts, direct: bool) -> Resu
         let argv = std::iter::once(OsString::from(&job.program)).chain(args);
         let status = rootbox_sandbox::Sandbox::new()
             .command(argv)
-            .stdout_fd(log.as_raw_fd())
-            .stderr_fd(log.as_raw_fd())
+            .stdout(log.try_clone()?)
+            .stderr(log.try_clone()?)
             .run()
             .with_context(|| format!("running {} in a nested sandbox", job.program.display()))?;
         // Interrupted (the signal was forwarded to mkfs): stop the same

@@ -36,7 +36,7 @@ mod job;
 mod launch;
 mod mkfs;
 mod ops;
-mod output;
+pub(crate) mod output;
 mod plan;
 mod report;
 pub mod request;

@@ -23,6 +23,15 @@
 //! - nothing is written before [`Rewriter::commit`]; an error before it
 //!   leaves the file untouched.
 //!
+//! This module holds the [`Rewriter`] itself: opening, the edit of one
+//! item in a leaf, the `HeaderPatch` pending for every block, and [`Rewriter::commit`].
+//! What it is asked to change lives in the child modules, each adding
+//! methods to the [`Rewriter`]:
+//! - `inodes`: [`Rewriter::update_inodes`] (owner, mode, rdev, times);
+//! - `times`: [`Rewriter::clamp_times`] to a `SOURCE_DATE_EPOCH`;
+//! - `reproducible`: [`Rewriter::derive_uuids`],
+//!   [`Rewriter::zero_unused_space`], [`Rewriter::make_reproducible`].
+//!
 //! ```no_run
 //! use rootbox_btrfs::{InodeChange, Rewriter};
 //! let mut rw = Rewriter::open("disk.img".as_ref())?;
@@ -35,22 +44,34 @@
 //! rw.commit()?;
 //! # Ok::<(), rootbox_btrfs::RewriteError>(())
 //! ```
+//!
+//! Why one file of about 640 lines: opening, the leaf scan, patching and
+//! the verified commit share the block cache and the dirty set; the
+//! features that use them (inodes, times, reproducible) are the children.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
 use std::io;
-use std::ops::ControlFlow;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+
+use zerocopy::FromBytes;
 
 use super::error::ReadError;
 use super::format::*;
 use super::image::Image;
-use super::items::{InodeItem, InodeRef, RootItem, Timespec};
-use super::reproducible::HeaderPatch;
+use super::items::{InodeItem, InodeRef, RootItem};
+use super::layout;
 use super::subvol::tree_root_of;
 use super::superblock::ChecksumType;
-use super::tree::TreeRoot;
+use super::tree::{parse_leaf_items, TreeRoot};
+
+mod inodes;
+mod reproducible;
+mod times;
+
+pub use inodes::{encode_rdev, InodeChange, InodeTimes, InodeView};
+pub use reproducible::{derived_uuid, ReproducibleStats, ZeroStats};
 
 /// Why a rewrite could not be done. Nothing has been written when any of
 /// these is returned before [`Rewriter::commit`].
@@ -123,75 +144,6 @@ impl RewriteError {
     }
 }
 
-/// The times of an inode that a change sets (`None`: keep).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct InodeTimes {
-    /// Last access.
-    pub atime: Option<Timespec>,
-    /// Last content change.
-    pub mtime: Option<Timespec>,
-    /// Last inode change.
-    pub ctime: Option<Timespec>,
-    /// Creation (statx `btime`).
-    pub otime: Option<Timespec>,
-}
-
-/// What to change in one inode; `None` fields are kept.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct InodeChange {
-    /// New owner.
-    pub uid: Option<u32>,
-    /// New group.
-    pub gid: Option<u32>,
-    /// New permission bits (`0o7777`: set-id and sticky bits included).
-    /// Any bit outside `0o7777` is an [`RewriteError::InvalidChange`]:
-    /// the file type never changes.
-    pub mode: Option<u32>,
-    /// New device number of a character or block device, in the stored
-    /// (kernel) encoding; see [`encode_rdev`]. An error on other inodes.
-    pub rdev: Option<u64>,
-    /// New times.
-    pub times: Option<InodeTimes>,
-}
-
-/// The stored device number of `major:minor` (the kernel's `MKDEV`:
-/// `major << 20 | minor`), `None` when out of range (major < 4096,
-/// minor < 2^20).
-pub fn encode_rdev(major: u32, minor: u32) -> Option<u64> {
-    (major < (1 << 12) && minor < (1 << 20)).then(|| (u64::from(major) << 20) | u64::from(minor))
-}
-
-/// One inode as [`Rewriter::update_inodes`] shows it to its callback
-/// (values include changes made earlier through the same [`Rewriter`]).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct InodeView<'a> {
-    /// Inode number in its tree.
-    pub ino: u64,
-    /// One path of the inode relative to the subvolume root (`""` for the
-    /// root directory): the name in its first inode reference, under the
-    /// first name of each parent directory. `None` for an inode no
-    /// directory names (an orphan awaiting deletion).
-    pub path: Option<&'a [u8]>,
-    /// Owner.
-    pub uid: u32,
-    /// Group.
-    pub gid: u32,
-    /// Full `st_mode`, type bits included.
-    pub mode: u32,
-    /// Stored device number (`major << 20 | minor`).
-    pub rdev: u64,
-    /// Hard link count.
-    pub nlink: u32,
-    /// Last access.
-    pub atime: Timespec,
-    /// Last content change.
-    pub mtime: Timespec,
-    /// Last inode change.
-    pub ctime: Timespec,
-    /// Creation.
-    pub otime: Timespec,
-}
-
 /// What one call changed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RewriteStats {
@@ -205,41 +157,8 @@ pub struct RewriteStats {
     pub blocks_changed: u64,
 }
 
-// Offsets inside `btrfs_inode_item`.
-const INODE_ITEM_SIZE: usize = 160;
-const INODE_UID: usize = 44;
-const INODE_GID: usize = 48;
-const INODE_MODE: usize = 52;
-const INODE_RDEV: usize = 56;
-const INODE_ATIME: usize = 112;
-const INODE_CTIME: usize = 124;
-const INODE_MTIME: usize = 136;
-const INODE_OTIME: usize = 148;
-/// The four inode times, in on-disk order.
-const INODE_TIMES: [usize; 4] = [INODE_ATIME, INODE_CTIME, INODE_MTIME, INODE_OTIME];
-
-// Offsets inside `btrfs_root_item` (which starts with a `btrfs_inode_item`).
-const ROOT_GENERATION: usize = 160;
-const ROOT_GENERATION_V2: usize = 239;
-const ROOT_CTIME: usize = 327;
-const ROOT_OTIME: usize = 339;
-const ROOT_STIME: usize = 351;
-const ROOT_RTIME: usize = 363;
-const ROOT_EXTENDED_END: usize = ROOT_RTIME + 12;
-
-// Offsets inside `btrfs_header`.
-const HEADER_FLAGS: usize = 0x38;
-const HEADER_OWNER: usize = 0x58;
 /// `BTRFS_HEADER_FLAG_RELOC`: the block belongs to a relocation tree.
 const BTRFS_HEADER_FLAG_RELOC: u64 = 1 << 1;
-/// The tree holding relocated data (an inode 256 with mkfs's times).
-const BTRFS_DATA_RELOC_TREE_OBJECTID: u64 = -9i64 as u64;
-/// `btrfs_super_block::log_root`.
-const SB_LOG_ROOT: usize = 0x60;
-
-const S_IFMT: u32 = 0o170000;
-const S_IFCHR: u32 = 0o020000;
-const S_IFBLK: u32 = 0o060000;
 
 /// Where a leaf is and what its parent promises about it.
 #[derive(Clone, Copy, Debug)]
@@ -258,35 +177,27 @@ struct FoundInode {
     item: InodeItem,
 }
 
-/// An item found by a scan of any tree.
-struct FoundItem {
-    key: Key,
-    leaf: usize,
-    start: usize,
-    end: usize,
-}
-
 /// An image opened for an in-place rewrite of inode metadata.
 ///
 /// Changes accumulate in memory (one copy of each edited leaf) and reach
 /// the file only in [`Rewriter::commit`].
 pub struct Rewriter {
-    pub(super) image: Image,
-    pub(super) file: File,
-    pub(super) path: PathBuf,
+    image: Image,
+    file: File,
+    path: PathBuf,
     /// Edited tree blocks (leaves, and nodes edited by
     /// [`Rewriter::derive_uuids`]) by logical address.
-    pub(super) dirty: BTreeMap<u64, Vec<u8>>,
+    dirty: BTreeMap<u64, Vec<u8>>,
     /// A chunk tree UUID to put into the header of every listed block at
     /// commit (set by [`Rewriter::derive_uuids`]; kept apart from `dirty`
     /// so that a header-only change does not hold every block in memory).
-    pub(super) header_patch: Option<HeaderPatch>,
+    header_patch: Option<HeaderPatch>,
     /// Physical ranges (start, length) to fill with zeros at commit (set
     /// by [`Rewriter::zero_unused_space`]).
-    pub(super) zero_ranges: BTreeMap<u64, u64>,
+    zero_ranges: BTreeMap<u64, u64>,
     /// Why an earlier call failed: its edits may be half done, so
     /// [`Rewriter::commit`] refuses.
-    pub(super) failed: Option<String>,
+    failed: Option<String>,
 }
 
 impl std::fmt::Debug for Rewriter {
@@ -324,7 +235,10 @@ impl Rewriter {
         image
             .blocks
             .read_physical(BTRFS_SUPER_INFO_OFFSET, &mut sb)?;
-        let log_root = Reader::at(&sb, SB_LOG_ROOT, "superblock").u64()?;
+        let log_root = Reader::new(&sb, "superblock")
+            .read::<layout::SuperBlock>()?
+            .log_root
+            .get();
         if log_root != 0 {
             return Err(RewriteError::Unsupported(format!(
                 "the filesystem has a log tree (at {log_root}) to replay; mount it once first"
@@ -347,213 +261,17 @@ impl Rewriter {
         &self.image
     }
 
-    /// Ids of every subvolume tree with a live root item: 5 and those
-    /// from 256 up, ascending.
-    pub fn fs_tree_ids(&self) -> Result<Vec<u64>, RewriteError> {
-        let mut ids = BTreeSet::new();
-        let mut err = None;
-        self.image.blocks.range(
-            &self.image.root_tree(),
-            Key::new(BTRFS_FS_TREE_OBJECTID, BTRFS_ROOT_ITEM_KEY, 0),
-            Key::new(BTRFS_LAST_FREE_OBJECTID, BTRFS_ROOT_ITEM_KEY, u64::MAX),
-            &mut |key, data| {
-                let subvol = key.objectid == BTRFS_FS_TREE_OBJECTID
-                    || key.objectid >= BTRFS_FIRST_FREE_OBJECTID;
-                if subvol && key.item_type == BTRFS_ROOT_ITEM_KEY {
-                    match RootItem::parse(data) {
-                        Ok(item) if item.refs > 0 => {
-                            ids.insert(key.objectid);
-                        }
-                        Ok(_) => {}
-                        Err(e) => {
-                            err = Some(e);
-                            return Ok(ControlFlow::Break(()));
-                        }
-                    }
-                }
-                Ok(ControlFlow::Continue(()))
-            },
-        )?;
-        if let Some(e) = err {
-            return Err(e.into());
-        }
-        Ok(ids.into_iter().collect())
+    /// Number of tree blocks edited and not yet committed.
+    pub fn pending_blocks(&self) -> usize {
+        self.dirty.len()
     }
 
-    /// Change inodes of subvolume tree `tree_id`: `f` sees every inode
-    /// item (in inode number order) and returns the change to make, or
-    /// `None`. A change that would leave the bytes as they are is not a
-    /// change. Nothing is written until [`Rewriter::commit`].
-    ///
-    /// Every requested change is checked before any is made; after an
-    /// error, [`Rewriter::commit`] refuses to write.
-    pub fn update_inodes(
-        &mut self,
-        tree_id: u64,
-        f: &mut dyn FnMut(&InodeView<'_>) -> Option<InodeChange>,
-    ) -> Result<RewriteStats, RewriteError> {
-        let result = self.update_inodes_inner(tree_id, f);
-        self.note_failure(result)
-    }
-
-    fn update_inodes_inner(
-        &mut self,
-        tree_id: u64,
-        f: &mut dyn FnMut(&InodeView<'_>) -> Option<InodeChange>,
-    ) -> Result<RewriteStats, RewriteError> {
-        let (root, root_item) = self.fs_tree(tree_id)?;
-        let (leaves, inodes, names) = self.scan_fs_tree(&root)?;
-        let paths = inode_paths(root_item.root_dirid, &inodes, &names)?;
-
-        let mut stats = RewriteStats {
-            inodes: inodes.len() as u64,
-            ..RewriteStats::default()
-        };
-        let mut edits = Vec::new();
-        for (n, found) in inodes.iter().enumerate() {
-            let it = &found.item;
-            let view = InodeView {
-                ino: found.ino,
-                path: paths[n].as_deref(),
-                uid: it.uid,
-                gid: it.gid,
-                mode: it.mode,
-                rdev: it.rdev,
-                nlink: it.nlink,
-                atime: it.atime,
-                mtime: it.mtime,
-                ctime: it.ctime,
-                otime: it.otime,
-            };
-            if let Some(change) = f(&view) {
-                check_change(tree_id, found.ino, it.mode, &change)?;
-                edits.push((n, change));
-            }
-        }
-        let mut touched = BTreeSet::new();
-        for (n, change) in edits {
-            let found = &inodes[n];
-            let loc = leaves[found.leaf];
-            let mut item = self.current_bytes(&loc, found.start, found.end)?;
-            apply_change(&mut item, &change);
-            if self.edit_item(&loc, found.start, &item, Some((tree_id, &root_item)))? {
-                stats.inodes_changed += 1;
-                touched.insert(loc.logical);
-            }
-        }
-        stats.blocks_changed = touched.len() as u64;
-        Ok(stats)
-    }
-
-    /// Clamp every time later than `epoch` (seconds; `SOURCE_DATE_EPOCH`)
-    /// down to `epoch`: atime, mtime, ctime and otime of every inode of
-    /// every subvolume tree and of the root tree, and ctime, otime, stime,
-    /// rtime (and the embedded inode's times) of every root item.
-    ///
-    /// The data relocation tree's inode is clamped too. After an error,
-    /// [`Rewriter::commit`] refuses to write.
-    pub fn clamp_times(&mut self, epoch: i64) -> Result<RewriteStats, RewriteError> {
-        let result = self.clamp_times_inner(epoch);
-        self.note_failure(result)
-    }
-
-    pub(super) fn note_failure<T>(
-        &mut self,
-        result: Result<T, RewriteError>,
-    ) -> Result<T, RewriteError> {
+    /// Remember that a call failed, so that [`Rewriter::commit`] refuses.
+    fn note_failure<T>(&mut self, result: Result<T, RewriteError>) -> Result<T, RewriteError> {
         if let Err(e) = &result {
             self.failed.get_or_insert_with(|| e.to_string());
         }
         result
-    }
-
-    fn clamp_times_inner(&mut self, epoch: i64) -> Result<RewriteStats, RewriteError> {
-        let limit = Timespec {
-            sec: epoch,
-            nsec: 0,
-        };
-        let clamp = |buf: &mut [u8], offsets: &[usize]| {
-            for &off in offsets {
-                let t = read_time(buf, off);
-                if t > limit {
-                    write_time(buf, off, limit);
-                }
-            }
-        };
-        let mut stats = RewriteStats::default();
-        let mut touched = BTreeSet::new();
-        let mut trees = self.fs_tree_ids()?;
-        if self
-            .image
-            .root_item(BTRFS_DATA_RELOC_TREE_OBJECTID)?
-            .is_some()
-        {
-            trees.push(BTRFS_DATA_RELOC_TREE_OBJECTID);
-        }
-        for tree_id in trees {
-            let (root, root_item) = self.any_tree(tree_id)?;
-            let (leaves, inodes, _) = self.scan_fs_tree(&root)?;
-            stats.inodes += inodes.len() as u64;
-            for found in &inodes {
-                let it = &found.item;
-                if [it.atime, it.ctime, it.mtime, it.otime]
-                    .iter()
-                    .all(|t| *t <= limit)
-                {
-                    continue;
-                }
-                let loc = leaves[found.leaf];
-                let mut item = self.current_bytes(&loc, found.start, found.end)?;
-                clamp(&mut item, &INODE_TIMES);
-                if self.edit_item(&loc, found.start, &item, Some((tree_id, &root_item)))? {
-                    stats.inodes_changed += 1;
-                    touched.insert(loc.logical);
-                }
-            }
-        }
-
-        // The root tree: its own inodes (the ROOT_TREE_DIR) and root items.
-        let root = self.image.root_tree();
-        let (leaves, items) = self.scan_items(&root, &mut |k| {
-            k.item_type == BTRFS_INODE_ITEM_KEY || k.item_type == BTRFS_ROOT_ITEM_KEY
-        })?;
-        for found in &items {
-            let loc = leaves[found.leaf];
-            let mut item = self.current_bytes(&loc, found.start, found.end)?;
-            if item.len() < INODE_ITEM_SIZE {
-                return Err(ReadError::Corrupt(format!(
-                    "item {} in the root tree is {} bytes",
-                    found.key,
-                    item.len()
-                ))
-                .into());
-            }
-            clamp(&mut item, &INODE_TIMES);
-            let is_root_item = found.key.item_type == BTRFS_ROOT_ITEM_KEY;
-            if is_root_item && item.len() >= ROOT_EXTENDED_END {
-                let generation = le_u64(&item, ROOT_GENERATION);
-                let generation_v2 = le_u64(&item, ROOT_GENERATION_V2);
-                if generation == generation_v2 {
-                    clamp(&mut item, &[ROOT_CTIME, ROOT_OTIME, ROOT_STIME, ROOT_RTIME]);
-                }
-            }
-            if self.edit_item(&loc, found.start, &item, None)? {
-                if is_root_item {
-                    stats.root_items_changed += 1;
-                } else {
-                    stats.inodes_changed += 1;
-                }
-                touched.insert(loc.logical);
-            }
-            stats.inodes += u64::from(!is_root_item);
-        }
-        stats.blocks_changed = touched.len() as u64;
-        Ok(stats)
-    }
-
-    /// Number of tree blocks edited and not yet committed.
-    pub fn pending_blocks(&self) -> usize {
-        self.dirty.len()
     }
 
     /// Write every edited block, with its checksum recomputed, to every
@@ -661,38 +379,6 @@ impl Rewriter {
             .root_item(tree_id)?
             .ok_or(ReadError::NoSuchSubvolume(tree_id))?;
         Ok((tree_root_of(&item), item))
-    }
-
-    /// Every item of `root` whose key `want` accepts, with where it lies.
-    /// Leaves are listed in key order.
-    fn scan_items(
-        &self,
-        root: &TreeRoot,
-        want: &mut dyn FnMut(&Key) -> bool,
-    ) -> Result<(Vec<LeafLoc>, Vec<FoundItem>), RewriteError> {
-        let mut leaves = Vec::new();
-        let mut items = Vec::new();
-        self.image.blocks.visit_blocks(root, &mut |node| {
-            let Some((_, leaf_items)) = node.leaf() else {
-                return Ok(());
-            };
-            let leaf = leaves.len();
-            leaves.push(LeafLoc {
-                logical: node.logical(),
-                generation: node.generation(),
-                first_key: node.first_key(),
-            });
-            for it in leaf_items.iter().filter(|it| want(&it.key)) {
-                items.push(FoundItem {
-                    key: it.key,
-                    leaf,
-                    start: it.start,
-                    end: it.end,
-                });
-            }
-            Ok(())
-        })?;
-        Ok((leaves, items))
     }
 
     /// Inode items (with their current values, edits included) and the
@@ -807,8 +493,8 @@ impl Rewriter {
         if raw.get(start..end) == Some(item) {
             return Ok(false);
         }
-        let owner = le_u64(raw, HEADER_OWNER);
-        let flags = le_u64(raw, HEADER_FLAGS);
+        let h = header(raw)?;
+        let (owner, flags) = (h.owner.get(), h.flags.get());
         match shared {
             // The kernel's btrfs_block_can_be_shared(), for a subvolume tree.
             Some((tree_id, root_item))
@@ -838,8 +524,7 @@ impl Rewriter {
         for physical in self.image.physical_copies(loc.logical)? {
             self.image.blocks.read_physical(physical, &mut copy)?;
             if copy != raw {
-                let csum_ok = crc32c::crc32c(&copy[BTRFS_CSUM_SIZE..]).to_le_bytes() == copy[..4];
-                return Err(if csum_ok {
+                return Err(if crc_matches(&copy) {
                     RewriteError::CopiesDiffer {
                         logical: loc.logical,
                         physical,
@@ -864,152 +549,98 @@ impl Rewriter {
         self.dirty.insert(loc.logical, block);
         Ok(true)
     }
-}
 
-/// Refuse changes that would make an inode inconsistent.
-fn check_change(tree: u64, ino: u64, mode: u32, change: &InodeChange) -> Result<(), RewriteError> {
-    let invalid = |reason: String| Err(RewriteError::InvalidChange { tree, ino, reason });
-    if let Some(m) = change.mode {
-        if m & !0o7777 != 0 {
-            return invalid(format!(
-                "mode {m:o} has bits outside 7777 (the file type cannot change)"
-            ));
-        }
-    }
-    if let Some(rdev) = change.rdev {
-        if !matches!(mode & S_IFMT, S_IFCHR | S_IFBLK) {
-            return invalid(format!(
-                "rdev {rdev:#x} on an inode of mode {mode:o}, not a device"
-            ));
-        }
-        if rdev >> 32 != 0 {
-            return invalid(format!(
-                "rdev {rdev:#x} does not fit the kernel's 32-bit dev_t"
-            ));
-        }
-    }
-    if let Some(times) = change.times {
-        for t in [times.atime, times.mtime, times.ctime, times.otime]
-            .into_iter()
-            .flatten()
-        {
-            if t.nsec >= 1_000_000_000 {
-                return invalid(format!("time with {} nanoseconds", t.nsec));
+    /// The block at `logical` as stored: every physical copy is read and
+    /// must carry a valid checksum, name `logical` and this filesystem,
+    /// and be byte-identical to the others.
+    fn verified_raw_block(&self, logical: u64) -> Result<Vec<u8>, RewriteError> {
+        let nodesize = self.image.blocks.nodesize() as usize;
+        let mut first: Option<Vec<u8>> = None;
+        for physical in self.image.physical_copies(logical)? {
+            let mut buf = vec![0u8; nodesize];
+            self.image.blocks.read_physical(physical, &mut buf)?;
+            if !crc_matches(&buf) {
+                return Err(ReadError::BadBlockChecksum { logical, physical }.into());
             }
-        }
-    }
-    Ok(())
-}
-
-/// Apply `change` to the bytes of an inode item (at least 160 bytes).
-fn apply_change(item: &mut [u8], change: &InodeChange) {
-    let put32 =
-        |item: &mut [u8], off: usize, v: u32| item[off..off + 4].copy_from_slice(&v.to_le_bytes());
-    if let Some(uid) = change.uid {
-        put32(item, INODE_UID, uid);
-    }
-    if let Some(gid) = change.gid {
-        put32(item, INODE_GID, gid);
-    }
-    if let Some(perm) = change.mode {
-        let old = le_u32(item, INODE_MODE);
-        put32(item, INODE_MODE, (old & !0o7777) | perm);
-    }
-    if let Some(rdev) = change.rdev {
-        item[INODE_RDEV..INODE_RDEV + 8].copy_from_slice(&rdev.to_le_bytes());
-    }
-    if let Some(t) = change.times {
-        for (off, v) in [
-            (INODE_ATIME, t.atime),
-            (INODE_CTIME, t.ctime),
-            (INODE_MTIME, t.mtime),
-            (INODE_OTIME, t.otime),
-        ] {
-            if let Some(v) = v {
-                write_time(item, off, v);
-            }
-        }
-    }
-}
-
-/// One path per inode (in the order of `inodes`), from first names.
-fn inode_paths(
-    root_dirid: u64,
-    inodes: &[FoundInode],
-    names: &HashMap<u64, InodeRef>,
-) -> Result<Vec<Option<Vec<u8>>>, RewriteError> {
-    // Paths of directories met on the way up, memoised.
-    let mut dirs: HashMap<u64, Option<Vec<u8>>> = HashMap::new();
-    dirs.insert(root_dirid, Some(Vec::new()));
-    let mut out = Vec::with_capacity(inodes.len());
-    for found in inodes {
-        if found.ino == root_dirid {
-            out.push(Some(Vec::new()));
-            continue;
-        }
-        let Some(name) = names.get(&found.ino) else {
-            out.push(None);
-            continue;
-        };
-        // Climb until a parent with a known path (or none).
-        let mut chain = vec![name.parent];
-        let mut base = loop {
-            let top = *chain.last().expect("not empty");
-            if let Some(p) = dirs.get(&top) {
-                chain.pop();
-                break p.clone();
-            }
-            let Some(r) = names.get(&top) else {
-                break None;
-            };
-            if chain.len() > names.len() || chain.contains(&r.parent) {
-                return Err(
-                    ReadError::Corrupt(format!("directory {top} is its own ancestor")).into(),
-                );
-            }
-            chain.push(r.parent);
-        };
-        // Come back down, remembering each directory's path.
-        while let Some(dir) = chain.pop() {
-            base = match (base, names.get(&dir)) {
-                (Some(mut p), Some(r)) => {
-                    if !p.is_empty() {
-                        p.push(b'/');
-                    }
-                    p.extend_from_slice(&r.name);
-                    Some(p)
+            let h = header(&buf)?;
+            if h.bytenr.get() != logical || h.fsid != self.image.sb.metadata_fsid {
+                return Err(ReadError::BadBlock {
+                    logical,
+                    reason: format!("copy at {physical} names another block or filesystem"),
                 }
-                _ => None,
-            };
-            dirs.insert(dir, base.clone());
-        }
-        out.push(base.map(|mut p| {
-            if !p.is_empty() {
-                p.push(b'/');
+                .into());
             }
-            p.extend_from_slice(&name.name);
-            p
-        }));
-    }
-    Ok(out)
-}
-
-fn le_u32(buf: &[u8], off: usize) -> u32 {
-    u32::from_le_bytes(buf[off..off + 4].try_into().expect("4 bytes"))
-}
-
-fn le_u64(buf: &[u8], off: usize) -> u64 {
-    u64::from_le_bytes(buf[off..off + 8].try_into().expect("8 bytes"))
-}
-
-fn read_time(buf: &[u8], off: usize) -> Timespec {
-    Timespec {
-        sec: le_u64(buf, off) as i64,
-        nsec: le_u32(buf, off + 8),
+            match &first {
+                None => first = Some(buf),
+                Some(f) if *f != buf => {
+                    return Err(RewriteError::CopiesDiffer { logical, physical })
+                }
+                Some(_) => {}
+            }
+        }
+        first.ok_or_else(|| ReadError::UnmappedLogical(logical).into())
     }
 }
 
-fn write_time(buf: &mut [u8], off: usize, t: Timespec) {
-    buf[off..off + 8].copy_from_slice(&(t.sec as u64).to_le_bytes());
-    buf[off + 8..off + 12].copy_from_slice(&t.nsec.to_le_bytes());
+/// Changes applied at commit to every listed tree block (kept apart from
+/// the edited blocks so that they do not hold every block in memory).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct HeaderPatch {
+    /// A new chunk tree UUID for the header.
+    pub chunk_tree_uuid: Option<[u8; BTRFS_UUID_SIZE]>,
+    /// Zero the bytes no item or pointer uses (leftovers of earlier
+    /// contents of the block).
+    pub zero_slack: bool,
+    /// Logical addresses of every live tree block.
+    pub blocks: BTreeSet<u64>,
+}
+
+impl HeaderPatch {
+    /// Apply the changes to a block (its checksum is left to the caller).
+    pub(crate) fn apply(&self, block: &mut [u8]) {
+        if let (Some(uuid), Ok((h, _))) = (
+            &self.chunk_tree_uuid,
+            layout::Header::mut_from_prefix(&mut *block),
+        ) {
+            h.chunk_tree_uuid = *uuid;
+        }
+        if self.zero_slack {
+            if let Some((start, end)) = slack(block) {
+                block[start..end].fill(0);
+            }
+        }
+    }
+}
+
+/// The byte range of a tree block that holds nothing: between the item
+/// headers and the item data of a leaf, after the last pointer of a node.
+/// `None` when the block does not parse (it was verified when read, so
+/// that does not happen) or has no slack.
+fn slack(block: &[u8]) -> Option<(usize, usize)> {
+    let h = header(block).ok()?;
+    let (nritems, level) = (h.nritems.get() as usize, h.level);
+    let (start, end) = if level == 0 {
+        let items = parse_leaf_items(block, nritems).ok()?;
+        let start = BTRFS_HEADER_SIZE + nritems * BTRFS_ITEM_SIZE;
+        let end = items.iter().map(|it| it.start).min().unwrap_or(block.len());
+        (start, end)
+    } else {
+        (
+            BTRFS_HEADER_SIZE + nritems.checked_mul(BTRFS_KEY_PTR_SIZE)?,
+            block.len(),
+        )
+    };
+    (start < end && end <= block.len()).then_some((start, end))
+}
+
+/// The header of a tree block.
+fn header(block: &[u8]) -> Result<&layout::Header, ReadError> {
+    Reader::new(block, "tree block header").read::<layout::Header>()
+}
+
+/// Whether a block's checksum field holds the crc32c of the rest.
+fn crc_matches(block: &[u8]) -> bool {
+    block
+        .split_at_checked(BTRFS_CSUM_SIZE)
+        .is_some_and(|(csum, data)| ChecksumType::Crc32c.verify(csum, data).unwrap_or(false))
 }

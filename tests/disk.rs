@@ -1,0 +1,587 @@
+//! Integration tests of `rootbox disk` (issue 14), as the unprivileged
+//! test user: the examples read back with the real partitioning and
+//! filesystem tools (sfdisk --json, sgdisk -v, fsck.vfat -n, btrfs check,
+//! rootbox inspect on the extracted partition), a block map written with
+//! the real `bmaptool copy`, reproducible disks from two copies of the
+//! inputs on different filesystems, hostile specs and SIGKILL during
+//! assembly — each leaving nothing at the output path and no scratch.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+fn setup() -> User {
+    let user = test_user();
+    assert_unprivileged(&user);
+    user
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("a UTF-8 path")
+}
+
+fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// What a failed or killed run may not leave in the output directory.
+#[track_caller]
+fn assert_nothing_left(dir: &Path, output: &Path) {
+    assert!(!output.exists(), "{} exists", output.display());
+    let left: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".rootbox") || n.contains("rootbox-tmp"))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "scratch left in {}: {left:?}",
+        dir.display()
+    );
+}
+
+fn json(out: &Out) -> Value {
+    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{out}"))
+}
+
+/// sfdisk's view of a disk image.
+fn sfdisk(image: &Path) -> Value {
+    let out = run(Command::new("sfdisk").arg("--json").arg(image));
+    out.assert_success();
+    json(&out)["partitiontable"].clone()
+}
+
+/// Copies `len` bytes at `offset` of `image` to `to` (what `dd skip=`
+/// does), keeping holes.
+fn extract(image: &Path, offset: u64, len: u64, to: &Path) {
+    let out = run(Command::new("dd")
+        .arg(format!("if={}", image.display()))
+        .arg(format!("of={}", to.display()))
+        .args(["bs=512", "conv=sparse,excl", "status=none"])
+        .arg(format!("skip={}", offset / 512))
+        .arg(format!("count={}", len / 512)));
+    out.assert_success();
+}
+
+/// Every partition of the report is where sfdisk sees it, with the same
+/// type, GUID, attributes and boot flag.
+#[track_caller]
+fn assert_sfdisk_agrees(image: &Path, report: &Value) {
+    let t = sfdisk(image);
+    let parts = t["partitions"].as_array().expect("partitions");
+    let mine = report["partitions"].as_array().expect("partitions");
+    assert_eq!(parts.len(), mine.len(), "{t:#}");
+    match report["table"].as_str().unwrap() {
+        "gpt" => {
+            assert_eq!(t["label"], "gpt");
+            assert_eq!(t["id"].as_str(), report["disk_guid"].as_str());
+        }
+        _ => {
+            assert_eq!(t["label"], "dos");
+            assert_eq!(t["id"].as_str(), report["disk_id"].as_str());
+        }
+    }
+    for (theirs, m) in parts.iter().zip(mine) {
+        assert_eq!(theirs["start"], m["start_sector"], "{theirs} vs {m}");
+        assert_eq!(theirs["size"], m["sectors"], "{theirs} vs {m}");
+        if let Some(g) = m["type_guid"].as_str() {
+            assert_eq!(theirs["type"].as_str(), Some(g), "{theirs}");
+            assert_eq!(
+                theirs["uuid"].as_str().map(str::to_lowercase).as_deref(),
+                m["partuuid"].as_str()
+            );
+            assert_eq!(theirs["name"], m["name"]);
+            let bootable = m["attributes"].as_u64().unwrap() & 4 != 0;
+            assert_eq!(
+                theirs["attrs"]
+                    .as_str()
+                    .is_some_and(|a| a.contains("LegacyBIOSBootable")),
+                bootable,
+                "{theirs}"
+            );
+        } else {
+            let byte = m["mbr_type"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches("0x")
+                .trim_start_matches('0');
+            assert_eq!(theirs["type"].as_str(), Some(byte), "{theirs}");
+            assert_eq!(
+                theirs["bootable"].as_bool().unwrap_or(false),
+                m["bootable"].as_bool().unwrap()
+            );
+        }
+    }
+}
+
+#[track_caller]
+fn assert_sgdisk_clean(image: &Path) {
+    if !have("sgdisk") {
+        eprintln!("sgdisk missing (apt install gdisk): not cross-checked");
+        return;
+    }
+    let out = run(Command::new("sgdisk").arg("-v").arg(image));
+    out.assert_success();
+    assert!(out.stdout.contains("No problems found"), "{out}");
+}
+
+/// Each partition extracted and checked with the tool of its filesystem.
+fn check_partitions(user: &User, dir: &Path, image: &Path, report: &Value) {
+    for p in report["partitions"].as_array().unwrap() {
+        let (off, len) = (
+            p["offset_bytes"].as_u64().unwrap(),
+            p["filesystem_bytes"].as_u64().unwrap(),
+        );
+        let part = dir.join(format!("part{}", p["number"]));
+        let _ = fs::remove_file(&part);
+        match p["content"].as_str().unwrap() {
+            "fat" => {
+                extract(image, off, len, &part);
+                let out = run(Command::new("fsck.vfat").arg("-n").arg(&part));
+                out.assert_success();
+            }
+            "btrfs" => {
+                extract(image, off, len, &part);
+                give_to(user, &part);
+                let out = run(rootbox(user).args(["inspect", "--json", s(&part)]));
+                out.assert_success();
+                let v = json(&out);
+                assert_eq!(
+                    v["filesystem"]["fsid"].as_str(),
+                    p["fs_uuid"].as_str(),
+                    "{v:#}"
+                );
+                let names: Vec<&str> = v["subvolumes"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter_map(|s| s["path"].as_str())
+                    .collect();
+                let wanted: Vec<&str> = p["build"]["subvolumes"]
+                    .as_array()
+                    .expect("the build's subvolumes")
+                    .iter()
+                    .map(|s| s["name"].as_str().unwrap())
+                    .collect();
+                assert!(!wanted.is_empty());
+                for want in wanted {
+                    assert!(names.contains(&want), "no subvolume {want}: {names:?}");
+                }
+                let out = run(Command::new("btrfs").args(["check", "--readonly", s(&part)]));
+                out.assert_success();
+                assert!(
+                    (out.stdout.clone() + &out.stderr).contains("no error found"),
+                    "{out}"
+                );
+            }
+            _ => {}
+        }
+        let _ = fs::remove_file(&part);
+    }
+}
+
+#[test]
+fn the_examples_read_back_with_sfdisk_sgdisk_fsck_and_btrfs_check() {
+    let user = setup();
+    let dir = tempdir_for(&user);
+    for name in ["rpi", "rock64", "uefi"] {
+        let img = dir.path().join(format!("{name}.img"));
+        let out = run(rootbox(&user).args(["disk", "--example", name, "--json", "-o", s(&img)]));
+        out.assert_success();
+        let r = json(&out);
+        assert_eq!(r["verified"], true);
+        assert_sfdisk_agrees(&img, &r);
+        if r["table"] == "gpt" {
+            assert_sgdisk_clean(&img);
+        }
+        check_partitions(&user, dir.path(), &img, &r);
+        // Sparse: far fewer bytes allocated than the disk's size.
+        use std::os::unix::fs::MetadataExt;
+        let m = fs::metadata(&img).unwrap();
+        assert!(
+            m.blocks() * 512 < m.len() / 4,
+            "{name}: {} of {} bytes allocated",
+            m.blocks() * 512,
+            m.len()
+        );
+        let inspect = run(rootbox(&user).args(["inspect", s(&img)]));
+        inspect.assert_success();
+        assert!(inspect.stdout.contains("disk "), "{inspect}");
+        match name {
+            "rpi" => {
+                assert!(
+                    inspect.stdout.contains("FAT, label \"FIRMWARE\""),
+                    "{inspect}"
+                );
+                assert!(inspect.stdout.contains("/config.txt"), "{inspect}");
+                assert_eq!(r["partitions"][0]["start_sector"], 16384);
+                assert_eq!(r["partitions"][0]["bootable"], true);
+                assert_eq!(r["partitions"][0]["mbr_type"], "0x0b");
+                assert_eq!(r["partitions"][1]["partuuid"], "2178694e-02");
+            }
+            "rock64" => {
+                assert_eq!(r["blobs"][0]["offset"], 64 * 512);
+                assert_eq!(r["partitions"][0]["start_sector"], 16384);
+                assert_eq!(r["partitions"][0]["sectors"], 16384);
+                assert_eq!(r["partitions"][1]["start_sector"], 32768);
+                assert_eq!(r["partitions"][1]["attributes"], 4);
+                // The blob is at sector 64 of the disk, byte for byte.
+                let disk = fs::read(&img).unwrap();
+                let blob = &disk[64 * 512..64 * 512 + 100 * 1024];
+                assert!(blob.iter().any(|&b| b != 0));
+                assert!(
+                    inspect
+                        .stdout
+                        .contains("partition 1: raw, 614400 bytes of data"),
+                    "{inspect}"
+                );
+            }
+            _ => {
+                assert_eq!(
+                    r["partitions"][0]["type_guid"],
+                    "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
+                );
+                assert_eq!(
+                    r["partitions"][1]["type_guid"],
+                    "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709"
+                );
+                assert!(
+                    inspect.stdout.contains("/EFI/BOOT/BOOTX64.EFI"),
+                    "{inspect}"
+                );
+            }
+        }
+    }
+}
+
+/// The inputs of the spec tests: a FAT tree (subdirectories, a long and
+/// non-ASCII name), a raw file, a blob, a small rootfs.
+fn inputs(user: &User, dir: &Path) {
+    write_as(user, &dir.join("boot/config.txt"), "arm_64bit=1\n");
+    write_as(
+        user,
+        &dir.join("boot/EFI/BOOT/BOOTAA64.EFI"),
+        vec![0x5Au8; 70_000],
+    );
+    write_as(
+        user,
+        &dir.join("boot/overlays/Überlay with a long name.dtbo"),
+        "x",
+    );
+    write_as(user, &dir.join("uboot.itb"), vec![0xA5u8; 300_000]);
+    write_as(user, &dir.join("idbloader.img"), vec![0x3Cu8; 50_000]);
+    write_as(user, &dir.join("root/etc/hostname"), "disk-test\n");
+    write_as(user, &dir.join("root/home/alice/notes"), "notes\n");
+    write_as(
+        user,
+        &dir.join("root/nix/store/aaaa-x/bin/x"),
+        "#!/bin/sh\n",
+    );
+}
+
+const SPEC: &str = r#"{
+  "table": "gpt",
+  "alignment": "1K",
+  "blobs": [{"file": "idbloader.img", "sector": 64, "maxSize": "8000K"}],
+  "partitions": [
+    {"name": "uboot", "startSector": 16384, "size": "8M", "type": "linux", "content": {"raw": "uboot.itb"}},
+    {"name": "boot", "type": "esp", "content": {"fat": {"dir": "boot", "label": "BOOT"}}},
+    {"name": "root", "type": "root-arm64", "attributes": ["legacy-bootable", 60],
+     "content": {"btrfs": {"label": "root", "rootfs": "root", "subvolumes": [
+        {"name": "@", "mountpoint": "/", "type": "default"}, {"name": "@nix", "mountpoint": "/nix"}]}}}
+  ]
+}"#;
+
+fn make_disk(user: &User, dir: &Path, spec: &str, extra: &[&str]) -> (Out, PathBuf) {
+    write_as(user, &dir.join("disk.json"), spec);
+    let img = dir.join("out.img");
+    let mut cmd = rootbox(user);
+    cmd.args([
+        "disk",
+        "--spec",
+        s(&dir.join("disk.json")),
+        "--json",
+        "-o",
+        s(&img),
+    ])
+    .args(extra);
+    (run(&mut cmd), img)
+}
+
+#[test]
+fn a_disk_from_a_spec_holds_its_blob_raw_fat_and_btrfs_and_bmaptool_copies_it() {
+    let user = setup();
+    let dir = tempdir_for(&user);
+    inputs(&user, dir.path());
+    let bmap = dir.path().join("out.bmap");
+    let (out, img) = make_disk(&user, dir.path(), SPEC, &["--bmap", s(&bmap)]);
+    out.assert_success();
+    let r = json(&out);
+    assert_sfdisk_agrees(&img, &r);
+    assert_sgdisk_clean(&img);
+    check_partitions(&user, dir.path(), &img, &r);
+    assert_eq!(r["partitions"][2]["attributes"], (1u64 << 60) | 4);
+    // Mapped bytes stay near the content (the disk is sparse).
+    let (mapped, content) = (
+        r["mapped_bytes"].as_u64().unwrap(),
+        r["content_bytes"].as_u64().unwrap(),
+    );
+    assert!(mapped < r["size_bytes"].as_u64().unwrap() / 4, "{r:#}");
+    assert!(content > 400_000, "{r:#}");
+    // The FAT partition holds exactly the tree (mtools reads it back).
+    let inspect = run(rootbox(&user).args(["inspect", s(&img)]));
+    inspect.assert_success();
+    assert!(
+        inspect
+            .stdout
+            .contains("/overlays/Überlay with a long name.dtbo"),
+        "{inspect}"
+    );
+    // The block map: bmaptool's own copy checks every range's checksum.
+    let text = fs::read_to_string(&bmap).unwrap();
+    assert!(
+        text.contains("<bmap version=\"2.0\">")
+            && text.contains("<ChecksumType> sha256 </ChecksumType>"),
+        "{text}"
+    );
+    if !have("bmaptool") {
+        eprintln!("bmaptool missing (apt install bmap-tools): the .bmap was not tried");
+        return;
+    }
+    let copy = dir.path().join("flashed.img");
+    let out = run(cmd_as(&user, "bmaptool").args(["copy", "--bmap", s(&bmap), s(&img), s(&copy)]));
+    out.assert_success();
+    assert_eq!(
+        fs::read(&copy).unwrap(),
+        fs::read(&img).unwrap(),
+        "bmaptool's copy differs"
+    );
+    // A corrupted block map is refused by bmaptool: the checksums are real.
+    let bad = dir.path().join("bad.bmap");
+    let mut bad_text = text.clone();
+    let at = bad_text.find("chksum=\"").unwrap() + 8;
+    bad_text.replace_range(at..at + 1, if &text[at..at + 1] == "0" { "1" } else { "0" });
+    write_as(&user, &bad, bad_text);
+    let copy2 = dir.path().join("flashed2.img");
+    let out = run(cmd_as(&user, "bmaptool").args(["copy", "--bmap", s(&bad), s(&img), s(&copy2)]));
+    assert!(
+        !out.status.success(),
+        "bmaptool accepted a wrong checksum:\n{out}"
+    );
+}
+
+#[test]
+fn reproducible_disks_from_two_copies_on_different_filesystems_are_identical() {
+    let user = setup();
+    let a = tempdir_for(&user);
+    let b = tempdir_for(&user);
+    inputs(&user, a.path());
+    // The second copy on a tmpfs when root can mount one, written later.
+    let on_tmpfs = is_root();
+    if on_tmpfs {
+        mount_tmpfs_for(&user, b.path(), "256m");
+    }
+    std::thread::sleep(Duration::from_millis(1100));
+    inputs(&user, b.path());
+    let env = [("SOURCE_DATE_EPOCH", "1700000000")];
+    let mut imgs = Vec::new();
+    for d in [a.path(), b.path()] {
+        write_as(&user, &d.join("disk.json"), SPEC);
+        let img = d.join("out.img");
+        let out = run(rootbox(&user).envs(env).args([
+            "disk",
+            "--spec",
+            s(&d.join("disk.json")),
+            "--json",
+            "-o",
+            s(&img),
+        ]));
+        out.assert_success();
+        assert!(json(&out)["reproducible"]["seed"].is_string());
+        imgs.push(fs::read(&img).unwrap());
+        std::thread::sleep(Duration::from_millis(1100));
+    }
+    if on_tmpfs {
+        let _ = Command::new("umount").arg(b.path()).status();
+    }
+    assert_eq!(imgs[0].len(), imgs[1].len());
+    let first = imgs[0].iter().zip(&imgs[1]).position(|(x, y)| x != y);
+    assert!(first.is_none(), "the disks differ first at byte {first:?}");
+    // Without the epoch, GUIDs are random: a different disk.
+    let out = run(rootbox(&user).args([
+        "disk",
+        "--spec",
+        s(&a.path().join("disk.json")),
+        "-o",
+        s(&a.path().join("random.img")),
+    ]));
+    out.assert_success();
+    assert_ne!(fs::read(a.path().join("random.img")).unwrap(), imgs[0]);
+}
+
+#[test]
+fn compressed_output_decompresses_to_the_disk() {
+    let user = setup();
+    let dir = tempdir_for(&user);
+    inputs(&user, dir.path());
+    let spec = r#"{"table": "mbr", "partitions": [
+        {"name": "fw", "startSector": 16384, "size": "30M", "type": "b", "bootable": true,
+         "content": {"fat": {"dir": "boot", "label": "FIRMWARE"}}},
+        {"name": "data", "type": "linux", "content": {"raw": "uboot.itb"}}]}"#;
+    write_as(&user, &dir.path().join("disk.json"), spec);
+    let plain = dir.path().join("plain.img");
+    let zst = dir.path().join("disk.img.zst");
+    for (o, extra) in [(&plain, vec![]), (&zst, vec!["--compress-output", "zstd"])] {
+        let out = run(rootbox(&user)
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .args([
+                "disk",
+                "--spec",
+                s(&dir.path().join("disk.json")),
+                "-o",
+                s(o),
+            ])
+            .args(extra));
+        out.assert_success();
+    }
+    let un = dir.path().join("un.img");
+    let out = run(Command::new("zstd").args(["-d", "-q", "-o", s(&un), s(&zst)]));
+    out.assert_success();
+    assert_eq!(fs::read(&un).unwrap(), fs::read(&plain).unwrap());
+    assert!(fs::metadata(&zst).unwrap().len() < 2_000_000);
+}
+
+/// Hostile specs, each: non-zero exit, an error naming what is wrong,
+/// nothing at the output path, no scratch. All rows are reported.
+#[test]
+fn hostile_specs_fail_cleanly_naming_the_partition() {
+    let user = setup();
+    let dir = tempdir_for(&user);
+    inputs(&user, dir.path());
+    write_as(&user, &dir.path().join("big/file"), vec![1u8; 3 << 20]);
+    write_as(&user, &dir.path().join("badname/a:b"), "x");
+    write_as(&user, &dir.path().join("case/README"), "x");
+    write_as(&user, &dir.path().join("case/readme"), "y");
+    create_dirs_as(&user, &dir.path().join("adir"));
+    let fifo = dir.path().join("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    give_to(&user, &fifo);
+    let many: Vec<String> = (0..129)
+        .map(|i| format!(r#"{{"name":"p{i}","size":"1M","type":"linux"}}"#))
+        .collect();
+    let many = format!(r#"{{"table":"gpt","partitions":[{}]}}"#, many.join(","));
+    let p = |parts: &str| format!(r#"{{"table":"gpt","partitions":[{parts}]}}"#);
+    let cases: Vec<(&str, String, Vec<&str>)> = vec![
+        ("overlapping partitions", p(r#"{"name":"one","startSector":2048,"size":"2M","type":"linux"},{"name":"two","startSector":4096,"size":"1M","type":"linux"}"#), vec!["partition 2 (\"two\"", "partition 1 (\"one\""]),
+        ("a blob over a partition", r#"{"table":"gpt","blobs":[{"file":"idbloader.img","sector":2100}],"partitions":[{"name":"root","startSector":2048,"size":"1M","type":"linux"}]}"#.into(), vec!["blob idbloader.img", "partition 1 (\"root\""]),
+        ("a blob over the GPT", r#"{"table":"gpt","blobs":[{"file":"idbloader.img","sector":1}],"partitions":[{"name":"root","size":"1M","type":"linux"}]}"#.into(), vec!["blob idbloader.img", "the primary GPT"]),
+        ("two blobs overlapping", r#"{"table":"gpt","blobs":[{"file":"idbloader.img","sector":64},{"file":"uboot.itb","sector":100}],"partitions":[{"name":"root","startSector":16384,"size":"1M","type":"linux"}]}"#.into(), vec!["blob uboot.itb", "blob idbloader.img"]),
+        ("a blob larger than its slot", r#"{"table":"gpt","blobs":[{"file":"idbloader.img","sector":64,"maxSize":"16K"}],"partitions":[]}"#.into(), vec!["blob idbloader.img", "larger than its slot"]),
+        ("a partition past the end", r#"{"table":"gpt","size":"8M","partitions":[{"name":"root","size":"8M","type":"linux"}]}"#.into(), vec!["partition 1 (\"root\")", "past the end of the disk"]),
+        ("an alignment violation", p(r#"{"name":"root","startSector":1000,"type":"linux","size":"1M"}"#), vec!["partition 1 (\"root\")", "alignment"]),
+        ("a FAT too small for its files", p(r#"{"name":"fw","size":"2M","type":"esp","content":{"fat":{"dir":"big"}}}"#), vec!["partition 1 (\"fw\")", "too small for its files"]),
+        ("a name FAT cannot hold", p(r#"{"name":"fw","type":"esp","content":{"fat":{"dir":"badname"}}}"#), vec!["partition 1 (\"fw\")", "a:b"]),
+        ("names equal but for case", p(r#"{"name":"fw","type":"esp","content":{"fat":{"dir":"case"}}}"#), vec!["partition 1 (\"fw\")", "differ only in case"]),
+        ("an unknown type", p(r#"{"name":"root","type":"linus"}"#), vec!["partition 1 (\"root\")", "unknown partition type \"linus\""]),
+        ("129 GPT entries", many, vec!["at most 128"]),
+        ("a raw file that is a directory", p(r#"{"name":"uboot","type":"linux","content":{"raw":"adir"}}"#), vec!["partition 1 (\"uboot\")", "is a directory"]),
+        ("a raw file that is a FIFO", p(r#"{"name":"uboot","type":"linux","content":{"raw":"fifo"}}"#), vec!["partition 1 (\"uboot\")", "FIFO"]),
+        ("a missing raw file", p(r#"{"name":"uboot","type":"linux","content":{"raw":"nothing.itb"}}"#), vec!["partition 1 (\"uboot\")", "nothing.itb"]),
+        ("raw content larger than the partition", p(r#"{"name":"uboot","size":"64K","type":"linux","content":{"raw":"uboot.itb"}}"#), vec!["partition 1 (\"uboot\")", "more than its size"]),
+        ("a GPT type byte on MBR's side", p(r#"{"name":"root","type":"0x83"}"#), vec!["partition 1 (\"root\")", "MBR type byte"]),
+        ("five MBR partitions", r#"{"table":"mbr","partitions":[{"name":"a","type":"linux"},{"name":"b","type":"linux"},{"name":"c","type":"linux"},{"name":"d","type":"linux"},{"name":"e","type":"linux"}]}"#.into(), vec!["at most 4"]),
+        ("an unknown field", r#"{"table":"gpt","partitons":[]}"#.into(), vec!["disk.json", "partitons"]),
+    ];
+    let mut failures = Vec::new();
+    for (what, spec, needles) in &cases {
+        let (out, img) = make_disk(&user, dir.path(), spec, &[]);
+        let mut wrong = Vec::new();
+        if out.status.success() || out.code() != Some(1) {
+            wrong.push(format!("exit {:?}", out.code()));
+        }
+        for n in needles {
+            if !out.stderr.contains(n) {
+                wrong.push(format!("stderr lacks {n:?}"));
+            }
+        }
+        if img.exists() {
+            wrong.push("the output exists".into());
+            let _ = fs::remove_file(&img);
+        }
+        let left: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".rootbox") || n.contains("rootbox-tmp"))
+            .collect();
+        if !left.is_empty() {
+            wrong.push(format!("scratch left: {left:?}"));
+        }
+        if !wrong.is_empty() {
+            failures.push(format!(
+                "{what}: {}\n{}",
+                wrong.join(", "),
+                out.stderr.trim()
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} hostile specs misbehaved:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n\n")
+    );
+}
+
+/// SIGKILL while the disk is being assembled (a large raw partition being
+/// spliced in): no output, no scratch (the disk is an unnamed file).
+#[test]
+fn sigkill_during_assembly_leaves_nothing() {
+    let user = setup();
+    let dir = tempdir_for(&user);
+    let big = dir.path().join("big.raw");
+    let out = run(Command::new("dd")
+        .arg("if=/dev/urandom")
+        .arg(format!("of={}", big.display()))
+        .args(["bs=1M", "count=768", "status=none"]));
+    out.assert_success();
+    give_to(&user, &big);
+    let spec = r#"{"table":"gpt","partitions":[{"name":"big","type":"linux","content":{"raw":"big.raw"}}]}"#;
+    write_as(&user, &dir.path().join("disk.json"), spec);
+    let img = dir.path().join("out.img");
+    let running = start(rootbox(&user).args([
+        "disk",
+        "--spec",
+        s(&dir.path().join("disk.json")),
+        "-o",
+        s(&img),
+    ]));
+    let pid = running.pid();
+    // The unnamed disk file shows up among its descriptors as deleted.
+    let assembling = wait_until(Duration::from_secs(30), || {
+        fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
+            fds.flatten().any(|fd| {
+                fs::read_link(fd.path()).is_ok_and(|t| {
+                    let t = t.to_string_lossy().into_owned();
+                    t.starts_with(s(dir.path())) && t.ends_with("(deleted)")
+                })
+            })
+        })
+    });
+    assert!(assembling, "never saw the disk being assembled");
+    running.signal(nix::sys::signal::Signal::SIGKILL);
+    let out = running.finish();
+    assert_eq!(signal_of(&out.status), Some(9), "{out}");
+    assert_nothing_left(dir.path(), &img);
+}

@@ -73,6 +73,7 @@ class Boot(ABC):
     grow = 0
     table = None
     root_bytes = None
+    root_partuuid = None    # what the loader names (set by disk_spec)
 
     def make_disk(self, rootbox, user, root_content, d, out, log, map_args=()):
         """The disk ``out`` with this boot's loader partition and the root
@@ -220,7 +221,9 @@ class Uefi(Boot):
                 "-drive", f"if=pflash,format=raw,unit=1,file={vars_}", *disk_args(disk)]
 
     def path_check(self, console):
-        want = ["rootbox boot test: GRUB found", f"BOOT_IMAGE=/@/boot/vmlinuz-{self.kver}"]
+        # the kernel got the root partition's PARTUUID of the --json report
+        want = ["rootbox boot test: GRUB found", f"BOOT_IMAGE=/@/boot/vmlinuz-{self.kver}",
+                f"root=PARTUUID={self.root_partuuid or ''}"]
         lines = [l for l in console.splitlines() if any(w in l for w in want + ["BdsDxe: starting"])]
         ok = all(any(w in l for l in lines) for w in want)
         return ok, "\n".join(lines[:6]) or "no GRUB or kernel line on the console"
@@ -283,8 +286,9 @@ class UBoot(Boot):
     def path_check(self, console):
         lines = [l for l in console.splitlines()
                  if l.startswith("U-Boot ") or "U-Boot runs boot.scr" in l or "Command line:" in l]
+        # the kernel got the root partition's PARTUUID of the --json report
         ok = (any("U-Boot runs boot.scr" in l for l in lines)
-              and any("Command line:" in l and "PARTUUID=" in l for l in lines))
+              and any("Command line:" in l and f"root=PARTUUID={self.root_partuuid or ''}" in l for l in lines))
         return ok, "\n".join(lines[:6]) or "no U-Boot or kernel line on the console"
 
     def describe(self):

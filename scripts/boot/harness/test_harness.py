@@ -198,14 +198,19 @@ class FirmwarePath(unittest.TestCase):
 
     def test_uefi_needs_grub_and_the_kernel_it_loaded_from_at(self):
         u = Uefi(self.KV, LAYOUTS["default"], "rootbox-boot")
+        u.root_partuuid = "x"
         grub = "rootbox boot test: GRUB found hd0,gpt2"
         kernel = f"[    0.000000] Command line: BOOT_IMAGE=/@/boot/vmlinuz-{self.KV} root=PARTUUID=x"
         self.assertTrue(u.path_check(f"{grub}\n{kernel}\n")[0])
+        self.assertFalse(u.path_check(f"{grub}\n{kernel.replace('=x', '=y')}\n")[0])
         self.assertFalse(u.path_check(f"{kernel}\n")[0])
         self.assertFalse(u.path_check("[    0.000000] Command line: root=LABEL=rootbox-boot\n")[0])
 
     def test_uboot_needs_its_script_and_a_partuuid_root(self):
         b = UBoot(Path("vmlinuz"), Path("initrd.img"), LAYOUTS["default"])
+        b.root_partuuid = "3c42a6a4-02"
+        self.assertFalse(b.path_check("rootbox boot test: U-Boot runs boot.scr\n"
+                                      "[    0.000000] Command line: root=PARTUUID=aaaaaaaa-02 rw\n")[0])
         ok = ("U-Boot 2023.01\nrootbox boot test: U-Boot runs boot.scr\n"
               "[    0.000000] Command line: root=PARTUUID=3c42a6a4-02 rw\n")
         self.assertTrue(b.path_check(ok)[0])

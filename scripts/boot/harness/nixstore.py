@@ -115,7 +115,7 @@ def check(res, sec, closure, registration, count):
     """The nix check from the guest's sections.  (Debian's nix-bin warns
     that group nixbld does not exist: the guest has no build users, and
     nothing here builds.)"""
-    bad, ev = [], [f"registration {registration} ({count} store paths, from the build's summary)"]
+    bad, ev = [], [f"registration {registration} ({count} store paths, from the build's report)"]
     if count != len(closure.paths):
         bad.append(f"the build registered {count} store paths, not {len(closure.paths)}")
     code, lines = rc(sec.get("nix-before", []))

@@ -5,11 +5,13 @@
 #   inputs.rootbox.url = "git+https://…/rootbox?dir=nix";
 # Outputs:
 #   packages.<system>.{rootbox,default}
-#   lib.makeBtrfsImage pkgs { storePaths = …; volumeLabel = …; … }
-#   legacyPackages.<system>.makeBtrfsImage { … }   (same, pkgs applied)
-#   overlays.default   (adds pkgs.rootbox and pkgs.makeBtrfsImage)
+#   lib.makeBtrfsFs       the file nix/make-btrfs-fs.nix, for
+#                         sdImage.rootFilesystemCreator or pkgs.callPackage
+#   legacyPackages.<system>.makeBtrfsFs { storePaths = …; volumeLabel = …; … }
+#                         (callPackage'd with nixpkgs and this rootbox)
+#   overlays.default      adds pkgs.rootbox and pkgs.makeBtrfsFs
 # To move it to the repo root: replace ./package.nix by ./nix/package.nix and
-# ./make-btrfs-image.nix by ./nix/make-btrfs-image.nix.
+# ./make-btrfs-fs.nix by ./nix/make-btrfs-fs.nix.
 {
   description = "rootbox: filesystem images owned by root, built without root";
 
@@ -19,10 +21,6 @@
     let
       systems = [ "x86_64-linux" "aarch64-linux" ];
       forAllSystems = f: nixpkgs.lib.genAttrs systems (system: f nixpkgs.legacyPackages.${system});
-      makeBtrfsImageFor = pkgs: rootbox: import ./make-btrfs-image.nix {
-        inherit (pkgs) lib runCommand closureInfo writeText zstd;
-        inherit rootbox;
-      };
     in
     {
       packages = forAllSystems (pkgs: rec {
@@ -30,16 +28,16 @@
         default = rootbox;
       });
 
-      lib.makeBtrfsImage = pkgs:
-        makeBtrfsImageFor pkgs (pkgs.callPackage ./package.nix { });
+      lib.makeBtrfsFs = ./make-btrfs-fs.nix;
 
       legacyPackages = forAllSystems (pkgs: {
-        makeBtrfsImage = makeBtrfsImageFor pkgs self.packages.${pkgs.system}.rootbox;
+        makeBtrfsFs = args: pkgs.callPackage ./make-btrfs-fs.nix
+          ({ rootbox = self.packages.${pkgs.system}.rootbox; } // args);
       });
 
       overlays.default = final: _prev: {
         rootbox = final.callPackage ./package.nix { };
-        makeBtrfsImage = makeBtrfsImageFor final final.rootbox;
+        makeBtrfsFs = args: final.callPackage ./make-btrfs-fs.nix args;
       };
     };
 }

@@ -30,6 +30,7 @@ rustPlatform.buildRustPackage {
       ../Cargo.toml
       ../Cargo.lock
       ../sandbox
+      ../btrfs
       ../images
       ../runner
       (lib.fileset.difference ../tests ../tests/nix)
@@ -40,9 +41,9 @@ rustPlatform.buildRustPackage {
   # (no outputHashes needed).
   cargoLock.lockFile = ../Cargo.lock;
 
-  # The workspace has three crates; only the runner crate has a binary.
+  # The workspace has four crates; only the runner crate has a binary.
   cargoBuildFlags = [ "--package" "rootbox" ];
-  # Unit tests of all three crates; they need no privileges. Tests that need
+  # Unit tests of all four crates; they need no privileges. Tests that need
   # user namespaces work in the Nix sandbox (nested user namespaces are
   # allowed there); tests that loop-mount images skip themselves without root.
   cargoTestFlags = [ "--workspace" ];

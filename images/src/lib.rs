@@ -11,6 +11,7 @@
 
 pub mod closure;
 pub mod disk;
+pub mod fs;
 pub mod layout;
 pub mod mkfs;
 pub mod nixos;

@@ -40,7 +40,7 @@ use crate::size::{ByteSize, Size};
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Spec {
-    /// The filesystem to make; only btrfs for now.
+    /// The filesystem to make: btrfs (the default), ext4, erofs or squashfs.
     #[serde(default)]
     pub filesystem: Filesystem,
     /// Filesystem label (at most 255 bytes, no NUL).
@@ -104,6 +104,40 @@ pub enum Filesystem {
     /// btrfs, made with `mkfs.btrfs --rootdir`.
     #[default]
     Btrfs,
+    /// ext4, made with `mkfs.ext4 -d` ([`crate::fs::ext4`]).
+    Ext4,
+    /// erofs, made with `mkfs.erofs` ([`crate::fs::erofs`]).
+    Erofs,
+    /// squashfs, made with `mksquashfs` ([`crate::fs::squashfs`]).
+    Squashfs,
+}
+
+impl Filesystem {
+    /// The filesystem of [`crate::fs`], or `None` for btrfs.
+    pub fn other(self) -> Option<crate::fs::Filesystem> {
+        match self {
+            Filesystem::Btrfs => None,
+            Filesystem::Ext4 => Some(crate::fs::Filesystem::Ext4),
+            Filesystem::Erofs => Some(crate::fs::Filesystem::Erofs),
+            Filesystem::Squashfs => Some(crate::fs::Filesystem::Squashfs),
+        }
+    }
+}
+
+impl FromStr for Filesystem {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "btrfs" => Ok(Filesystem::Btrfs),
+            "ext4" => Ok(Filesystem::Ext4),
+            "erofs" => Ok(Filesystem::Erofs),
+            "squashfs" => Ok(Filesystem::Squashfs),
+            _ => Err(format!(
+                "unknown filesystem {s:?}: use btrfs, ext4, erofs or squashfs"
+            )),
+        }
+    }
 }
 
 /// One subvolume: its name at the top level of the filesystem and where it
@@ -647,7 +681,7 @@ mod tests {
             ("{\"compress\": \"brotli\"}", &["compress: ", "unknown compression", "zstd[:1..15]"]),
             ("{\"compress\": \"zstd:20\"}", &["levels are 1..15"]),
             ("{\"compress\": \"lzo:3\"}", &["takes no level"]),
-            ("{\"filesystem\": \"ext4\"}", &["filesystem: ", "`btrfs`"]),
+            ("{\"filesystem\": \"xfs\"}", &["filesystem: ", "`btrfs`", "`squashfs`"]),
             ("{\"registration\": \"nix-path-registration\"}", &["registration: ", "absolute"]),
             ("{\"subvolumes\": [{\"name\": \"@\", \"mountpoint\": \"/\", \"type\": \"rx\"}]}", &["subvolumes[0].type: ", "`default-ro`"]),
             ("{\"subvolumes\": [{\"name\": \"@\"}]}", &["subvolumes[0]: ", "missing field `mountpoint`"]),

@@ -10,6 +10,7 @@ use tracing_subscriber::filter::LevelFilter;
 mod disk;
 mod doctor;
 mod error_text;
+mod fs;
 mod inspect;
 mod pipeline;
 mod run;
@@ -57,6 +58,18 @@ enum Command {
     Stage {
         job: std::path::PathBuf,
     },
+    /// (internal) An ext4, erofs or squashfs image from a staged tree.
+    #[command(name = "__fs-make", hide = true)]
+    FsMake(fs::cli::MakeArgs),
+    /// (internal) A build's ext4, erofs or squashfs step, in a nested sandbox.
+    #[command(name = "__fs-stage", hide = true)]
+    FsStage {
+        step: std::path::PathBuf,
+        outcome: std::path::PathBuf,
+    },
+    /// (internal) Every inode of an ext4, erofs or squashfs image, as JSON.
+    #[command(name = "__fs-read", hide = true)]
+    FsRead(fs::cli::ReadArgs),
 }
 
 /// When log output is coloured.
@@ -129,6 +142,9 @@ fn main() -> ExitCode {
         Command::Inspect(args) => inspect::run(args).map(|()| ExitCode::SUCCESS),
         Command::Doctor(args) => doctor::main(args),
         Command::Stage { job } => pipeline::stage::main(job),
+        Command::FsMake(args) => fs::cli::make(args),
+        Command::FsRead(args) => fs::cli::read(args),
+        Command::FsStage { step, outcome } => fs::cli::stage(step, outcome),
     };
     match result {
         Ok(code) => code,

@@ -102,7 +102,7 @@ fn spec_cases() -> Vec<Case> {
         fails(
             "spec: unknown filesystem",
             &["filesystem", "`btrfs`"],
-            spec(r#"{"filesystem": "ext4", "rootfs": "root"}"#),
+            spec(r#"{"filesystem": "xfs", "rootfs": "root"}"#),
         ),
         fails(
             "spec: label longer than 255 bytes",

@@ -48,7 +48,7 @@ if [ "$standin" != 0 ]; then
     printf '{"standin":true,"image":"%s/image.btrfs","subvolumes":["@nix","@persist","@home"]}\n' \
         "$out" >"$out/result.json"
 elif [ "$via" = spec ]; then
-    # What nix/make-btrfs-image.nix does: a JSON spec, rootfs relative to it.
+    # What nix/make-btrfs-fs.nix does: a JSON spec, rootfs relative to it.
     cat >spec.json <<SPEC
 {
   "filesystem": "btrfs",

@@ -16,7 +16,7 @@
 #               (closureInfo was added with nix-store --add, which records no
 #               references, so depending on it alone would not be enough)
 #   via         "cli": rootbox build with command-line flags; "spec": the same
-#               layout as a JSON spec file (what nix/make-btrfs-image.nix does)
+#               layout as a JSON spec file (what nix/make-btrfs-fs.nix does)
 #   runId       changes every run: a fresh build every time
 { tools, rootbox ? "", standin ? "0", via ? "cli", closureInfo, closure, runId }:
 let

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Read-back checks for tests/nix/run-test (build mode).
+"""Read-back checks for tests/nix/run-test (build and sd-image modes).
 
   check-image.py dump-tree BTRFS IMAGE SUBVOLS
       Parse `btrfs inspect-internal dump-tree IMAGE`: every INODE_ITEM in
@@ -9,8 +9,24 @@
       FILE is in `nix-store --dump-db` / `--load-db` format; the paths it
       registers must be exactly those listed in STORE_PATHS, and every
       reference must be one of them (a closed closure).
+  check-image.py same-registration A B
+      Two registrations (e.g. closureInfo's and `nix-store --dump-db`'s)
+      hold the same records: paths, NAR hashes (in whatever encoding),
+      sizes and references.
+  check-image.py sd-partitions SFDISK_JSON FS_BYTES
+      `sfdisk --json` of an SD image is what nixpkgs' sd-image.nix makes with
+      its defaults: MBR id 0x2178694e, FAT (type b, bootable) at 8 MiB for
+      30 MiB, Linux (83) right after it and big enough for FS_BYTES.
+  check-image.py sd-image INSPECT_JSON LAYOUT STORE_PATHS RESULT_JSON
+      `rootbox inspect --json` of the root partition: every entry 0:0; with
+      LAYOUT sd-image everything (store, registration, /boot) in one
+      subvolume @, the default; with LAYOUT subvolumes / in @
+      (the default subvolume) and the store in @nix. RESULT_JSON (rootbox's report) must say copied_bytes 0:
+      a Nix build stages the closure without copying it.
 Exits 1 and prints the evidence on failure.
 """
+import base64
+import json
 import re
 import subprocess
 import sys
@@ -60,7 +76,7 @@ def dump_tree(btrfs, image, want_subvols):
     return ok
 
 
-def parse_registration(text):
+def parse_registration(text, full=False):
     """Records: path, narHash, narSize, deriver, nrRefs, refs..."""
     lines = text.split("\n")
     i = 0
@@ -72,7 +88,7 @@ def parse_registration(text):
         refs = lines[i + 5:i + 5 + n]
         if not path.startswith("/nix/store/") or not nar_size.isdigit() or not nar_hash:
             raise ValueError(f"bad record at line {i + 1}: {lines[i:i + 5]}")
-        regs[path] = refs
+        regs[path] = (nar_hash, int(nar_size), sorted(refs)) if full else refs
         i += 5 + n
     return regs
 
@@ -97,7 +113,142 @@ def registration(file, store_paths):
     return ok
 
 
+NIX32 = "0123456789abcdfghijklmnpqrsvwxyz"
+
+
+def hash_bytes(h):
+    """A sha256 in any of Nix's spellings: hex, nix32, SRI, each with or
+    without an `sha256:` prefix."""
+    if h.startswith("sha256-"):
+        return base64.b64decode(h[7:])
+    h = h.removeprefix("sha256:")
+    if len(h) == 64:
+        return bytes.fromhex(h)
+    if len(h) == 52:
+        out = bytearray(32)
+        for n in range(len(h)):
+            digit = NIX32.index(h[len(h) - n - 1])
+            b, j = divmod(n * 5, 8)
+            out[b] |= (digit << j) & 0xFF
+            if b + 1 < 32:
+                out[b + 1] |= digit >> (8 - j)
+        return bytes(out)
+    raise ValueError(f"unknown hash encoding: {h}")
+
+
+def same_registration(a, b):
+    try:
+        ra = parse_registration(open(a).read(), full=True)
+        rb = parse_registration(open(b).read(), full=True)
+        na = {p: (hash_bytes(h), s, r) for p, (h, s, r) in ra.items()}
+        nb = {p: (hash_bytes(h), s, r) for p, (h, s, r) in rb.items()}
+    except (OSError, ValueError, IndexError) as e:
+        print(f"same-registration: {e}")
+        return False
+    if na != nb:
+        for p in sorted(set(na) | set(nb)):
+            if na.get(p) != nb.get(p):
+                print(f"same-registration: {p}: {ra.get(p)} vs {rb.get(p)}")
+        return False
+    print(f"same-registration: {len(na)} records agree")
+    return True
+
+
+def sd_partitions(pt_json, fs_bytes):
+    pt = json.load(open(pt_json))["partitiontable"]
+    parts = pt.get("partitions", [])
+    mib = 1024 * 1024 // 512
+    want = [
+        {"start": 8 * mib, "size": 30 * mib, "type": "b", "bootable": True},
+        {"start": 38 * mib, "type": "83"},
+    ]
+    ok = pt.get("label") == "dos" and pt.get("id") == "0x2178694e" and len(parts) == 2
+    for p, w in zip(parts, want):
+        ok &= all(p.get(k) == v for k, v in w.items())
+    if len(parts) == 2 and parts[1].get("size", 0) * 512 < int(fs_bytes):
+        ok = False
+    if not ok:
+        print(f"sd-partitions: got {json.dumps(pt)}, expected label dos id 0x2178694e, {want}")
+    else:
+        print(f"sd-partitions: {[(p['start'], p['size'], p['type']) for p in parts]}")
+    return ok
+
+
+def find_key(doc, key):
+    if isinstance(doc, dict):
+        if key in doc:
+            return doc[key]
+        doc = list(doc.values())
+    if isinstance(doc, list):
+        for v in doc:
+            r = find_key(v, key)
+            if r is not None:
+                return r
+    return None
+
+
+def sd_image(inspect_json, layout, store_paths, result_json):
+    doc = json.load(open(inspect_json))
+    subvols = {s["path"]: s for s in doc["subvolumes"]}
+    ok = True
+    entries = []
+    for listing in doc["listings"]:
+        prefix = listing["subvolume_path"].strip("/")
+        base = listing["path"].strip("/")
+        for e in listing["entries"]:
+            rel = "/".join(x for x in (prefix, base, e["path"].strip("/")) if x)
+            entries.append((rel, e))
+    paths = {p for p, _ in entries}
+    bad = [f"{e['uid']}:{e['gid']} {p}" for p, e in entries if (e["uid"], e["gid"]) != (0, 0)]
+    print(f"sd-image: {len(entries)} entries, subvolumes {sorted(subvols)}")
+    if not entries:
+        print("sd-image: no entries listed")
+        ok = False
+    if bad:
+        print("sd-image: not owned by 0:0:\n  " + "\n  ".join(bad[:20]))
+        ok = False
+    # sd-image's own arguments carry no layout: make-btrfs-fs.nix then makes
+    # one default subvolume @ holding everything.
+    if layout == "sd-image":
+        root, store, want_subvols = "@", "@/nix/store", {"@"}
+    else:
+        root, store, want_subvols = "@", "@nix/store", {"@", "@nix"}
+    default = doc["default_subvolume"]
+    if subvols.get("@", {}).get("id") != default:
+        print(f"sd-image: default subvolume is {default}, not @ ({subvols.get('@')})")
+        ok = False
+    got_subvols = {p.strip("/") for p in subvols} - {""}
+    if got_subvols != want_subvols:
+        print(f"sd-image: subvolumes {sorted(got_subvols)}, expected {sorted(want_subvols)}")
+        ok = False
+    want = [f"{store}/{p.rsplit('/', 1)[1]}" for p in open(store_paths).read().split()]
+    want += [f"{root}/boot/extlinux/extlinux.conf".lstrip("/"), f"{root}/nix-path-registration".lstrip("/")]
+    missing = [p for p in want if p not in paths]
+    if missing:
+        print(f"sd-image: missing {missing}; have e.g. {sorted(paths)[:15]}")
+        ok = False
+    stray = sorted(p for p in paths if "/store/" in p and not any(p == w or p.startswith(w + "/") for w in want))
+    if stray:
+        print(f"sd-image: store entries outside the closure's paths: {stray[:10]}")
+        ok = False
+    result = json.load(open(result_json))
+    copied = find_key(result, "copied_bytes")
+    print(f"sd-image: report copied_bytes={copied} bound_bytes={find_key(result, 'bound_bytes')} "
+          f"binds={find_key(result, 'binds')} reproducible={json.dumps(find_key(result, 'reproducible'))}")
+    if copied != 0:
+        print(f"sd-image: rootbox copied {copied} bytes in a Nix build (SOURCE_DATE_EPOCH is always "
+              "set there); bind staging copies nothing")
+        ok = False
+    return ok
+
+
 def main(argv):
+    if len(argv) == 4 and argv[1] == "same-registration":
+        return 0 if same_registration(argv[2], argv[3]) else 1
+    if len(argv) == 4 and argv[1] == "sd-partitions":
+        return 0 if sd_partitions(argv[2], argv[3]) else 1
+    if len(argv) == 6 and argv[1] == "sd-image":
+        return 0 if sd_image(argv[2], argv[3], argv[4], argv[5]) else 1
     if len(argv) == 5 and argv[1] == "dump-tree":
         return 0 if dump_tree(argv[2], argv[3], argv[4]) else 1
     if len(argv) == 4 and argv[1] == "registration":

@@ -1,4 +1,4 @@
-# Evaluates nix/package.nix and nix/make-btrfs-image.nix against a tiny mock
+# Evaluates nix/package.nix and nix/make-btrfs-fs.nix against a tiny mock
 # of the nixpkgs functions they use (there is no nixpkgs on the CI machine),
 # so that typos, wrong argument names and the generated rootbox spec are
 # checked without nixpkgs. Used by `tests/nix/run-test eval`.
@@ -20,6 +20,7 @@ let
     assertMsg = pred: msg: pred || builtins.throw msg;
     optional = c: x: if c then [ x ] else [ ];
     optionalString = c: s: if c then s else "";
+    optionalAttrs = c: a: if c then a else { };
     escapeShellArgs = xs: builtins.concatStringsSep " " (map (x: "'${x}'") xs);
     licenses = { mit = "mit"; asl20 = "asl20"; };
     platforms.linux = [ "x86_64-linux" "aarch64-linux" ];
@@ -30,40 +31,54 @@ let
     makeWrapper = "/mock/makeWrapper";
     btrfs-progs = "/mock/btrfs-progs";
   };
-  makeBtrfsImage = import ../../nix/make-btrfs-image.nix {
+  # callPackage as nixpkgs does it: formals filled from the mock pkgs.
+  mockPkgs = {
     inherit lib;
     runCommand = name: env: script: env // (env.passthru or { }) // { inherit name script; };
-    closureInfo = { rootPaths }: "/mock/closure-info";
-    writeText = name: text: "/mock/${name}";
+    buildPackages = {
+      closureInfo = { rootPaths }: "/mock/closure-info";
+      callPackage = _: _: "/mock/rootbox-from-package.nix";
+    };
     zstd = "/mock/zstd";
-    rootbox = "/mock/rootbox";
+    btrfs-progs = "/mock/btrfs-progs";
   };
-  impermanence = makeBtrfsImage {
+  callPackage = f: args: let fn = import f; in
+    fn (builtins.intersectAttrs (builtins.functionArgs fn) mockPkgs // args);
+  makeBtrfsFs = args: callPackage ../../nix/make-btrfs-fs.nix ({ rootbox = "/mock/rootbox"; } // args);
+  # What sd-image.nix passes, nothing more (and no rootbox in pkgs: the
+  # function must then build its own).
+  sdImageCall = callPackage ../../nix/make-btrfs-fs.nix {
+    storePaths = [ "/mock/toplevel" ];
+    compressImage = true;
+    populateImageCommands = "mkdir -p ./files/boot";
+    volumeLabel = "NIXOS_SD";
+  };
+  impermanence = makeBtrfsFs {
     storePaths = [ "/mock/toplevel" ];
     volumeLabel = "nixos";
-    compressImage = true;
     subvolumes = [
       { name = "@nix"; mountpoint = "/nix"; }
       { name = "@persist"; mountpoint = "/persist"; }
       { name = "@home"; mountpoint = "/home"; type = "rw"; }
     ];
     registration = "/nix/nix-path-registration";
-    populateImageCommands = "mkdir -p ./files/etc";
+    reproducible = true;
   };
-  fromFileSystems = makeBtrfsImage {
+  fromFileSystems = makeBtrfsFs {
     storePaths = [ ];
     volumeLabel = "nixos";
-    uuid = "44444444-4444-4444-8888-888888888888";
+    uuid = null;
     fileSystems."/" = { fsType = "tmpfs"; options = [ "mode=755" ]; };
     fileSystems."/nix" = { device = "/dev/disk/by-label/nixos"; fsType = "btrfs"; options = [ "subvol=@nix" ]; };
   };
-  both = builtins.tryEval (makeBtrfsImage {
+  both = builtins.tryEval (makeBtrfsFs {
     storePaths = [ ]; volumeLabel = "x"; subvolumes = [ ]; fileSystems = { };
   }).name;
 in
 {
   package = { inherit (pkg) pname version cargoBuildFlags postInstall src; lockFile = toString pkg.cargoLock.lockFile; };
-  impermanence = { inherit (impermanence) name imageName rootboxSpec script nativeBuildInputs; };
-  fromFileSystems = { inherit (fromFileSystems) rootboxSpec imageName; };
+  sdImageCall = { inherit (sdImageCall) name outputs rootboxSpec nativeBuildInputs; };
+  impermanence = { inherit (impermanence) name rootboxSpec script nativeBuildInputs; };
+  fromFileSystems = { inherit (fromFileSystems) name rootboxSpec fileSystemsJson; };
   bothRejected = !both.success;
 }

@@ -34,7 +34,7 @@ pub fn build_partition(
     scratch: &Path,
     name: &str,
     map: MapMode,
-    reproducible: Option<(Option<i64>, Option<String>)>,
+    reproducible: Option<Reproducible>,
 ) -> Result<Built> {
     let path = scratch.join(format!("{name}.btrfs"));
     let opts = Options {
@@ -44,7 +44,7 @@ pub fn build_partition(
         force: false,
         verify: true,
         no_userns: false,
-        reproducible: reproducible.map(|(epoch, seed)| Reproducible { epoch, seed }),
+        reproducible,
     };
     let request = BuildRequest {
         spec: spec.clone(),

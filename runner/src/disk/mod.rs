@@ -231,10 +231,7 @@ pub struct Options {
     pub reproducible: Option<Reproducible>,
 }
 
-pub struct Reproducible {
-    pub epoch: Option<i64>,
-    pub seed: Option<String>,
-}
+pub use crate::pipeline::request::Reproducible;
 
 impl Options {
     fn from_args(a: &DiskArgs) -> Result<Options> {
@@ -252,6 +249,7 @@ impl Options {
             reproducible: (a.reproducible || epoch.is_some()).then(|| Reproducible {
                 epoch,
                 seed: a.seed.clone(),
+                explicit: a.reproducible,
             }),
         })
     }
@@ -401,11 +399,10 @@ pub fn make(spec: &DiskSpec, output: &Path, opts: &Options) -> Result<Report> {
             }
             Some(Content::Btrfs(b)) => {
                 tracing::info!("{}: building the btrfs filesystem", title(i));
-                let repro = opts.reproducible.as_ref().map(|r| {
-                    (
-                        r.epoch,
-                        seed.as_ref().map(|s| format!("{s}/partition {}", p.name)),
-                    )
+                let repro = opts.reproducible.as_ref().map(|r| Reproducible {
+                    epoch: r.epoch,
+                    seed: seed.as_ref().map(|s| format!("{s}/partition {}", p.name)),
+                    explicit: r.explicit,
                 });
                 let built = btrfs::build_partition(
                     b,

@@ -62,6 +62,10 @@ pub struct BuildArgs {
     /// (builtins.toJSON config.fileSystems).
     #[arg(long, value_name = "FILE", conflicts_with = "subvols")]
     file_systems: Option<PathBuf>,
+    /// The filesystem: btrfs (default), ext4, erofs or squashfs. Only btrfs
+    /// has subvolumes; the others hold the whole tree.
+    #[arg(long, value_name = "FS")]
+    filesystem: Option<String>,
     /// Filesystem label.
     #[arg(long, short = 'L')]
     label: Option<String>,
@@ -201,6 +205,12 @@ fn effective_spec(a: &BuildArgs) -> Result<Spec> {
         spec.file_systems = Some(v.clone());
         spec.subvolumes.clear();
     }
+    if let Some(v) = &a.filesystem {
+        spec.filesystem = v
+            .parse()
+            .map_err(anyhow::Error::msg)
+            .context("--filesystem")?;
+    }
     if let Some(v) = &a.label {
         spec.label = Some(v.clone());
     }
@@ -238,5 +248,6 @@ fn reproducible_options(a: &BuildArgs) -> Result<Option<Reproducible>> {
     Ok((a.reproducible || epoch.is_some()).then(|| Reproducible {
         epoch,
         seed: a.seed.clone(),
+        explicit: a.reproducible,
     }))
 }

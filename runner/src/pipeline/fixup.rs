@@ -42,6 +42,15 @@ use super::verify::image_path;
 pub struct ReproducibleReport {
     pub epoch: i64,
     pub seed: String,
+    /// What asked for it: "--reproducible" or "SOURCE_DATE_EPOCH".
+    pub requested_by: &'static str,
+    /// What fixed the inode order: "mkfs.btrfs" (7.3 or newer, sources
+    /// bound), "sorted copy" (older mkfs and --reproducible: the content
+    /// copied into the staging tmpfs) or "sources" (older mkfs and
+    /// SOURCE_DATE_EPOCH alone: bound, so the order follows the sources).
+    pub inode_order: &'static str,
+    /// Bytes copied for it: the sorted copy; 0 when bound.
+    pub copied_bytes: u64,
 }
 
 /// What the fix-ups did.
@@ -104,9 +113,21 @@ pub fn run(
         make_reproducible(image, epoch, seed)?;
         done.secs += t.elapsed().as_secs_f64();
         tracing::info!("reproducible: times clamped to {epoch}, UUIDs derived from the seed");
+        let (inode_order, copied_bytes) = match (staged.mkfs_orders, staged.sorted_copy) {
+            (true, _) => ("mkfs.btrfs", 0),
+            (false, true) => ("sorted copy", staged.copied_bytes),
+            (false, false) => ("sources", 0),
+        };
         done.reproducible = Some(ReproducibleReport {
             epoch,
             seed: seed.to_string(),
+            requested_by: if r.explicit {
+                "--reproducible"
+            } else {
+                "SOURCE_DATE_EPOCH"
+            },
+            inode_order,
+            copied_bytes,
         });
     }
     Ok(done)

@@ -12,7 +12,7 @@ use rootbox_images::closure::Closure;
 use rootbox_images::layout::{list_fs_dir, Layout};
 use rootbox_images::nixos::{from_nixos_file_systems, ImageDevice};
 use rootbox_images::owners::Manifest;
-use rootbox_images::spec::{Spec, Uuid};
+use rootbox_images::spec::{Spec, SubvolumeSpec, Uuid};
 use rootbox_sandbox::MapMode;
 use tempfile::TempDir;
 
@@ -123,6 +123,22 @@ fn layout(
 ) -> Result<(Layout, Option<String>, Option<Uuid>)> {
     let mut label = spec.label.clone();
     let mut uuid = spec.uuid.clone();
+    if let Some(fs) = spec.filesystem.other() {
+        // No subvolumes: the whole tree is the one root, staged in
+        // crate::fs::STAGED_ROOT.
+        let subvolumes = !spec.subvolumes.is_empty() || spec.file_systems.is_some();
+        let o = rootbox_images::fs::Options {
+            subvolumes,
+            ..rootbox_images::fs::Options::default()
+        };
+        rootbox_images::fs::check(fs, &o)?;
+        let root = SubvolumeSpec {
+            name: crate::fs::STAGED_ROOT.into(),
+            mountpoint: "/".into(),
+            kind: Default::default(),
+        };
+        return Ok((Layout::new(&[root])?, label, uuid));
+    }
     let Some(fs_file) = &spec.file_systems else {
         if spec.subvolumes.is_empty() {
             bail!("no subvolumes given: add --subvol NAME:MOUNTPOINT (e.g. --subvol @:/:default --subvol @nix:/nix) or --file-systems FILE");

@@ -33,6 +33,8 @@ pub struct StageJob {
     pub registration: Option<(PathBuf, PathBuf)>,
     pub staging: StoreStaging,
     pub mkfs: MkfsJob,
+    /// ext4, erofs or squashfs instead of mkfs.btrfs (`crate::fs`).
+    pub fs: Option<crate::fs::StagedJob>,
     /// Where to write the [`StageResult`].
     #[serde(with = "path_bytes")]
     pub result: PathBuf,
@@ -43,9 +45,15 @@ pub struct StageJob {
     /// No user namespace (`--no-userns`): no mounts; everything is copied
     /// into `stage_dir` (on disk) as the caller.
     pub direct: bool,
-    /// Reproducible image: everything is copied into the staging tmpfs in
-    /// sorted order, atimes set to mtimes.
+    /// Reproducible image: staged atimes set to mtimes.
     pub reproducible: bool,
+    /// Everything is copied into the staging tmpfs in sorted order:
+    /// mkfs.btrfs before 7.3 numbers inodes in the order the staging tree
+    /// lists. Only for an explicit `--reproducible`.
+    pub sorted_copy: bool,
+    /// The epoch mkfs.btrfs ≥ 7.3 is given with [`MkfsJob::deterministic`]
+    /// (None: the newest source mtime, known after the plan).
+    pub epoch: Option<i64>,
 }
 
 /// A subtree to stage: `src` on the host becomes `dst` in the staging tree.
@@ -73,6 +81,10 @@ pub struct MkfsJob {
     pub size: Size,
     pub headroom: ByteSize,
     pub output: PathBuf,
+    /// mkfs.btrfs ≥ 7.3 for a reproducible image: it orders `--rootdir`
+    /// itself and takes its times and UUIDs from SOURCE_DATE_EPOCH and
+    /// DETERMINISTIC_SEED=1 (with `-U`), so the sources can stay bound.
+    pub deterministic: bool,
 }
 
 /// What the staging step reports back.
@@ -94,9 +106,15 @@ pub struct StageResult {
     /// Device nodes (staging path: subvolume/…, rdev) to fix in the image.
     pub devices: Vec<(PathBuf, u64)>,
     /// The newest mtime among the sources (a reproducible build's default epoch).
+    /// mkfs.btrfs fixed the inode order itself ([`MkfsJob::deterministic`]).
+    pub mkfs_orders: bool,
+    /// The sources were staged as a sorted copy ([`StageJob::sorted_copy`]).
+    pub sorted_copy: bool,
     pub max_mtime: i64,
     pub mkfs_status: Option<i32>,
     pub mkfs_output: String,
+    /// What the ext4, erofs or squashfs step did.
+    pub fs_made: Option<crate::fs::Made>,
     pub warnings: Vec<String>,
     pub error: Option<String>,
 }

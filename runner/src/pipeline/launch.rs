@@ -46,7 +46,13 @@ impl std::error::Error for Interrupted {}
 /// Runs the staging step (plan → stage → seal → mkfs) for `staging`, and
 /// returns what it reported. An interrupted step is [`Interrupted`]; one
 /// that failed before mkfs is an error carrying its message.
-pub fn run(staging: &Staging, mkfs: MkfsJob, opts: &Options, out: &Target) -> Result<Staged> {
+pub fn run(
+    staging: &Staging,
+    mkfs: MkfsJob,
+    fs: Option<crate::fs::StagedJob>,
+    opts: &Options,
+    out: &Target,
+) -> Result<Staged> {
     let plan_dir = staging.plan_dir.path();
     let mut job = StageJob {
         stage_dir: staging.stage_dir.clone(),
@@ -55,12 +61,30 @@ pub fn run(staging: &Staging, mkfs: MkfsJob, opts: &Options, out: &Target) -> Re
         registration: staging.staged_registration.clone(),
         staging: opts.staging,
         mkfs,
+        fs,
         result: plan_dir.join("result.json"),
         scratch: staging.scratch.path().to_path_buf(),
         direct: false,
         reproducible: opts.reproducible.is_some(),
+        sorted_copy: false,
+        epoch: opts.reproducible.as_ref().and_then(|r| r.epoch),
     };
     let mut warnings = Vec::new();
+    // A reproducible image without copying where mkfs allows it; a set
+    // SOURCE_DATE_EPOCH alone never turns bind staging into a copy.
+    if let Some(r) = &opts.reproducible {
+        if r.explicit {
+            job.sorted_copy = !job.mkfs.deterministic;
+        } else if !job.mkfs.deterministic {
+            warnings.push(format!(
+                "SOURCE_DATE_EPOCH is set: times clamped and UUIDs derived, but the sources stay \
+                 bound (no copy), so inode numbers follow their listing order and the bytes may \
+                 differ between machines; mkfs.btrfs {} or newer orders them itself, or pass \
+                 --reproducible (copies the content into memory)",
+                super::mkfs::DETERMINISTIC
+            ));
+        }
+    }
     let status = if opts.no_userns {
         run_direct(&mut job)?
     } else {
@@ -71,10 +95,11 @@ pub fn run(staging: &Staging, mkfs: MkfsJob, opts: &Options, out: &Target) -> Re
             // id of your range, and meets your files as "others".
             open_to_the_namespace(plan_dir, &job.result, &job.scratch, out)?;
         }
-        tracing::info!(
-            "staging and running {} in the sandbox",
-            job.mkfs.program.display()
-        );
+        let tool = match &job.fs {
+            Some(fs) => format!("the {} tools", fs.filesystem),
+            None => job.mkfs.program.display().to_string(),
+        };
+        tracing::info!("staging and running {tool} in the sandbox");
         let sandbox = Sandbox::new()
             .map(opts.map)
             .unshare_pid()
@@ -129,6 +154,15 @@ pub fn run(staging: &Staging, mkfs: MkfsJob, opts: &Options, out: &Target) -> Re
 /// Runs the staging step in this process, without a user namespace: no
 /// mounts, so the tree is staged on disk in scratch space, by copying.
 fn run_direct(job: &mut StageJob) -> Result<ExitStatus> {
+    if let Some(fs) = &job.fs {
+        // Without a namespace the copies are the caller's, and the owner
+        // plan of crate::fs has no overflow id to go by.
+        bail!(
+            "a {} image needs a user namespace (rootbox doctor says why there is none); \
+             only btrfs images are built without one",
+            fs.filesystem
+        );
+    }
     job.direct = true;
     job.stage_dir = job.scratch.join("stage");
     std::fs::create_dir_all(&job.stage_dir)

@@ -17,6 +17,11 @@ use super::job::{Counts, MkfsJob, StageResult};
 use super::output::Target;
 
 /// The mkfs.btrfs this build will run.
+/// The first mkfs.btrfs that orders `--rootdir` deterministically and takes
+/// its times and UUIDs from SOURCE_DATE_EPOCH and DETERMINISTIC_SEED (its
+/// man page, ENVIRONMENT; tests/nix/NOTES.md has what it still leaves).
+pub const DETERMINISTIC: BtrfsProgsVersion = BtrfsProgsVersion::new(7, 3, 0);
+
 pub struct MkfsBtrfs {
     pub program: PathBuf,
     pub version: BtrfsProgsVersion,
@@ -76,10 +81,28 @@ pub fn job(
         size: spec.size,
         headroom: spec.headroom,
         output: out.mkfs_path(),
+        deterministic: seed.is_some() && mkfs.version >= DETERMINISTIC,
     };
     // The features the run will use do not depend on the content's size.
     plan(&job, &staging.stage_dir, &Counts::default()).check_version(&mkfs.version)?;
     Ok(job)
+}
+
+/// The job a build of another filesystem (`crate::fs`) sends along: only
+/// its output path and the spec's fields are used; mkfs.btrfs is not run.
+pub fn job_for_other(spec: &Spec, inputs: &Inputs, out: &Target) -> MkfsJob {
+    MkfsJob {
+        program: PathBuf::from("mkfs.btrfs"),
+        label: inputs.label.clone(),
+        uuid: inputs.uuid.clone(),
+        device_uuid: None,
+        compress: spec.compress,
+        subvol_args: Vec::new(),
+        size: spec.size,
+        headroom: spec.headroom,
+        output: out.mkfs_path(),
+        deterministic: false,
+    }
 }
 
 /// The mkfs plan for content of `counts`.
@@ -105,20 +128,28 @@ pub fn plan(job: &MkfsJob, rootdir: &Path, counts: &Counts) -> MkfsPlan {
 }
 
 /// In the staging step: runs mkfs.btrfs on the staged tree at `rootdir`;
-/// its exit code (128+N for a signal) and its output.
+/// its exit code (128+N for a signal) and its output. `env`: variables
+/// for mkfs on top of the step's own.
 ///
 /// In a namespace, mkfs runs in a nested sandbox: the staging mounts then
 /// belong to a more privileged namespace than mkfs, so the kernel locks
 /// them read-only — mkfs (or anything posing as it on PATH) cannot
 /// remount the bound sources writable. Without a namespace (`direct`)
 /// there are no mounts, and mkfs runs as a plain child.
-pub fn run(job: &MkfsJob, rootdir: &Path, counts: &Counts, direct: bool) -> Result<(i32, String)> {
+pub fn run(
+    job: &MkfsJob,
+    rootdir: &Path,
+    counts: &Counts,
+    direct: bool,
+    env: &[(&str, String)],
+) -> Result<(i32, String)> {
     use std::io::{Read, Seek};
     let args = plan(job, rootdir, counts).args();
     let mut log = tempfile::tempfile().context("creating a file for mkfs.btrfs's output")?;
     let code = if direct {
         let out = Command::new(&job.program)
             .args(&args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(log.try_clone()?)
             .stderr(log.try_clone()?)
             .status()
@@ -128,7 +159,11 @@ pub fn run(job: &MkfsJob, rootdir: &Path, counts: &Counts, direct: bool) -> Resu
         })
     } else {
         let argv = std::iter::once(OsString::from(&job.program)).chain(args);
-        let status = rootbox_sandbox::Sandbox::new()
+        let mut sandbox = rootbox_sandbox::Sandbox::new();
+        for (k, v) in env {
+            sandbox = sandbox.env(*k, v);
+        }
+        let status = sandbox
             .command(argv)
             .stdout(log.try_clone()?)
             .stderr(log.try_clone()?)

@@ -58,11 +58,40 @@ pub struct Planner {
     /// The newest mtime among the staged sources.
     pub max_mtime: i64,
     copies: u64,
+    /// Files whose xattrs are listed but cannot be read (Nix 2.34's sandbox
+    /// answers getxattr with ENOTSUP): (path, xattr name, error).
+    unreadable_xattrs: Vec<(PathBuf, String, String)>,
 }
 
 /// Deepest directory nesting the planner walks; deeper trees are refused
 /// (mkfs.btrfs would need as many open directories).
 pub const MAX_DEPTH: usize = 1024;
+
+/// One warning naming the files whose xattrs could not be read (at most
+/// ten, then a count): those xattrs are not in the image.
+fn unreadable_xattrs_warning(lost: &[(PathBuf, String, String)]) -> Option<String> {
+    let (_, _, first_error) = lost.first()?;
+    let mut files: Vec<&Path> = lost.iter().map(|(p, _, _)| p.as_path()).collect();
+    files.dedup();
+    let named: Vec<String> = lost
+        .iter()
+        .take(10)
+        .map(|(p, n, _)| format!("{} ({n})", p.display()))
+        .collect();
+    let more = lost.len().saturating_sub(named.len());
+    Some(format!(
+        "xattrs of {} file{} could not be read and are not in the image ({first_error}; \
+         Nix 2.34's build sandbox refuses getxattr): {}{}",
+        files.len(),
+        if files.len() == 1 { "" } else { "s" },
+        named.join(", "),
+        if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        }
+    ))
+}
 
 /// Sparse files at least this big are reported (mkfs.btrfs fills holes).
 const SPARSE_WARN_BYTES: u64 = 1 << 20;
@@ -106,6 +135,7 @@ impl Planner {
             staging,
             devices: Vec::new(),
             copies: 0,
+            unreadable_xattrs: Vec::new(),
         }
     }
 
@@ -130,8 +160,18 @@ impl Planner {
         let mut xattrs = Vec::new();
         if let Ok(names) = xattr::list(src) {
             for name in names {
-                let Ok(Some(value)) = xattr::get(src, &name) else {
-                    continue;
+                let value = match xattr::get(src, &name) {
+                    Ok(Some(v)) => v,
+                    // Removed between list and get: nothing to keep.
+                    Ok(None) => continue,
+                    Err(e) => {
+                        self.unreadable_xattrs.push((
+                            src.to_path_buf(),
+                            name.to_string_lossy().into_owned(),
+                            e.to_string(),
+                        ));
+                        continue;
+                    }
                 };
                 let key = name.as_bytes().to_vec();
                 if ACL_NAMES.contains(&key.as_slice()) {
@@ -529,6 +569,9 @@ impl Planner {
         self.counts.copied_bytes = copied_bytes;
         self.counts.binds = binds;
         self.counts.bound_bytes = self.counts.bytes.saturating_sub(copied_bytes + file_bytes);
+        if let Some(w) = unreadable_xattrs_warning(&self.unreadable_xattrs) {
+            self.warnings.push(w);
+        }
     }
 
     /// Adds a regular file made from `src` (the registration) at `dst`.
@@ -602,4 +645,28 @@ fn tree_size(p: &Path) -> (u64, u64) {
         }
     }
     acc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unreadable_xattrs_are_named_in_one_warning() {
+        assert_eq!(unreadable_xattrs_warning(&[]), None);
+        let lost: Vec<_> = (0..12)
+            .map(|i| {
+                (
+                    PathBuf::from(format!("/src/f{}", i / 2)),
+                    format!("user.x{i}"),
+                    "Operation not supported (os error 95)".to_string(),
+                )
+            })
+            .collect();
+        let w = unreadable_xattrs_warning(&lost).unwrap();
+        assert!(w.starts_with("xattrs of 6 files could not be read"), "{w}");
+        assert!(w.contains("Operation not supported (os error 95)"), "{w}");
+        assert!(w.contains("/src/f0 (user.x0), /src/f0 (user.x1)"), "{w}");
+        assert!(w.ends_with("/src/f4 (user.x9) and 2 more"), "{w}");
+    }
 }

@@ -43,6 +43,10 @@ pub struct Reproducible {
     pub epoch: Option<i64>,
     /// Explicit seed, else one derived from the spec.
     pub seed: Option<String>,
+    /// Asked for with `--reproducible`; false: SOURCE_DATE_EPOCH alone,
+    /// which every nixpkgs stdenv build sets, and which never makes the
+    /// build copy its sources.
+    pub explicit: bool,
 }
 
 /// How staged content with owners that do not map is handled.

@@ -66,22 +66,93 @@ fn run(job: &StageJob, result: &mut StageResult) -> Result<()> {
     seal(job)?;
     result.copy_secs = stager.copy_secs;
     result.copied_bytes = stager.copied;
+    result.mkfs_orders = job.mkfs.deterministic;
+    result.sorted_copy = job.sorted_copy;
     result.warnings.extend(stager.warnings);
     result.stage_secs = start.elapsed().as_secs_f64() - result.copy_secs;
 
     let start = Instant::now();
-    let (status, output) = mkfs::run(&job.mkfs, &job.stage_dir, &result.counts, job.direct)?;
+    if let Some(fs) = &job.fs {
+        let (made, error) = run_fs_step(job, fs, result.max_mtime)?;
+        result.mkfs_status = Some(if made.is_some() { 0 } else { 1 });
+        result.fs_made = made;
+        result.mkfs_output = error.unwrap_or_default();
+        result.mkfs_secs = start.elapsed().as_secs_f64();
+        return Ok(());
+    }
+    // mkfs.btrfs 7.3's own reproducibility: the epoch for every time it
+    // writes, UUIDs derived from -U, --rootdir in a fixed order.
+    let env: Vec<(&str, String)> = if job.mkfs.deterministic {
+        let epoch = job.epoch.unwrap_or(result.max_mtime);
+        vec![
+            ("SOURCE_DATE_EPOCH", epoch.to_string()),
+            ("DETERMINISTIC_SEED", "1".to_string()),
+        ]
+    } else {
+        Vec::new()
+    };
+    let (status, output) = mkfs::run(&job.mkfs, &job.stage_dir, &result.counts, job.direct, &env)?;
     result.mkfs_secs = start.elapsed().as_secs_f64();
     result.mkfs_status = Some(status);
     result.mkfs_output = output;
     Ok(())
 }
 
+/// ext4, erofs, squashfs: the one root's tree made into the image, its
+/// owners fixed and read back (`crate::fs`), by `rootbox __fs-stage` in a
+/// nested sandbox — for the reason mkfs.btrfs runs in one
+/// ([`mkfs::run`]): the staging mounts are then locked read-only to it.
+/// The owners it sees are the same: the nested map repeats this one.
+fn run_fs_step(
+    job: &StageJob,
+    fs: &crate::fs::StagedJob,
+    max_mtime: i64,
+) -> Result<(Option<crate::fs::Made>, Option<String>)> {
+    let step = crate::fs::cli::StageStep {
+        job: fs.clone(),
+        source: job.stage_dir.join(crate::fs::STAGED_ROOT),
+        image: job.mkfs.output.clone(),
+        scratch: job.scratch.clone(),
+        max_mtime,
+    };
+    let dir = tempfile::Builder::new()
+        .prefix("fs-step-")
+        .tempdir_in(&job.scratch)
+        .context("creating a directory for the filesystem step")?;
+    let (step_file, outcome) = (
+        dir.path().join("step.json"),
+        dir.path().join("outcome.json"),
+    );
+    std::fs::write(&step_file, serde_json::to_vec(&step)?)?;
+    let argv = [
+        std::ffi::OsString::from("/proc/self/exe"),
+        "__fs-stage".into(),
+        step_file.into(),
+        outcome.clone().into(),
+    ];
+    let status = rootbox_sandbox::Sandbox::new()
+        .command(argv)
+        .run()
+        .context("running the filesystem step in a nested sandbox")?;
+    let o: crate::fs::cli::StageOutcome = match std::fs::read(&outcome) {
+        Ok(b) if !b.is_empty() => {
+            serde_json::from_slice(&b).context("the filesystem step's outcome")?
+        }
+        _ => crate::fs::cli::StageOutcome {
+            made: None,
+            error: Some(format!(
+                "the filesystem step ended with {status} and said nothing"
+            )),
+        },
+    };
+    Ok((o.made, o.error))
+}
+
 /// Walks the sources and decides how each reaches the staging tree; what
 /// the walk found goes into `result`.
 fn plan(job: &StageJob, result: &mut StageResult) -> Result<Planner> {
     let mut planner = Planner::new(job.scratch.clone(), job.staging, job.direct);
-    planner.copy_all |= job.reproducible;
+    planner.copy_all |= job.sorted_copy;
     for root in &job.roots {
         planner.stage_root(root, &job.store_paths)?;
     }
@@ -208,9 +279,9 @@ impl Stager<'_> {
             } => {
                 let start = Instant::now();
                 let mut timed = Vec::new();
-                // Without a namespace nothing can be bound, and a
-                // reproducible tree must list in a fixed order: copy in place.
-                let in_place = self.job.direct || self.job.reproducible;
+                // Without a namespace nothing can be bound, and a sorted
+                // copy must list in a fixed order: copy in place.
+                let in_place = self.job.direct || self.job.sorted_copy;
                 let target = if in_place {
                     self.at(dst)
                 } else {
@@ -348,6 +419,8 @@ impl Stager<'_> {
         };
         let mut out = Vec::new();
         for name in names {
+            // One that cannot be read was named by the planner, which read
+            // every source's xattrs before staging (plan.rs, meta_of).
             let Ok(Some(value)) = xattr::get(src, &name) else {
                 continue;
             };

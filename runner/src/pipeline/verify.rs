@@ -201,6 +201,46 @@ pub fn image_path(mountpoint: &str, rel: &[u8]) -> String {
     }
 }
 
+/// Verification of an ext4, erofs or squashfs image: the staging step has
+/// compared it inode by inode with the staged tree (`crate::fs::verify`);
+/// here it is read back once more (`crate::fs::read`) for the paths sshd
+/// and systemd-tmpfiles check and the owners the report lists.
+pub fn run_other(
+    enabled: bool,
+    filesystem: rootbox_images::fs::Filesystem,
+    image: &Path,
+) -> Result<Option<Verified>> {
+    if !enabled {
+        tracing::warn!("--no-verify: the image's owners were not checked");
+        return Ok(None);
+    }
+    let start = std::time::Instant::now();
+    let inodes = crate::fs::read(filesystem, image)?;
+    let mut v = Verified {
+        entries: inodes.len() as u64,
+        ..Verified::default()
+    };
+    for i in &inodes {
+        *v.uids.entry(i.uid).or_default() += 1;
+        *v.gids.entry(i.gid).or_default() += 1;
+        let kind = if crate::fs::is_symlink(i.mode) {
+            FileKind::Symlink
+        } else {
+            FileKind::File
+        };
+        v.problems
+            .extend(check_sensitive(&i.path, i.uid, i.mode, kind));
+    }
+    v.secs = start.elapsed().as_secs_f64();
+    if !v.problems.is_empty() {
+        bail!(
+            "the {filesystem} image would not boot safely:\n  {}",
+            v.problems.join("\n  ")
+        );
+    }
+    Ok(Some(v))
+}
+
 /// What sshd's StrictModes and systemd-tmpfiles would refuse on `path`:
 /// write access for group or others (symlinks aside), or an owner other
 /// than root (or, under /home/NAME, the home's owner — checked loosely as

@@ -1,0 +1,200 @@
+//! squashfs: `mksquashfs` arguments and the pseudo-file definitions that
+//! set owners at mkfs time.
+//!
+//! A squashfs image is not edited after mksquashfs (its inode table is
+//! compressed), so every owner the namespace cannot express is given to
+//! mksquashfs up front: one `PATH m MODE UID GID` definition per path in a
+//! `-pf` file ([`pseudo_file`]), the root directory through `-root-uid`,
+//! `-root-gid` and `-root-mode`. mksquashfs copies xattrs and device
+//! numbers from the staged tree and sorts directory entries.
+//!
+//! Reproducible builds (squashfs-tools ≥ 4.4): `-reproducible`,
+//! `-mkfs-time EPOCH` and `-all-time EPOCH`. squashfs has no label and no
+//! UUID: both are refused.
+
+use std::ffi::OsString;
+use std::path::Path;
+
+use super::{Filesystem, Fix, FsError, Options};
+
+/// The compressors of squashfs-tools 4.5.
+pub const COMPRESSORS: &str = "\"gzip\", \"lzo\", \"lz4\", \"xz\", \"lzma\", \"zstd\" or \"no\" \
+                               (\"gzip:LEVEL\" 1–9, \"zstd:LEVEL\" 1–22)";
+
+/// Refuses a label, a UUID and compressors mksquashfs lacks.
+pub fn check(o: &Options) -> Result<(), FsError> {
+    for (field, set) in [("label", o.label.is_some()), ("uuid", o.uuid.is_some())] {
+        if set {
+            return Err(FsError::Unsupported {
+                field,
+                filesystem: Filesystem::Squashfs,
+                why: format!("squashfs has no {field}; remove \"{field}\""),
+            });
+        }
+    }
+    compression_args(o.compress.as_deref()).map(|_| ())
+}
+
+/// The `-comp` (and level) arguments for a `compress` setting; mksquashfs's
+/// default (gzip) when there is none.
+pub fn compression_args(compress: Option<&str>) -> Result<Vec<String>, FsError> {
+    let Some(c) = compress else {
+        return Ok(Vec::new());
+    };
+    if c == "no" {
+        return Ok(["-noI", "-noD", "-noF", "-noX"].map(String::from).to_vec());
+    }
+    let bad = || FsError::Compression {
+        filesystem: Filesystem::Squashfs,
+        given: c.to_string(),
+        choices: COMPRESSORS,
+    };
+    let (alg, level) = match c.split_once(':') {
+        Some((a, l)) => (a, Some(l.parse::<u32>().map_err(|_| bad())?)),
+        None => (c, None),
+    };
+    // btrfs's name for it (a spec's `compress` is written for btrfs first).
+    let alg = if alg == "zlib" { "gzip" } else { alg };
+    let max = match alg {
+        "gzip" => 9,
+        "zstd" => 22,
+        "lzo" | "lz4" | "xz" | "lzma" => 0,
+        _ => return Err(bad()),
+    };
+    let mut a = vec!["-comp".to_string(), alg.to_string()];
+    match level {
+        Some(l) if (1..=max).contains(&l) => {
+            a.push("-Xcompression-level".into());
+            a.push(l.to_string());
+        }
+        Some(_) => return Err(bad()),
+        None => {}
+    }
+    Ok(a)
+}
+
+/// The `mksquashfs` arguments that make `image` from `source`, with the
+/// pseudo file at `pseudo` and the root directory's fix, if any.
+pub fn mkfs_args(
+    o: &Options,
+    source: &Path,
+    image: &Path,
+    pseudo: &Path,
+    root: Option<&Fix>,
+) -> Vec<OsString> {
+    let mut a: Vec<OsString> = vec![source.into(), image.into()];
+    for s in [
+        "-noappend",
+        "-no-progress",
+        "-quiet",
+        "-no-recovery",
+        "-reproducible",
+    ] {
+        a.push(s.into());
+    }
+    a.extend(
+        compression_args(o.compress.as_deref())
+            .unwrap_or_default()
+            .into_iter()
+            .map(OsString::from),
+    );
+    if let Some(r) = &o.reproducible {
+        for f in ["-mkfs-time", "-all-time"] {
+            a.push(f.into());
+            a.push(r.epoch.to_string().into());
+        }
+    }
+    if let Some(f) = root {
+        a.push("-root-uid".into());
+        a.push(f.uid.to_string().into());
+        a.push("-root-gid".into());
+        a.push(f.gid.to_string().into());
+        a.push("-root-mode".into());
+        a.push(format!("{:o}", f.mode & 0o7777).into());
+    }
+    a.push("-pf".into());
+    a.push(pseudo.into());
+    a
+}
+
+/// The pseudo definitions (`"PATH" m MODE UID GID`) for every fix but the
+/// root's (which [`mkfs_args`] takes). Paths are quoted, `"` and `\`
+/// escaped; a newline cannot be written and is refused.
+pub fn pseudo_file(fixes: &[Fix]) -> Result<String, FsError> {
+    let mut s = String::new();
+    for f in fixes.iter().filter(|f| f.path != "/") {
+        if f.path.contains('\n') {
+            return Err(FsError::PathSyntax {
+                path: f.path.clone(),
+                tool: "mksquashfs",
+                why: "it contains a newline",
+            });
+        }
+        let rel = f.path.trim_start_matches('/');
+        let quoted = rel.replace('\\', "\\\\").replace('"', "\\\"");
+        s += &format!("\"{quoted}\" m {:o} {} {}\n", f.mode & 0o7777, f.uid, f.gid);
+    }
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fix(path: &str, uid: u32, gid: u32, mode: u32) -> Fix {
+        Fix {
+            path: path.into(),
+            uid,
+            gid,
+            mode,
+            unmapped: true,
+            manifest_line: None,
+        }
+    }
+
+    #[test]
+    fn pseudo_definitions_quote_paths() {
+        let fixes = [
+            fix("/", 0, 0, 0o40755),
+            fix("/home/alice", 1000, 100, 0o40700),
+            fix("/odd \"name\"\\", 0, 0, 0o100644),
+        ];
+        assert_eq!(
+            pseudo_file(&fixes).unwrap(),
+            "\"home/alice\" m 700 1000 100\n\"odd \\\"name\\\"\\\\\" m 644 0 0\n"
+        );
+        let e = pseudo_file(&[fix("/a\nb", 0, 0, 0o100644)]).unwrap_err();
+        assert!(e.to_string().contains("newline"), "{e}");
+    }
+
+    #[test]
+    fn compression_levels_per_compressor() {
+        assert_eq!(
+            compression_args(Some("zstd:19")).unwrap(),
+            ["-comp", "zstd", "-Xcompression-level", "19"]
+        );
+        assert_eq!(compression_args(Some("xz")).unwrap(), ["-comp", "xz"]);
+        assert_eq!(
+            compression_args(Some("zlib:9")).unwrap(),
+            ["-comp", "gzip", "-Xcompression-level", "9"]
+        );
+        assert_eq!(compression_args(Some("no")).unwrap()[0], "-noI");
+        for bad in ["xz:3", "zstd:23", "gzip:x", "brotli"] {
+            let e = compression_args(Some(bad)).unwrap_err().to_string();
+            assert!(e.contains("is not available for squashfs"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn label_and_uuid_are_refused_by_name() {
+        let o = Options {
+            uuid: Some("11111111-2222-4333-8444-555555555555".into()),
+            ..Options::default()
+        };
+        let e = check(&o).unwrap_err().to_string();
+        assert!(
+            e.starts_with("\"uuid\" cannot be used with squashfs"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,543 @@
+//! ext4, erofs and squashfs images from a staged tree: running each
+//! filesystem's tools, fixing owners the namespace cannot express, and
+//! reading the image back.
+//!
+//! [`make`] runs where the staged tree is visible with the owners the
+//! build's namespace gives it: in the staging step of `rootbox build`
+//! ([`run_staged`], for a [`StagedJob`] the pipeline sends), or in
+//! `rootbox __fs-make` inside `rootbox run` ([`cli`]). It walks the tree ([`walk`]), runs mkfs, decides the owner
+//! fixes with [`rootbox_images::fs::plan_fixes`] (unmapped owners, the
+//! overflow id, become root without their set-id bits; the manifest
+//! applies), writes them — ext4 with debugfs after mkfs, erofs into the
+//! inodes after mkfs, squashfs as pseudo definitions given to mksquashfs —
+//! sizes the image, and compares every inode of the image, read back with
+//! [`read`], against the tree with the fixes applied ([`verify`]).
+//! Planning (arguments, command files, size rules) lives in
+//! `rootbox_images::fs`.
+
+pub mod cli;
+pub mod erofs;
+pub mod ext4;
+pub mod squashfs;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use rootbox_images::fs::{ext4::Content, plan_fixes, ArchiveOwner, Filesystem, Fix, Options, Seen};
+use rootbox_images::owners::Manifest;
+use serde::Serialize;
+
+/// One inode of a tree or an image, by path (hard links: one per path,
+/// sharing `ino`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Inode {
+    /// The image path (`/` for the root).
+    pub path: String,
+    /// Inode number (erofs: the nid); `None` where the reader has none.
+    pub ino: Option<u64>,
+    /// The whole `st_mode`.
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Device number (major, minor) of a device node.
+    pub rdev: Option<(u32, u32)>,
+    /// A symlink's target, where the reader sees it.
+    pub target: Option<String>,
+    /// Extended attributes by name; `None` where the reader cannot see
+    /// them (squashfs), `system.*` (ACLs) left out everywhere.
+    pub xattrs: Option<BTreeMap<String, Vec<u8>>>,
+}
+
+/// The file type bits of a mode.
+pub const S_IFMT: u32 = 0o170000;
+const S_IFDIR: u32 = 0o040000;
+const S_IFLNK: u32 = 0o120000;
+
+impl Inode {
+    fn is_dir(&self) -> bool {
+        self.mode & S_IFMT == S_IFDIR
+    }
+}
+
+/// The overflow ids of this kernel: what an unmapped owner looks like in
+/// a user namespace.
+pub fn overflow_ids() -> (u32, u32) {
+    let read = |f: &str| {
+        fs::read_to_string(f)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(65534)
+    };
+    (
+        read("/proc/sys/kernel/overflowuid"),
+        read("/proc/sys/kernel/overflowgid"),
+    )
+}
+
+/// Every inode of the tree at `root` as this process sees it (lstat, not
+/// following symlinks), sorted by path, and its size for ext4.
+pub fn walk(root: &Path) -> Result<(Vec<Inode>, Content)> {
+    let mut out = Vec::new();
+    let mut content = Content::default();
+    let mut seen_inodes = std::collections::HashSet::new();
+    walk_into(root, "/", &mut out, &mut content, &mut seen_inodes)?;
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok((out, content))
+}
+
+fn walk_into(
+    at: &Path,
+    path: &str,
+    out: &mut Vec<Inode>,
+    content: &mut Content,
+    seen: &mut std::collections::HashSet<(u64, u64)>,
+) -> Result<()> {
+    let m = fs::symlink_metadata(at).with_context(|| format!("lstat {}", at.display()))?;
+    let ft = m.file_type();
+    if seen.insert((m.dev(), m.ino())) {
+        content.inodes += 1;
+        content.blocks += if ft.is_dir() {
+            1
+        } else {
+            m.len().div_ceil(rootbox_images::fs::ext4::BLOCK)
+        };
+    }
+    let rdev = (ft.is_block_device() || ft.is_char_device())
+        .then(|| (libc::major(m.rdev()), libc::minor(m.rdev())));
+    let target = if ft.is_symlink() {
+        let t = fs::read_link(at).with_context(|| format!("readlink {}", at.display()))?;
+        Some(
+            t.to_str()
+                .map(str::to_string)
+                .with_context(|| format!("the target of symlink {} is not UTF-8", at.display()))?,
+        )
+    } else {
+        None
+    };
+    let mut xattrs = BTreeMap::new();
+    if !ft.is_symlink() {
+        for name in
+            xattr::list(at).with_context(|| format!("listing xattrs of {}", at.display()))?
+        {
+            let n = name.to_string_lossy().into_owned();
+            if n.starts_with("system.") {
+                continue;
+            }
+            if let Some(v) = xattr::get(at, &name)
+                .with_context(|| format!("reading xattr {n} of {}", at.display()))?
+            {
+                xattrs.insert(n, v);
+            }
+        }
+    }
+    out.push(Inode {
+        path: path.to_string(),
+        ino: Some(m.ino()),
+        mode: m.mode(),
+        uid: m.uid(),
+        gid: m.gid(),
+        rdev,
+        target,
+        xattrs: Some(xattrs),
+    });
+    if ft.is_dir() {
+        let mut names: Vec<_> = fs::read_dir(at)
+            .with_context(|| format!("listing {}", at.display()))?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<std::io::Result<_>>()
+            .with_context(|| format!("listing {}", at.display()))?;
+        names.sort();
+        for n in names {
+            let name = n
+                .to_str()
+                .with_context(|| format!("{:?} in {} is not a UTF-8 name", n, at.display()))?;
+            walk_into(
+                &at.join(name),
+                &rootbox_images::fs::join(path, name),
+                out,
+                content,
+                seen,
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn seen_of(inodes: &[Inode]) -> Vec<Seen> {
+    inodes
+        .iter()
+        .map(|i| Seen {
+            path: i.path.clone(),
+            uid: i.uid,
+            gid: i.gid,
+            mode: i.mode,
+        })
+        .collect()
+}
+
+/// What [`make`] is asked to do.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// The filesystem.
+    pub filesystem: Filesystem,
+    /// The staged tree.
+    pub source: PathBuf,
+    /// Where the image goes (written in place; the caller publishes it).
+    pub image: PathBuf,
+    /// Spec fields.
+    pub options: Options,
+    /// The ownership manifest.
+    pub manifest: Option<Manifest>,
+    /// The owners a tar rootfs's headers give, by image path.
+    pub archive: Option<BTreeMap<String, ArchiveOwner>>,
+    /// The ids that mean "not mapped" ([`overflow_ids`]).
+    pub overflow: (u32, u32),
+    /// Scratch space for command files and trial images.
+    pub scratch: PathBuf,
+}
+
+/// The directory of the staging tree that holds the image's `/` when the
+/// filesystem has no subvolumes (the layout's one root, see
+/// `pipeline::inputs`).
+pub const STAGED_ROOT: &str = "root";
+
+/// The filesystem step of a `rootbox build`, sent to the staging step in
+/// the sandbox (instead of mkfs.btrfs) and run there by [`run_staged`].
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct StagedJob {
+    /// The filesystem.
+    pub filesystem: Filesystem,
+    /// `label`.
+    pub label: Option<String>,
+    /// `uuid`.
+    pub uuid: Option<String>,
+    /// `compress`, as mkfs.btrfs's argument would be (`zstd:3`, `no`).
+    pub compress: Option<String>,
+    /// `size`.
+    pub size: rootbox_images::size::Size,
+    /// `headroom`.
+    pub headroom: rootbox_images::size::ByteSize,
+    /// A reproducible build: the epoch (None: the newest source mtime)
+    /// and the UUID derived from its seed.
+    pub reproducible: Option<(Option<u64>, String)>,
+    /// The ownership manifest's text and its name.
+    pub manifest: Option<(String, String)>,
+    /// A tar rootfs's owners by image path: uid, gid, mode.
+    pub archive: Option<BTreeMap<String, (u32, u32, u32)>>,
+}
+
+/// Runs [`make`] for a build in its staging step: `source` is the staged
+/// tree, `image` the output, `max_mtime` the newest source mtime.
+pub fn run_staged(
+    j: &StagedJob,
+    source: &Path,
+    image: &Path,
+    scratch: &Path,
+    max_mtime: i64,
+) -> Result<Made> {
+    let manifest = match &j.manifest {
+        Some((text, origin)) => Some(Manifest::parse(text, origin)?),
+        None => None,
+    };
+    let scratch = tempfile::Builder::new()
+        .prefix("fs-")
+        .tempdir_in(scratch)
+        .with_context(|| format!("creating scratch space in {}", scratch.display()))?;
+    let job = Job {
+        filesystem: j.filesystem,
+        source: source.to_path_buf(),
+        image: image.to_path_buf(),
+        options: Options {
+            label: j.label.clone(),
+            uuid: j.uuid.clone(),
+            compress: j.compress.clone(),
+            size: j.size,
+            headroom: j.headroom,
+            subvolumes: false,
+            reproducible: j.reproducible.as_ref().map(|(epoch, uuid)| {
+                rootbox_images::fs::Reproducible {
+                    epoch: epoch.unwrap_or(max_mtime.max(0) as u64),
+                    uuid: uuid.clone(),
+                }
+            }),
+        },
+        manifest,
+        archive: j.archive.as_ref().map(|a| {
+            a.iter()
+                .map(|(p, &(uid, gid, mode))| (p.clone(), ArchiveOwner { uid, gid, mode }))
+                .collect()
+        }),
+        overflow: overflow_ids(),
+        scratch: scratch.path().to_path_buf(),
+    };
+    make(&job)
+}
+
+/// What [`make`] did.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+pub struct Made {
+    /// The filesystem.
+    pub filesystem: String,
+    /// Size of the image file.
+    pub bytes: u64,
+    /// Inodes whose unmapped owner or group was given to root.
+    pub unmapped_given_to_root: usize,
+    /// Paths the ownership manifest changed.
+    pub manifest_paths: usize,
+    /// Paths compared against the tree after the fixes.
+    pub verified_paths: usize,
+}
+
+/// Makes the image, fixes its owners and verifies it (see the module doc).
+pub fn make(job: &Job) -> Result<Made> {
+    rootbox_images::fs::check(job.filesystem, &job.options)?;
+    check_tool(job.filesystem)?;
+    let (tree, content) = walk(&job.source)?;
+    let fixes = plan_fixes(
+        &seen_of(&tree),
+        job.overflow,
+        job.archive.as_ref(),
+        job.manifest.as_ref(),
+    )?;
+    match job.filesystem {
+        Filesystem::Ext4 => ext4::make(job, content, &fixes)?,
+        Filesystem::Erofs => erofs::make(job, &fixes)?,
+        Filesystem::Squashfs => squashfs::make(job, &fixes)?,
+    }
+    let expected = apply(&tree, &fixes);
+    let got = read(job.filesystem, &job.image)?;
+    let verified = verify(job.filesystem, &expected, &got, job.overflow)?;
+    let bytes = fs::metadata(&job.image)
+        .with_context(|| format!("stat {}", job.image.display()))?
+        .len();
+    Ok(Made {
+        filesystem: job.filesystem.to_string(),
+        bytes,
+        unmapped_given_to_root: fixes.iter().filter(|f| f.unmapped).count(),
+        manifest_paths: fixes.iter().filter(|f| f.manifest_line.is_some()).count(),
+        verified_paths: verified,
+    })
+}
+
+/// Checks the version of the filesystem's tools (see
+/// [`rootbox_images::fs::Filesystem::tool`]).
+pub fn check_tool(filesystem: Filesystem) -> Result<()> {
+    let t = filesystem.tool();
+    let out = Command::new(t.command[0])
+        .arg(t.command[1])
+        .output()
+        .with_context(|| {
+            format!(
+                "running {} for a {filesystem} image: install {} (apt-get install {})",
+                t.command[0], t.package, t.package
+            )
+        })?;
+    let text = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
+    rootbox_images::fs::check_version(filesystem, &text)?;
+    Ok(())
+}
+
+/// The tree with `fixes` applied: what the image must hold.
+pub fn apply(tree: &[Inode], fixes: &[Fix]) -> Vec<Inode> {
+    let by_path: HashMap<&str, &Fix> = fixes.iter().map(|f| (f.path.as_str(), f)).collect();
+    tree.iter()
+        .map(|i| match by_path.get(i.path.as_str()) {
+            Some(f) => Inode {
+                uid: f.uid,
+                gid: f.gid,
+                mode: f.mode,
+                ..i.clone()
+            },
+            None => i.clone(),
+        })
+        .collect()
+}
+
+/// Reads every inode of an image with rootbox's reader for `filesystem`.
+pub fn read(filesystem: Filesystem, image: &Path) -> Result<Vec<Inode>> {
+    let mut v = match filesystem {
+        Filesystem::Ext4 => ext4::read(image),
+        Filesystem::Erofs => erofs::read(image),
+        Filesystem::Squashfs => squashfs::read(image),
+    }
+    .with_context(|| format!("reading back the {filesystem} image {}", image.display()))?;
+    v.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(v)
+}
+
+/// Compares the image with the tree, path by path: type, permission bits,
+/// owner, group, device number, symlink target, xattrs (where the reader
+/// sees them) and which paths share an inode. Paths mkfs adds (ext4's
+/// `/lost+found`) are allowed; an overflow id anywhere is an error.
+/// Returns the number of paths compared.
+pub fn verify(
+    filesystem: Filesystem,
+    expected: &[Inode],
+    got: &[Inode],
+    overflow: (u32, u32),
+) -> Result<usize> {
+    let got_by: HashMap<&str, &Inode> = got.iter().map(|i| (i.path.as_str(), i)).collect();
+    let want_by: HashMap<&str, &Inode> = expected.iter().map(|i| (i.path.as_str(), i)).collect();
+    let mut problems = Vec::new();
+    for w in expected {
+        let Some(g) = got_by.get(w.path.as_str()) else {
+            problems.push(format!("{}: missing from the image", w.path));
+            continue;
+        };
+        let show = |i: &Inode| format!("{:o} {}:{}", i.mode, i.uid, i.gid);
+        if (w.mode, w.uid, w.gid) != (g.mode, g.uid, g.gid) {
+            problems.push(format!(
+                "{}: want {}, image has {}",
+                w.path,
+                show(w),
+                show(g)
+            ));
+        }
+        if w.rdev.is_some() && w.rdev != g.rdev {
+            problems.push(format!(
+                "{}: device {:?}, image has {:?}",
+                w.path, w.rdev, g.rdev
+            ));
+        }
+        if let (Some(a), Some(b)) = (&w.target, &g.target) {
+            if a != b {
+                problems.push(format!("{}: symlink to {a:?}, image has {b:?}", w.path));
+            }
+        }
+        if let (Some(a), Some(b)) = (&w.xattrs, &g.xattrs) {
+            if a != b {
+                problems.push(format!(
+                    "{}: xattrs {:?}, image has {:?}",
+                    w.path,
+                    a.keys().collect::<Vec<_>>(),
+                    b.keys().collect::<Vec<_>>()
+                ));
+            }
+        }
+    }
+    for g in got {
+        let made_by_mkfs = filesystem == Filesystem::Ext4 && g.path == "/lost+found";
+        if !made_by_mkfs && !want_by.contains_key(g.path.as_str()) {
+            problems.push(format!("{}: in the image but not in the tree", g.path));
+        }
+        if g.uid == overflow.0 || g.gid == overflow.1 {
+            problems.push(format!(
+                "{}: owned by {}:{}, the overflow id (an owner the namespace does not map)",
+                g.path, g.uid, g.gid
+            ));
+        }
+    }
+    problems.extend(hard_link_problems(expected, &got_by));
+    if !problems.is_empty() {
+        problems.sort();
+        problems.dedup();
+        let n = problems.len();
+        problems.truncate(20);
+        bail!(
+            "the {filesystem} image does not hold what was staged ({n} problems):\n  {}",
+            problems.join("\n  ")
+        );
+    }
+    Ok(expected.len())
+}
+
+/// Paths that share an inode in the tree must share one in the image, and
+/// only those (where the reader reports inode numbers).
+fn hard_link_problems(expected: &[Inode], got_by: &HashMap<&str, &Inode>) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut group: HashMap<u64, &str> = HashMap::new();
+    let mut image_group: HashMap<u64, &str> = HashMap::new();
+    for w in expected.iter().filter(|w| !w.is_dir()) {
+        let (Some(wi), Some(gi)) = (w.ino, got_by.get(w.path.as_str()).and_then(|g| g.ino)) else {
+            continue;
+        };
+        let first = *group.entry(wi).or_insert(&w.path);
+        let first_in_image = *image_group.entry(gi).or_insert(&w.path);
+        if first != first_in_image {
+            problems.push(format!(
+                "{}: hard links differ (tree: same inode as {first}, image: same inode as \
+                 {first_in_image})",
+                w.path
+            ));
+        }
+    }
+    problems
+}
+
+/// Runs `cmd`, failing with its stderr when it fails; its stdout.
+pub fn output(cmd: &mut Command, what: &str) -> Result<String> {
+    let out = cmd
+        .output()
+        .with_context(|| format!("running {what} (is it installed?)"))?;
+    if !out.status.success() {
+        bail!(
+            "{what} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Whether a mode is a symlink's.
+pub fn is_symlink(mode: u32) -> bool {
+    mode & S_IFMT == S_IFLNK
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inode(path: &str, ino: u64, mode: u32, uid: u32) -> Inode {
+        Inode {
+            path: path.into(),
+            ino: Some(ino),
+            mode,
+            uid,
+            gid: 0,
+            rdev: None,
+            target: None,
+            xattrs: Some(BTreeMap::new()),
+        }
+    }
+
+    #[test]
+    fn verification_reports_every_difference() {
+        let want = [
+            inode("/", 1, 0o40755, 0),
+            inode("/a", 2, 0o100644, 0),
+            inode("/b", 2, 0o100644, 0),
+            inode("/c", 3, 0o104755, 0),
+        ];
+        assert_eq!(
+            verify(Filesystem::Erofs, &want, &want, (65534, 65534)).unwrap(),
+            4
+        );
+        let mut got = want.to_vec();
+        got[2].ino = Some(9); // the hard link was split
+        got[3].mode = 0o100755; // the setuid bit was lost
+        got[3].uid = 65534;
+        got.push(inode("/lost+found", 11, 0o40700, 0));
+        let e = verify(Filesystem::Erofs, &want, &got, (65534, 65534))
+            .unwrap_err()
+            .to_string();
+        for needle in [
+            "/b: hard links differ",
+            "/c: want 104755 0:0, image has 100755 65534:0",
+            "/c: owned by 65534:0, the overflow id",
+            "/lost+found: in the image but not in the tree",
+        ] {
+            assert!(e.contains(needle), "{needle:?} missing from:\n{e}");
+        }
+        // ext4's mkfs makes lost+found itself.
+        let mut ext4 = want.to_vec();
+        ext4.push(inode("/lost+found", 11, 0o40700, 0));
+        assert!(verify(Filesystem::Ext4, &want, &ext4, (65534, 65534)).is_ok());
+    }
+}

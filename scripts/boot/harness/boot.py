@@ -17,11 +17,17 @@ context manager that kills it on the way out, whatever the way.
 - :class:`UBoot` — U-Boot as ``-bios`` (Debian ``u-boot-qemu``,
   ``qemu-x86/u-boot.rom``); an MBR disk whose bootable FAT partition holds
   a boot script, the kernel and the initrd (no Debian U-Boot reads btrfs),
-  the image as the second partition.
+  the root filesystem as the second partition.
 
-The disks are assembled by :func:`assemble_disk` (sfdisk + dd), the one
-place to change when ``rootbox disk`` writes partition tables.
+Both disks are made by ``rootbox disk --spec … --json`` run as the build
+user (:func:`rootbox_disk`): the FAT partition from a directory, the root
+partition either built by rootbox disk itself (``{"btrfs": build spec}``,
+the rootbox image) or a filesystem image made before (``{"raw": file}``,
+the contrast).  The root partition's GUID (GPT) or the disk id (MBR) is
+chosen here, because the loader's configuration on the FAT names it
+before the disk exists; the --json report must then show that PARTUUID.
 """
+import json
 import os
 import re
 import shutil
@@ -44,9 +50,6 @@ OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
 UBOOT_ROM = Path("/usr/lib/u-boot/qemu-x86/u-boot.rom")
 UBOOT_INITRD_ADDR = "0x10000000"
 
-# GPT partition types (UAPI discoverable partitions specification)
-GPT_ESP = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
-GPT_ROOT_X86_64 = "4F68BCE3-E8CD-4C25-8BF1-F7FD1C9F3B9B"
 
 
 def disk_args(path, bootindex=True):
@@ -57,8 +60,45 @@ def disk_args(path, bootindex=True):
 
 
 class Boot(ABC):
-    """One way of booting a built image."""
+    """One way of booting a built image.
+
+    A boot from a partitioned disk (``partitioned``) makes the disk with
+    :meth:`make_disk` and boots it with :meth:`disk_args`; it sets
+    ``table`` ("gpt" or "mbr") and ``root_bytes`` (the root partition's
+    size as made).  With ``grow`` > 0 the disk file is then made that many
+    bytes larger (--grow: the guest grows its root partition at first
+    boot)."""
     name = "?"
+    partitioned = False
+    grow = 0
+    table = None
+    root_bytes = None
+    root_partuuid = None    # what the loader names (set by disk_spec)
+
+    def make_disk(self, rootbox, user, root_content, d, out, log, map_args=()):
+        """The disk ``out`` with this boot's loader partition and the root
+        partition holding ``root_content`` ({"raw": image} or {"btrfs":
+        build spec}), made by `rootbox disk`; returns its --json report."""
+        spec = self.disk_spec(root_content, d)
+        report = rootbox_disk(rootbox, user, spec, d / "disk.json", out, log, map_args)
+        root = report["partitions"][-1]
+        if root["partuuid"].lower() != self.root_partuuid.lower():
+            raise HarnessError(f"rootbox disk --json: the root partition's PARTUUID is {root['partuuid']}, "
+                               f"the loader names {self.root_partuuid}")
+        self.table = report["table"]
+        self.root_bytes = root["size_bytes"]
+        if self.grow:
+            os.truncate(out, out.stat().st_size + self.grow)
+        return report
+
+    def disk_spec(self, root_content, d):
+        """The `rootbox disk` spec (a partitioned boot); files the loader
+        partition holds go to ``d``."""
+        raise NotImplementedError
+
+    def disk_args(self, disk, d):
+        """qemu arguments that boot the disk ``disk`` (a partitioned boot)."""
+        raise NotImplementedError
 
     @abstractmethod
     def qemu_args(self, image, d):
@@ -93,72 +133,41 @@ class DirectKernel(Boot):
         return f"direct kernel ({self.kernel.name}, {self.initrd.name}: {self.cmdline})"
 
 
-@dataclass
-class Partition:
-    """One partition of an assembled disk: its content is ``image`` (a file)."""
-    image: Path
-    type: str                 # GPT type GUID, or MBR type byte as hex ("c", "83")
-    uuid: str | None = None   # GPT partition UUID
-    name: str | None = None   # GPT partition name
-    bootable: bool = False    # MBR active flag
+def rootbox_disk(rootbox, user, spec, spec_path, out, log, map_args=()):
+    """`rootbox disk --spec SPEC --json -o OUT` as the build user (no
+    capabilities); the --json report.  Its stderr goes to ``log``."""
+    spec_path.write_text(json.dumps(spec, indent=2) + "\n")
+    with open(log, "a") as err:
+        err.write(f"$ rootbox disk --spec {spec_path} --json -o {out}\n{spec_path.read_text()}")
+        err.flush()
+        r = run(user.argv([rootbox, "disk", "--spec", spec_path, "--json", *map_args, "-o", out], out.parent),
+                stderr=err)
+    if r.returncode != 0:
+        raise HarnessError(f"rootbox disk failed (exit {r.returncode}; log {log}):\n"
+                           + "\n".join(Path(log).read_text(errors="replace").splitlines()[-20:]))
+    try:
+        report = json.loads(r.stdout)
+    except json.JSONDecodeError as e:
+        raise HarnessError(f"rootbox disk --json printed no JSON ({e}): {r.stdout[:300]!r}") from None
+    with open(log, "a") as f:
+        f.write(json.dumps(report, indent=2) + "\n")
+    return report
 
 
-def assemble_disk(out, table, parts, label_id=None):
-    """Write a partition table (``gpt`` or ``dos``) on a new file ``out``
-    with ``parts`` aligned to 1 MiB, and copy each partition's image in.
-
-    Returns the start of each partition in bytes.  sfdisk works on a file
-    (no loop device, no root needed)."""
-    starts, pos = [], MIB
-    for p in parts:
-        size = -(-p.image.stat().st_size // MIB) * MIB
-        starts.append((pos, size))
-        pos += size
-    total = pos + MIB   # room for the backup GPT
-    out.unlink(missing_ok=True)
-    with open(out, "wb") as f:
-        f.truncate(total)
-    lines = [f"label: {table}", "unit: sectors"]
-    if label_id:
-        lines.append(f"label-id: {label_id}")
-    for p, (start, size) in zip(parts, starts):
-        fields = [f"start={start // 512}", f"size={size // 512}", f"type={p.type}"]
-        if p.uuid:
-            fields.append(f"uuid={p.uuid}")
-        if p.name:
-            fields.append(f'name="{p.name}"')
-        if p.bootable:
-            fields.append("bootable")
-        lines.append(", ".join(fields))
-    run(["sfdisk", "--quiet", "--no-reread", "--no-tell-kernel", out], input="\n".join(lines) + "\n",
-        check=True, what=f"sfdisk {out}")
-    for p, (start, _) in zip(parts, starts):
-        run(["dd", f"if={p.image}", f"of={out}", "bs=1M", f"seek={start // MIB}", "conv=notrunc,sparse",
-             "status=none"], check=True, what=f"dd {p.image} into {out}")
-    return [s for s, _ in starts]
+def build_spec(tree, layout, label, headroom, closure=None):
+    """The btrfs build spec of the root partition (rootbox build's spec)."""
+    spec = {"label": label, "size": "auto", "headroom": headroom, "rootfs": str(tree),
+            "subvolumes": [{"name": n, "mountpoint": mp, **({"type": t} if t else {})} for n, mp, t in layout.subvols]}
+    if closure:
+        spec["closure"] = str(closure)
+    return spec
 
 
-def make_fat(out, files, label):
-    """A FAT filesystem in the file ``out`` holding ``files`` ({path in the
-    filesystem: source}), sized for them; made with mkfs.vfat + mtools, no
-    mount."""
-    need = sum(Path(src).stat().st_size for src in files.values())
-    size = max(64 * MIB, -(-(need * 11 // 10 + 16 * MIB) // MIB) * MIB)
-    out.unlink(missing_ok=True)
-    with open(out, "wb") as f:
-        f.truncate(size)
-    run(["mkfs.vfat", "-n", label, out], check=True, what=f"mkfs.vfat {out}")
-    dirs = sorted({str(Path(dst).parent) for dst in files} - {"/", "."}, key=len)
-    made = set()
-    for d in dirs:
-        parts = Path(d).parts[1:] if d.startswith("/") else Path(d).parts
-        for i in range(1, len(parts) + 1):
-            sub = "/".join(parts[:i])
-            if sub not in made:
-                run(["mmd", "-i", out, f"::/{sub}"], check=True, what=f"mmd ::/{sub}")
-                made.add(sub)
-    for dst, src in sorted(files.items()):
-        run(["mcopy", "-i", out, src, f"::{dst}"], check=True, what=f"mcopy {src} ::{dst}")
+def readable_copy(src, dst):
+    """A copy the build user can read (rootbox disk reads the FAT tree as it)."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, dst)
+    dst.chmod(0o644)
 
 
 @dataclass
@@ -168,15 +177,16 @@ class Uefi(Boot):
     layout: object
     label: str
     name = "uefi"
+    partitioned = True
 
-    def qemu_args(self, image, d):
+    def disk_spec(self, root_content, d):
         missing = self.missing([OVMF_CODE, OVMF_VARS, "/usr/lib/grub/x86_64-efi/btrfs.mod"])
         if missing:
             raise HarnessError(f"--boot uefi needs {', '.join(missing)} "
                                "(apt-get install ovmf grub-efi-amd64-bin mtools dosfstools)")
         if not self.layout.has_root_subvol:
             raise HarnessError(f"--boot uefi: layout {self.layout.name} has no @ subvolume holding /boot")
-        partuuid = str(uuid.uuid4())
+        partuuid = self.root_partuuid = str(uuid.uuid4())
         cfg = d / "grub.cfg"
         # GRUB's btrfs reads paths from the top-level subvolume, not the
         # default one: the kernel of @ is /@/boot/...  GRUB's output goes
@@ -190,24 +200,30 @@ class Uefi(Boot):
             f"linux /@/boot/vmlinuz-{self.kver} {self.layout.root_args('PARTUUID=' + partuuid)} {KERNEL_ARGS}\n"
             f"initrd /@/boot/initrd.img-{self.kver}\n"
             "boot\n")
-        efi = d / "BOOTX64.EFI"
+        esp = d / "esp"
+        efi = esp / "EFI/BOOT/BOOTX64.EFI"
+        efi.parent.mkdir(parents=True, exist_ok=True)
         run(["grub-mkstandalone", "-O", "x86_64-efi", "--modules=part_gpt btrfs zstd",
              "--locales=", "--fonts=", "--themes=", "-o", efi, f"boot/grub/grub.cfg={cfg}"],
             check=True, what="grub-mkstandalone")
-        esp = d / "esp.img"
-        make_fat(esp, {"/EFI/BOOT/BOOTX64.EFI": efi}, "ESP")
-        disk = d / "disk.img"
-        assemble_disk(disk, "gpt", [Partition(esp, GPT_ESP, str(uuid.uuid4()), "ESP"),
-                                    Partition(image, GPT_ROOT_X86_64, partuuid, "root")])
-        esp.unlink()
+        efi.chmod(0o644)
+        return {"table": "gpt", "partitions": [
+            {"name": "ESP", "type": "esp", "content": {"fat": {"dir": str(esp), "label": "ESP"}}},
+            {"name": "root", "type": "root-x86-64", "guid": partuuid, "content": root_content}]}
+
+    def qemu_args(self, image, d):
+        return self.disk_args(image, d)
+
+    def disk_args(self, disk, d):
         vars_ = d / "OVMF_VARS.fd"
         shutil.copy(OVMF_VARS, vars_)
-        self.disk = disk
         return ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
                 "-drive", f"if=pflash,format=raw,unit=1,file={vars_}", *disk_args(disk)]
 
     def path_check(self, console):
-        want = ["rootbox boot test: GRUB found", f"BOOT_IMAGE=/@/boot/vmlinuz-{self.kver}"]
+        # the kernel got the root partition's PARTUUID of the --json report
+        want = ["rootbox boot test: GRUB found", f"BOOT_IMAGE=/@/boot/vmlinuz-{self.kver}",
+                f"root=PARTUUID={self.root_partuuid or ''}"]
         lines = [l for l in console.splitlines() if any(w in l for w in want + ["BdsDxe: starting"])]
         ok = all(any(w in l for l in lines) for w in want)
         return ok, "\n".join(lines[:6]) or "no GRUB or kernel line on the console"
@@ -229,13 +245,15 @@ class UBoot(Boot):
     initrd: Path
     layout: object
     name = "uboot"
+    partitioned = True
 
-    def qemu_args(self, image, d):
+    def disk_spec(self, root_content, d):
         missing = self.missing([UBOOT_ROM]) + ([] if shutil.which("mkimage") else ["mkimage"])
         if missing:
             raise HarnessError(f"--boot uboot needs {', '.join(missing)} "
                                "(apt-get install u-boot-qemu u-boot-tools mtools dosfstools)")
         disk_id = uuid.uuid4().hex[:8]
+        self.root_partuuid = f"{disk_id}-02"
         cmd = d / "boot.cmd"
         # devtype, devnum, distro_bootpart: set by distro boot for the
         # script.  The initrd goes to 256 MiB, not ${ramdisk_addr_r}
@@ -247,23 +265,30 @@ class UBoot(Boot):
             "load ${devtype} ${devnum}:${distro_bootpart} ${kernel_addr_r} /vmlinuz\n"
             f"load ${{devtype}} ${{devnum}}:${{distro_bootpart}} {UBOOT_INITRD_ADDR} /initrd.img\n"
             f"zboot ${{kernel_addr_r}} 0 {UBOOT_INITRD_ADDR} ${{filesize}}\n")
-        scr = d / "boot.scr"
+        fat = d / "boot"
+        fat.mkdir(exist_ok=True)
+        scr = fat / "boot.scr"
         run(["mkimage", "-A", "x86", "-O", "linux", "-T", "script", "-C", "none", "-d", cmd, scr],
             check=True, what="mkimage boot.scr")
-        fat = d / "boot.img"
-        make_fat(fat, {"/boot.scr": scr, "/vmlinuz": self.kernel, "/initrd.img": self.initrd}, "BOOT")
-        disk = d / "disk.img"
-        assemble_disk(disk, "dos", [Partition(fat, "c", bootable=True), Partition(image, "83")],
-                      label_id=f"0x{disk_id}")
-        fat.unlink()
-        self.disk = disk
+        scr.chmod(0o644)
+        readable_copy(self.kernel, fat / "vmlinuz")
+        readable_copy(self.initrd, fat / "initrd.img")
+        return {"table": "mbr", "diskId": f"0x{disk_id}", "partitions": [
+            {"name": "boot", "type": "fat32", "bootable": True, "content": {"fat": {"dir": str(fat), "label": "BOOT"}}},
+            {"name": "root", "type": "linux", "content": root_content}]}
+
+    def qemu_args(self, image, d):
+        return self.disk_args(image, d)
+
+    def disk_args(self, disk, d):
         return ["-bios", str(UBOOT_ROM), *disk_args(disk)]
 
     def path_check(self, console):
         lines = [l for l in console.splitlines()
                  if l.startswith("U-Boot ") or "U-Boot runs boot.scr" in l or "Command line:" in l]
+        # the kernel got the root partition's PARTUUID of the --json report
         ok = (any("U-Boot runs boot.scr" in l for l in lines)
-              and any("Command line:" in l and "PARTUUID=" in l for l in lines))
+              and any("Command line:" in l and f"root=PARTUUID={self.root_partuuid or ''}" in l for l in lines))
         return ok, "\n".join(lines[:6]) or "no U-Boot or kernel line on the console"
 
     def describe(self):

@@ -140,8 +140,9 @@ class ImageResult:
                 "checks": {c: {"status": self.status(c), "evidence": self.evidence(c)} for c in self.checks}}
 
 
-def guest_script(layout, deep):
-    """Run as root over ssh; one section per check."""
+def guest_script(layout, deep, extra=""):
+    """Run as root over ssh; one section per check (``extra``: more
+    sections, e.g. the nix check's)."""
     mounts = " ".join(mp for mp, _ in layout.mounts())
     s = f'''echo "### state"; timeout 120 systemctl is-system-running --wait 2>&1
 echo "### failed"; systemctl --failed --no-legend --plain 2>&1
@@ -155,7 +156,7 @@ echo "### stat"; stat -c "%u:%g %a %n" {STAT_PATHS} 2>&1
         s += f'''echo "### deep"; stat -c "%U:%G %a %n" {DEEP_PATHS} 2>&1
 echo "### acl"; getfacl -p /var/log/journal 2>&1 | grep -v "^#"
 '''
-    return s + 'echo "### end"\n'
+    return s + extra + 'echo "### end"\n'
 
 
 def sections(text):
@@ -174,13 +175,13 @@ def ssh(key, port, user, command, out, err, timeout):
                stdout=out, stderr=err, timeout=timeout)
 
 
-def guest_checks(res, key, port, d, layout, deep, tree_acl):
+def guest_checks(res, key, port, d, layout, deep, tree_acl, extra=""):
     """ssh-root, ssh-alice and, given a root shell, multi-user,
     failed-units, mounts, owners (and owners-deep).  Returns the guest's
-    sections (for the journal check)."""
+    sections (for the journal check and the checks of ``extra``)."""
     out = d / "guest.txt"
     # root login (StrictModes yes is sshd's default; the image does not change it)
-    r = ssh(key, port, "root", guest_script(layout, deep), out, d / "ssh-root.err", 300)
+    r = ssh(key, port, "root", guest_script(layout, deep, extra), out, d / "ssh-root.err", 300)
     err = (d / "ssh-root.err").read_text(errors="replace").strip()
     res.set("ssh-root", r.returncode == 0,
             "root@ logged in with the test key" if r.returncode == 0 else f"ssh root@127.0.0.1 -p {port}: {err}")
@@ -289,11 +290,12 @@ def check_journal(res, sec, console_text):
     res.set("journal", not hits, "\n".join(hits[:25]) if hits else f"no lines matching: {OWNERSHIP_TROUBLE}")
 
 
-def offline_owners(res, image, mnt):
-    """Owners read from the image itself (loop mount, read-only) when the
-    booted system gave no root shell."""
+def offline_owners(res, image, mnt, offset=0):
+    """Owners read from the image itself (loop mount, read-only; of a disk:
+    the filesystem at ``offset``) when the booted system gave no root
+    shell."""
     mnt.mkdir(parents=True, exist_ok=True)
-    r = run(["mount", "-o", "ro,loop,subvolid=5", image, mnt])
+    r = run(["mount", "-o", f"ro,loop,subvolid=5,offset={offset}", image, mnt])
     if r.returncode != 0:
         res.set("owners", None, f"no root shell, and loop mount failed: {r.stderr.strip()}")
         return

@@ -4,13 +4,14 @@ sfdisk, mkfs.vfat and mtools on files; no root needed).
     python3 -B -m unittest discover -s scripts/boot/harness -t scripts/boot
 """
 import shutil
-import subprocess
 import tempfile
 import unittest
 from pathlib import Path
 
 from harness import checks as C
-from harness.boot import GPT_ESP, GPT_ROOT_X86_64, Partition, UBoot, Uefi, assemble_disk, make_fat
+from harness import growth as G
+from harness import nixstore as N
+from harness.boot import UBoot, Uefi, build_spec
 from harness.trees import LAYOUTS
 
 
@@ -19,6 +20,96 @@ def result(name, observed, alice_ok=False, checks=C.CHECKS):
     for c in checks:
         r.set(c, observed.get(c, True))
     return r
+
+
+def guest(text):
+    return C.sections(text)
+
+
+CLOSURE = N.Closure(Path("/x"), "/nix/store/aaa-lib", "/nix/store/bbb-data", "/nix/store/ccc-app")
+NIX_OK = """### nix-before
+error: path '/nix/store/ccc-app' is not valid
+rc=1
+### nix-load
+warning: the group 'nixbld' specified in 'build-users-group' does not exist
+rc=0
+### nix-verify
+reading the Nix store...
+checking path existence...
+checking link hashes...
+checking store hashes...
+rc=0
+### nix-refs
+warning: the group 'nixbld' specified in 'build-users-group' does not exist
+/nix/store/bbb-data
+/nix/store/aaa-lib
+rc=0
+### nix-valid
+rc=0
+### nix-run
+hello from the closure
+"""
+
+
+class NixAndGrowth(unittest.TestCase):
+    def nix(self, text, count=3):
+        r = result("rootbox", {}, checks=C.CHECKS + (N.CHECK,))
+        N.check(r, guest(text), CLOSURE, "/nix-path-registration", count)
+        return r.status(N.CHECK), r.evidence(N.CHECK)
+
+    def test_nix_passes_when_loaded_verified_and_referenced(self):
+        self.assertEqual(self.nix(NIX_OK)[0], "PASS")
+
+    def test_nix_fails_on_a_modified_path_a_failed_load_or_missing_references(self):
+        bad = {
+            "modified": NIX_OK.replace("checking store hashes...", "checking store hashes...\n"
+                                       "path '/nix/store/aaa-lib' was modified! expected hash"),
+            "contents not checked": NIX_OK.replace("checking store hashes...\n", ""),
+            "verify exit": NIX_OK.replace("checking store hashes...\nrc=0", "checking store hashes...\nrc=1"),
+            "valid before": NIX_OK.replace("is not valid\nrc=1", "is not valid\nrc=0"),
+            "load": NIX_OK.replace("does not exist\nrc=0\n### nix-verify", "error: bad\nrc=1\n### nix-verify"),
+            "refs": NIX_OK.replace("/nix/store/bbb-data\n/nix/store/aaa-lib\n", "/nix/store/aaa-lib\n"),
+            "no shell output": "",
+        }
+        for why, text in bad.items():
+            with self.subTest(why=why):
+                self.assertEqual(self.nix(text)[0], "FAIL")
+        self.assertEqual(self.nix(NIX_OK, count=2)[0], "FAIL")
+
+    GROW_OK = """### grow-unit
+active
+### grow-journal
+rootbox-growroot: df-before 1000000000
+rootbox-growroot: df-after 2073741824
+### grow-df
+2073741824
+### grow-gpt
+EFI PART
+rc=0
+"""
+
+    def grow(self, text, table="gpt", part=1048576000):
+        r = result("rootbox", {}, checks=C.CHECKS + (G.CHECK,))
+        G.check(r, guest(text), table, 1 << 30, part)
+        return r.status(G.CHECK)
+
+    def test_growth_passes_when_df_grew_and_the_backup_gpt_moved(self):
+        self.assertEqual(self.grow(self.GROW_OK), "PASS")
+        self.assertEqual(self.grow(self.GROW_OK.split("### grow-gpt")[0], table="dos"), "PASS")
+
+    def test_growth_fails_without_growth_a_moved_header_or_an_active_unit(self):
+        bad = {
+            "no growth": self.GROW_OK.replace("df-after 2073741824", "df-after 1000000000"),
+            "header": self.GROW_OK.replace("EFI PART", ""),
+            "verify": self.GROW_OK.replace("EFI PART\nrc=0", "EFI PART\nrc=1"),
+            "unit": self.GROW_OK.replace("active", "failed"),
+            "df now": self.GROW_OK.replace("### grow-df\n2073741824", "### grow-df\n1000000000"),
+        }
+        for why, text in bad.items():
+            with self.subTest(why=why):
+                self.assertEqual(self.grow(text), "FAIL")
+        # measured after growing: larger than the partition as built
+        self.assertEqual(self.grow(self.GROW_OK, part=900000000), "FAIL")
 
 
 class Verdicts(unittest.TestCase):
@@ -107,50 +198,63 @@ class FirmwarePath(unittest.TestCase):
 
     def test_uefi_needs_grub_and_the_kernel_it_loaded_from_at(self):
         u = Uefi(self.KV, LAYOUTS["default"], "rootbox-boot")
+        u.root_partuuid = "x"
         grub = "rootbox boot test: GRUB found hd0,gpt2"
         kernel = f"[    0.000000] Command line: BOOT_IMAGE=/@/boot/vmlinuz-{self.KV} root=PARTUUID=x"
         self.assertTrue(u.path_check(f"{grub}\n{kernel}\n")[0])
+        self.assertFalse(u.path_check(f"{grub}\n{kernel.replace('=x', '=y')}\n")[0])
         self.assertFalse(u.path_check(f"{kernel}\n")[0])
         self.assertFalse(u.path_check("[    0.000000] Command line: root=LABEL=rootbox-boot\n")[0])
 
     def test_uboot_needs_its_script_and_a_partuuid_root(self):
         b = UBoot(Path("vmlinuz"), Path("initrd.img"), LAYOUTS["default"])
+        b.root_partuuid = "3c42a6a4-02"
+        self.assertFalse(b.path_check("rootbox boot test: U-Boot runs boot.scr\n"
+                                      "[    0.000000] Command line: root=PARTUUID=aaaaaaaa-02 rw\n")[0])
         ok = ("U-Boot 2023.01\nrootbox boot test: U-Boot runs boot.scr\n"
               "[    0.000000] Command line: root=PARTUUID=3c42a6a4-02 rw\n")
         self.assertTrue(b.path_check(ok)[0])
         self.assertFalse(b.path_check("U-Boot 2023.01\n[    0.000000] Command line: root=PARTUUID=3c42a6a4-02\n")[0])
 
 
-@unittest.skipUnless(all(shutil.which(t) for t in ("sfdisk", "mkfs.vfat", "mcopy")), "needs sfdisk, dosfstools, mtools")
-class Disks(unittest.TestCase):
+@unittest.skipUnless(all(shutil.which(t) for t in ("grub-mkstandalone", "mkimage")), "needs grub-efi, u-boot-tools")
+class DiskSpecs(unittest.TestCase):
+    """The rootbox disk specs the firmware boots write (rootbox itself is
+    run by the boot test)."""
     def setUp(self):
         self.d = Path(tempfile.mkdtemp())
         self.addCleanup(shutil.rmtree, self.d)
 
-    def test_gpt_disk_has_the_partitions_and_their_contents(self):
-        a, b = self.d / "a.img", self.d / "b.img"
-        a.write_bytes(b"A" * 1000)
-        b.write_bytes(b"B" * (3 << 20))
-        disk = self.d / "disk.img"
-        starts = assemble_disk(disk, "gpt", [Partition(a, GPT_ESP, "11111111-2222-3333-4444-555555555555", "ESP"),
-                                             Partition(b, GPT_ROOT_X86_64, "66666666-7777-8888-9999-000000000000")])
-        dump = subprocess.run(["sfdisk", "-d", disk], capture_output=True, text=True, check=True).stdout
-        self.assertIn("uuid=11111111-2222-3333-4444-555555555555", dump)
-        self.assertIn(f"type={GPT_ROOT_X86_64}", dump)
-        self.assertEqual(starts, [1 << 20, 2 << 20])
-        with open(disk, "rb") as f:
-            f.seek(starts[0])
-            self.assertEqual(f.read(1000), b"A" * 1000)
-            f.seek(starts[1])
-            self.assertEqual(f.read(3 << 20), b"B" * (3 << 20))
+    def test_uefi_disk_is_gpt_with_an_esp_tree_and_the_root_guid_grub_names(self):
+        u = Uefi("6.1.0-50-amd64", LAYOUTS["default"], "rootbox-boot")
+        spec = u.disk_spec({"raw": "/x.img"}, self.d)
+        self.assertEqual(spec["table"], "gpt")
+        esp, root = spec["partitions"]
+        self.assertEqual((esp["type"], root["type"]), ("esp", "root-x86-64"))
+        self.assertTrue((Path(esp["content"]["fat"]["dir"]) / "EFI/BOOT/BOOTX64.EFI").is_file())
+        self.assertEqual(root["guid"], u.root_partuuid)
+        self.assertIn(f"root=PARTUUID={u.root_partuuid} rootflags=subvol=@", (self.d / "grub.cfg").read_text())
+        self.assertEqual(root["content"], {"raw": "/x.img"})
 
-    def test_fat_holds_the_files_at_their_paths(self):
-        src = self.d / "grub.efi"
-        src.write_bytes(b"MZ" + b"\0" * 100)
-        fat = self.d / "esp.img"
-        make_fat(fat, {"/EFI/BOOT/BOOTX64.EFI": src}, "ESP")
-        out = subprocess.run(["mtype", "-i", fat, "::/EFI/BOOT/BOOTX64.EFI"], capture_output=True, check=True).stdout
-        self.assertEqual(out, src.read_bytes())
+    def test_uboot_disk_is_mbr_with_a_bootable_fat_and_the_disk_id_the_script_names(self):
+        k, i = self.d / "vmlinuz", self.d / "initrd"
+        k.write_bytes(b"k")
+        i.write_bytes(b"i")
+        b = UBoot(k, i, LAYOUTS["default"])
+        spec = b.disk_spec({"btrfs": {"label": "x"}}, self.d)
+        self.assertEqual(spec["table"], "mbr")
+        self.assertEqual(f"{spec['diskId'][2:]}-02", b.root_partuuid)
+        fat, root = spec["partitions"]
+        self.assertTrue(fat["bootable"])
+        self.assertEqual(sorted(p.name for p in Path(fat["content"]["fat"]["dir"]).iterdir()),
+                         ["boot.scr", "initrd.img", "vmlinuz"])
+        self.assertIn(f"PARTUUID={b.root_partuuid}", (self.d / "boot.cmd").read_text())
+
+    def test_build_spec_has_the_layout_and_the_closure(self):
+        spec = build_spec(Path("/t"), LAYOUTS["default"].with_subvol("@nix", "/nix"), "L", "512M", Path("/ci"))
+        self.assertEqual(spec["subvolumes"][0], {"name": "@", "mountpoint": "/", "type": "default"})
+        self.assertEqual(spec["subvolumes"][-1], {"name": "@nix", "mountpoint": "/nix"})
+        self.assertEqual((spec["rootfs"], spec["closure"], spec["label"]), ("/t", "/ci", "L"))
 
 
 if __name__ == "__main__":

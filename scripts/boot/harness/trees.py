@@ -5,6 +5,7 @@ build user); every image build runs AS the build user through
 :meth:`BuildUser.argv`, which asserts that the process has no effective
 capabilities before it execs the builder.
 """
+import dataclasses
 import datetime
 import hashlib
 import os
@@ -38,6 +39,15 @@ class Layout:
     name: str
     subvols: tuple          # (name, mountpoint, type or None)
     fstab: str
+    fstab_extra: tuple = ()  # lines appended to the template (with @LABEL@)
+
+    def with_subvol(self, name, mountpoint):
+        """This layout with one more subvolume, mounted by an fstab line
+        like the template's (e.g. @nix at /nix for --nix-closure)."""
+        line = (f"LABEL=@LABEL@   {mountpoint:<13} btrfs  subvol={name},defaults,"
+                "x-systemd.device-timeout=10min  0 0")
+        return dataclasses.replace(self, name=f"{self.name}+{name.lstrip('@')}", subvols=self.subvols + ((name, mountpoint, None),),
+                                   fstab_extra=self.fstab_extra + (line,))
 
     @property
     def has_root_subvol(self):
@@ -116,10 +126,14 @@ class BuildUser:
                 f"(usermod --add-subuids 165536-231071 --add-subgids 165536-231071 {self.name})")
         return u[0], g[0], min(u[1], g[1])
 
+    # directories put before PATH (BOOT_BUILD_PATH: e.g. another mkfs.btrfs)
+    path_prefix = ""
+
     def argv(self, cmd, cwd, extra_env=()):
         """``cmd`` run as this user in ``cwd``: no capabilities (asserted),
         a clean environment."""
-        env = [f"PATH={PATH}", f"HOME={self.home}", f"USER={self.name}",
+        path = f"{self.path_prefix}:{PATH}" if self.path_prefix else PATH
+        env = [f"PATH={path}", f"HOME={self.home}", f"USER={self.name}",
                f"RUST_LOG={os.environ.get('RUST_LOG', '')}", "RUST_BACKTRACE=1", *extra_env]
         return ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--init-groups",
                 "--inh-caps=-all", "env", "-i", *env, "sh", "-c", CAP_GUARD, str(cwd), *map(str, cmd)]
@@ -144,6 +158,7 @@ class Rootfs:
     key: Path
     stamp: dict
     note: str
+    variant: str = ""       # "" (as made) or the variants added (with_variants)
 
 
 def passthrough_env():
@@ -164,6 +179,82 @@ def debootstrap_rootfs(cache, rebuild):
                   s["kernel"], cache / "key/id_ed25519", s,
                   f"{s['suite']}, kernel {s['kernel']}, built {s['built']}, "
                   f"debootstrap took {s['debootstrap_seconds']}s")
+
+
+GROWROOT = HELPERS / "growroot"
+
+
+def install_growroot(tree):
+    """scripts/boot/growroot: the script and its oneshot unit, enabled."""
+    sbin = tree / "usr/local/sbin"
+    sbin.mkdir(parents=True, exist_ok=True)
+    shutil.copy(GROWROOT / "rootbox-growroot", sbin / "rootbox-growroot")
+    (sbin / "rootbox-growroot").chmod(0o755)
+    shutil.copy(GROWROOT / "rootbox-growroot.service", tree / "etc/systemd/system/rootbox-growroot.service")
+    wants = tree / "etc/systemd/system/sysinit.target.wants"
+    wants.mkdir(exist_ok=True)
+    (wants / "rootbox-growroot.service").symlink_to("/etc/systemd/system/rootbox-growroot.service")
+
+
+# Tree variants: packages apt-get installs into a cached copy of the
+# debootstrap tree, a function adding files to the copy, and the files
+# whose content is part of the copy's stamp.
+VARIANTS = {
+    "nix": (("nix-bin",), None, ()),            # --nix-closure: Debian's Nix in the guest
+    "grow": (("fdisk",), install_growroot,      # --grow: sfdisk, the first-boot growth unit
+             (GROWROOT / "rootbox-growroot", GROWROOT / "rootbox-growroot.service")),
+}
+
+
+def with_variants(rootfs, cache, names):
+    """The debootstrap tree with the packages of the variants ``names``
+    installed by apt-get in a chroot (and their files added), cached as
+    CACHE/rootfs-NAME[-NAME]; the tree itself stays as it is, so its cache
+    and every copy of it stay valid."""
+    if not names:
+        return rootfs
+    names = sorted(set(names))
+    variant = "-".join(names)
+    packages = [p for n in names for p in VARIANTS[n][0]]
+    extras = [VARIANTS[n][1] for n in names if VARIANTS[n][1]]
+    files = [f for n in names for f in VARIANTS[n][2]]
+    dst = cache / f"rootfs-{variant}"
+    built = f"{rootfs.stamp['built']}+{'+'.join(packages)}"
+    if files:
+        built += "+" + hashlib.sha256(b"".join(Path(f).read_bytes() for f in files)).hexdigest()[:12]
+
+    def prepare(tmp):
+        resolv = tmp / "etc/resolv.conf"
+        saved = resolv.read_bytes() if resolv.is_file() and not resolv.is_symlink() else None
+        shutil.copy("/etc/resolv.conf", resolv)
+        run(["mount", "-t", "proc", "proc", tmp / "proc"], check=True, what="mount proc in the chroot")
+        env = ["env", "-i", f"PATH={PATH}", "DEBIAN_FRONTEND=noninteractive", "LC_ALL=C"]
+        log = cache / f"apt-{variant}.log"
+        try:
+            with open(log, "w") as f:
+                for cmd in (["apt-get", "update"],
+                            ["apt-get", "install", "-y", "--no-install-recommends", *packages],
+                            ["apt-get", "clean"]):
+                    r = run(["chroot", tmp, *env, *cmd], stdout=f, stderr=subprocess.STDOUT)
+                    if r.returncode != 0:
+                        raise HarnessError(f"chroot {tmp} {' '.join(cmd)} failed (log: {log}):\n{tail(log, 20)}")
+        finally:
+            run(["umount", tmp / "proc"])
+        if saved is None:
+            resolv.unlink()
+        else:
+            resolv.write_bytes(saved)
+        run(["sh", "-c", 'rm -rf "$0"/var/lib/apt/lists/* "$0"/var/cache/apt/*.bin', tmp], check=True)
+        missing = [p for p in packages if not Path(tmp / f"var/lib/dpkg/info/{p}.list").is_file()]
+        if missing:
+            raise HarnessError(f"apt-get install ran, but {' '.join(missing)} is not installed in {tmp}")
+        for e in extras:
+            e(tmp)
+
+    cached_copy(rootfs.tree, dst, built, f"installing {' '.join(packages)} into a copy of the rootfs "
+                "(apt-get in a chroot; a few minutes)", prepare)
+    return dataclasses.replace(rootfs, tree=dst, stamp={**rootfs.stamp, "built": built}, variant=variant,
+                               note=f"{rootfs.note}; + {' '.join(packages)} (apt-get in a chroot)")
 
 
 def initrd_modules_missing(initrd, modules):
@@ -262,7 +353,8 @@ def cached_copy(src, dst, stamp_text, what, prepare):
 
 
 def fstab_text(layout, label):
-    return (HELPERS / layout.fstab).read_text().replace("@LABEL@", label)
+    text = (HELPERS / layout.fstab).read_text() + "".join(f"{l}\n" for l in layout.fstab_extra)
+    return text.replace("@LABEL@", label)
 
 
 def fstab_digest(layout, label):
@@ -285,7 +377,8 @@ def hand_over(rootfs, cache, user, mode, layout, label):
     populating a rootfs as themselves); subid: owners shifted into the
     user's subordinate range (what mmdebstrap --mode=unshare leaves)."""
     sfx = "" if layout.name == "default" else f"-{layout.name}"
-    dst = cache / f"rootfs-owned-{mode}-{user.uid}{sfx}"
+    var = f"+{rootfs.variant}" if rootfs.variant else ""
+    dst = cache / f"rootfs-owned-{mode}-{user.uid}{var}{sfx}"
     stamp = f"{rootfs.stamp['built']} {mode} {user.uid}:{user.gid} {layout.name} {fstab_digest(layout, label)}"
     if mode == "subid":
         su, sg, count = user.subids()

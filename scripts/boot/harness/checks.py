@@ -63,7 +63,7 @@ def expectations(checks, expect_alice_ok):
         "rootbox": Expectation("rootbox", frozenset(checks) - alice, alice, alice_owner=alice_owner,
                                purpose="built by rootbox: must boot and pass every check"),
         "contrast": Expectation("contrast", frozenset({"build"}), some_failure=True, alice_owner=alice_owner,
-                                purpose="plain mkfs.btrfs as the build user: must fail"),
+                                purpose="plain mkfs.btrfs (ext4: mkfs.ext4 -d) as the build user: must fail"),
         # must boot with every owner collapsed to root (its alice and the
         # journal's complaint about her home are the expected damage), or
         # be refused: a single-id map cannot read the 0700 directories of
@@ -211,7 +211,8 @@ def guest_checks(res, key, port, d, layout, deep, tree_acl, extra=""):
 
 
 def check_mounts(res, layout, sec):
-    """Each subvolume where the fstab puts it, and the marker in @srv."""
+    """Each subvolume where the fstab puts it (ext4: the one filesystem at
+    /), and the marker in /srv."""
     lines = sec.get("mounts", [])
     by_target = {}
     for line in lines:
@@ -226,7 +227,7 @@ def check_mounts(res, layout, sec):
         if want == "tmpfs":
             if fstype != "tmpfs":
                 bad.append(f"{mp}(want tmpfs)")
-        elif fsroot != want or fstype != "btrfs":
+        elif fsroot != want or fstype != layout.fstype:
             bad.append(f"{mp}(want {want})")
     if "rootbox boot test" not in sec.get("marker", []):
         bad.append("/srv/rootbox-marker-missing")
@@ -290,25 +291,30 @@ def check_journal(res, sec, console_text):
     res.set("journal", not hits, "\n".join(hits[:25]) if hits else f"no lines matching: {OWNERSHIP_TROUBLE}")
 
 
-def offline_owners(res, image, mnt, offset=0):
+def offline_owners(res, image, mnt, offset=0, subvols=True):
     """Owners read from the image itself (loop mount, read-only; of a disk:
     the filesystem at ``offset``) when the booted system gave no root
-    shell."""
+    shell.  ``subvols``: the default btrfs layout (paths in @ and @home);
+    else one filesystem holding /."""
     mnt.mkdir(parents=True, exist_ok=True)
-    r = run(["mount", "-o", f"ro,loop,subvolid=5,offset={offset}", image, mnt])
+    opts = "ro,loop,subvolid=5" if subvols else "ro,loop,noload"
+    r = run(["mount", "-o", f"{opts},offset={offset}", image, mnt])
     if r.returncode != 0:
         res.set("owners", None, f"no root shell, and loop mount failed: {r.stderr.strip()}")
         return
     try:
         paths = ["@", "@/etc", "@/root", "@/root/.ssh", "@/root/.ssh/authorized_keys",
                  "@home/alice", "@home/alice/.ssh", "@home/alice/.ssh/authorized_keys", "@/usr/bin/mount"]
+        if not subvols:
+            paths = ["." + p[1:].replace("home/", "/home/", 1) if p.startswith("@home") else "." + p[1:]
+                     for p in paths]
         r = run(["stat", "-c", "%u:%g %a %n", *paths], cwd=mnt)
     finally:
         run(["umount", mnt])
     lines = []
     for line in (r.stdout + r.stderr).splitlines():
         line = re.sub(r" @home/", " /home/", line)
-        line = re.sub(r" @/", " /", line)
-        line = re.sub(r" @$", " /", line)
+        line = re.sub(r" [@.]/", " /", line)
+        line = re.sub(r" [@.]$", " /", line)
         lines.append(line)
     check_owners(res, lines, "(read from the image, not the booted system)\n")

@@ -12,7 +12,7 @@ from harness import checks as C
 from harness import growth as G
 from harness import nixstore as N
 from harness.boot import UBoot, Uefi, build_spec
-from harness.trees import LAYOUTS
+from harness.trees import EXT4, LAYOUTS, contrast_build
 
 
 def result(name, observed, alice_ok=False, checks=C.CHECKS):
@@ -169,6 +169,32 @@ class GuestOutput(unittest.TestCase):
                                            for mp, fs in LAYOUTS["impermanence"].mounts()[1:]]
         C.check_mounts(r, LAYOUTS["impermanence"], {"mounts": lines, "marker": ["rootbox boot test"]})
         self.assertIn("/(want tmpfs)", r.evidence("mounts"))
+
+    def test_ext4_wants_one_ext4_root_and_the_marker(self):
+        r = result("rootbox", {})
+        C.check_mounts(r, EXT4, {"mounts": ["/ /dev/vda / ext4 rw,relatime"], "marker": ["rootbox boot test"]})
+        self.assertEqual(r.status("mounts"), "PASS")
+        # a btrfs root (or the subvolume's FSROOT) is not the ext4 image
+        C.check_mounts(r, EXT4, {"mounts": ["/ /dev/vda[/@] /@ btrfs rw"], "marker": ["rootbox boot test"]})
+        self.assertIn("/(want /)", r.evidence("mounts"))
+        C.check_mounts(r, EXT4, {"mounts": ["/ /dev/vda / ext4 rw"], "marker": []})
+        self.assertEqual(r.status("mounts"), "FAIL")
+        # and a btrfs layout does not take an ext4 root
+        C.check_mounts(r, LAYOUTS["default"], {"mounts": ["/ /dev/vda /@ ext4 rw"], "marker": ["rootbox boot test"]})
+        self.assertIn("/(want /@)", r.evidence("mounts"))
+
+    def test_ext4_builds_and_boots_without_subvolumes(self):
+        self.assertEqual(EXT4.subvol_args(), ["--filesystem", "ext4"])
+        self.assertEqual(EXT4.root_args("LABEL=x"), "root=LABEL=x rootfstype=ext4")
+        self.assertFalse(EXT4.tmpfs_root)
+        self.assertTrue(LAYOUTS["impermanence"].tmpfs_root)
+        self.assertNotIn("--filesystem", LAYOUTS["default"].subvol_args())
+        tree = Path(tempfile.mkdtemp())
+        self.addCleanup(shutil.rmtree, tree)
+        argv = contrast_build(tree, tree, "lbl", "512M", EXT4)
+        self.assertEqual(argv[:6], ["mkfs.ext4", "-q", "-F", "-L", "lbl", "-d"])
+        self.assertTrue(argv[-1].endswith("M") and int(argv[-1][:-1]) >= 576)
+        self.assertNotEqual(contrast_build(tree, tree, "lbl", "512M")[0], "mkfs.ext4")
 
     def test_owners_want_root_and_alice_as_expected(self):
         r = result("rootbox", {}, alice_ok=True)

@@ -35,10 +35,13 @@ cd "$0" && exec "$@"'''
 class Layout:
     """A subvolume layout: the `rootbox build --subvol` arguments, the fstab
     the tree gets (a template in scripts/boot), where each subvolume must be
-    mounted after boot, and the kernel's root arguments."""
+    mounted after boot, and the kernel's root arguments.  ``fstype`` other
+    than btrfs (``--filesystem ext4``): no subvolumes, the whole tree is the
+    image and is mounted at /."""
     name: str
     subvols: tuple          # (name, mountpoint, type or None)
     fstab: str
+    fstype: str = "btrfs"
     fstab_extra: tuple = ()  # lines appended to the template (with @LABEL@)
 
     def with_subvol(self, name, mountpoint):
@@ -53,20 +56,29 @@ class Layout:
     def has_root_subvol(self):
         return any(mp == "/" for _, mp, _ in self.subvols)
 
+    @property
+    def tmpfs_root(self):
+        """btrfs with no subvolume at /: / is a tmpfs made at boot."""
+        return self.fstype == "btrfs" and not self.has_root_subvol
+
     def subvol_args(self):
-        out = []
+        out = [] if self.fstype == "btrfs" else ["--filesystem", self.fstype]
         for name, mp, kind in self.subvols:
             out += ["--subvol", f"{name}:{mp}" + (f":{kind}" if kind else "")]
         return out
 
     def mounts(self):
         """(mount point, FSROOT findmnt must show, or "tmpfs")"""
-        m = [] if self.has_root_subvol else [("/", "tmpfs")]
+        if self.fstype != "btrfs":
+            return [("/", "/")]
+        m = [("/", "tmpfs")] if self.tmpfs_root else []
         return m + [(mp, "/" + name) for name, mp, _ in self.subvols]
 
     def root_args(self, root):
         """Kernel arguments that find the root filesystem at ``root``
         (LABEL=…, PARTUUID=…)."""
+        if self.fstype != "btrfs":
+            return f"root={root} rootfstype={self.fstype}"
         if self.has_root_subvol:
             return f"root={root} rootflags=subvol=@ rootfstype=btrfs"
         # initramfs boot script that makes / a tmpfs (scripts/boot/impermanence)
@@ -83,6 +95,8 @@ LAYOUTS = {
                                             ("@home", "/home", None), ("@srv", "/srv", None)),
                            "fstab-impermanence.in"),
 }
+# --filesystem ext4: one root, no subvolumes; must match fstab-ext4.in
+EXT4 = Layout("ext4", (), "fstab-ext4.in", "ext4")
 
 
 @dataclass
@@ -477,9 +491,15 @@ def unshare_build(tree, workdir, label, headroom, subids):
             "{out}", label, size_to_mib(headroom)]
 
 
-def contrast_build(tree, workdir, label, headroom):
+def contrast_build(tree, workdir, label, headroom, layout=None):
     """The old, broken way: the same staging and mkfs, no namespace, so
-    the files keep the build user's uid."""
+    the files keep the build user's uid.  ext4: plain `mkfs.ext4 -d` of the
+    tree (what nixpkgs' make-ext4-fs.nix runs, there under fakeroot), sized
+    as stage-mkfs.sh sizes its image."""
+    if layout is not None and layout.fstype == "ext4":
+        used = int(run(["du", "-sxm", tree], check=True).stdout.split()[0])
+        size = used * 13 // 10 + size_to_mib(headroom) + 64
+        return ["mkfs.ext4", "-q", "-F", "-L", label, "-d", tree, "{out}", f"{size}M"]
     return [HELPERS / "stage-mkfs.sh", tree, workdir / "out/stage-contrast", "{out}", label, size_to_mib(headroom)]
 
 

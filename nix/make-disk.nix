@@ -14,7 +14,8 @@
 #   $out/nix-support/hydra-build-products `file sd-image <that path>`
 #   $out/nix-support/system               the build platform's system
 # plus rootbox's own files beside them:
-#   $out/sd-image/${imageName}.bmap       bmaptool's block map (bmap = true)
+#   $out/sd-image/${imageName}.bmap       bmaptool's block map of the
+#                                         uncompressed disk (bmap = true)
 #   $out/report.json                      `rootbox disk --json`: the table,
 #                                         each partition, the btrfs build's
 #                                         report (copied bytes, owners)
@@ -219,11 +220,13 @@ runCommand imgName
     )
     cp "$specPath" ./disk.json
     ${lib.optionalString (fileSystems != null) ''cp "$fileSystemsJsonPath" ./fileSystems.json''}
-    # -o in the build directory: the btrfs build's scratch space goes beside
-    # the output, and rootbox refuses it inside the store it stages from.
-    # stdenv sets SOURCE_DATE_EPOCH, so the disk is reproducible.
+    # -o in the build directory, as make-btrfs-fs.nix: the btrfs build's
+    # scratch space goes beside the output, so it stays out of the store
+    # rootbox stages from. mv keeps the holes (coreutils copies sparse
+    # files sparse across filesystems). stdenv sets SOURCE_DATE_EPOCH, so
+    # the disk is reproducible (rootbox disk --reproducible).
     rootbox disk --spec ./disk.json ${lib.escapeShellArgs rootboxArgs} \
       -o ./disk.img >"$out/report.json"
-    ${lib.optionalString bmap ''mv ./disk.bmap "$img.bmap"''}
+    ${lib.optionalString bmap ''mv ./disk.bmap "$out/sd-image/${imageName}.bmap"''}
     mv ./disk.img "$img"
   ''

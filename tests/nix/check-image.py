@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Read-back checks for tests/nix/run-test (build and sd-image modes).
+"""Read-back checks for tests/nix/run-test (build, sd-image and disk modes).
 
   check-image.py dump-tree BTRFS IMAGE SUBVOLS
       Parse `btrfs inspect-internal dump-tree IMAGE`: every INODE_ITEM in
@@ -23,6 +23,12 @@
       subvolume @, the default; with LAYOUT subvolumes / in @
       (the default subvolume) and the store in @nix. RESULT_JSON (rootbox's report) must say copied_bytes 0:
       a Nix build stages the closure without copying it.
+  check-image.py disk-table LAYOUT SFDISK_JSON REPORT_JSON
+      `sfdisk --json` of a disk from tests/nix/disk.nix is the table that
+      file asked nix/make-disk.nix for (LAYOUT rpi: sd-image.nix's MBR;
+      uefi: GPT with ESP, raw uboot, root-x86-64 legacy-bootable), the root
+      partition holds its filesystem (REPORT_JSON, `rootbox disk --json`),
+      and the report says verified.
 Exits 1 and prints the evidence on failure.
 """
 import base64
@@ -242,6 +248,48 @@ def sd_image(inspect_json, layout, store_paths, result_json):
     return ok
 
 
+def disk_table(layout, pt_json, report_json):
+    """The table sfdisk reads from a disk of tests/nix/disk.nix against what
+    that file asked make-disk.nix for (and rootbox's report of it)."""
+    pt = json.load(open(pt_json))["partitiontable"]
+    parts = pt.get("partitions", [])
+    report = json.load(open(report_json))
+    mib = 1024 * 1024 // 512
+    root_fs = report["partitions"][-1]["filesystem_bytes"]
+    if layout == "rpi":
+        # sd-image.nix's defaults: FAT b bootable at 8 MiB, 30 MiB; 83 at 38 MiB.
+        want_pt = {"label": "dos", "id": "0x2178694e"}
+        want = [
+            {"start": 8 * mib, "size": 30 * mib, "type": "b", "bootable": True},
+            {"start": 38 * mib, "type": "83"},
+        ]
+    else:
+        want_pt = {"label": "gpt"}
+        want = [
+            {"start": 1 * mib, "size": 64 * mib, "name": "firmware",
+             "type": "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"},
+            {"start": 65 * mib, "size": 8 * mib, "name": "uboot",
+             "type": "0FC63DAF-8483-4772-8E79-3D69D8477DE4"},
+            {"start": 73 * mib, "name": "root", "attrs": "LegacyBIOSBootable",
+             "type": "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709"},
+        ]
+    ok = all(pt.get(k) == v for k, v in want_pt.items()) and len(parts) == len(want)
+    for p, w in zip(parts, want):
+        ok &= all(p.get(k) == v for k, v in w.items())
+        ok &= p.get("bootable", False) == w.get("bootable", False)
+    if parts and parts[-1].get("size", 0) * 512 < root_fs:
+        print(f"disk-table: root partition smaller than its filesystem ({root_fs} bytes)")
+        ok = False
+    if report.get("verified") is not True:
+        print("disk-table: rootbox's report does not say verified")
+        ok = False
+    if not ok:
+        print(f"disk-table: got {json.dumps(pt)}, expected {want_pt} {want}")
+    else:
+        print(f"disk-table: {[(p['start'], p['size'], p['type']) for p in parts]}")
+    return ok
+
+
 def main(argv):
     if len(argv) == 4 and argv[1] == "same-registration":
         return 0 if same_registration(argv[2], argv[3]) else 1
@@ -249,6 +297,8 @@ def main(argv):
         return 0 if sd_partitions(argv[2], argv[3]) else 1
     if len(argv) == 6 and argv[1] == "sd-image":
         return 0 if sd_image(argv[2], argv[3], argv[4], argv[5]) else 1
+    if len(argv) == 5 and argv[1] == "disk-table":
+        return 0 if disk_table(argv[2], argv[3], argv[4]) else 1
     if len(argv) == 5 and argv[1] == "dump-tree":
         return 0 if dump_tree(argv[2], argv[3], argv[4]) else 1
     if len(argv) == 4 and argv[1] == "registration":

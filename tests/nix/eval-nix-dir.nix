@@ -1,4 +1,4 @@
-# Evaluates nix/package.nix and nix/make-btrfs-fs.nix against a tiny mock
+# Evaluates nix/package.nix, nix/make-btrfs-fs.nix and nix/make-disk.nix against a tiny mock
 # of the nixpkgs functions they use (there is no nixpkgs on the CI machine),
 # so that typos, wrong argument names and the generated rootbox spec are
 # checked without nixpkgs. Used by `tests/nix/run-test eval`.
@@ -19,6 +19,7 @@ let
       (builtins.attrNames set));
     assertMsg = pred: msg: pred || builtins.throw msg;
     optional = c: x: if c then [ x ] else [ ];
+    optionals = c: xs: if c then xs else [ ];
     optionalString = c: s: if c then s else "";
     optionalAttrs = c: a: if c then a else { };
     escapeShellArgs = xs: builtins.concatStringsSep " " (map (x: "'${x}'") xs);
@@ -41,6 +42,8 @@ let
     };
     zstd = "/mock/zstd";
     btrfs-progs = "/mock/btrfs-progs";
+    dosfstools = "/mock/dosfstools";
+    mtools = "/mock/mtools";
   };
   callPackage = f: args: let fn = import f; in
     fn (builtins.intersectAttrs (builtins.functionArgs fn) mockPkgs // args);
@@ -74,6 +77,19 @@ let
   both = builtins.tryEval (makeBtrfsFs {
     storePaths = [ ]; volumeLabel = "x"; subvolumes = [ ]; fileSystems = { };
   }).name;
+  # nix/make-disk.nix: sd-image.nix's defaults, and a GPT U-Boot board.
+  diskDefaults = callPackage ../../nix/make-disk.nix { storePaths = [ "/mock/toplevel" ]; };
+  diskGpt = callPackage ../../nix/make-disk.nix {
+    storePaths = [ "/mock/toplevel" ];
+    table = "gpt"; firmwarePartition = false; bmap = true; compressImage = true;
+    blobs = [ { file = "/mock/idbloader.img"; sector = 64; } ];
+    extraPartitions = [ { name = "uboot"; startSector = 16384; size = "8M"; type = "linux"; content.raw = "/mock/u-boot.itb"; } ];
+    rootPartitionType = "root-arm64"; rootPartitionAttributes = [ "legacy-bootable" ];
+    fileSystems."/nix" = { device = "/dev/disk/by-label/NIXOS_SD"; fsType = "btrfs"; options = [ "subvol=@nix" ]; };
+  };
+  diskBadTable = builtins.tryEval (callPackage ../../nix/make-disk.nix {
+    storePaths = [ ]; table = "msdos";
+  }).name;
 in
 {
   package = { inherit (pkg) pname version cargoBuildFlags postInstall src; lockFile = toString pkg.cargoLock.lockFile; };
@@ -81,4 +97,7 @@ in
   impermanence = { inherit (impermanence) name rootboxSpec script nativeBuildInputs; };
   fromFileSystems = { inherit (fromFileSystems) name rootboxSpec fileSystemsJson; };
   bothRejected = !both.success;
+  diskDefaults = { inherit (diskDefaults) name rootboxSpec script nativeBuildInputs; };
+  diskGpt = { inherit (diskGpt) name rootboxSpec script fileSystemsJson; };
+  diskBadTableRejected = !diskBadTable.success;
 }

@@ -6,7 +6,7 @@
 #                              defaults kept where pkgs has no such attribute,
 #                              explicit arguments win
 #   lib/{lists,strings,attrsets,asserts,trivial}.nix
-#                              optional, optionalString, optionalAttrs,
+#                              optional(s), optionalString, optionalAttrs,
 #                              escapeShellArg(s), filterAttrs, assertMsg
 #   pkgs/stdenv/generic/setup.sh
 #                              the environment every stdenv build gets:
@@ -37,6 +37,7 @@ let
 
   lib = rec {
     optional = c: x: if c then [ x ] else [ ];
+    optionals = c: xs: if c then xs else [ ];
     optionalString = c: s: if c then s else "";
     optionalAttrs = c: a: if c then a else { };
     escapeShellArg = s: "'${builtins.replaceStrings [ "'" ] [ "'\\''" ] (toString s)}'";

@@ -3,14 +3,23 @@
 #   rootbox = pkgs.callPackage ./nix/package.nix { };
 #
 # Builds the `rootbox` binary from the Cargo workspace and wraps it so that
+# the tools it runs are found on PATH whatever the caller's PATH is:
 # mkfs.btrfs (btrfs-progs, which must be >= 6.12 for `--subvol TYPE:DIR`;
-# rootbox checks and says so) is found on PATH whatever the caller's PATH is.
+# rootbox checks and says so), mkfs.ext4/debugfs, mkfs.erofs, mksquashfs,
+# and mkfs.vfat/mtools for `rootbox disk`. Installs the man pages and the
+# bash/zsh/fish completions the binary generates from its own flags.
 # Not evaluated in rootbox's CI (no nixpkgs there): kept simple on purpose.
 {
   lib,
   rustPlatform,
   makeWrapper,
+  installShellFiles,
   btrfs-progs,
+  e2fsprogs,
+  erofs-utils,
+    squashfsTools,
+  dosfstools,
+  mtools,
 }:
 
 let
@@ -49,11 +58,17 @@ rustPlatform.buildRustPackage {
   cargoTestFlags = [ "--workspace" ];
   nativeCheckInputs = [ btrfs-progs ];
 
-  nativeBuildInputs = [ makeWrapper ];
+  nativeBuildInputs = [ makeWrapper installShellFiles ];
 
   postInstall = ''
+    $out/bin/rootbox __man man
+    installManPage man/*.1
+    installShellCompletion --cmd rootbox \
+      --bash <($out/bin/rootbox completions bash) \
+      --zsh <($out/bin/rootbox completions zsh) \
+      --fish <($out/bin/rootbox completions fish)
     wrapProgram $out/bin/rootbox \
-      --prefix PATH : ${lib.makeBinPath [ btrfs-progs ]}
+      --prefix PATH : ${lib.makeBinPath [ btrfs-progs e2fsprogs erofs-utils squashfsTools dosfstools mtools ]}
   '';
 
   meta = {

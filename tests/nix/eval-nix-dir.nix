@@ -30,7 +30,13 @@ let
     inherit lib;
     rustPlatform.buildRustPackage = args: args;
     makeWrapper = "/mock/makeWrapper";
+    installShellFiles = "/mock/installShellFiles";
     btrfs-progs = "/mock/btrfs-progs";
+    e2fsprogs = "/mock/e2fsprogs";
+    erofs-utils = "/mock/erofs-utils";
+    squashfsTools = "/mock/squashfs-tools";
+    dosfstools = "/mock/dosfstools";
+    mtools = "/mock/mtools";
   };
   # callPackage as nixpkgs does it: formals filled from the mock pkgs.
   mockPkgs = {

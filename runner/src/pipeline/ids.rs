@@ -18,18 +18,9 @@ pub fn overflow_ids() -> (u32, u32) {
     )
 }
 
-/// `mode` without S_ISUID when the owner was replaced, and without S_ISGID
-/// (on non-directories) when the group was.
-pub fn strip_setid(mode: u32, uid_replaced: bool, gid_replaced: bool) -> u32 {
-    let mut mode = mode;
-    if uid_replaced {
-        mode &= !0o4000;
-    }
-    if gid_replaced && mode & 0o170000 != 0o040000 {
-        mode &= !0o2000;
-    }
-    mode
-}
+/// `mode` without its set-id bits where the owner or group was replaced:
+/// one rule for every filesystem, kept in the image model.
+pub use rootbox_images::fs::strip_setid;
 
 /// POSIX ACL xattr names (whose values carry uids and gids).
 pub const ACL_NAMES: [&[u8]; 2] = [b"system.posix_acl_access", b"system.posix_acl_default"];

@@ -1,4 +1,4 @@
-//! Integration tests of `rootbox disk` (issue 14), as the unprivileged
+//! Integration tests of `rootbox disk`, as the unprivileged
 //! test user: the examples read back with the real partitioning and
 //! filesystem tools (sfdisk --json, sgdisk -v, fsck.vfat -n, btrfs check,
 //! rootbox inspect on the extracted partition), a block map written with

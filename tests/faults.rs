@@ -1,4 +1,4 @@
-//! Faults, interruptions, concurrency and privilege (issue 7): a build that
+//! Faults, interruptions, concurrency and privilege: a build that
 //! is killed, interrupted, or whose mkfs.btrfs crashes, is missing, too old
 //! or runs out of space — or that runs where user namespaces are not
 //! allowed — leaves at the output path either what was there before or

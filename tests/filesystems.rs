@@ -1,4 +1,4 @@
-//! ext4, erofs and squashfs images from a staged tree (issue 15): the
+//! ext4, erofs and squashfs images from a staged tree: the
 //! real binary and the real tools, run as an unprivileged user.
 //!
 //! The tree is made by the root harness with the owners a build meets:

@@ -1,4 +1,4 @@
-//! Integration tests of `rootbox run` and `rootbox doctor` (issue 2): the
+//! Integration tests of `rootbox run` and `rootbox doctor`: the
 //! real binary, run as an unprivileged user against the real kernel.
 //!
 //! Every test starts with [`setup`], which picks the unprivileged user

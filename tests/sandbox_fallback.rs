@@ -1,4 +1,4 @@
-//! Where the sandbox cannot have everything (issue 16 §1, §3): `--map auto`
+//! Where the sandbox cannot have everything: `--map auto`
 //! falls back to the single map, with one warning, where the setuid
 //! newuidmap cannot work (an empty capability bounding set, no_new_privs);
 //! an explicit `--map subid` fails with the cause; a chroot is named as the

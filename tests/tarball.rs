@@ -1,5 +1,5 @@
-//! Integration tests of `rootbox build --rootfs FILE.tar[.zst|.gz]`
-//! (issue 8): the archive's owners and modes reach the image, as the
+//! Integration tests of `rootbox build --rootfs FILE.tar[.zst|.gz]`:
+//! the archive's owners and modes reach the image, as the
 //! unprivileged test user, without any subordinate id range; archives that
 //! would write outside the rootfs are refused.
 //!

@@ -7,7 +7,7 @@ use std::str::FromStr;
 use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize, Serializer};
 
-use super::hash::Sha256;
+use super::hash::{Digest, Sha256};
 
 /// A GUID as written (`C12A7328-F81F-11D2-BA4B-00A0C93EC93B`): the 16
 /// bytes in text order. On disk GPT stores the first three fields
@@ -61,10 +61,10 @@ impl Guid {
 pub fn derive_bytes(seed: &[u8], purpose: &str) -> [u8; 16] {
     let mut h = Sha256::new();
     h.update(b"rootbox-disk/1\0");
-    h.update(&(seed.len() as u64).to_le_bytes());
+    h.update((seed.len() as u64).to_le_bytes());
     h.update(seed);
     h.update(purpose.as_bytes());
-    h.finish()[..16].try_into().expect("16 bytes")
+    h.finalize()[..16].try_into().expect("16 bytes")
 }
 
 impl FromStr for Guid {

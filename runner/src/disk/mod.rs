@@ -36,6 +36,7 @@ use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
+use rootbox_images::disk::hash::{hex, Digest, Sha256};
 use rootbox_images::disk::table::{TableKind, SECTOR};
 use rootbox_images::disk::types::{derive_bytes, NAMED_TYPES};
 use rootbox_images::disk::{bmap, Content, DiskLayout, DiskSpec, PartSize};
@@ -235,12 +236,7 @@ pub use crate::pipeline::request::Reproducible;
 
 impl Options {
     fn from_args(a: &DiskArgs) -> Result<Options> {
-        let epoch = match std::env::var("SOURCE_DATE_EPOCH") {
-            Ok(v) => Some(v.trim().parse::<i64>().map_err(|_| {
-                anyhow!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds since 1970")
-            })?),
-            Err(_) => None,
-        };
+        let epoch = crate::pipeline::source_date_epoch()?;
         Ok(Options {
             force: a.force,
             bmap: a.bmap.clone(),
@@ -675,7 +671,7 @@ fn make_bmap(disk: &File, len: u64) -> Result<String> {
     let mut ranges = Vec::new();
     let mut buf = vec![0u8; 1 << 20];
     for (first, last) in bmap::block_ranges(&data, BLOCK) {
-        let mut h = rootbox_images::disk::hash::Sha256::new();
+        let mut h = Sha256::new();
         let (mut pos, end) = (first * BLOCK, ((last + 1) * BLOCK).min(len));
         while pos < end {
             let n = ((end - pos) as usize).min(buf.len());
@@ -686,7 +682,7 @@ fn make_bmap(disk: &File, len: u64) -> Result<String> {
         ranges.push(bmap::Range {
             first,
             last,
-            sha256: rootbox_images::disk::hash::hex(&h.finish()),
+            sha256: hex(&h.finalize()),
         });
     }
     Ok(bmap::render(len, BLOCK, &ranges))

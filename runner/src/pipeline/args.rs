@@ -254,13 +254,19 @@ fn effective_spec(a: &BuildArgs) -> Result<Spec> {
     Ok(spec)
 }
 
-fn reproducible_options(a: &BuildArgs) -> Result<Option<Reproducible>> {
-    let epoch = match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(v) => Some(v.trim().parse::<i64>().map_err(|_| {
+/// `SOURCE_DATE_EPOCH` from the environment, if set: the build's and the
+/// disk's one reading of it.
+pub fn source_date_epoch() -> Result<Option<i64>> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) => Ok(Some(v.trim().parse::<i64>().map_err(|_| {
             anyhow!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds since 1970")
-        })?),
-        Err(_) => None,
-    };
+        })?)),
+        Err(_) => Ok(None),
+    }
+}
+
+fn reproducible_options(a: &BuildArgs) -> Result<Option<Reproducible>> {
+    let epoch = source_date_epoch()?;
     Ok((a.reproducible || epoch.is_some()).then(|| Reproducible {
         epoch,
         seed: a.seed.clone(),

@@ -57,7 +57,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use rootbox_images::spec::Uuid;
 
-pub use args::BuildArgs;
+pub use args::{source_date_epoch, BuildArgs};
 pub use launch::Interrupted;
 pub use report::Report;
 pub use request::BuildRequest;

@@ -98,13 +98,7 @@ pub fn build(request: &BuildRequest) -> Result<Report> {
 
     // 5. Publish: linked into place.
     let size_bytes = out.publish()?;
-    let mut warnings = inputs.warnings.clone();
-    warnings.extend(staging.warnings.iter().cloned());
-    warnings.extend(staged.warnings.iter().cloned());
-    warnings.extend(staged.result.warnings.iter().cloned());
-    for w in &warnings {
-        tracing::warn!("{w}");
-    }
+    let warnings = log_warnings(&inputs, &staging, &staged);
     Ok(Report::new(report::Built {
         request,
         identity,
@@ -214,13 +208,7 @@ fn build_other(request: &BuildRequest, fs: rootbox_images::fs::Filesystem) -> Re
         inputs.label.clone().unwrap_or_default(),
     );
     let size_bytes = out.publish()?;
-    let mut warnings = inputs.warnings.clone();
-    warnings.extend(staging.warnings.iter().cloned());
-    warnings.extend(staged.warnings.iter().cloned());
-    warnings.extend(staged.result.warnings.iter().cloned());
-    for w in &warnings {
-        tracing::warn!("{w}");
-    }
+    let warnings = log_warnings(&inputs, &staging, &staged);
     let fixups = fixup::FixUps {
         rewritten: (made.unmapped_given_to_root + made.manifest_paths) as u64,
         secs: 0.0,
@@ -245,6 +233,29 @@ fn build_other(request: &BuildRequest, fs: rootbox_images::fs::Filesystem) -> Re
         resolve_secs,
         total_secs: t0.elapsed().as_secs_f64(),
     }))
+}
+
+/// Every warning of the phases, in their order, each logged once; the
+/// report lists them too.
+fn log_warnings(
+    inputs: &inputs::Inputs,
+    staging: &inputs::Staging,
+    staged: &launch::Staged,
+) -> Vec<String> {
+    let warnings: Vec<String> = [
+        &inputs.warnings,
+        &staging.warnings,
+        &staged.warnings,
+        &staged.result.warnings,
+    ]
+    .into_iter()
+    .flatten()
+    .cloned()
+    .collect();
+    for w in &warnings {
+        tracing::warn!("{w}");
+    }
+    warnings
 }
 
 /// `rootbox build`: the flags and spec made into a request, built, and

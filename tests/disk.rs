@@ -145,7 +145,7 @@ fn check_partitions(user: &User, dir: &Path, image: &Path, report: &Value) {
         let part = dir.join(format!("part{}", p["number"]));
         let _ = fs::remove_file(&part);
         match p["content"].as_str().unwrap() {
-            "fat" => {
+            "vfat" => {
                 extract(image, off, len, &part);
                 let out = run(Command::new("fsck.vfat").arg("-n").arg(&part));
                 out.assert_success();

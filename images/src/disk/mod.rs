@@ -1,7 +1,8 @@
 //! The disk model: a partition table (GPT or MBR) with partitions whose
-//! content is a raw file, a FAT filesystem made from a directory, or a
-//! rootbox btrfs build, plus raw blobs at fixed offsets outside the table
-//! (a boot loader at sector 64).
+//! content is raw bytes or a filesystem built from a tree — a rootbox
+//! build of any filesystem (`build`: btrfs, ext4, erofs, squashfs), or
+//! vfat from a directory (`fat`) — plus raw blobs at fixed offsets outside
+//! the table (a boot loader at sector 64).
 //!
 //! ```json
 //! {
@@ -10,20 +11,25 @@
 //!   "partitions": [
 //!     {"name": "uboot", "startSector": 16384, "size": "8M", "type": "linux",
 //!      "content": {"raw": "u-boot.itb"}},
-//!     {"name": "root", "startSector": 32768, "type": "root-arm64",
-//!      "attributes": ["legacy-bootable"], "content": {"btrfs": {"rootfs": "./root"}}}
+//!     {"name": "boot", "type": "esp", "content": {"fat": {"dir": "./boot"}}},
+//!     {"name": "store", "type": "linux",
+//!      "content": {"build": {"filesystem": "erofs", "rootfs": "./store"}}},
+//!     {"name": "root", "type": "root-arm64", "attributes": ["legacy-bootable"],
+//!      "content": {"btrfs": {"rootfs": "./root"}}}
 //!   ]
 //! }
 //! ```
 //!
-//! [`DiskSpec`] is read and checked here; [`DiskSpec::plan`] places the
-//! partitions once the runner knows how big each content is, checking
-//! alignment, overlaps (partitions, blobs, the table itself) and the end of
-//! the disk; [`table::Table`] turns the result into bytes and parses bytes
-//! back. Nothing here runs a process or touches a file but the spec.
+//! [`DiskSpec`] is read and checked here ([`Content::source`] resolves the
+//! `btrfs` and `fat` shorthands; FAT's limits are
+//! [`crate::fs::vfat`]'s); [`DiskSpec::plan`] places the partitions once
+//! the runner knows how big each content is, checking alignment, overlaps
+//! (partitions, blobs, the table itself) and the end of the disk
+//! ([`LayoutError`]); [`table::Table`] turns the result into bytes and
+//! parses bytes back. Nothing here runs a process or touches a file but
+//! the spec.
 
 pub mod bmap;
-pub mod fat;
 pub mod hash;
 pub mod table;
 pub mod types;
@@ -33,8 +39,9 @@ use std::path::{Path, PathBuf};
 use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize};
 
+use crate::fs::vfat::{self, VfatError};
 use crate::size::{ByteSize, Size};
-use crate::spec::Spec;
+use crate::spec::{Spec, SpecError};
 use table::{
     Entry, Table, TableKind, GPT_BACKUP_SECTORS, GPT_ENTRIES, GPT_FIRST_USABLE, MBR_ENTRIES, SECTOR,
 };
@@ -191,17 +198,55 @@ impl<'de> Deserialize<'de> for PartSize {
     }
 }
 
-/// What goes into a partition.
+/// What goes into a partition, as the spec writes it: raw bytes, or a
+/// filesystem built from a tree. `fat` and `btrfs` are shorthands kept
+/// from before `build`; [`Content::source`] resolves them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "lowercase")]
 pub enum Content {
     /// A file copied in as it is (`{"raw": "u-boot.itb"}`).
     Raw(PathBuf),
+    /// A rootbox build: the whole build spec, whose `filesystem` picks
+    /// btrfs (the default), ext4, erofs or squashfs.
+    Build(Box<Spec>),
     /// A FAT filesystem made from a directory.
     Fat(FatSpec),
-    /// A rootbox btrfs build: the whole build spec (`rootfs`, `closure`,
-    /// `subvolumes`, `owners`, …).
+    /// Shorthand for `build` with `"filesystem": "btrfs"` (another
+    /// filesystem here is refused).
     Btrfs(Box<Spec>),
+}
+
+/// A partition's content with the shorthands resolved: raw bytes, or a
+/// filesystem built from a tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source<'a> {
+    /// A file copied in as it is.
+    Raw(&'a Path),
+    /// A filesystem built by the build pipeline from this spec.
+    Build(&'a Spec),
+    /// A vfat filesystem made from a directory.
+    Vfat(&'a FatSpec),
+}
+
+impl Content {
+    /// What the content is, shorthands resolved.
+    pub fn source(&self) -> Source<'_> {
+        match self {
+            Content::Raw(p) => Source::Raw(p),
+            Content::Build(s) | Content::Btrfs(s) => Source::Build(s),
+            Content::Fat(f) => Source::Vfat(f),
+        }
+    }
+
+    /// The field name the spec used (`raw`, `build`, `fat`, `btrfs`).
+    pub fn field(&self) -> &'static str {
+        match self {
+            Content::Raw(_) => "raw",
+            Content::Build(_) => "build",
+            Content::Fat(_) => "fat",
+            Content::Btrfs(_) => "btrfs",
+        }
+    }
 }
 
 /// A FAT filesystem made from a directory.
@@ -297,8 +342,188 @@ pub enum DiskError {
         message: String,
     },
     /// A layout that does not fit: overlaps, the end of the disk.
-    #[error("{0}")]
-    Layout(String),
+    #[error(transparent)]
+    Layout(Box<LayoutError>),
+    /// A build spec in a partition's content that is wrong.
+    #[error(transparent)]
+    Spec(SpecError),
+    /// `{"btrfs": {"filesystem": …}}` naming another filesystem.
+    #[error(
+        "{origin}: {partition}: content.btrfs.filesystem is \"{filesystem}\", but the \"btrfs\" \
+         shorthand builds btrfs only: use \"build\" instead of \"btrfs\" \
+         ({{\"build\": {{\"filesystem\": \"{filesystem}\", …}}}})"
+    )]
+    Shorthand {
+        /// The spec's name.
+        origin: String,
+        /// The partition.
+        partition: Part,
+        /// The filesystem the build spec names.
+        filesystem: crate::fs::Filesystem,
+    },
+    /// A FAT field that is wrong.
+    #[error("{origin}: {partition}: {source}")]
+    Vfat {
+        /// The spec's name.
+        origin: String,
+        /// The partition.
+        partition: Part,
+        /// What is wrong.
+        source: Box<VfatError>,
+    },
+}
+
+impl From<LayoutError> for DiskError {
+    fn from(e: LayoutError) -> DiskError {
+        DiskError::Layout(Box::new(e))
+    }
+}
+
+/// A partition in messages: `partition 2 ("root")`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Part {
+    /// Its number, from 1.
+    pub number: u32,
+    /// Its name.
+    pub name: String,
+}
+
+impl Part {
+    /// Partition `i` (from 0) of `spec`.
+    pub fn of(spec: &DiskSpec, i: usize) -> Part {
+        Part {
+            number: i as u32 + 1,
+            name: spec.partitions[i].name.clone(),
+        }
+    }
+}
+
+impl std::fmt::Display for Part {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "partition {} ({:?})", self.number, self.name)
+    }
+}
+
+/// Why partitions and blobs cannot be placed as the spec asks.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LayoutError {
+    /// A type that is neither a name, a GUID nor an MBR byte.
+    #[error("{partition}: {source}")]
+    UnknownType {
+        /// The partition.
+        partition: Part,
+        /// Why the type does not parse.
+        source: types::TypeError,
+    },
+    /// An explicit start off the alignment.
+    #[error(
+        "{partition} starts at sector {start}, which is not a multiple of the alignment \
+         {alignment} ({sectors} sectors): move it, or lower \"alignment\""
+    )]
+    Misaligned {
+        /// The partition.
+        partition: Part,
+        /// Its start sector.
+        start: u64,
+        /// The alignment.
+        alignment: ByteSize,
+        /// The alignment in sectors.
+        sectors: u64,
+    },
+    /// Content larger than a fixed partition size.
+    #[error(
+        "{partition}: its content is {content} bytes, more than its size {size}: make it \
+         larger or \"auto\""
+    )]
+    ContentTooLarge {
+        /// The partition.
+        partition: Part,
+        /// The content's bytes.
+        content: u64,
+        /// The partition's size.
+        size: ByteSize,
+    },
+    /// A `fill` partition starting past the usable sectors.
+    #[error(
+        "{partition} starts at sector {start}, past the end of the disk's usable sectors \
+         ({last_usable}): nothing is left to fill"
+    )]
+    NothingToFill {
+        /// The partition.
+        partition: Part,
+        /// Its start sector.
+        start: u64,
+        /// The end of the usable sectors (exclusive).
+        last_usable: u64,
+    },
+    /// A `fill` partition too small for its content.
+    #[error(
+        "{partition}: its content is {content} bytes, more than the {left} bytes left to fill"
+    )]
+    FillTooSmall {
+        /// The partition.
+        partition: Part,
+        /// The content's bytes.
+        content: u64,
+        /// The bytes it gets.
+        left: u64,
+    },
+    /// A partition past the end of a fixed-size disk.
+    #[error(
+        "{partition} (sectors {first}-{last}) ends past the end of the disk: {total} sectors\
+         {}; make the disk larger or the partition smaller",
+        if *backup > 0 { format!(", of which the last {backup} hold the backup GPT") } else { String::new() }
+    )]
+    PastEnd {
+        /// The partition.
+        partition: Part,
+        /// Its first sector.
+        first: u64,
+        /// Its last sector.
+        last: u64,
+        /// The disk's sectors.
+        total: u64,
+        /// Sectors of the backup GPT at the end.
+        backup: u64,
+    },
+    /// A blob larger than its `maxSize`.
+    #[error("blob {blob} is {len} bytes, larger than its slot of {max} (\"maxSize\")")]
+    BlobTooLarge {
+        /// The blob's name.
+        blob: String,
+        /// Its bytes.
+        len: u64,
+        /// Its slot.
+        max: ByteSize,
+    },
+    /// A blob past the end of the disk.
+    #[error("blob {blob} (bytes {first}-{last}) ends past the end of the disk ({total} bytes)")]
+    BlobPastEnd {
+        /// The blob's name.
+        blob: String,
+        /// Its first byte.
+        first: u64,
+        /// Its last byte.
+        last: u64,
+        /// The disk's bytes.
+        total: u64,
+    },
+    /// A disk too small for its own table.
+    #[error("the disk size {total} sectors is too small for {table}")]
+    DiskTooSmall {
+        /// The disk's sectors.
+        total: u64,
+        /// The table (`a GPT`, `an MBR`).
+        table: &'static str,
+    },
+    /// Two regions that overlap, each described with its bytes or sectors.
+    #[error("{second} overlaps {first}")]
+    Overlap {
+        /// The region placed first.
+        first: String,
+        /// The one that overlaps it.
+        second: String,
+    },
 }
 
 impl DiskSpec {
@@ -353,7 +578,7 @@ impl DiskSpec {
             match &mut p.content {
                 Some(Content::Raw(f)) => fix(f),
                 Some(Content::Fat(f)) => fix(&mut f.dir),
-                Some(Content::Btrfs(s)) => s.resolve_relative_paths(base),
+                Some(Content::Build(s) | Content::Btrfs(s)) => s.resolve_relative_paths(base),
                 None => {}
             }
         }
@@ -477,24 +702,8 @@ impl DiskSpec {
             if self.table == TableKind::Mbr && p.guid.is_some() {
                 return bad("\"guid\" is a GPT field; MBR partitions have none".into());
             }
-            match &p.content {
-                Some(Content::Fat(f)) => {
-                    if let Some(m) = f.label.as_deref().and_then(fat::label_problem) {
-                        return bad(m);
-                    }
-                    if f.fat_size.is_some_and(|s| ![12, 16, 32].contains(&s)) {
-                        return bad("\"fatSize\" is 12, 16 or 32".into());
-                    }
-                }
-                Some(Content::Btrfs(s)) => {
-                    if let Err(e) = s.validate(&format!("{origin}: partition {:?}", p.name)) {
-                        return Err(DiskError::Invalid {
-                            origin: origin.to_owned(),
-                            message: e.to_string(),
-                        });
-                    }
-                }
-                _ => {}
+            if let Some(c) = &p.content {
+                self.validate_content(origin, i, c)?;
             }
         }
         for b in &self.blobs {
@@ -517,6 +726,33 @@ impl DiskSpec {
         Ok(())
     }
 
+    /// Checks a partition's content: FAT fields, a build spec, and that
+    /// the `btrfs` shorthand builds btrfs.
+    fn validate_content(&self, origin: &str, i: usize, c: &Content) -> Result<(), DiskError> {
+        let partition = Part::of(self, i);
+        match c {
+            Content::Fat(f) => f
+                .label
+                .as_deref()
+                .map_or(Ok(()), vfat::check_label)
+                .and_then(|()| f.fat_size.map_or(Ok(()), vfat::check_fat_size))
+                .map_err(|source| DiskError::Vfat {
+                    origin: origin.to_owned(),
+                    partition,
+                    source: Box::new(source),
+                }),
+            Content::Btrfs(s) if s.filesystem.other().is_some() => Err(DiskError::Shorthand {
+                origin: origin.to_owned(),
+                partition,
+                filesystem: s.filesystem.other().expect("checked"),
+            }),
+            Content::Build(s) | Content::Btrfs(s) => s
+                .validate(&format!("{origin}: {partition}: content.{}", c.field()))
+                .map_err(DiskError::Spec),
+            Content::Raw(_) => Ok(()),
+        }
+    }
+
     /// Places the partitions. `content` is each partition's content size
     /// in bytes (0 for none), `blobs` each blob's size; `entropy(purpose)`
     /// gives 16 bytes for each GUID not fixed by the spec (random, or
@@ -527,87 +763,20 @@ impl DiskSpec {
         blobs: &[u64],
         entropy: &mut dyn FnMut(&str) -> [u8; 16],
     ) -> Result<DiskLayout, DiskError> {
-        let fail = |m: String| Err(DiskError::Layout(m));
-        let align = self.alignment.bytes() / SECTOR;
         let (first_usable, backup) = match self.table {
             TableKind::Gpt => (GPT_FIRST_USABLE, GPT_BACKUP_SECTORS),
             TableKind::Mbr => (1, 0),
         };
-        let mut entries = Vec::new();
-        let mut cursor = first_usable;
-        for (i, p) in self.partitions.iter().enumerate() {
-            let t: PartType = p
-                .kind
-                .parse()
-                .map_err(|e: types::TypeError| DiskError::Layout(e.to_string()))?;
-            let title = format!("partition {} ({:?})", i + 1, p.name);
-            let size = content.get(i).copied().unwrap_or(0);
-            let start = match p.start_sector.or(p.start.map(|s| s.bytes() / SECTOR)) {
-                Some(s) => {
-                    if s % align != 0 {
-                        return fail(format!(
-                            "{title} starts at sector {s}, which is not a multiple of the alignment {} ({align} sectors): move it, or lower \"alignment\"",
-                            self.alignment
-                        ));
-                    }
-                    s
-                }
-                None => cursor.div_ceil(align) * align,
-            };
-            let sectors = match p.size {
-                PartSize::Fixed(b) => {
-                    if size > b.bytes() {
-                        return fail(format!(
-                            "{title}: its content is {size} bytes, more than its size {b}: make it larger or \"auto\""
-                        ));
-                    }
-                    b.bytes() / SECTOR
-                }
-                PartSize::Auto => (size + p.headroom.bytes()).div_ceil(SECTOR).max(1),
-                PartSize::Fill => 0,
-            };
-            cursor = start + sectors;
-            let mut attributes = 0u64;
-            for a in &p.attributes {
-                attributes |= 1 << a.bit();
-            }
-            let number = i as u32 + 1;
-            entries.push(Entry {
-                number,
-                start,
-                sectors,
-                name: if self.table == TableKind::Gpt {
-                    p.name.clone()
-                } else {
-                    String::new()
-                },
-                type_guid: if self.table == TableKind::Gpt {
-                    t.gpt
-                } else {
-                    None
-                },
-                mbr_type: if self.table == TableKind::Mbr {
-                    t.mbr
-                } else {
-                    None
-                },
-                guid: match self.table {
-                    TableKind::Gpt => Some(p.guid.unwrap_or_else(|| {
-                        Guid::from_random(entropy(&format!("partition {number}")))
-                    })),
-                    TableKind::Mbr => None,
-                },
-                attributes,
-                bootable: p.bootable,
-            });
-        }
+        let mut entries = self.place_entries(content, first_usable, entropy)?;
         let mut placed_blobs = Vec::new();
         for (b, &len) in self.blobs.iter().zip(blobs) {
-            if let Some(m) = b.max_size.filter(|m| len > m.bytes()) {
-                return fail(format!(
-                    "blob {} is {len} bytes, larger than its slot of {m} (\"maxSize\")",
-                    b.title()
-                ));
+            if let Some(max) = b.max_size.filter(|m| len > m.bytes()) {
+                return Err(LayoutError::BlobTooLarge {
+                    blob: b.title(),
+                    len,
+                    max,
+                }
+                .into());
             }
             placed_blobs.push(PlacedBlob {
                 name: b.title(),
@@ -626,115 +795,14 @@ impl DiskSpec {
             Size::Auto => content_end.div_ceil(SECTOR) + backup,
         };
         if total < first_usable + backup + 1 {
-            return fail(format!(
-                "the disk size {} sectors is too small for a{} {} table",
-                total,
-                if self.table == TableKind::Mbr {
-                    "n"
-                } else {
-                    ""
-                },
-                self.table.to_string().to_uppercase()
-            ));
-        }
-        let last_usable = total - backup; // exclusive
-        if let Some(e) = entries.last_mut().filter(|_| {
-            self.partitions
-                .last()
-                .is_some_and(|p| p.size == PartSize::Fill)
-        }) {
-            if e.start >= last_usable {
-                return fail(format!(
-                    "partition {} ({:?}) starts at sector {}, past the end of the disk's usable sectors ({}): nothing is left to fill",
-                    e.number, self.partitions[e.number as usize - 1].name, e.start, last_usable
-                ));
-            }
-            e.sectors = last_usable - e.start;
-            let need = content.get(e.number as usize - 1).copied().unwrap_or(0);
-            if need > e.sectors * SECTOR {
-                return fail(format!(
-                    "partition {} ({:?}): its content is {need} bytes, more than the {} bytes left to fill",
-                    e.number, self.partitions[e.number as usize - 1].name, e.sectors * SECTOR
-                ));
-            }
-        }
-        for e in &entries {
-            if e.end() > last_usable {
-                return fail(format!(
-                    "partition {} ({:?}) (sectors {}-{}) ends past the end of the disk: {} sectors{}; make the disk larger or the partition smaller",
-                    e.number,
-                    self.partitions[e.number as usize - 1].name,
-                    e.start,
-                    e.end() - 1,
-                    total,
-                    if backup > 0 { format!(", of which the last {backup} hold the backup GPT") } else { String::new() }
-                ));
-            }
-        }
-        // Everything that occupies bytes, for the overlap check.
-        let mut regions: Vec<(String, u64, u64)> = Vec::new();
-        match self.table {
-            TableKind::Gpt => {
-                regions.push(("the primary GPT".into(), 0, GPT_FIRST_USABLE * SECTOR));
-                regions.push((
-                    "the backup GPT".into(),
-                    (total - backup) * SECTOR,
-                    total * SECTOR,
-                ));
-            }
-            // Bytes 440-511: a blob over 0-439 (boot code) is fine.
-            TableKind::Mbr => regions.push(("the MBR partition table".into(), 440, 512)),
-        }
-        for e in &entries {
-            regions.push((
-                format!(
-                    "partition {} ({:?}, sectors {}-{})",
-                    e.number,
-                    self.partitions[e.number as usize - 1].name,
-                    e.start,
-                    e.end() - 1
-                ),
-                e.start * SECTOR,
-                e.end() * SECTOR,
-            ));
-        }
-        for b in &placed_blobs {
-            if b.offset + b.size > total * SECTOR {
-                return fail(format!(
-                    "blob {} (bytes {}-{}) ends past the end of the disk ({} bytes)",
-                    b.name,
-                    b.offset,
-                    b.offset + b.size - 1,
-                    total * SECTOR
-                ));
-            }
-            let sectors = if b.offset % SECTOR == 0 {
-                format!(
-                    ", sectors {}-{}",
-                    b.offset / SECTOR,
-                    (b.offset + b.size).div_ceil(SECTOR).max(1) - 1
-                )
-            } else {
-                String::new()
+            let table = match self.table {
+                TableKind::Gpt => "a GPT table",
+                TableKind::Mbr => "an MBR table",
             };
-            regions.push((
-                format!(
-                    "blob {} (bytes {}-{}{sectors})",
-                    b.name,
-                    b.offset,
-                    b.offset + b.size.max(1) - 1
-                ),
-                b.offset,
-                b.offset + b.size,
-            ));
+            return Err(LayoutError::DiskTooSmall { total, table }.into());
         }
-        for (i, a) in regions.iter().enumerate() {
-            for b in &regions[i + 1..] {
-                if a.1 < b.2 && b.1 < a.2 {
-                    return fail(format!("{} overlaps {}", b.0, a.0));
-                }
-            }
-        }
+        self.fill_and_check_end(&mut entries, content, total, backup)?;
+        self.check_overlaps(&entries, &placed_blobs, total, backup)?;
         let disk_guid = match self.table {
             TableKind::Gpt => Some(
                 self.disk_guid
@@ -760,6 +828,179 @@ impl DiskSpec {
             names: self.partitions.iter().map(|p| p.name.clone()).collect(),
             blobs: placed_blobs,
         })
+    }
+
+    /// Each partition's start and size (a `fill` partition's size is 0
+    /// until [`DiskSpec::fill_and_check_end`]), type and GUID.
+    fn place_entries(
+        &self,
+        content: &[u64],
+        first_usable: u64,
+        entropy: &mut dyn FnMut(&str) -> [u8; 16],
+    ) -> Result<Vec<Entry>, LayoutError> {
+        let align = self.alignment.bytes() / SECTOR;
+        let gpt = self.table == TableKind::Gpt;
+        let mut entries = Vec::new();
+        let mut cursor = first_usable;
+        for (i, p) in self.partitions.iter().enumerate() {
+            let partition = Part::of(self, i);
+            let t: PartType = p.kind.parse().map_err(|source| LayoutError::UnknownType {
+                partition: partition.clone(),
+                source,
+            })?;
+            let size = content.get(i).copied().unwrap_or(0);
+            let start = match p.start_sector.or(p.start.map(|s| s.bytes() / SECTOR)) {
+                Some(start) if start % align != 0 => {
+                    return Err(LayoutError::Misaligned {
+                        partition,
+                        start,
+                        alignment: self.alignment,
+                        sectors: align,
+                    })
+                }
+                Some(s) => s,
+                None => cursor.div_ceil(align) * align,
+            };
+            let sectors = match p.size {
+                PartSize::Fixed(b) if size > b.bytes() => {
+                    return Err(LayoutError::ContentTooLarge {
+                        partition,
+                        content: size,
+                        size: b,
+                    })
+                }
+                PartSize::Fixed(b) => b.bytes() / SECTOR,
+                PartSize::Auto => (size + p.headroom.bytes()).div_ceil(SECTOR).max(1),
+                PartSize::Fill => 0,
+            };
+            cursor = start + sectors;
+            let number = partition.number;
+            entries.push(Entry {
+                number,
+                start,
+                sectors,
+                name: if gpt { p.name.clone() } else { String::new() },
+                type_guid: if gpt { t.gpt } else { None },
+                mbr_type: if gpt { None } else { t.mbr },
+                guid: gpt.then(|| {
+                    p.guid.unwrap_or_else(|| {
+                        Guid::from_random(entropy(&format!("partition {number}")))
+                    })
+                }),
+                attributes: p.attributes.iter().fold(0, |a, b| a | 1 << b.bit()),
+                bootable: p.bootable,
+            });
+        }
+        Ok(entries)
+    }
+
+    /// Sizes a last `fill` partition and checks that every partition ends
+    /// before the backup GPT (or the end of an MBR disk).
+    fn fill_and_check_end(
+        &self,
+        entries: &mut [Entry],
+        content: &[u64],
+        total: u64,
+        backup: u64,
+    ) -> Result<(), LayoutError> {
+        let last_usable = total - backup; // exclusive
+        let fills = self
+            .partitions
+            .last()
+            .is_some_and(|p| p.size == PartSize::Fill);
+        if let Some(e) = entries.last_mut().filter(|_| fills) {
+            let partition = Part::of(self, e.number as usize - 1);
+            if e.start >= last_usable {
+                return Err(LayoutError::NothingToFill {
+                    partition,
+                    start: e.start,
+                    last_usable,
+                });
+            }
+            e.sectors = last_usable - e.start;
+            let need = content.get(e.number as usize - 1).copied().unwrap_or(0);
+            if need > e.sectors * SECTOR {
+                return Err(LayoutError::FillTooSmall {
+                    partition,
+                    content: need,
+                    left: e.sectors * SECTOR,
+                });
+            }
+        }
+        match entries.iter().find(|e| e.end() > last_usable) {
+            Some(e) => Err(LayoutError::PastEnd {
+                partition: Part::of(self, e.number as usize - 1),
+                first: e.start,
+                last: e.end() - 1,
+                total,
+                backup,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Everything that occupies bytes — the table, partitions, blobs —
+    /// may not overlap; blobs may not pass the end of the disk.
+    fn check_overlaps(
+        &self,
+        entries: &[Entry],
+        blobs: &[PlacedBlob],
+        total: u64,
+        backup: u64,
+    ) -> Result<(), LayoutError> {
+        let mut regions: Vec<(String, u64, u64)> = Vec::new();
+        match self.table {
+            TableKind::Gpt => {
+                regions.push(("the primary GPT".into(), 0, GPT_FIRST_USABLE * SECTOR));
+                regions.push((
+                    "the backup GPT".into(),
+                    (total - backup) * SECTOR,
+                    total * SECTOR,
+                ));
+            }
+            // Bytes 440-511: a blob over 0-439 (boot code) is fine.
+            TableKind::Mbr => regions.push(("the MBR partition table".into(), 440, 512)),
+        }
+        for e in entries {
+            let p = Part::of(self, e.number as usize - 1);
+            let name = format!(
+                "partition {} ({:?}, sectors {}-{})",
+                p.number,
+                p.name,
+                e.start,
+                e.end() - 1
+            );
+            regions.push((name, e.start * SECTOR, e.end() * SECTOR));
+        }
+        for b in blobs {
+            let end = b.offset + b.size;
+            if end > total * SECTOR {
+                return Err(LayoutError::BlobPastEnd {
+                    blob: b.name.clone(),
+                    first: b.offset,
+                    last: end - 1,
+                    total: total * SECTOR,
+                });
+            }
+            let sectors = if b.offset % SECTOR == 0 {
+                let last = end.div_ceil(SECTOR).max(1) - 1;
+                format!(", sectors {}-{last}", b.offset / SECTOR)
+            } else {
+                String::new()
+            };
+            let last = b.offset + b.size.max(1) - 1;
+            let name = format!("blob {} (bytes {}-{last}{sectors})", b.name, b.offset);
+            regions.push((name, b.offset, end));
+        }
+        for (i, a) in regions.iter().enumerate() {
+            if let Some(b) = regions[i + 1..].iter().find(|b| a.1 < b.2 && b.1 < a.2) {
+                return Err(LayoutError::Overlap {
+                    first: a.0.clone(),
+                    second: b.0.clone(),
+                });
+            }
+        }
+        Ok(())
     }
 }
 
@@ -975,5 +1216,45 @@ mod tests {
         }
         let t = Table::parse(&d[..34 * 512], &d[d.len() - 33 * 512..], d.len() as u64).unwrap();
         assert!(l.differences(&t).is_empty(), "{:?}", l.differences(&t));
+    }
+
+    #[test]
+    fn a_partition_builds_any_filesystem_and_the_btrfs_shorthand_only_btrfs() {
+        let s = spec(
+            r#"{"table":"gpt","partitions":[{"name":"root","type":"linux","content":{"build":{"filesystem":"ext4","rootfs":"r"}}}]}"#,
+        );
+        let c = s.partitions[0].content.as_ref().unwrap();
+        assert!(
+            matches!(c.source(), Source::Build(b) if b.filesystem == crate::spec::Filesystem::Ext4)
+        );
+        let e = DiskSpec::from_json_str(
+            r#"{"table":"gpt","partitions":[{"name":"root","type":"linux","content":{"btrfs":{"filesystem":"ext4","rootfs":"r"}}}]}"#,
+            "d.json",
+        )
+        .unwrap_err()
+        .to_string();
+        for needle in [
+            "d.json",
+            "partition 1 (\"root\")",
+            "content.btrfs.filesystem",
+            "use \"build\"",
+        ] {
+            assert!(e.contains(needle), "{needle:?} missing from {e}");
+        }
+        let s = spec(
+            r#"{"table":"gpt","partitions":[{"name":"root","type":"linux","content":{"btrfs":{"rootfs":"r"}}}]}"#,
+        );
+        let c = s.partitions[0].content.as_ref().unwrap();
+        assert!(matches!(c.source(), Source::Build(_)));
+        let e = DiskSpec::from_json_str(
+            r#"{"table":"gpt","partitions":[{"name":"b","type":"esp","content":{"fat":{"dir":"d","fatSize":13}}}]}"#,
+            "d.json",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("partition 1 (\"b\")") && e.contains("fatSize"),
+            "{e}"
+        );
     }
 }

@@ -49,6 +49,20 @@ pub fn splice(src: &File, len: u64, dst: &File, at: u64) -> io::Result<u64> {
     Ok(copied)
 }
 
+/// Copies the data of `src` in `at..at + len` to `dst` at 0 (a partition
+/// out of a disk), holes left as holes. Returns the bytes copied.
+pub fn extract(src: &File, at: u64, len: u64, dst: &File) -> io::Result<u64> {
+    let mut copied = 0;
+    for (off, n) in data_ranges(src, at + len)? {
+        let (from, to) = (off.max(at), (off + n).min(at + len));
+        if from < to {
+            copy_range(src, from, dst, from - at, to - from)?;
+            copied += to - from;
+        }
+    }
+    Ok(copied)
+}
+
 /// copy_file_range(2) of `n` bytes, falling back to read and write where
 /// the kernel refuses it (EXDEV before 5.3, some filesystems' EINVAL).
 fn copy_range(src: &File, mut from: u64, dst: &File, mut to: u64, mut n: u64) -> io::Result<()> {

@@ -1,0 +1,253 @@
+//! Phase 2 of a disk: each partition's content made, and the one model
+//! of what a content is. A partition holds raw bytes or a filesystem
+//! built from a tree ([`Holds`]); a filesystem knows its kind ([`Kind`]),
+//! by which it is read back (`readback`) and listed (`inspect`). Builds
+//! (btrfs, ext4, erofs, squashfs) go through the build pipeline into
+//! scratch space beside the output; vfat is made here from its checked
+//! tree, except a `fill` partition's, whose size only placing tells.
+
+use std::fs::File;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use rootbox_images::disk::{DiskSpec, FatSpec, Part, PartSize};
+use rootbox_images::fs::vfat::Mkfs;
+
+use super::build;
+use super::inputs::{Entropy, Input};
+use super::options::{Options, Reproducible};
+use crate::fs::vfat;
+use crate::pipeline::output::{sweep, Held};
+use crate::pipeline::Report;
+
+/// A partition's content once made: bytes in an unnamed file, and what
+/// they hold.
+pub struct Made {
+    /// The bytes.
+    pub file: File,
+    /// How many.
+    pub len: u64,
+    /// Bytes of what was put in (the files of a tree, a raw file).
+    pub content_bytes: u64,
+    /// What the bytes are.
+    pub holds: Holds,
+}
+
+/// What a content's bytes are.
+pub enum Holds {
+    /// A raw file, as it is.
+    Raw,
+    /// A filesystem.
+    Filesystem(Filesystem),
+}
+
+/// A filesystem made for a partition.
+pub struct Filesystem {
+    /// Which, and what reading it back needs.
+    pub kind: Kind,
+    /// Its UUID (vfat: the volume id).
+    pub uuid: Option<String>,
+    /// Its label.
+    pub label: Option<String>,
+    /// A build's own report.
+    pub build: Option<Box<Report>>,
+}
+
+/// A filesystem's kind, with what reading it back needs.
+pub enum Kind {
+    /// btrfs, read with rootbox's btrfs reader at its offset.
+    Btrfs,
+    /// ext4, erofs or squashfs, read with `crate::fs::read`.
+    Built(rootbox_images::fs::Filesystem),
+    /// vfat, read with mtools and compared with its source tree.
+    Vfat(vfat::Source),
+}
+
+impl Kind {
+    /// The filesystem's name, as `build --filesystem` spells it.
+    pub fn name(&self) -> String {
+        match self {
+            Kind::Btrfs => "btrfs".into(),
+            Kind::Built(f) => f.to_string(),
+            Kind::Vfat(_) => "vfat".into(),
+        }
+    }
+}
+
+/// A partition's content slot after this phase.
+pub enum Slot {
+    /// No content: the partition stays a hole.
+    Empty,
+    /// Made.
+    Made(Made),
+    /// A vfat filesystem of `fill` size, made once placed ([`Later::make`]).
+    Later(Later),
+}
+
+/// A vfat filesystem waiting for its size.
+pub struct Later {
+    src: vfat::Source,
+    format: vfat::Format,
+    label: Option<String>,
+}
+
+impl Later {
+    /// Makes it, `size` bytes, in an unnamed file in `dir`.
+    pub fn make(self, size: u64, dir: &Path) -> Result<Made> {
+        let format = vfat::Format {
+            size: Some(size),
+            ..self.format
+        };
+        Ok(made_vfat(
+            vfat::make(&self.src, &format, dir)?,
+            &format,
+            self.src,
+            self.label,
+        ))
+    }
+}
+
+/// The scratch directories of disks beside the output: held while in use,
+/// swept by the next disk when their own died (SIGKILL).
+const SCRATCH_PREFIX: &str = ".rootbox-disk-";
+
+fn is_scratch(name: &str) -> bool {
+    name.strip_prefix(SCRATCH_PREFIX)
+        .is_some_and(|r| r.len() == 6 && r.bytes().all(|b| b.is_ascii_alphanumeric()))
+}
+
+/// A scratch directory of this disk in `dir`, once the ones killed disks
+/// left there are swept.
+pub fn scratch(dir: &Path) -> Result<Held> {
+    sweep(dir, is_scratch);
+    Held::dir_in(dir, SCRATCH_PREFIX)
+        .with_context(|| format!("creating scratch space in {}", dir.display()))
+}
+
+/// Makes every partition's content whose size is known.
+pub fn make_all(
+    spec: &DiskSpec,
+    parts: Vec<Option<Input>>,
+    out_dir: &Path,
+    entropy: &Entropy,
+    fat_epoch: Option<i64>,
+    opts: &Options,
+) -> Result<Vec<Slot>> {
+    // Only builds need a named place (a build links its image there, and
+    // it is unlinked at once); it goes when they are done.
+    let scratch = parts
+        .iter()
+        .any(|p| matches!(p, Some(Input::Build(_))))
+        .then(|| scratch(out_dir))
+        .transpose()?;
+    let mut slots = Vec::new();
+    for (i, input) in parts.into_iter().enumerate() {
+        let title = Part::of(spec, i);
+        let p = &spec.partitions[i];
+        let slot = match input {
+            None => Slot::Empty,
+            Some(Input::Raw(r)) => Slot::Made(Made {
+                content_bytes: r.len,
+                len: r.len,
+                file: r.file,
+                holds: Holds::Raw,
+            }),
+            Some(Input::Build(s)) => {
+                let fs = s.filesystem.other();
+                tracing::info!("{title}: building the {} filesystem", Kind::of(fs).name());
+                let repro = opts.reproducible.as_ref().map(|r| Reproducible {
+                    epoch: r.epoch,
+                    seed: entropy
+                        .seed
+                        .as_ref()
+                        .map(|s| format!("{s}/partition {}", p.name)),
+                    explicit: r.explicit,
+                });
+                let dir = scratch.as_ref().expect("made for builds").path();
+                let built = build::build_partition(s, dir, &format!("p{}", i + 1), opts.map, repro)
+                    .with_context(|| {
+                        format!("{title}: the {} build failed", Kind::of(fs).name())
+                    })?;
+                Slot::Made(made_build(built, Kind::of(fs)))
+            }
+            Some(Input::Vfat(src, f)) => {
+                let format = vfat::Format {
+                    size: match p.size {
+                        PartSize::Fixed(b) => Some(b.bytes()),
+                        PartSize::Auto | PartSize::Fill => None,
+                    },
+                    headroom: p.headroom.bytes(),
+                    mkfs: mkfs_of(f, entropy, i, fat_epoch.is_some()),
+                    epoch: fat_epoch,
+                };
+                let later = Later {
+                    src,
+                    format,
+                    label: f.label.clone(),
+                };
+                if p.size == PartSize::Fill {
+                    Slot::Later(later)
+                } else {
+                    tracing::info!("{title}: making the vfat filesystem");
+                    let made = vfat::make(&later.src, &later.format, out_dir)
+                        .with_context(|| title.to_string())?;
+                    Slot::Made(made_vfat(made, &later.format, later.src, later.label))
+                }
+            }
+        };
+        slots.push(slot);
+    }
+    Ok(slots)
+}
+
+impl Kind {
+    /// The kind of a build of `fs` (None: btrfs).
+    fn of(fs: Option<rootbox_images::fs::Filesystem>) -> Kind {
+        fs.map_or(Kind::Btrfs, Kind::Built)
+    }
+}
+
+fn made_build(b: build::Built, kind: Kind) -> Made {
+    let id = &b.identity;
+    Made {
+        len: b.size,
+        content_bytes: id.content_bytes,
+        holds: Holds::Filesystem(Filesystem {
+            uuid: (!id.uuid.is_empty()).then(|| id.uuid.clone()),
+            label: (!id.label.is_empty() || matches!(kind, Kind::Btrfs)).then(|| id.label.clone()),
+            kind,
+            build: Some(Box::new(b.report)),
+        }),
+        file: b.file,
+    }
+}
+
+fn made_vfat(m: vfat::Made, f: &vfat::Format, src: vfat::Source, label: Option<String>) -> Made {
+    let id = f.mkfs.volume_id;
+    Made {
+        len: m.size,
+        content_bytes: src.bytes(),
+        holds: Holds::Filesystem(Filesystem {
+            uuid: Some(format!("{:04X}-{:04X}", id >> 16, id & 0xFFFF)),
+            label,
+            kind: Kind::Vfat(src),
+            build: None,
+        }),
+        file: m.file,
+    }
+}
+
+/// mkfs.vfat's arguments for partition `i`: the volume id given, or
+/// derived from the seed, or random.
+fn mkfs_of(f: &FatSpec, entropy: &Entropy, i: usize, invariant: bool) -> Mkfs {
+    let volume_id = f.volume_id.map(|v| v.0).unwrap_or_else(|| {
+        let b = entropy.bytes(&format!("fat volume id {}", i + 1));
+        u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+    });
+    Mkfs {
+        fat_size: f.fat_size,
+        label: f.label.clone(),
+        volume_id,
+        invariant,
+    }
+}

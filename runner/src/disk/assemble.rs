@@ -7,8 +7,8 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use rootbox_images::disk::plan::DiskLayout;
 use rootbox_images::disk::table::SECTOR;
-use rootbox_images::disk::DiskLayout;
 
 use super::contents::Made;
 use super::inputs::Raw;

@@ -6,8 +6,9 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use rootbox_images::disk::plan::DiskLayout;
 use rootbox_images::disk::table::SECTOR;
-use rootbox_images::disk::{DiskLayout, DiskSpec, Part};
+use rootbox_images::disk::{DiskSpec, Part};
 
 use super::contents::{Made, Slot};
 use super::inputs::{Entropy, Raw};

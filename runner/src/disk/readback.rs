@@ -13,8 +13,8 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
+use rootbox_images::disk::plan::DiskLayout;
 use rootbox_images::disk::table::{Table, GPT_BACKUP_SECTORS, GPT_FIRST_USABLE, SECTOR};
-use rootbox_images::disk::DiskLayout;
 
 use super::contents::{Holds, Kind, Made};
 use super::inputs::Raw;

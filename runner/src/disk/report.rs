@@ -2,9 +2,10 @@
 
 use std::path::PathBuf;
 
+use rootbox_images::disk::plan::{DiskLayout, PlacedBlob};
 use rootbox_images::disk::table::{TableKind, SECTOR};
 use rootbox_images::disk::types::NAMED_TYPES;
-use rootbox_images::disk::{DiskLayout, DiskSpec, PlacedBlob};
+use rootbox_images::disk::DiskSpec;
 use serde::Serialize;
 
 use super::contents::{Holds, Made};

@@ -1,0 +1,219 @@
+//! Why a disk spec cannot be read or placed: [`DiskError`] for the spec,
+//! [`LayoutError`] for placing it, each naming the partition ([`Part`])
+//! or blob.
+
+use std::path::PathBuf;
+
+use super::types;
+use crate::fs::vfat::VfatError;
+use crate::size::ByteSize;
+use crate::spec::SpecError;
+
+/// A disk spec that cannot be read or used.
+#[derive(Debug, thiserror::Error)]
+pub enum DiskError {
+    #[error("cannot read disk spec {path}: {source}")]
+    /// The spec file cannot be read.
+    Io {
+        /// The spec file.
+        path: PathBuf,
+        #[source]
+        /// Why not.
+        source: std::io::Error,
+    },
+    #[error("{origin}:{line}:{column}: {field}{sep}{message}", sep = if field.is_empty() { "" } else { ": " })]
+    /// The JSON is malformed or has a wrong field.
+    Json {
+        /// The spec's name (a file).
+        origin: String,
+        /// Line of the error.
+        line: usize,
+        /// Column of the error.
+        column: usize,
+        /// The field's path, e.g. `partitions[1].type`.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+    #[error("{origin}: {message}")]
+    /// A value no single field can catch (names the partition).
+    Invalid {
+        /// The spec's name.
+        origin: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A layout that does not fit: overlaps, the end of the disk.
+    #[error(transparent)]
+    Layout(Box<LayoutError>),
+    /// A build spec in a partition's content that is wrong.
+    #[error(transparent)]
+    Spec(SpecError),
+    /// `{"btrfs": {"filesystem": …}}` naming another filesystem.
+    #[error(
+        "{origin}: {partition}: content.btrfs.filesystem is \"{filesystem}\", but the \"btrfs\" \
+         shorthand builds btrfs only: use \"build\" instead of \"btrfs\" \
+         ({{\"build\": {{\"filesystem\": \"{filesystem}\", …}}}})"
+    )]
+    Shorthand {
+        /// The spec's name.
+        origin: String,
+        /// The partition.
+        partition: Part,
+        /// The filesystem the build spec names.
+        filesystem: crate::fs::Filesystem,
+    },
+    /// A FAT field that is wrong.
+    #[error("{origin}: {partition}: {source}")]
+    Vfat {
+        /// The spec's name.
+        origin: String,
+        /// The partition.
+        partition: Part,
+        /// What is wrong.
+        source: Box<VfatError>,
+    },
+}
+
+impl From<LayoutError> for DiskError {
+    fn from(e: LayoutError) -> DiskError {
+        DiskError::Layout(Box::new(e))
+    }
+}
+
+/// A partition in messages: `partition 2 ("root")`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Part {
+    /// Its number, from 1.
+    pub number: u32,
+    /// Its name.
+    pub name: String,
+}
+
+impl std::fmt::Display for Part {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "partition {} ({:?})", self.number, self.name)
+    }
+}
+
+/// Why partitions and blobs cannot be placed as the spec asks.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LayoutError {
+    /// A type that is neither a name, a GUID nor an MBR byte.
+    #[error("{partition}: {source}")]
+    UnknownType {
+        /// The partition.
+        partition: Part,
+        /// Why the type does not parse.
+        source: types::TypeError,
+    },
+    /// An explicit start off the alignment.
+    #[error(
+        "{partition} starts at sector {start}, which is not a multiple of the alignment \
+         {alignment} ({sectors} sectors): move it, or lower \"alignment\""
+    )]
+    Misaligned {
+        /// The partition.
+        partition: Part,
+        /// Its start sector.
+        start: u64,
+        /// The alignment.
+        alignment: ByteSize,
+        /// The alignment in sectors.
+        sectors: u64,
+    },
+    /// Content larger than a fixed partition size.
+    #[error(
+        "{partition}: its content is {content} bytes, more than its size {size}: make it \
+         larger or \"auto\""
+    )]
+    ContentTooLarge {
+        /// The partition.
+        partition: Part,
+        /// The content's bytes.
+        content: u64,
+        /// The partition's size.
+        size: ByteSize,
+    },
+    /// A `fill` partition starting past the usable sectors.
+    #[error(
+        "{partition} starts at sector {start}, past the end of the disk's usable sectors \
+         ({last_usable}): nothing is left to fill"
+    )]
+    NothingToFill {
+        /// The partition.
+        partition: Part,
+        /// Its start sector.
+        start: u64,
+        /// The end of the usable sectors (exclusive).
+        last_usable: u64,
+    },
+    /// A `fill` partition too small for its content.
+    #[error(
+        "{partition}: its content is {content} bytes, more than the {left} bytes left to fill"
+    )]
+    FillTooSmall {
+        /// The partition.
+        partition: Part,
+        /// The content's bytes.
+        content: u64,
+        /// The bytes it gets.
+        left: u64,
+    },
+    /// A partition past the end of a fixed-size disk.
+    #[error(
+        "{partition} (sectors {first}-{last}) ends past the end of the disk: {total} sectors\
+         {}; make the disk larger or the partition smaller",
+        if *backup > 0 { format!(", of which the last {backup} hold the backup GPT") } else { String::new() }
+    )]
+    PastEnd {
+        /// The partition.
+        partition: Part,
+        /// Its first sector.
+        first: u64,
+        /// Its last sector.
+        last: u64,
+        /// The disk's sectors.
+        total: u64,
+        /// Sectors of the backup GPT at the end.
+        backup: u64,
+    },
+    /// A blob larger than its `maxSize`.
+    #[error("blob {blob} is {len} bytes, larger than its slot of {max} (\"maxSize\")")]
+    BlobTooLarge {
+        /// The blob's name.
+        blob: String,
+        /// Its bytes.
+        len: u64,
+        /// Its slot.
+        max: ByteSize,
+    },
+    /// A blob past the end of the disk.
+    #[error("blob {blob} (bytes {first}-{last}) ends past the end of the disk ({total} bytes)")]
+    BlobPastEnd {
+        /// The blob's name.
+        blob: String,
+        /// Its first byte.
+        first: u64,
+        /// Its last byte.
+        last: u64,
+        /// The disk's bytes.
+        total: u64,
+    },
+    /// A disk too small for its own table.
+    #[error("the disk size {total} sectors is too small for {table}")]
+    DiskTooSmall {
+        /// The disk's sectors.
+        total: u64,
+        /// The table (`a GPT`, `an MBR`).
+        table: &'static str,
+    },
+    /// Two regions that overlap, each described with its bytes or sectors.
+    #[error("{second} overlaps {first}")]
+    Overlap {
+        /// The region placed first.
+        first: String,
+        /// The one that overlaps it.
+        second: String,
+    },
+}

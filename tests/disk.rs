@@ -806,3 +806,76 @@ fn every_filesystem_in_mbr_disks_reads_back_with_its_own_tools() {
         assert_inspect_kinds(&user, &img, &want);
     }
 }
+
+/// Under `--map subid`, a file the test user's subordinate ids own keeps
+/// its owner in every filesystem of the disk (`start+999:start+99` is
+/// 1000:100 in the namespace), and the user's own files are root's.
+#[test]
+fn a_subid_owned_file_keeps_its_owner_in_every_filesystem_partition_under_map_subid() {
+    let user = setup();
+    assert!(
+        is_root(),
+        "making a file owned by a subordinate id needs root"
+    );
+    let dir = tempdir_for(&user);
+    tree_inputs(&user, dir.path());
+    let ((sub_u, _), (sub_g, _)) = subid_ranges(&user).expect("the test user has subordinate ids");
+    let profile = dir.path().join("root/home/alice/.profile");
+    write_as(&user, &profile, "PS1=$\n");
+    for p in [dir.path().join("root/home/alice"), profile] {
+        std::os::unix::fs::lchown(&p, Some(sub_u + 999), Some(sub_g + 99)).unwrap();
+    }
+    let fss = ["btrfs", "ext4", "erofs", "squashfs"];
+    let parts: Vec<String> = fss
+        .iter()
+        .enumerate()
+        .map(|(i, f)| partition_json(f, i + 1))
+        .collect();
+    let spec = format!(r#"{{"table": "gpt", "partitions": [{}]}}"#, parts.join(","));
+    write_as(&user, &dir.path().join("subid.json"), &spec);
+    let img = dir.path().join("subid.img");
+    let out = run(rootbox(&user).args([
+        "disk",
+        "--map",
+        "subid",
+        "--spec",
+        s(&dir.path().join("subid.json")),
+        "--json",
+        "-o",
+        s(&img),
+    ]));
+    out.assert_success();
+    let r = json(&out);
+    for p in r["partitions"].as_array().unwrap() {
+        let fs = p["content"].as_str().unwrap();
+        let part = dir.path().join(format!("subid-part{}", p["number"]));
+        extract(
+            &img,
+            p["offset_bytes"].as_u64().unwrap(),
+            p["filesystem_bytes"].as_u64().unwrap(),
+            &part,
+        );
+        give_to(&user, &part);
+        let owners = |path: &str| -> (u64, u64) {
+            if fs == "btrfs" {
+                let i = Inspected::of(&user, &part);
+                let (u, g, _) = i.owner_mode(&format!("@{path}"));
+                return (u.into(), g.into());
+            }
+            let out = run(rootbox(&user).args(["__fs-read", "--filesystem", fs, s(&part)]));
+            out.assert_success();
+            let v = json(&out);
+            let e = v
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|i| i["path"] == path)
+                .unwrap_or_else(|| panic!("{fs}: no {path} in {v:#}"))
+                .clone();
+            (e["uid"].as_u64().unwrap(), e["gid"].as_u64().unwrap())
+        };
+        assert_eq!(owners("/home/alice/.profile"), (1000, 100), "{fs}");
+        assert_eq!(owners("/etc/hostname"), (0, 0), "{fs}");
+        let _ = fs::remove_file(&part);
+    }
+}

@@ -708,7 +708,14 @@ fn check_filesystems(user: &User, dir: &Path, image: &Path, report: &Value) {
     }
 }
 
-fn disk_with(user: &User, dir: &Path, table: &str, fss: &[&str], name: &str) -> (Value, PathBuf) {
+fn disk_with(
+    user: &User,
+    dir: &Path,
+    table: &str,
+    fss: &[&str],
+    name: &str,
+    extra: &[&str],
+) -> (Value, PathBuf) {
     let parts: Vec<String> = fss
         .iter()
         .enumerate()
@@ -720,14 +727,16 @@ fn disk_with(user: &User, dir: &Path, table: &str, fss: &[&str], name: &str) -> 
     );
     write_as(user, &dir.join(format!("{name}.json")), &spec);
     let img = dir.join(format!("{name}.img"));
-    let out = run(rootbox(user).args([
-        "disk",
-        "--spec",
-        s(&dir.join(format!("{name}.json"))),
-        "--json",
-        "-o",
-        s(&img),
-    ]));
+    let out = run(rootbox(user)
+        .args([
+            "disk",
+            "--spec",
+            s(&dir.join(format!("{name}.json"))),
+            "--json",
+            "-o",
+            s(&img),
+        ])
+        .args(extra));
     out.assert_success();
     let r = json(&out);
     assert_eq!(r["verified"], true);
@@ -781,7 +790,7 @@ fn every_filesystem_in_one_gpt_disk_reads_back_and_inspect_lists_each() {
     let dir = tempdir_for(&user);
     tree_inputs(&user, dir.path());
     let fss = ["btrfs", "ext4", "erofs", "squashfs", "vfat", "raw"];
-    let (r, img) = disk_with(&user, dir.path(), "gpt", &fss, "gpt");
+    let (r, img) = disk_with(&user, dir.path(), "gpt", &fss, "gpt", &[]);
     assert_sgdisk_clean(&img);
     check_filesystems(&user, dir.path(), &img, &r);
     assert_inspect_kinds(&user, &img, &fss);
@@ -797,7 +806,7 @@ fn every_filesystem_in_mbr_disks_reads_back_with_its_own_tools() {
         ("mbr1", &["ext4", "erofs", "squashfs", "vfat"][..]),
         ("mbr2", &["btrfs-shorthand", "raw"][..]),
     ] {
-        let (r, img) = disk_with(&user, dir.path(), "mbr", fss, name);
+        let (r, img) = disk_with(&user, dir.path(), "mbr", fss, name, &[]);
         check_filesystems(&user, dir.path(), &img, &r);
         let want: Vec<&str> = fss
             .iter()
@@ -826,26 +835,7 @@ fn a_subid_owned_file_keeps_its_owner_in_every_filesystem_partition_under_map_su
         std::os::unix::fs::lchown(&p, Some(sub_u + 999), Some(sub_g + 99)).unwrap();
     }
     let fss = ["btrfs", "ext4", "erofs", "squashfs"];
-    let parts: Vec<String> = fss
-        .iter()
-        .enumerate()
-        .map(|(i, f)| partition_json(f, i + 1))
-        .collect();
-    let spec = format!(r#"{{"table": "gpt", "partitions": [{}]}}"#, parts.join(","));
-    write_as(&user, &dir.path().join("subid.json"), &spec);
-    let img = dir.path().join("subid.img");
-    let out = run(rootbox(&user).args([
-        "disk",
-        "--map",
-        "subid",
-        "--spec",
-        s(&dir.path().join("subid.json")),
-        "--json",
-        "-o",
-        s(&img),
-    ]));
-    out.assert_success();
-    let r = json(&out);
+    let (r, img) = disk_with(&user, dir.path(), "gpt", &fss, "subid", &["--map", "subid"]);
     for p in r["partitions"].as_array().unwrap() {
         let fs = p["content"].as_str().unwrap();
         let part = dir.path().join(format!("subid-part{}", p["number"]));

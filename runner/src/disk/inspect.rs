@@ -1,7 +1,8 @@
 //! `rootbox inspect DISK`: the partition table (read with rootbox's own
 //! parser) and, per partition, what it holds, whatever it is: a btrfs
 //! filesystem listed with rootbox's reader at the partition's offset (by
-//! the caller's lister, so this file needs nothing of `crate::inspect`);
+//! the caller's lister, handed in: this file imports nothing of the
+//! `rootbox inspect` command);
 //! ext4, erofs and squashfs copied out of the disk (sparse) and read with
 //! `crate::fs::read`; vfat with mtools (`-i DISK@@OFFSET`); else raw bytes.
 

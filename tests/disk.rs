@@ -869,3 +869,56 @@ fn a_subid_owned_file_keeps_its_owner_in_every_filesystem_partition_under_map_su
         let _ = fs::remove_file(&part);
     }
 }
+
+/// SIGKILL while a partition is being built: nothing at the output path;
+/// the scratch directory the build was using (which no process can remove
+/// after SIGKILL) is removed by the next disk made in that directory.
+#[test]
+fn sigkill_during_a_partition_build_leaves_scratch_the_next_disk_sweeps() {
+    let user = setup();
+    let dir = tempdir_for(&user);
+    tree_inputs(&user, dir.path());
+    let big = dir.path().join("root/srv/big");
+    let out = run(Command::new("dd")
+        .arg("if=/dev/urandom")
+        .arg(format!("of={}", big.display()))
+        .args(["bs=1M", "count=400", "status=none"]));
+    out.assert_success();
+    give_to(&user, &big);
+    let parts = [partition_json("btrfs", 1)];
+    let spec = format!(r#"{{"table": "gpt", "partitions": [{}]}}"#, parts.join(","));
+    write_as(&user, &dir.path().join("kill.json"), &spec);
+    let img = dir.path().join("kill.img");
+    let running = start(rootbox(&user).args([
+        "disk",
+        "--spec",
+        s(&dir.path().join("kill.json")),
+        "-o",
+        s(&img),
+    ]));
+    let scratch = || -> Vec<String> {
+        fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".rootbox-disk-"))
+            .collect()
+    };
+    let building = wait_until(Duration::from_secs(60), || !scratch().is_empty());
+    assert!(building, "never saw the partition being built");
+    std::thread::sleep(Duration::from_millis(300));
+    running.signal(nix::sys::signal::Signal::SIGKILL);
+    let out = running.finish();
+    assert_eq!(signal_of(&out.status), Some(9), "{out}");
+    assert!(!img.exists(), "{} exists", img.display());
+    assert!(
+        !scratch().is_empty(),
+        "SIGKILL left no scratch: the sweep is not tried"
+    );
+    // The killed run's processes are gone once their sandbox notices.
+    std::thread::sleep(Duration::from_secs(2));
+    let (r, next) = disk_with(&user, dir.path(), "gpt", &["raw"], "next", &[]);
+    assert_eq!(r["verified"], true);
+    assert!(next.exists());
+    assert_nothing_left(dir.path(), &img);
+}

@@ -133,6 +133,8 @@ pub fn make_all(
     fat_epoch: Option<i64>,
     opts: &Options,
 ) -> Result<Vec<Slot>> {
+    // What disks killed while building left here goes first.
+    sweep(out_dir, is_scratch);
     // Only builds need a named place (a build links its image there, and
     // it is unlinked at once); it goes when they are done.
     let scratch = parts

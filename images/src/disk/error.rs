@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 
+use super::table::TableKind;
 use super::types;
 use crate::fs::vfat::VfatError;
 use crate::size::ByteSize;
@@ -35,13 +36,13 @@ pub enum DiskError {
         /// What is wrong.
         message: String,
     },
-    #[error("{origin}: {message}")]
-    /// A value no single field can catch (names the partition).
+    #[error("{origin}: {problem}")]
+    /// A value no single field can catch (names the partition or blob).
     Invalid {
         /// The spec's name.
         origin: String,
         /// What is wrong.
-        message: String,
+        problem: SpecProblem,
     },
     /// A layout that does not fit: overlaps, the end of the disk.
     #[error(transparent)]
@@ -215,5 +216,113 @@ pub enum LayoutError {
         first: String,
         /// The one that overlaps it.
         second: String,
+    },
+}
+
+/// What is wrong with a disk spec beyond a single field's syntax.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecProblem {
+    /// An alignment that is not whole sectors.
+    #[error(
+        "\"alignment\": {0} is not a multiple of 512 bytes (e.g. \"1M\", or \"1K\" as sgdisk \
+         --set-alignment=2)"
+    )]
+    Alignment(ByteSize),
+    /// A disk size that is not whole sectors.
+    #[error("\"size\": {0} is not a whole number of 512-byte sectors")]
+    DiskSize(ByteSize),
+    /// More partitions than the table holds.
+    #[error("{count} partitions, but {} holds at most {max}{}", match table {
+        TableKind::Gpt => "a GPT table",
+        TableKind::Mbr => "an MBR table",
+    }, if *table == TableKind::Mbr {
+        " (rootbox writes no extended partitions): use \"table\": \"gpt\""
+    } else { "" })]
+    TooManyPartitions {
+        /// Partitions in the spec.
+        count: usize,
+        /// The table.
+        table: TableKind,
+        /// What it holds.
+        max: usize,
+    },
+    /// A field of the other table kind (`diskId` on GPT, `guid` on MBR …).
+    #[error("\"{field}\" {why}")]
+    OtherTable {
+        /// The field.
+        field: &'static str,
+        /// Whose field it is, and what to use instead.
+        why: &'static str,
+    },
+    /// A partition's field that is wrong.
+    #[error("{partition}: {problem}")]
+    Partition {
+        /// The partition.
+        partition: Part,
+        /// What is wrong.
+        problem: PartitionProblem,
+    },
+    /// A blob without a place, or with two.
+    #[error("blob {blob}: {}", if *twice {
+        "give \"sector\" or \"offset\", not both"
+    } else {
+        "give its \"sector\" or \"offset\""
+    })]
+    BlobPlace {
+        /// The blob's name.
+        blob: String,
+        /// Both `sector` and `offset` given (else neither).
+        twice: bool,
+    },
+}
+
+/// What is wrong with one partition's fields.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PartitionProblem {
+    /// No name.
+    #[error("\"name\" is empty: give every partition a name")]
+    EmptyName,
+    /// A name another partition has.
+    #[error("another partition has the same name")]
+    SameName,
+    /// A name over 36 UTF-16 units on GPT.
+    #[error("the name is longer than a GPT entry holds (36 UTF-16 units)")]
+    NameTooLong,
+    /// A type that does not parse.
+    #[error(transparent)]
+    Type(#[from] types::TypeError),
+    /// A type the table cannot write.
+    #[error("type {given:?} {}", match table {
+        TableKind::Gpt => "is an MBR type byte; a GPT needs a type name or GUID",
+        TableKind::Mbr => "has no MBR type byte; use a name with one, or a byte such as \"0x83\"",
+    })]
+    TypeForTable {
+        /// The type as given.
+        given: String,
+        /// The table.
+        table: TableKind,
+    },
+    /// Both `start` and `startSector`.
+    #[error("give \"start\" or \"startSector\", not both")]
+    StartTwice,
+    /// A start that is not whole sectors.
+    #[error("\"start\": {0} is not a multiple of 512 bytes")]
+    Start(ByteSize),
+    /// A size that is not whole sectors.
+    #[error("\"size\": {0} is not a whole number of 512-byte sectors")]
+    Size(ByteSize),
+    /// `fill` on a partition that is not the last.
+    #[error("\"size\": \"fill\" is only for the last partition")]
+    FillNotLast,
+    /// `fill` on a disk of `auto` size.
+    #[error("\"size\": \"fill\" needs a fixed disk \"size\" to fill")]
+    FillNeedsSize,
+    /// A field of the other table kind.
+    #[error("\"{field}\" {why}")]
+    OtherTable {
+        /// The field.
+        field: &'static str,
+        /// Whose field it is, and what to use instead.
+        why: &'static str,
     },
 }

@@ -36,7 +36,7 @@ pub mod plan;
 pub mod table;
 pub mod types;
 
-pub use error::{DiskError, LayoutError, Part};
+pub use error::{DiskError, LayoutError, Part, PartitionProblem, SpecProblem};
 
 use std::path::{Path, PathBuf};
 
@@ -343,24 +343,28 @@ impl DiskSpec {
     /// Checks what no single field can; every message names the partition
     /// or blob.
     pub fn validate(&self, origin: &str) -> Result<(), DiskError> {
-        let bad = |message: String| {
-            Err(DiskError::Invalid {
-                origin: origin.to_owned(),
-                message,
-            })
-        };
+        self.problem().map_err(|problem| DiskError::Invalid {
+            origin: origin.to_owned(),
+            problem,
+        })?;
+        for (i, p) in self.partitions.iter().enumerate() {
+            if let Some(c) = &p.content {
+                self.validate_content(origin, i, c)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The first thing wrong with the spec's own fields (not the
+    /// partitions' contents).
+    fn problem(&self) -> Result<(), SpecProblem> {
         let a = self.alignment.bytes();
         if a == 0 || !a.is_multiple_of(SECTOR) {
-            return bad(format!(
-                "\"alignment\": {} is not a multiple of {SECTOR} bytes (e.g. \"1M\", or \"1K\" as sgdisk --set-alignment=2)",
-                self.alignment
-            ));
+            return Err(SpecProblem::Alignment(self.alignment));
         }
         if let Size::Fixed(b) = self.size {
             if b.bytes() % SECTOR != 0 {
-                return bad(format!(
-                    "\"size\": {b} is not a whole number of {SECTOR}-byte sectors"
-                ));
+                return Err(SpecProblem::DiskSize(b));
             }
         }
         let max = match self.table {
@@ -368,135 +372,101 @@ impl DiskSpec {
             TableKind::Mbr => MBR_ENTRIES,
         };
         if self.partitions.len() > max {
-            return bad(format!(
-                "{} partitions, but a{} {} table holds at most {max}{}",
-                self.partitions.len(),
-                if self.table == TableKind::Mbr {
-                    "n"
-                } else {
-                    ""
-                },
-                self.table.to_string().to_uppercase(),
-                if self.table == TableKind::Mbr {
-                    " (rootbox writes no extended partitions): use \"table\": \"gpt\""
-                } else {
-                    ""
-                }
-            ));
+            return Err(SpecProblem::TooManyPartitions {
+                count: self.partitions.len(),
+                table: self.table,
+                max,
+            });
         }
         match self.table {
             TableKind::Gpt if self.disk_id.is_some() => {
-                return bad("\"diskId\" is an MBR field: a GPT disk has \"diskGuid\"".into())
+                return Err(SpecProblem::OtherTable {
+                    field: "diskId",
+                    why: "is an MBR field: a GPT disk has \"diskGuid\"",
+                })
             }
             TableKind::Mbr if self.disk_guid.is_some() => {
-                return bad("\"diskGuid\" is a GPT field: an MBR disk has \"diskId\"".into())
+                return Err(SpecProblem::OtherTable {
+                    field: "diskGuid",
+                    why: "is a GPT field: an MBR disk has \"diskId\"",
+                })
             }
             _ => {}
         }
         let mut names = std::collections::HashSet::new();
         for (i, p) in self.partitions.iter().enumerate() {
-            if !names.insert(&p.name) && !p.name.is_empty() {
-                return bad(format!(
-                    "{}: another partition has the same name",
-                    Part::of(self, i)
-                ));
-            }
-            self.validate_partition(origin, i)?;
-            if let Some(c) = &p.content {
-                self.validate_content(origin, i, c)?;
-            }
+            let dup = !names.insert(&p.name) && !p.name.is_empty();
+            let problem = match dup {
+                true => Err(PartitionProblem::SameName),
+                false => self.partition_problem(i),
+            };
+            problem.map_err(|problem| SpecProblem::Partition {
+                partition: Part::of(self, i),
+                problem,
+            })?;
         }
         for b in &self.blobs {
-            match (b.offset, b.sector) {
-                (None, None) => {
-                    return bad(format!(
-                        "blob {}: give its \"sector\" or \"offset\"",
-                        b.title()
-                    ))
-                }
-                (Some(_), Some(_)) => {
-                    return bad(format!(
-                        "blob {}: give \"sector\" or \"offset\", not both",
-                        b.title()
-                    ))
-                }
-                _ => {}
+            if b.offset.is_some() == b.sector.is_some() {
+                return Err(SpecProblem::BlobPlace {
+                    blob: b.title(),
+                    twice: b.offset.is_some(),
+                });
             }
         }
         Ok(())
     }
 
-    /// Checks partition `i`'s own fields: name, type, start, size, and
-    /// the fields only one table kind has.
-    fn validate_partition(&self, origin: &str, i: usize) -> Result<(), DiskError> {
+    /// The first thing wrong with partition `i`'s own fields: name, type,
+    /// start, size, and the fields only one table kind has.
+    fn partition_problem(&self, i: usize) -> Result<(), PartitionProblem> {
+        use PartitionProblem as P;
         let p = &self.partitions[i];
-        let bad = |m: String| {
-            Err(DiskError::Invalid {
-                origin: origin.to_owned(),
-                message: format!("{}: {m}", Part::of(self, i)),
-            })
-        };
+        let (gpt, mbr) = (self.table == TableKind::Gpt, self.table == TableKind::Mbr);
         if p.name.is_empty() {
-            return bad("\"name\" is empty: give every partition a name".into());
+            return Err(P::EmptyName);
         }
-        if self.table == TableKind::Gpt && p.name.encode_utf16().count() > 36 {
-            return bad("the name is longer than a GPT entry holds (36 UTF-16 units)".into());
+        if gpt && p.name.encode_utf16().count() > 36 {
+            return Err(P::NameTooLong);
         }
-        let t: PartType = match p.kind.parse() {
-            Ok(t) => t,
-            Err(e) => return bad(e.to_string()),
-        };
-        match self.table {
-            TableKind::Gpt if t.gpt.is_none() => {
-                return bad(format!(
-                    "type {:?} is an MBR type byte; a GPT needs a type name or GUID",
-                    p.kind
-                ))
-            }
-            TableKind::Mbr if t.mbr.is_none() => {
-                return bad(format!(
-                "type {:?} has no MBR type byte; use a name with one, or a byte such as \"0x83\"",
-                p.kind
-            ))
-            }
-            _ => {}
+        let t: PartType = p.kind.parse()?;
+        if (gpt && t.gpt.is_none()) || (mbr && t.mbr.is_none()) {
+            return Err(P::TypeForTable {
+                given: p.kind.clone(),
+                table: self.table,
+            });
         }
         if p.start.is_some() && p.start_sector.is_some() {
-            return bad("give \"start\" or \"startSector\", not both".into());
+            return Err(P::StartTwice);
         }
-        if let Some(s) = p.start {
-            if s.bytes() % SECTOR != 0 {
-                return bad(format!(
-                    "\"start\": {s} is not a multiple of {SECTOR} bytes"
-                ));
-            }
+        if let Some(s) = p.start.filter(|s| s.bytes() % SECTOR != 0) {
+            return Err(P::Start(s));
         }
         if let PartSize::Fixed(s) = p.size {
             if s.bytes() % SECTOR != 0 {
-                return bad(format!(
-                    "\"size\": {s} is not a whole number of {SECTOR}-byte sectors"
-                ));
+                return Err(P::Size(s));
             }
         }
-        if p.size == PartSize::Fill {
-            if i + 1 != self.partitions.len() {
-                return bad("\"size\": \"fill\" is only for the last partition".into());
-            }
-            if self.size == Size::Auto {
-                return bad("\"size\": \"fill\" needs a fixed disk \"size\" to fill".into());
-            }
+        if p.size == PartSize::Fill && i + 1 != self.partitions.len() {
+            return Err(P::FillNotLast);
         }
-        if self.table == TableKind::Mbr && !p.attributes.is_empty() {
-            return bad(
-                "\"attributes\" are GPT attribute bits; an MBR partition has only \"bootable\""
-                    .into(),
+        if p.size == PartSize::Fill && self.size == Size::Auto {
+            return Err(P::FillNeedsSize);
+        }
+        let other = |field, why| Err(P::OtherTable { field, why });
+        if mbr && !p.attributes.is_empty() {
+            return other(
+                "attributes",
+                "are GPT attribute bits; an MBR partition has only \"bootable\"",
             );
         }
-        if self.table == TableKind::Gpt && p.bootable {
-            return bad("\"bootable\" is the MBR boot flag; on GPT use \"attributes\": [\"legacy-bootable\"]".into());
+        if gpt && p.bootable {
+            return other(
+                "bootable",
+                "is the MBR boot flag; on GPT use \"attributes\": [\"legacy-bootable\"]",
+            );
         }
-        if self.table == TableKind::Mbr && p.guid.is_some() {
-            return bad("\"guid\" is a GPT field; MBR partitions have none".into());
+        if mbr && p.guid.is_some() {
+            return other("guid", "is a GPT field; MBR partitions have none");
         }
         Ok(())
     }

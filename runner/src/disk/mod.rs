@@ -3,26 +3,27 @@
 //! filesystem built from a tree (a rootbox build of btrfs, ext4, erofs or
 //! squashfs; vfat from a directory).
 //!
-//! [`make`] reads on a screen; its phases, each in its own file:
-//! 1. [`inputs`]: read the spec's inputs — raw files and blobs opened,
+//! [`make()`] (`make.rs`) reads on a screen; its phases, each in its own
+//! file:
+//! 1. `inputs.rs`: read the spec's inputs — raw files and blobs opened,
 //!    FAT trees checked against FAT's limits, the output checked;
-//! 2. [`contents`]: each partition's content made — builds through the
-//!    build pipeline ([`build`]), vfat with `crate::fs::vfat` — and the
+//! 2. `contents.rs`: each partition's content made — builds through the
+//!    build pipeline (`build.rs`), vfat with `crate::fs::vfat` — and the
 //!    one model of what a content is (raw bytes, or a filesystem of a
 //!    kind that knows its reader);
-//! 3. [`place`]: partitions and blobs placed by
+//! 3. `place.rs`: partitions and blobs placed by
 //!    [`rootbox_images::disk::DiskSpec::plan`];
-//! 4. [`assemble`]: every content spliced into an unnamed file beside the
-//!    output ([`splice`]: data ranges only, so the disk stays sparse), the
-//!    table written;
+//! 4. `assemble.rs`: every content spliced into an unnamed file beside the
+//!    output (`splice.rs`: data ranges only, so the disk stays sparse),
+//!    the table written;
 //! 5. [`readback`]: the table and every partition read back, each
 //!    filesystem with its own reader;
-//! 6. [`publish`]: the optional `.bmap` and zstd copy, the disk linked into
-//!    place — before that, nothing is at the output path;
+//! 6. `publish.rs`: the optional `.bmap` and zstd copy, the disk linked
+//!    into place — before that, nothing is at the output path;
 //! 7. [`report`]: the JSON report and its text summary.
 //!
-//! `rootbox disk`'s flags are [`cli`]; `--example` is [`example`];
-//! `rootbox inspect DISK` is [`inspect`].
+//! `rootbox disk`'s flags are `cli.rs` ([`DiskArgs`]); `--example` is
+//! [`example`]; `rootbox inspect DISK` is [`inspect`].
 
 mod assemble;
 mod build;

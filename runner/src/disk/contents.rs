@@ -12,6 +12,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use rootbox_images::disk::{DiskSpec, FatSpec, Part, PartSize};
 use rootbox_images::fs::vfat::Mkfs;
+use rootbox_images::spec::Spec;
 
 use super::build;
 use super::inputs::{Entropy, Input};
@@ -92,18 +93,26 @@ pub struct Later {
 }
 
 impl Later {
-    /// Makes it, `size` bytes, in an unnamed file in `dir`.
-    pub fn make(self, size: u64, dir: &Path) -> Result<Made> {
+    /// Makes it in an unnamed file in `dir`: `size` bytes, or (None) the
+    /// size its partition's spec asked for.
+    pub fn make(self, size: Option<u64>, dir: &Path) -> Result<Made> {
         let format = vfat::Format {
-            size: Some(size),
+            size: size.or(self.format.size),
             ..self.format
         };
-        Ok(made_vfat(
-            vfat::make(&self.src, &format, dir)?,
-            &format,
-            self.src,
-            self.label,
-        ))
+        let m = vfat::make(&self.src, &format, dir)?;
+        let id = format.mkfs.volume_id;
+        Ok(Made {
+            len: m.size,
+            content_bytes: self.src.bytes(),
+            holds: Holds::Filesystem(Filesystem {
+                uuid: Some(format!("{:04X}-{:04X}", id >> 16, id & 0xFFFF)),
+                label: self.label,
+                kind: Kind::Vfat(self.src),
+                build: None,
+            }),
+            file: m.file,
+        })
     }
 }
 
@@ -155,45 +164,32 @@ pub fn make_all(
                 holds: Holds::Raw,
             }),
             Some(Input::Build(s)) => {
-                let fs = s.filesystem.other();
-                tracing::info!("{title}: building the {} filesystem", Kind::of(fs).name());
-                let repro = opts.reproducible.as_ref().map(|r| Reproducible {
-                    epoch: r.epoch,
-                    seed: entropy
-                        .seed
-                        .as_ref()
-                        .map(|s| format!("{s}/partition {}", p.name)),
-                    explicit: r.explicit,
-                });
                 let dir = scratch.as_ref().expect("made for builds").path();
-                let built = build::build_partition(s, dir, &format!("p{}", i + 1), opts.map, repro)
-                    .with_context(|| {
-                        format!("{title}: the {} build failed", Kind::of(fs).name())
-                    })?;
-                Slot::Made(made_build(built, Kind::of(fs)))
+                Slot::Made(build_filesystem(&title, s, dir, entropy, opts)?)
             }
             Some(Input::Vfat(src, f)) => {
-                let format = vfat::Format {
-                    size: match p.size {
-                        PartSize::Fixed(b) => Some(b.bytes()),
-                        PartSize::Auto | PartSize::Fill => None,
-                    },
-                    headroom: p.headroom.bytes(),
-                    mkfs: mkfs_of(f, entropy, i, fat_epoch.is_some()),
-                    epoch: fat_epoch,
-                };
                 let later = Later {
+                    format: vfat::Format {
+                        size: match p.size {
+                            PartSize::Fixed(b) => Some(b.bytes()),
+                            PartSize::Auto | PartSize::Fill => None,
+                        },
+                        headroom: p.headroom.bytes(),
+                        mkfs: mkfs_of(f, entropy, i, fat_epoch.is_some()),
+                        epoch: fat_epoch,
+                    },
                     src,
-                    format,
                     label: f.label.clone(),
                 };
                 if p.size == PartSize::Fill {
                     Slot::Later(later)
                 } else {
                     tracing::info!("{title}: making the vfat filesystem");
-                    let made = vfat::make(&later.src, &later.format, out_dir)
-                        .with_context(|| title.to_string())?;
-                    Slot::Made(made_vfat(made, &later.format, later.src, later.label))
+                    Slot::Made(
+                        later
+                            .make(None, out_dir)
+                            .with_context(|| title.to_string())?,
+                    )
                 }
             }
         };
@@ -202,41 +198,40 @@ pub fn make_all(
     Ok(slots)
 }
 
-impl Kind {
-    /// The kind of a build of `fs` (None: btrfs).
-    fn of(fs: Option<rootbox_images::fs::Filesystem>) -> Kind {
-        fs.map_or(Kind::Btrfs, Kind::Built)
-    }
-}
-
-fn made_build(b: build::Built, kind: Kind) -> Made {
+/// Builds partition `title`'s filesystem from `spec` into `dir`.
+fn build_filesystem(
+    title: &Part,
+    spec: &Spec,
+    dir: &Path,
+    entropy: &Entropy,
+    opts: &Options,
+) -> Result<Made> {
+    let kind = spec.filesystem.other().map_or(Kind::Btrfs, Kind::Built);
+    tracing::info!("{title}: building the {} filesystem", kind.name());
+    let reproducible = opts.reproducible.as_ref().map(|r| Reproducible {
+        epoch: r.epoch,
+        seed: entropy
+            .seed
+            .as_ref()
+            .map(|s| format!("{s}/partition {}", title.name)),
+        explicit: r.explicit,
+    });
+    let name = format!("p{}", title.number);
+    let b = build::build_partition(spec, dir, &name, opts.map, reproducible)
+        .with_context(|| format!("{title}: the {} build failed", kind.name()))?;
     let id = &b.identity;
-    Made {
+    let some = |s: &str| (!s.is_empty()).then(|| s.to_string());
+    Ok(Made {
         len: b.size,
         content_bytes: id.content_bytes,
         holds: Holds::Filesystem(Filesystem {
-            uuid: (!id.uuid.is_empty()).then(|| id.uuid.clone()),
-            label: (!id.label.is_empty() || matches!(kind, Kind::Btrfs)).then(|| id.label.clone()),
+            uuid: some(&id.uuid),
+            label: some(&id.label),
             kind,
             build: Some(Box::new(b.report)),
         }),
         file: b.file,
-    }
-}
-
-fn made_vfat(m: vfat::Made, f: &vfat::Format, src: vfat::Source, label: Option<String>) -> Made {
-    let id = f.mkfs.volume_id;
-    Made {
-        len: m.size,
-        content_bytes: src.bytes(),
-        holds: Holds::Filesystem(Filesystem {
-            uuid: Some(format!("{:04X}-{:04X}", id >> 16, id & 0xFFFF)),
-            label,
-            kind: Kind::Vfat(src),
-            build: None,
-        }),
-        file: m.file,
-    }
+    })
 }
 
 /// mkfs.vfat's arguments for partition `i`: the volume id given, or

@@ -39,7 +39,7 @@ pub fn place(
                 let size = layout.table.entries[i].sectors * SECTOR;
                 let title = Part::of(spec, i);
                 tracing::info!("{title}: making the vfat filesystem ({size} bytes)");
-                Some(l.make(size, dir).with_context(|| title.to_string())?)
+                Some(l.make(Some(size), dir).with_context(|| title.to_string())?)
             }
         });
     }

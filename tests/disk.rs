@@ -145,7 +145,7 @@ fn check_partitions(user: &User, dir: &Path, image: &Path, report: &Value) {
         let part = dir.join(format!("part{}", p["number"]));
         let _ = fs::remove_file(&part);
         match p["content"].as_str().unwrap() {
-            "fat" => {
+            "vfat" => {
                 extract(image, off, len, &part);
                 let out = run(Command::new("fsck.vfat").arg("-n").arg(&part));
                 out.assert_success();
@@ -473,6 +473,16 @@ fn hostile_specs_fail_cleanly_naming_the_partition() {
     write_as(&user, &dir.path().join("case/README"), "x");
     write_as(&user, &dir.path().join("case/readme"), "y");
     create_dirs_as(&user, &dir.path().join("adir"));
+    // FAT's limits, each refused before anything is made.
+    create_dirs_as(&user, &dir.path().join("huge"));
+    let huge = fs::File::create(dir.path().join("huge/4GiB.img")).unwrap();
+    huge.set_len(4 << 30).unwrap(); // sparse
+    give_to(&user, &dir.path().join("huge/4GiB.img"));
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let latin1 = std::ffi::OsStr::from_bytes(b"caf\xe9-latin1");
+        write_as(&user, &dir.path().join("latin1").join(latin1), "x");
+    }
     let fifo = dir.path().join("fifo");
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
     give_to(&user, &fifo);
@@ -492,6 +502,10 @@ fn hostile_specs_fail_cleanly_naming_the_partition() {
         ("a FAT too small for its files", p(r#"{"name":"fw","size":"2M","type":"esp","content":{"fat":{"dir":"big"}}}"#), vec!["partition 1 (\"fw\")", "too small for its files"]),
         ("a name FAT cannot hold", p(r#"{"name":"fw","type":"esp","content":{"fat":{"dir":"badname"}}}"#), vec!["partition 1 (\"fw\")", "a:b"]),
         ("names equal but for case", p(r#"{"name":"fw","type":"esp","content":{"fat":{"dir":"case"}}}"#), vec!["partition 1 (\"fw\")", "differ only in case"]),
+        ("a FAT file of 4 GiB", p(r#"{"name":"fw","type":"esp","content":{"fat":{"dir":"huge"}}}"#), vec!["partition 1 (\"fw\")", "huge/4GiB.img", "below 4 GiB"]),
+        ("a fixed FAT size too small, before mkfs", p(r#"{"name":"fw","size":"2M","type":"esp","content":{"fat":{"dir":"big"}}}"#), vec!["partition 1 (\"fw\")", "/big", "with FAT's own structures"]),
+        ("a non-UTF-8 name in FAT", p(r#"{"name":"fw","type":"esp","content":{"fat":{"dir":"latin1"}}}"#), vec!["partition 1 (\"fw\")", "latin1/caf\\xE9-latin1", "UTF-16"]),
+        ("the btrfs shorthand naming ext4", p(r#"{"name":"root","type":"linux","content":{"btrfs":{"filesystem":"ext4","rootfs":"root"}}}"#), vec!["partition 1 (\"root\")", "content.btrfs.filesystem", "use \"build\""]),
         ("an unknown type", p(r#"{"name":"root","type":"linus"}"#), vec!["partition 1 (\"root\")", "unknown partition type \"linus\""]),
         ("129 GPT entries", many, vec!["at most 128"]),
         ("a raw file that is a directory", p(r#"{"name":"uboot","type":"linux","content":{"raw":"adir"}}"#), vec!["partition 1 (\"uboot\")", "is a directory"]),
@@ -583,5 +597,328 @@ fn sigkill_during_assembly_leaves_nothing() {
     running.signal(nix::sys::signal::Signal::SIGKILL);
     let out = running.finish();
     assert_eq!(signal_of(&out.status), Some(9), "{out}");
+    assert_nothing_left(dir.path(), &img);
+}
+
+/// A rootfs for the filesystem partitions (owned by the test user, so
+/// root-owned in every image) and a directory for the vfat one.
+fn tree_inputs(user: &User, dir: &Path) {
+    write_as(user, &dir.join("root/etc/hostname"), "every-fs\n");
+    write_as(user, &dir.join("root/srv/data/file"), vec![7u8; 20_000]);
+    write_as(
+        user,
+        &dir.join("boot/EFI/BOOT/BOOTX64.EFI"),
+        vec![0x5Au8; 9_000],
+    );
+    write_as(user, &dir.join("boot/loader.conf"), "timeout 3\n");
+    write_as(user, &dir.join("blob.raw"), vec![0xA5u8; 70_000]);
+}
+
+/// A btrfs build's layout: the whole tree in `@`.
+const AT_ROOT: &str = r#""subvolumes": [{"name": "@", "mountpoint": "/", "type": "default"}]"#;
+
+/// One partition of each filesystem, built through `"build"` (and the
+/// `btrfs` and `fat` shorthands), as JSON partitions.
+fn partition_json(fs: &str, i: usize) -> String {
+    let content = match fs {
+        "vfat" => r#"{"fat": {"dir": "boot", "label": "BOOT"}}"#.to_string(),
+        "btrfs-shorthand" => {
+            format!(r#"{{"btrfs": {{"label": "r", "rootfs": "root", {AT_ROOT}}}}}"#)
+        }
+        "btrfs" => {
+            format!(r#"{{"build": {{"filesystem": "btrfs", "rootfs": "root", {AT_ROOT}}}}}"#)
+        }
+        "raw" => r#"{"raw": "blob.raw"}"#.to_string(),
+        fs => format!(r#"{{"build": {{"filesystem": "{fs}", "rootfs": "root"}}}}"#),
+    };
+    format!(r#"{{"name": "p{i}-{fs}", "type": "linux", "content": {content}}}"#)
+}
+
+/// Every filesystem partition of `report` extracted and read by rootbox
+/// (`rootbox __fs-read`, `rootbox inspect`) and by the filesystem's own
+/// tools; the files of the rootfs are root's in every image.
+fn check_filesystems(user: &User, dir: &Path, image: &Path, report: &Value) {
+    check_partitions(user, dir, image, report);
+    for p in report["partitions"].as_array().unwrap() {
+        let (off, len) = (
+            p["offset_bytes"].as_u64().unwrap(),
+            p["filesystem_bytes"].as_u64().unwrap(),
+        );
+        let fs = p["content"].as_str().unwrap().to_string();
+        let part = dir.join(format!("fs-part{}", p["number"]));
+        let _ = fs::remove_file(&part);
+        extract(image, off, len, &part);
+        give_to(user, &part);
+        let own_tool = match fs.as_str() {
+            "ext4" => {
+                let out = run(Command::new("e2fsck").args(["-fn", s(&part)]));
+                out.assert_success();
+                let stat =
+                    run(Command::new("debugfs").args(["-R", "stat /srv/data/file", s(&part)]));
+                stat.assert_success();
+                let words: Vec<&str> = stat.stdout.split_whitespace().collect();
+                let after = |k: &str| words.iter().position(|w| *w == k).map(|i| words[i + 1]);
+                assert_eq!(
+                    (after("User:"), after("Group:")),
+                    (Some("0"), Some("0")),
+                    "{stat}"
+                );
+                true
+            }
+            "erofs" => {
+                run(Command::new("fsck.erofs").arg(&part)).assert_success();
+                true
+            }
+            "squashfs" => {
+                let out = run(Command::new("unsquashfs").args(["-lln", s(&part)]));
+                out.assert_success();
+                let line = out
+                    .stdout
+                    .lines()
+                    .find(|l| l.ends_with("/srv/data/file"))
+                    .unwrap_or_else(|| panic!("no /srv/data/file in\n{out}"));
+                assert!(line.split_whitespace().nth(1) == Some("0/0"), "{line}");
+                true
+            }
+            "vfat" => {
+                let out = run(Command::new("mdir")
+                    .env("MTOOLSRC", "/dev/null")
+                    .env("MTOOLS_SKIP_CHECK", "1")
+                    .args(["-/", "-b", "-i", s(&part), "::/"]));
+                out.assert_success();
+                assert!(out.stdout.contains("::/EFI/BOOT/BOOTX64.EFI"), "{out}");
+                false
+            }
+            _ => false,
+        };
+        if own_tool {
+            // rootbox's own reader, on the partition alone: every inode root's.
+            let out = run(rootbox(user).args(["__fs-read", "--filesystem", &fs, s(&part)]));
+            out.assert_success();
+            let inodes = json(&out);
+            let file = inodes
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|i| i["path"] == "/srv/data/file")
+                .unwrap_or_else(|| panic!("{fs}: no /srv/data/file in {inodes:#}"));
+            assert_eq!((&file["uid"], &file["gid"]), (&0.into(), &0.into()), "{fs}");
+        }
+        let _ = fs::remove_file(&part);
+    }
+}
+
+fn disk_with(
+    user: &User,
+    dir: &Path,
+    table: &str,
+    fss: &[&str],
+    name: &str,
+    extra: &[&str],
+) -> (Value, PathBuf) {
+    let parts: Vec<String> = fss
+        .iter()
+        .enumerate()
+        .map(|(i, f)| partition_json(f, i + 1))
+        .collect();
+    let spec = format!(
+        r#"{{"table": "{table}", "partitions": [{}]}}"#,
+        parts.join(",")
+    );
+    write_as(user, &dir.join(format!("{name}.json")), &spec);
+    let img = dir.join(format!("{name}.img"));
+    let out = run(rootbox(user)
+        .args([
+            "disk",
+            "--spec",
+            s(&dir.join(format!("{name}.json"))),
+            "--json",
+            "-o",
+            s(&img),
+        ])
+        .args(extra));
+    out.assert_success();
+    let r = json(&out);
+    assert_eq!(r["verified"], true);
+    assert_sfdisk_agrees(&img, &r);
+    let kinds: Vec<&str> = r["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["content"].as_str().unwrap())
+        .collect();
+    let want: Vec<&str> = fss
+        .iter()
+        .map(|f| f.strip_suffix("-shorthand").unwrap_or(f))
+        .collect();
+    assert_eq!(kinds, want, "{r:#}");
+    (r, img)
+}
+
+/// `rootbox inspect DISK --json` names each partition's filesystem.
+#[track_caller]
+fn assert_inspect_kinds(user: &User, img: &Path, want: &[&str]) {
+    let out = run(rootbox(user).args(["inspect", "--json", s(img)]));
+    out.assert_success();
+    let v = json(&out);
+    let kinds: Vec<&str> = v["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, want, "{v:#}");
+    for p in v["partitions"].as_array().unwrap() {
+        let kind = p["kind"].as_str().unwrap();
+        let entries = match kind {
+            "ext4" | "erofs" | "squashfs" => p["content"][kind]["entries"].as_u64(),
+            "vfat" => p["content"]["fat"]["entries"].as_u64(),
+            _ => continue,
+        };
+        assert!(entries.unwrap_or(0) >= 3, "{kind}: {p:#}");
+    }
+    let text = run(rootbox(user).args(["inspect", s(img)]));
+    text.assert_success();
+    for k in want {
+        assert!(text.stdout.contains(&format!("holds {k}")), "{k}:\n{text}");
+    }
+}
+
+#[test]
+fn every_filesystem_in_one_gpt_disk_reads_back_and_inspect_lists_each() {
+    let user = setup();
+    let dir = tempdir_for(&user);
+    tree_inputs(&user, dir.path());
+    let fss = ["btrfs", "ext4", "erofs", "squashfs", "vfat", "raw"];
+    let (r, img) = disk_with(&user, dir.path(), "gpt", &fss, "gpt", &[]);
+    assert_sgdisk_clean(&img);
+    check_filesystems(&user, dir.path(), &img, &r);
+    assert_inspect_kinds(&user, &img, &fss);
+}
+
+#[test]
+fn every_filesystem_in_mbr_disks_reads_back_with_its_own_tools() {
+    let user = setup();
+    let dir = tempdir_for(&user);
+    tree_inputs(&user, dir.path());
+    // An MBR holds four partitions: two disks.
+    for (name, fss) in [
+        ("mbr1", &["ext4", "erofs", "squashfs", "vfat"][..]),
+        ("mbr2", &["btrfs-shorthand", "raw"][..]),
+    ] {
+        let (r, img) = disk_with(&user, dir.path(), "mbr", fss, name, &[]);
+        check_filesystems(&user, dir.path(), &img, &r);
+        let want: Vec<&str> = fss
+            .iter()
+            .map(|f| f.strip_suffix("-shorthand").unwrap_or(f))
+            .collect();
+        assert_inspect_kinds(&user, &img, &want);
+    }
+}
+
+/// Under `--map subid`, a file the test user's subordinate ids own keeps
+/// its owner in every filesystem of the disk (`start+999:start+99` is
+/// 1000:100 in the namespace), and the user's own files are root's.
+#[test]
+fn a_subid_owned_file_keeps_its_owner_in_every_filesystem_partition_under_map_subid() {
+    let user = setup();
+    assert!(
+        is_root(),
+        "making a file owned by a subordinate id needs root"
+    );
+    let dir = tempdir_for(&user);
+    tree_inputs(&user, dir.path());
+    let ((sub_u, _), (sub_g, _)) = subid_ranges(&user).expect("the test user has subordinate ids");
+    let profile = dir.path().join("root/home/alice/.profile");
+    write_as(&user, &profile, "PS1=$\n");
+    for p in [dir.path().join("root/home/alice"), profile] {
+        std::os::unix::fs::lchown(&p, Some(sub_u + 999), Some(sub_g + 99)).unwrap();
+    }
+    let fss = ["btrfs", "ext4", "erofs", "squashfs"];
+    let (r, img) = disk_with(&user, dir.path(), "gpt", &fss, "subid", &["--map", "subid"]);
+    for p in r["partitions"].as_array().unwrap() {
+        let fs = p["content"].as_str().unwrap();
+        let part = dir.path().join(format!("subid-part{}", p["number"]));
+        extract(
+            &img,
+            p["offset_bytes"].as_u64().unwrap(),
+            p["filesystem_bytes"].as_u64().unwrap(),
+            &part,
+        );
+        give_to(&user, &part);
+        let owners = |path: &str| -> (u64, u64) {
+            if fs == "btrfs" {
+                let i = Inspected::of(&user, &part);
+                let (u, g, _) = i.owner_mode(&format!("@{path}"));
+                return (u.into(), g.into());
+            }
+            let out = run(rootbox(&user).args(["__fs-read", "--filesystem", fs, s(&part)]));
+            out.assert_success();
+            let v = json(&out);
+            let e = v
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|i| i["path"] == path)
+                .unwrap_or_else(|| panic!("{fs}: no {path} in {v:#}"))
+                .clone();
+            (e["uid"].as_u64().unwrap(), e["gid"].as_u64().unwrap())
+        };
+        assert_eq!(owners("/home/alice/.profile"), (1000, 100), "{fs}");
+        assert_eq!(owners("/etc/hostname"), (0, 0), "{fs}");
+        let _ = fs::remove_file(&part);
+    }
+}
+
+/// SIGKILL while a partition is being built: nothing at the output path;
+/// the scratch directory the build was using (which no process can remove
+/// after SIGKILL) is removed by the next disk made in that directory.
+#[test]
+fn sigkill_during_a_partition_build_leaves_scratch_the_next_disk_sweeps() {
+    let user = setup();
+    let dir = tempdir_for(&user);
+    tree_inputs(&user, dir.path());
+    let big = dir.path().join("root/srv/big");
+    let out = run(Command::new("dd")
+        .arg("if=/dev/urandom")
+        .arg(format!("of={}", big.display()))
+        .args(["bs=1M", "count=400", "status=none"]));
+    out.assert_success();
+    give_to(&user, &big);
+    let parts = [partition_json("btrfs", 1)];
+    let spec = format!(r#"{{"table": "gpt", "partitions": [{}]}}"#, parts.join(","));
+    write_as(&user, &dir.path().join("kill.json"), &spec);
+    let img = dir.path().join("kill.img");
+    let running = start(rootbox(&user).args([
+        "disk",
+        "--spec",
+        s(&dir.path().join("kill.json")),
+        "-o",
+        s(&img),
+    ]));
+    let scratch = || -> Vec<String> {
+        fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".rootbox-disk-"))
+            .collect()
+    };
+    let building = wait_until(Duration::from_secs(60), || !scratch().is_empty());
+    assert!(building, "never saw the partition being built");
+    std::thread::sleep(Duration::from_millis(300));
+    running.signal(nix::sys::signal::Signal::SIGKILL);
+    let out = running.finish();
+    assert_eq!(signal_of(&out.status), Some(9), "{out}");
+    assert!(!img.exists(), "{} exists", img.display());
+    assert!(
+        !scratch().is_empty(),
+        "SIGKILL left no scratch: the sweep is not tried"
+    );
+    // The killed run's processes are gone once their sandbox notices.
+    std::thread::sleep(Duration::from_secs(2));
+    let (r, next) = disk_with(&user, dir.path(), "gpt", &["raw"], "next", &[]);
+    assert_eq!(r["verified"], true);
+    assert!(next.exists());
     assert_nothing_left(dir.path(), &img);
 }

@@ -1,7 +1,8 @@
 //! `rootbox inspect`: what a btrfs image records (subvolumes, owners,
 //! modes, xattrs), read without root and without mounting it; or, for a
-//! partitioned disk, its table and what each partition holds (btrfs
-//! partitions listed the same way, FAT ones through mtools).
+//! partitioned disk, its table and what each partition holds, whatever it
+//! is (`crate::disk::inspect`, which lists btrfs partitions through
+//! [`list_image`], handed to it).
 //!
 //! Thin glue: reading is `rootbox_btrfs` (and
 //! `rootbox_images::disk::table` for the partition table), formatting is
@@ -42,7 +43,10 @@ struct Listing<'a> {
 pub fn run(args: &InspectArgs) -> Result<()> {
     let mut out = BufWriter::new(io::stdout().lock());
     let written = match crate::disk::inspect::read_table(&args.image)? {
-        Some(table) => crate::disk::inspect::write(&mut out, args, &table),
+        Some(table) => {
+            let list = |out: &mut dyn Write, image: &Image| list_image(out, args, image);
+            crate::disk::inspect::write(&mut out, &args.image, args.json, &table, &list)
+        }
         None => Image::open(&args.image)
             .with_context(|| format!("reading btrfs image {}", args.image.display()))
             .and_then(|image| list_image(&mut out, args, &image)),

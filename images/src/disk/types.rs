@@ -331,6 +331,47 @@ impl Attribute {
     }
 }
 
+/// A 32-bit number written in hex (`"0x2178694e"`) or as an integer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hex32(pub u32);
+
+impl Serialize for Hex32 {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&format_args!("0x{:08x}", self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Hex32 {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Hex32, D::Error> {
+        match serde_json::Value::deserialize(d)? {
+            serde_json::Value::Number(n) => n
+                .as_u64()
+                .and_then(|v| u32::try_from(v).ok())
+                .map(Hex32)
+                .ok_or_else(|| de::Error::custom(format!("{n} is not a 32-bit number"))),
+            serde_json::Value::String(s) => {
+                let h = s
+                    .strip_prefix("0x")
+                    .or_else(|| s.strip_prefix("0X"))
+                    .unwrap_or(&s);
+                let h: String = h.chars().filter(|&c| c != '-').collect();
+                (h.len() <= 8)
+                    .then(|| u32::from_str_radix(&h, 16).ok())
+                    .flatten()
+                    .map(Hex32)
+                    .ok_or_else(|| {
+                        de::Error::custom(format!(
+                            "{s:?} is not a 32-bit hex number such as \"0x2178694e\""
+                        ))
+                    })
+            }
+            v => Err(de::Error::custom(format!(
+                "expected a hex string such as \"0x2178694e\", found {v}"
+            ))),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,6 +19,7 @@
 pub mod erofs;
 pub mod ext4;
 pub mod squashfs;
+pub mod vfat;
 
 use std::fmt;
 use std::str::FromStr;

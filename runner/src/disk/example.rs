@@ -17,7 +17,9 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use rootbox_images::disk::DiskSpec;
 
-use super::{make, print_summary, DiskArgs, Options};
+use super::make::make;
+use super::options::Options;
+use super::report::print_summary;
 
 /// The examples, by name.
 pub const NAMES: [&str; 3] = ["rpi", "rock64", "uefi"];
@@ -132,16 +134,14 @@ pub fn write_sources(dir: &Path) -> Result<()> {
 }
 
 /// `rootbox disk --example [NAME] -o DIR|FILE`.
-pub fn main(a: &DiskArgs, name: &str) -> Result<ExitCode> {
-    let opts = Options::from_args(a)?;
+pub fn main(name: &str, output: Option<&Path>, as_json: bool, opts: Options) -> Result<ExitCode> {
     let opts = Options {
         force: true,
         ..opts
     };
     if name == "all" {
-        let dir = a
-            .output
-            .clone()
+        let dir = output
+            .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("rootbox-disk-examples"));
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let sources = dir.join("sources");
@@ -162,9 +162,8 @@ pub fn main(a: &DiskArgs, name: &str) -> Result<ExitCode> {
             NAMES.join(", ")
         );
     };
-    let out = a
-        .output
-        .clone()
+    let out = output
+        .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from(format!("{name}.img")));
     let tmp = tempfile::Builder::new()
         .prefix("rootbox-disk-example-")
@@ -173,7 +172,7 @@ pub fn main(a: &DiskArgs, name: &str) -> Result<ExitCode> {
     let mut spec = DiskSpec::from_json_str(&json, &format!("the {name} example"))?;
     spec.resolve_relative_paths(tmp.path());
     let r = make(&spec, &out, &opts)?;
-    if a.json {
+    if as_json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {
         print_summary(&r);

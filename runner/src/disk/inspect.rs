@@ -1,22 +1,28 @@
 //! `rootbox inspect DISK`: the partition table (read with rootbox's own
-//! parser) and, per partition, what it holds: a btrfs filesystem listed
-//! with rootbox's reader at the partition's offset, a FAT filesystem's
-//! label, volume id and files (mtools, `-i DISK@@OFFSET`), or raw bytes.
+//! parser) and, per partition, what it holds, whatever it is: a btrfs
+//! filesystem listed with rootbox's reader at the partition's offset (by
+//! the caller's lister, handed in: this file imports nothing of the
+//! `rootbox inspect` command);
+//! ext4, erofs and squashfs copied out of the disk (sparse) and read with
+//! `crate::fs::read`; vfat with mtools (`-i DISK@@OFFSET`); else raw bytes.
 
 use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use anyhow::{anyhow, Context, Result};
 use rootbox_images::disk::table::{Entry, Table, SECTOR};
 use rootbox_images::disk::types::NAMED_TYPES;
+use rootbox_images::fs::Filesystem;
 use serde_json::{json, Value};
 
-use super::verify::read_ends;
-use crate::inspect::{list_image, InspectArgs};
+use super::readback::{proc_path, read_ends};
+use crate::fs::vfat;
 
+/// How the caller lists one btrfs filesystem (text or JSON, as it was
+/// asked).
+pub type ListBtrfs<'a> = &'a dyn Fn(&mut dyn Write, &rootbox_btrfs::Image) -> Result<()>;
 /// The partition table of `path`, or None when it is not a partitioned
 /// disk (a btrfs image leaves sector 0 empty; a bare FAT filesystem has a
 /// boot sector, not a table).
@@ -60,25 +66,97 @@ fn type_name(e: &Entry) -> String {
 /// What a partition holds.
 enum Holds {
     Btrfs(Box<rootbox_btrfs::Image>),
-    Fat { label: String, volume_id: u32 },
-    Raw { data_bytes: u64 },
+    Vfat {
+        label: String,
+        volume_id: u32,
+        files: Vec<String>,
+    },
+    /// ext4, erofs or squashfs.
+    Built {
+        fs: Filesystem,
+        uuid: Option<String>,
+        label: Option<String>,
+        entries: usize,
+    },
+    Raw {
+        data_bytes: u64,
+    },
+}
+
+impl Holds {
+    fn kind(&self) -> String {
+        match self {
+            Holds::Btrfs(_) => "btrfs".into(),
+            Holds::Vfat { .. } => "vfat".into(),
+            Holds::Built { fs, .. } => fs.to_string(),
+            Holds::Raw { .. } => "raw".into(),
+        }
+    }
+}
+
+/// The superblock magic of ext4, erofs or squashfs at the start of `s`
+/// (the partition's first 2 KiB), with the UUID and label where the
+/// superblock has them.
+fn built_kind(s: &[u8; 2048]) -> Option<(Filesystem, Option<String>, Option<String>)> {
+    let text = |b: &[u8]| {
+        let t = String::from_utf8_lossy(b)
+            .trim_end_matches('\0')
+            .to_string();
+        (!t.is_empty()).then_some(t)
+    };
+    let uuid = |b: &[u8]| {
+        let bytes: [u8; 16] = b.try_into().ok()?;
+        (bytes != [0; 16]).then(|| rootbox_images::spec::Uuid::from_bytes(bytes).to_string())
+    };
+    let sb = &s[1024..];
+    if sb[0x38..0x3A] == [0x53, 0xEF] {
+        return Some((
+            Filesystem::Ext4,
+            uuid(&sb[0x68..0x78]),
+            text(&sb[0x78..0x88]),
+        ));
+    }
+    if sb[..4] == 0xE0F5_E1E2u32.to_le_bytes() {
+        return Some((Filesystem::Erofs, uuid(&sb[48..64]), text(&sb[64..80])));
+    }
+    (&s[..4] == b"hsqs").then_some((Filesystem::Squashfs, None, None))
 }
 
 fn probe(path: &Path, disk: &File, e: &Entry) -> Result<Holds> {
     let at = e.start * SECTOR;
-    let mut s = [0u8; 512];
-    disk.read_exact_at(&mut s, at)?;
-    if fat_boot_sector(&s) {
+    let len = e.sectors * SECTOR;
+    let mut s = [0u8; 2048];
+    disk.read_exact_at(&mut s[..(len as usize).min(2048)], at)?;
+    if fat_boot_sector(&s[..512]) {
         // FAT32 keeps id and label at 67/71, FAT12/16 at 39/43.
         let o = if &s[82..85] == b"FAT" { 67 } else { 39 };
         let volume_id = u32::from_le_bytes(s[o..o + 4].try_into().expect("4"));
         let label = String::from_utf8_lossy(&s[o + 4..o + 15])
             .trim_end()
             .to_string();
-        return Ok(Holds::Fat { label, volume_id });
+        let files = vfat::list(&format!("{}@@{at}", path.display()))?;
+        return Ok(Holds::Vfat {
+            label,
+            volume_id,
+            files,
+        });
     }
     if let Ok(img) = rootbox_btrfs::Image::open_at(path, at) {
         return Ok(Holds::Btrfs(Box::new(img)));
+    }
+    if let Some((fs, uuid, label)) = built_kind(&s) {
+        // The readers take a file: the partition, copied out sparse.
+        let part = tempfile::tempfile().context("creating a file to copy the partition into")?;
+        part.set_len(len)?;
+        super::splice::extract(disk, at, len, &part)
+            .context("copying the partition out of the disk")?;
+        let entries = crate::fs::read(fs, &proc_path(&part))?.len();
+        return Ok(Holds::Built {
+            fs,
+            uuid,
+            label,
+            entries,
+        });
     }
     let data = super::splice::data_ranges(disk, disk.metadata()?.len())?
         .iter()
@@ -90,67 +168,90 @@ fn probe(path: &Path, disk: &File, e: &Entry) -> Result<Holds> {
     Ok(Holds::Raw { data_bytes: data })
 }
 
-fn fat_files(path: &Path, at: u64) -> Result<Vec<String>> {
-    let out = Command::new("mdir")
-        .args(["-/", "-b", "-i"])
-        .arg(format!("{}@@{at}", path.display()))
-        .arg("::/")
-        .env("MTOOLSRC", "/dev/null")
-        .env("MTOOLS_SKIP_CHECK", "1")
-        .env("LC_ALL", "C.UTF-8")
-        .stdin(Stdio::null())
-        .output()
-        .context("running mdir (install mtools to list FAT partitions)")?;
-    if !out.status.success() {
-        return Err(anyhow!(
-            "mdir: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
+/// Writes the table and each partition's content, as JSON or text.
+pub fn write(
+    out: &mut dyn Write,
+    path: &Path,
+    as_json: bool,
+    t: &Table,
+    list_btrfs: ListBtrfs,
+) -> Result<()> {
+    let disk = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut holds = Vec::new();
+    for e in &t.entries {
+        let h = probe(path, &disk, e)
+            .with_context(|| format!("reading partition {} of {}", e.number, path.display()))?;
+        holds.push(h);
     }
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.strip_prefix("::"))
-        .map(str::to_string)
-        .collect())
+    if as_json {
+        write_json(out, t, holds, list_btrfs)
+    } else {
+        write_text(out, t, holds, list_btrfs)
+    }
 }
 
-/// Writes the table and each partition's content.
-pub fn write(out: &mut dyn Write, args: &InspectArgs, t: &Table) -> Result<()> {
-    let path = &args.image;
-    let disk = File::open(path)?;
-    if args.json {
-        let mut parts = Vec::new();
-        for e in &t.entries {
-            let content = match probe(path, &disk, e)? {
-                Holds::Btrfs(img) => {
-                    let mut buf = Vec::new();
-                    list_image(&mut buf, args, &img)?;
-                    json!({"btrfs": serde_json::from_slice::<Value>(&buf)?})
-                }
-                Holds::Fat { label, volume_id } => json!({"fat": {
-                    "label": label,
-                    "volume_id": format!("{:04X}-{:04X}", volume_id >> 16, volume_id & 0xFFFF),
-                    "files": fat_files(path, e.start * SECTOR)?,
-                }}),
-                Holds::Raw { data_bytes } => json!({"raw": {"data_bytes": data_bytes}}),
-            };
-            let mut v = serde_json::to_value(e)?;
-            v["type_name"] = json!(type_name(e));
-            v["content"] = content;
-            parts.push(v);
-        }
-        let doc = json!({
-            "table": t.kind,
-            "total_sectors": t.total_sectors,
-            "disk_guid": t.disk_guid.map(|g| g.to_string()),
-            "disk_id": t.disk_id.map(|d| format!("0x{d:08x}")),
-            "partitions": parts,
-        });
-        // Written as bytes, so a closed pipe is an io::Error the caller knows.
-        out.write_all(&serde_json::to_vec_pretty(&doc)?)?;
-        writeln!(out)?;
-        return Ok(());
+fn volume_id_text(id: u32) -> String {
+    format!("{:04X}-{:04X}", id >> 16, id & 0xFFFF)
+}
+
+fn write_json(
+    out: &mut dyn Write,
+    t: &Table,
+    holds: Vec<Holds>,
+    list_btrfs: ListBtrfs,
+) -> Result<()> {
+    let mut parts = Vec::new();
+    for (e, h) in t.entries.iter().zip(holds) {
+        let kind = h.kind();
+        let content = match h {
+            Holds::Btrfs(img) => {
+                let mut buf = Vec::new();
+                list_btrfs(&mut buf, &img)?;
+                json!({"btrfs": serde_json::from_slice::<Value>(&buf)?})
+            }
+            Holds::Vfat {
+                label,
+                volume_id,
+                files,
+            } => json!({"fat": {
+                "label": label,
+                "volume_id": volume_id_text(volume_id),
+                "entries": files.len(),
+                "files": files,
+            }}),
+            Holds::Built {
+                fs,
+                uuid,
+                label,
+                entries,
+            } => json!({fs.to_string(): {"uuid": uuid, "label": label, "entries": entries}}),
+            Holds::Raw { data_bytes } => json!({"raw": {"data_bytes": data_bytes}}),
+        };
+        let mut v = serde_json::to_value(e)?;
+        v["type_name"] = json!(type_name(e));
+        v["kind"] = json!(kind);
+        v["content"] = content;
+        parts.push(v);
     }
+    let doc = json!({
+        "table": t.kind,
+        "total_sectors": t.total_sectors,
+        "disk_guid": t.disk_guid.map(|g| g.to_string()),
+        "disk_id": t.disk_id.map(|d| format!("0x{d:08x}")),
+        "partitions": parts,
+    });
+    // Written as bytes, so a closed pipe is an io::Error the caller knows.
+    out.write_all(&serde_json::to_vec_pretty(&doc)?)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+fn write_text(
+    out: &mut dyn Write,
+    t: &Table,
+    holds: Vec<Holds>,
+    list_btrfs: ListBtrfs,
+) -> Result<()> {
     let id = match (t.disk_guid, t.disk_id) {
         (Some(g), _) => format!("guid {g}"),
         (None, Some(d)) => format!("id 0x{d:08x}"),
@@ -161,7 +262,7 @@ pub fn write(out: &mut dyn Write, args: &InspectArgs, t: &Table) -> Result<()> {
         "disk {} table, {} sectors of {SECTOR} bytes, {id}",
         t.kind, t.total_sectors
     )?;
-    for e in &t.entries {
+    for (e, h) in t.entries.iter().zip(&holds) {
         let mut flags = Vec::new();
         if e.bootable {
             flags.push("bootable".to_string());
@@ -171,13 +272,14 @@ pub fn write(out: &mut dyn Write, args: &InspectArgs, t: &Table) -> Result<()> {
         }
         writeln!(
             out,
-            "partition {} {:<12} sectors {}-{} ({} bytes) type {}{}{}",
+            "partition {} {:<12} sectors {}-{} ({} bytes) type {} holds {}{}{}",
             e.number,
             if e.name.is_empty() { "-" } else { &e.name },
             e.start,
             e.end() - 1,
             e.sectors * SECTOR,
             type_name(e),
+            h.kind(),
             e.guid.map(|g| format!(" guid {g}")).unwrap_or_default(),
             if flags.is_empty() {
                 String::new()
@@ -186,31 +288,37 @@ pub fn write(out: &mut dyn Write, args: &InspectArgs, t: &Table) -> Result<()> {
             }
         )?;
     }
-    for e in &t.entries {
+    for (e, h) in t.entries.iter().zip(holds) {
         writeln!(out)?;
-        match probe(path, &disk, e)? {
+        let n = e.number;
+        match h {
             Holds::Btrfs(img) => {
-                writeln!(out, "partition {}: btrfs", e.number)?;
-                list_image(out, args, &img)?;
+                writeln!(out, "partition {n}: btrfs")?;
+                list_btrfs(out, &img)?;
             }
-            Holds::Fat { label, volume_id } => {
-                writeln!(
-                    out,
-                    "partition {}: FAT, label {label:?}, volume id {:04X}-{:04X}",
-                    e.number,
-                    volume_id >> 16,
-                    volume_id & 0xFFFF
-                )?;
-                for f in fat_files(path, e.start * SECTOR)? {
+            Holds::Vfat {
+                label,
+                volume_id,
+                files,
+            } => {
+                let id = volume_id_text(volume_id);
+                writeln!(out, "partition {n}: FAT, label {label:?}, volume id {id}")?;
+                for f in files {
                     writeln!(out, "  {f}")?;
                 }
             }
+            Holds::Built {
+                fs,
+                uuid,
+                label,
+                entries,
+            } => {
+                let label = label.map(|l| format!(", label {l:?}")).unwrap_or_default();
+                let uuid = uuid.map(|u| format!(", uuid {u}")).unwrap_or_default();
+                writeln!(out, "partition {n}: {fs}{label}{uuid}, {entries} entries")?;
+            }
             Holds::Raw { data_bytes } => {
-                writeln!(
-                    out,
-                    "partition {}: raw, {data_bytes} bytes of data",
-                    e.number
-                )?;
+                writeln!(out, "partition {n}: raw, {data_bytes} bytes of data")?;
             }
         }
     }

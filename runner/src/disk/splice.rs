@@ -3,7 +3,7 @@
 //! copy_file_range(2), which btrfs and XFS turn into a shared extent
 //! (reflink) when the ranges line up with their blocks, and every other
 //! filesystem into an in-kernel copy. Holes stay holes, so the disk stays
-//! sparse.
+//! sparse. [`extract`] copies a partition out of a disk the same way.
 
 use std::fs::File;
 use std::io;
@@ -45,6 +45,20 @@ pub fn splice(src: &File, len: u64, dst: &File, at: u64) -> io::Result<u64> {
     for (off, n) in data_ranges(src, len)? {
         copy_range(src, off, dst, at + off, n)?;
         copied += n;
+    }
+    Ok(copied)
+}
+
+/// Copies the data of `src` in `at..at + len` to `dst` at 0 (a partition
+/// out of a disk), holes left as holes. Returns the bytes copied.
+pub fn extract(src: &File, at: u64, len: u64, dst: &File) -> io::Result<u64> {
+    let mut copied = 0;
+    for (off, n) in data_ranges(src, at + len)? {
+        let (from, to) = (off.max(at), (off + n).min(at + len));
+        if from < to {
+            copy_range(src, from, dst, from - at, to - from)?;
+            copied += to - from;
+        }
     }
     Ok(copied)
 }
@@ -144,5 +158,36 @@ mod tests {
         dst.read_exact_at(&mut b, 5 << 20).unwrap();
         assert_eq!(b, [7u8; 4096]);
         assert!(mapped_bytes(&dst, 16 << 20).unwrap() < 2 << 20);
+    }
+
+    #[test]
+    fn a_partition_comes_out_with_its_holes() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = |n: &str| {
+            File::options()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(dir.path().join(n))
+                .unwrap()
+        };
+        let disk = open("disk");
+        disk.set_len(16 << 20).unwrap();
+        disk.write_all_at(b"before", (1 << 20) - 6).unwrap();
+        disk.write_all_at(b"first", 1 << 20).unwrap();
+        disk.write_all_at(&[9u8; 4096], 6 << 20).unwrap();
+        disk.write_all_at(b"after", 9 << 20).unwrap();
+        let part = open("part");
+        part.set_len(8 << 20).unwrap();
+        let copied = extract(&disk, 1 << 20, 8 << 20, &part).unwrap();
+        assert!(copied < 1 << 20, "holes were copied: {copied}");
+        let mut b = [0u8; 5];
+        part.read_exact_at(&mut b, 0).unwrap();
+        assert_eq!(&b, b"first");
+        let mut b = [0u8; 4096];
+        part.read_exact_at(&mut b, 5 << 20).unwrap();
+        assert_eq!(b, [9u8; 4096]);
+        assert!(mapped_bytes(&part, 8 << 20).unwrap() < 1 << 20);
     }
 }

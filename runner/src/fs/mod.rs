@@ -19,6 +19,7 @@ pub mod cli;
 pub mod erofs;
 pub mod ext4;
 pub mod squashfs;
+pub mod vfat;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;

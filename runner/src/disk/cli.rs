@@ -1,0 +1,115 @@
+//! `rootbox disk`: its flags ([`DiskArgs`]) made into [`Options`], the
+//! disk made ([`super::make::make`]), the report printed.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use rootbox_images::disk::DiskSpec;
+use rootbox_sandbox::MapMode;
+
+use super::example;
+use super::make::make;
+use super::options::{Compression, Options, Reproducible};
+use super::report::print_summary;
+use crate::pipeline::Interrupted;
+
+/// Make a partitioned disk image (GPT or MBR) for flashing or booting.
+///
+/// Partitions hold a raw file, a FAT filesystem made from a directory, or
+/// a rootbox build of any filesystem (the whole build spec); raw blobs (boot loaders)
+/// go at fixed offsets outside the table. The disk is sparse, verified,
+/// and appears at the output path only when complete.
+#[derive(Args, Debug)]
+#[command(after_help = "\
+Examples:
+  rootbox disk --spec disk.json -o sd.img
+  rootbox disk --spec disk.json --bmap sd.img.bmap --json -o sd.img
+  rootbox disk --spec disk.json --compress-output zstd -o sd.img.zst
+  rootbox disk --example -o examples/          (the Raspberry Pi, Rock64 and UEFI layouts)
+  rootbox disk --example rock64 -o rock64.img
+
+The spec's fields are listed in the README (\"Disks\").")]
+pub struct DiskArgs {
+    /// The disk spec (JSON; see README).
+    #[arg(long, value_name = "FILE", required_unless_present = "example")]
+    spec: Option<PathBuf>,
+    /// The disk image to write (with --example and no NAME: a directory).
+    #[arg(short, long, value_name = "IMAGE")]
+    output: Option<PathBuf>,
+    /// Replace an existing output.
+    #[arg(long)]
+    force: bool,
+    /// Also write bmaptool's block map (.bmap 2.0) of the disk to FILE.
+    #[arg(long, value_name = "FILE")]
+    bmap: Option<PathBuf>,
+    /// Write the disk compressed (multithreaded zstd) instead of as a
+    /// sparse file.
+    #[arg(long, value_name = "zstd")]
+    compress_output: Option<Compression>,
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+    /// A reproducible disk: GUIDs and FAT volume ids derived from --seed,
+    /// FAT times fixed to SOURCE_DATE_EPOCH (default: the newest mtime of
+    /// the FAT sources), partitions built with --reproducible. Also
+    /// on when SOURCE_DATE_EPOCH is set.
+    #[arg(long)]
+    reproducible: bool,
+    /// The seed of a reproducible disk (default: from the layout: table,
+    /// partition names, types and sizes; never a path).
+    #[arg(long, value_name = "TEXT")]
+    seed: Option<String>,
+    /// How ids are mapped for the partitions' builds (see `rootbox build --help`).
+    #[arg(long, value_name = "MODE", default_value = "auto")]
+    map: MapMode,
+    /// Make the built-in examples (rpi, rock64, uefi; all of them into the
+    /// output directory when no NAME is given).
+    #[arg(long, value_name = "NAME", num_args = 0..=1, default_missing_value = "all")]
+    example: Option<String>,
+}
+
+impl DiskArgs {
+    /// The options the flags give.
+    fn options(&self) -> Result<Options> {
+        let epoch = crate::pipeline::source_date_epoch()?;
+        Ok(Options {
+            force: self.force,
+            bmap: self.bmap.clone(),
+            compress: self.compress_output,
+            map: self.map,
+            reproducible: (self.reproducible || epoch.is_some()).then(|| Reproducible {
+                epoch,
+                seed: self.seed.clone(),
+                explicit: self.reproducible,
+            }),
+        })
+    }
+}
+
+/// Runs `rootbox disk`.
+pub fn main(a: &DiskArgs) -> Result<ExitCode> {
+    if let Some(name) = &a.example {
+        return example::main(name, a.output.as_deref(), a.json, a.options()?);
+    }
+    let spec_path = a.spec.as_ref().expect("clap requires --spec");
+    let spec = DiskSpec::from_json_file(spec_path)?;
+    let output = a.output.clone().context("no output given: add -o IMAGE")?;
+    let report = match make(&spec, &output, &a.options()?) {
+        Ok(r) => r,
+        Err(e) => match e.downcast_ref::<Interrupted>() {
+            Some(&Interrupted(sig)) => {
+                eprintln!("rootbox: {e}; nothing was written to {}", output.display());
+                return Ok(ExitCode::from((128 + sig) as u8));
+            }
+            None => return Err(e),
+        },
+    };
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_summary(&report);
+    }
+    Ok(ExitCode::SUCCESS)
+}

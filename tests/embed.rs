@@ -55,7 +55,8 @@ fn a_program_embedding_the_library_builds_an_image_and_a_disk() {
     assert_eq!(seen.owner_mode("@/root/.ssh/authorized_keys").0, 0);
     assert_btrfs_check(&image);
 
-    // The disk: an ESP and a root partition, as sfdisk reads the table.
+    // The disk: an ESP and an ext4 root partition, as sfdisk reads the
+    // table and as the disk's own report says.
     let disk = out_dir.path().join("disk.img");
     assert_eq!(v["disk"]["verified"], true, "{out}");
     let table = run(Command::new("sfdisk").arg("--json").arg(&disk));
@@ -70,6 +71,13 @@ fn a_program_embedding_the_library_builds_an_image_and_a_disk() {
         parts[0]["type"], "C12A7328-F81F-11D2-BA4B-00A0C93EC93B",
         "the ESP's type GUID"
     );
+    let kinds: Vec<&str> = v["disk"]["partitions"]
+        .as_array()
+        .expect("the disk report's partitions")
+        .iter()
+        .map(|p| p["content"].as_str().unwrap_or("?"))
+        .collect();
+    assert_eq!(kinds, ["vfat", "ext4"], "{out}");
 
     // Nothing of the staging steps is left beside the outputs.
     let mut left: Vec<String> = fs::read_dir(out_dir.path())

@@ -1,7 +1,8 @@
 //! An image tool that embeds rootbox instead of running the `rootbox`
 //! binary: it makes a small root tree, builds a btrfs image of it with
-//! [`rootbox::pipeline::build`], then a GPT disk (an ESP and that root)
-//! with [`rootbox::disk::make`], and prints both reports as JSON.
+//! [`rootbox::pipeline::build`], then a GPT disk (an ESP and the same tree
+//! as an ext4 root) with [`rootbox::disk::make`], and prints both reports
+//! as JSON.
 //!
 //! ```text
 //! cargo run --example embed -- OUTDIR
@@ -77,13 +78,13 @@ fn run(out: &Path) -> anyhow::Result<()> {
     };
     let image = build(&request)?;
 
-    // A disk holding an ESP and the same tree as its root partition.
+    // A disk holding an ESP and the same tree, as ext4, in its root partition.
     let disk_spec = DiskSpec::from_json_str(
         &format!(
             r#"{{"table": "gpt", "partitions": [
                  {{"name": "esp", "type": "esp", "size": "auto", "content": {{"fat": {{"dir": {:?}}}}}}},
-                 {{"name": "root", "type": "linux", "content": {{"btrfs": {{"rootfs": {:?},
-                   "subvolumes": [{{"name": "@", "mountpoint": "/", "type": "default"}}]}}}}}}]}}"#,
+                 {{"name": "root", "type": "linux", "content": {{"build": {{"filesystem": "ext4",
+                   "label": "root", "rootfs": {:?}}}}}}}]}}"#,
             esp, tree
         ),
         "embed.rs",

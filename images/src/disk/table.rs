@@ -602,6 +602,38 @@ mod tests {
         assert!(d[..440].iter().all(|&b| b == 0xCC));
     }
 
+    /// Every write of `t`, with its offset, in one SHA-256.
+    fn writes_sha256(t: &Table) -> String {
+        use crate::disk::hash::{hex, Digest, Sha256};
+        let mut h = Sha256::new();
+        for (o, b) in t.to_bytes().unwrap() {
+            h.update(o.to_le_bytes());
+            h.update(&b);
+        }
+        hex(&h.finalize())
+    }
+
+    #[test]
+    fn the_bytes_of_a_known_table_are_pinned() {
+        // Computed before the table moved to zerocopy structs and
+        // crc32fast: the writer's output must not change by a byte.
+        assert_eq!(
+            writes_sha256(&gpt()),
+            "7f52c06b2eb27774a79d379e2f8aa2503edb1353987670287b665fbd4e16d969"
+        );
+        let mut mbr = gpt();
+        mbr.kind = TableKind::Mbr;
+        mbr.disk_id = Some(0x2178_694e);
+        for (e, t) in mbr.entries.iter_mut().zip([0x0Bu8, 0x83]) {
+            e.mbr_type = Some(t);
+        }
+        mbr.entries[0].bootable = true;
+        assert_eq!(
+            writes_sha256(&mbr),
+            "67c43133f4e01a48eeb6f1415cfba557096c55b488e1769185c716bd913ffd7c"
+        );
+    }
+
     #[test]
     fn chs_follows_the_255_by_63_geometry() {
         assert_eq!(chs(0), [0, 1, 0]);

@@ -1,0 +1,166 @@
+//! The error type of the readers and the writer.
+
+use std::io;
+use std::path::PathBuf;
+
+/// Why an image could not be read or patched. Readers never panic on a
+/// malformed image: every fault they find is one of these.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The image file could not be opened.
+    #[error("opening {}: {source}", path.display())]
+    Open {
+        /// The image as the caller named it.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// Reading or writing the image failed.
+    #[error("{what} at byte {offset}: {source}")]
+    Io {
+        /// The structure being read or written.
+        what: &'static str,
+        /// Its byte offset in the image.
+        offset: u64,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// The image ends inside a structure it must hold.
+    #[error("the image is truncated: the {what} at byte {offset} ({len} bytes) lies past its end")]
+    Truncated {
+        /// The structure.
+        what: &'static str,
+        /// Its byte offset.
+        offset: u64,
+        /// Its length.
+        len: usize,
+    },
+    /// No erofs magic at byte 1024.
+    #[error("not an erofs image (no magic 0xE0F5E1E2 at byte 1024)")]
+    NotErofs,
+    /// The superblock's CRC32C does not match its block.
+    #[error("erofs superblock checksum mismatch: it says {stored:#010x}, the block gives {computed:#010x}")]
+    SuperblockChecksum {
+        /// The checksum in the superblock.
+        stored: u32,
+        /// The checksum of the bytes.
+        computed: u32,
+    },
+    /// A block size this reader does not take.
+    #[error("erofs block size 2^{bits} is not supported (2^9 to 2^16 are)")]
+    BlockSize {
+        /// `blkszbits`.
+        bits: u8,
+    },
+    /// Incompatible features this reader does not implement.
+    #[error("erofs incompatible features {bits:#x} are not supported by this reader")]
+    Features {
+        /// The unknown `feature_incompat` bits.
+        bits: u32,
+    },
+    /// An inode whose mode is not a file type.
+    #[error("erofs inode {nid} has mode {mode:#o}, which is no file type")]
+    BadMode {
+        /// The inode.
+        nid: u64,
+        /// Its mode.
+        mode: u32,
+    },
+    /// An inode whose data layout this reader cannot read where it must
+    /// (a directory's entries or a symlink's target).
+    #[error("erofs inode {nid}: data layout {layout} is not supported for a {kind}")]
+    Layout {
+        /// The inode.
+        nid: u64,
+        /// `i_format` bits 1–3.
+        layout: u16,
+        /// Directory or symlink.
+        kind: &'static str,
+    },
+    /// A directory or symlink larger than a reader reads into memory.
+    #[error("erofs inode {nid} holds {size} bytes of metadata, more than the {limit} read")]
+    TooLarge {
+        /// The inode.
+        nid: u64,
+        /// Its size.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// A directory block whose entries are malformed.
+    #[error("erofs directory inode {nid}, block {block}: {fault}")]
+    BadDirectory {
+        /// The directory.
+        nid: u64,
+        /// The block of its data.
+        block: u64,
+        /// What is wrong.
+        fault: DirFault,
+    },
+    /// A directory reachable from itself.
+    #[error("erofs directory inode {nid} is reached twice (a directory loop)")]
+    DirectoryLoop {
+        /// The directory.
+        nid: u64,
+    },
+    /// Inline xattrs that do not fit their inode's xattr area.
+    #[error("erofs inode {nid}: its xattrs run past the {len} bytes the inode gives them")]
+    XattrOverrun {
+        /// The inode.
+        nid: u64,
+        /// The size of the xattr area.
+        len: usize,
+    },
+    /// An xattr name index with no known prefix.
+    #[error("erofs inode {nid}: xattr name index {index} is not known")]
+    XattrIndex {
+        /// The inode.
+        nid: u64,
+        /// The index.
+        index: u8,
+    },
+    /// A patch names a path the image does not hold.
+    #[error("{} is not in the erofs image", String::from_utf8_lossy(path))]
+    NotFound {
+        /// The path.
+        path: Vec<u8>,
+    },
+    /// A patch would change an inode's file type, or sets bits outside a
+    /// 16-bit mode.
+    #[error("erofs inode {nid}: mode {mode:#o} would change its type {was:#o} (set permission bits only)")]
+    ModeType {
+        /// The inode.
+        nid: u64,
+        /// Its current mode.
+        was: u32,
+        /// The mode of the patch.
+        mode: u32,
+    },
+    /// An owner a compact (32-byte) inode cannot hold: it has 16-bit
+    /// ids, and an inode cannot grow in place.
+    #[error("erofs inode {nid} would be owned by {id}, which its compact inode cannot hold (16-bit ids): make the image with extended inodes (mkfs.erofs -Eforce-inode-extended)")]
+    IdTooWide {
+        /// The inode.
+        nid: u64,
+        /// The uid or gid.
+        id: u32,
+    },
+}
+
+/// What is wrong with a directory block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DirFault {
+    /// The first name offset does not leave room for whole entries.
+    #[error("the first name offset {0} is not a multiple of 12 within the block")]
+    FirstNameOffset(u16),
+    /// A name starts after the next one or past the block.
+    #[error("entry {0}: its name lies outside the block")]
+    NameOffset(usize),
+    /// An empty name, one longer than 255 bytes, or one holding `/` or NUL.
+    #[error("entry {0}: the name is empty, longer than 255 bytes or holds '/'")]
+    BadName(usize),
+}

@@ -101,7 +101,7 @@ pub enum Error {
         fault: DirFault,
     },
     /// A directory reachable from itself.
-    #[error("erofs directory inode {nid} is reached twice (a directory loop)")]
+    #[error("directory inode {nid} is reached twice (a directory loop)")]
     DirectoryLoop {
         /// The directory.
         nid: u64,
@@ -147,6 +147,100 @@ pub enum Error {
         nid: u64,
         /// The uid or gid.
         id: u32,
+    },
+    /// No squashfs magic at byte 0.
+    #[error("not a squashfs image (no magic \"hsqs\" at byte 0)")]
+    NotSquashfs,
+    /// A squashfs version other than 4.0.
+    #[error("squashfs {major}.{minor} is not read (4.0 is)")]
+    SquashfsVersion {
+        /// `s_major`.
+        major: u16,
+        /// `s_minor`.
+        minor: u16,
+    },
+    /// Metadata compressed with a compressor this reader lacks.
+    #[error("the squashfs metadata is compressed with {name} (id {id}), which this reader does not decompress (gzip, xz, lz4 and zstd)")]
+    Compressor {
+        /// mksquashfs's name.
+        name: &'static str,
+        /// The superblock's id.
+        id: u16,
+    },
+    /// A block that does not decompress.
+    #[error("the {compressor} block at byte {offset} does not decompress: {source}")]
+    Decompress {
+        /// The compressor.
+        compressor: &'static str,
+        /// The block's byte offset.
+        offset: u64,
+        /// What the decompressor said.
+        #[source]
+        source: io::Error,
+    },
+    /// A metadata block header with no length or more than 8 KiB.
+    #[error("the squashfs metadata block at byte {offset} claims {len} bytes")]
+    MetadataBlock {
+        /// Its byte offset.
+        offset: u64,
+        /// Its length.
+        len: u16,
+    },
+    /// A metadata reference past its block.
+    #[error(
+        "a squashfs metadata reference points past its block (block {block}, offset {offset})"
+    )]
+    MetadataRef {
+        /// The block.
+        block: u64,
+        /// The offset in it.
+        offset: usize,
+    },
+    /// An inode type that is none of the 14.
+    #[error("squashfs inode type {kind} is not one of 1-14")]
+    InodeType {
+        /// The type.
+        kind: u16,
+    },
+    /// An owner index past the id table.
+    #[error("squashfs id index {index} is past the {count} ids of the table")]
+    IdIndex {
+        /// The index.
+        index: u16,
+        /// Ids in the table.
+        count: usize,
+    },
+    /// A symlink target longer than Linux makes.
+    #[error("a squashfs symlink target of {len} bytes (longer than 4096)")]
+    TargetTooLong {
+        /// Its length.
+        len: u32,
+    },
+    /// A malformed directory listing.
+    #[error("a squashfs directory listing is malformed: {fault}")]
+    BadListing {
+        /// What is wrong.
+        fault: &'static str,
+    },
+    /// An xattr id past the xattr id table.
+    #[error("squashfs xattr id {index} is past the table's {count}")]
+    XattrIdIndex {
+        /// The index.
+        index: u32,
+        /// Ids in the table.
+        count: u32,
+    },
+    /// An xattr prefix type other than user, trusted, security.
+    #[error("squashfs xattr type {kind} is not user (0), trusted (1) or security (2)")]
+    XattrType {
+        /// The type.
+        kind: u16,
+    },
+    /// An xattr value larger than Linux allows, or a bad reference.
+    #[error("a squashfs xattr value of {len} bytes")]
+    XattrValueSize {
+        /// Its length.
+        len: u32,
     },
 }
 

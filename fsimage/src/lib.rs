@@ -9,9 +9,12 @@
 //! - [`erofs`]: rootbox's own reader of the erofs format (superblock,
 //!   inodes, directories, xattrs) and the writer that sets owners and
 //!   modes in the inodes and orders their xattrs ([`erofs::apply`]).
+//! - [`squashfs`]: rootbox's own reader of squashfs 4.0 (inodes,
+//!   directories, the id and xattr tables).
 //!
 //! Each on-disk structure is described once, as a `zerocopy` struct
-//! whose size is asserted at compile time (`erofs/layout.rs`).
+//! whose size is asserted at compile time (`erofs/layout.rs`,
+//! `squashfs/layout.rs`).
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -20,6 +23,7 @@ mod entry;
 pub mod erofs;
 mod error;
 mod source;
+pub mod squashfs;
 
 pub use entry::{Entry, Xattrs, S_IFBLK, S_IFCHR, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG};
 pub use error::{DirFault, Error};

@@ -56,7 +56,7 @@ pub enum Error {
         bits: u8,
     },
     /// Incompatible features this reader does not implement.
-    #[error("erofs incompatible features {bits:#x} are not supported by this reader")]
+    #[error("incompatible features {bits:#x} are not supported by this reader")]
     Features {
         /// The unknown `feature_incompat` bits.
         bits: u32,
@@ -241,6 +241,54 @@ pub enum Error {
     XattrValueSize {
         /// Its length.
         len: u32,
+    },
+    /// No ext4 magic in the superblock at byte 1024.
+    #[error("not an ext2/3/4 image (no magic 0xEF53 in the superblock at byte 1024)")]
+    NotExt4,
+    /// The ext4 superblock's CRC32C does not match it.
+    #[error("ext4 superblock checksum mismatch: it says {stored:#010x}, its bytes give {computed:#010x}")]
+    Ext4SuperblockChecksum {
+        /// The checksum in the superblock.
+        stored: u32,
+        /// The checksum of the bytes.
+        computed: u32,
+    },
+    /// A block size, inode size or group size that is not ext4's.
+    #[error(
+        "the ext4 superblock's block size, inode size or inodes per group is not one ext4 makes"
+    )]
+    Ext4Geometry,
+    /// An inode number outside the filesystem.
+    #[error("ext4 inode {ino} is outside the filesystem")]
+    Ext4Inode {
+        /// The inode.
+        ino: u32,
+    },
+    /// Data stored in a way this reader does not read.
+    #[error("ext4 inode {ino}: its data is inline, block-mapped or in an xattr inode, which this reader does not read")]
+    Ext4Layout {
+        /// The inode.
+        ino: u32,
+    },
+    /// A malformed extent tree.
+    #[error("ext4 inode {ino}: its extent tree is malformed")]
+    Ext4Extents {
+        /// The inode.
+        ino: u32,
+    },
+    /// A malformed directory record.
+    #[error("ext4 directory inode {ino}: the record at byte {at} is malformed")]
+    Ext4Directory {
+        /// The directory.
+        ino: u32,
+        /// Byte offset of the record in the directory's data.
+        at: usize,
+    },
+    /// Malformed xattrs.
+    #[error("ext4 inode {ino}: its xattrs are malformed")]
+    Ext4Xattr {
+        /// The inode.
+        ino: u32,
     },
 }
 

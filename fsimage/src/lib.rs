@@ -9,12 +9,13 @@
 //! - [`erofs`]: rootbox's own reader of the erofs format (superblock,
 //!   inodes, directories, xattrs) and the writer that sets owners and
 //!   modes in the inodes and orders their xattrs ([`erofs::apply`]).
+//! - [`ext4`]: rootbox's own reader of what `mkfs.ext4 -d` writes.
 //! - [`squashfs`]: rootbox's own reader of squashfs 4.0 (inodes,
 //!   directories, the id and xattr tables).
 //!
 //! Each on-disk structure is described once, as a `zerocopy` struct
 //! whose size is asserted at compile time (`erofs/layout.rs`,
-//! `squashfs/layout.rs`).
+//! `ext4/layout.rs`, `squashfs/layout.rs`).
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -22,6 +23,7 @@
 mod entry;
 pub mod erofs;
 mod error;
+pub mod ext4;
 mod source;
 pub mod squashfs;
 

@@ -161,6 +161,7 @@ pub struct Blind {
 /// difference at once; hard links must share an inode number exactly
 /// where the tree's do.
 pub fn compare(root: &Path, entries: &[Entry], blind: Blind) {
+    spot_check(entries);
     let tree = tree_entries(root);
     let mut bad = Vec::new();
     let got: BTreeMap<&[u8], &Entry> = entries.iter().map(|e| (&e.path[..], e)).collect();
@@ -243,6 +244,41 @@ pub fn compare(root: &Path, entries: &[Entry], blind: Blind) {
         "{} differences:\n{}",
         bad.len(),
         bad.join("\n")
+    );
+}
+
+/// A few values of [`make_tree`] checked by hand, so that a comparison
+/// that compared nothing cannot pass.
+pub fn spot_check(entries: &[Entry]) {
+    let get = |p: &[u8]| {
+        entries
+            .iter()
+            .find(|e| e.path == p)
+            .unwrap_or_else(|| panic!("{:?} not read", String::from_utf8_lossy(p)))
+    };
+    let wide = get(b"/etc/wide");
+    assert_eq!((wide.uid, wide.gid), (70000, 70001));
+    assert_eq!(get(b"/dev/big").rdev, Some((259, 70000)));
+    assert_eq!(get(b"/usr/hostname.2").nlink, 3);
+    assert_eq!(get(b"/usr/hostname.2").ino, get(b"/etc/hostname").ino);
+    assert_eq!(get(b"/usr/bin/su").mode, 0o104755);
+    assert_eq!(get(b"/tmp").mode, 0o41777);
+    assert_eq!(
+        get(b"/usr/longlink").target.as_deref(),
+        Some(&[b't'; 1000][..])
+    );
+    let caps = get(b"/usr/bin/su").xattrs.as_ref().unwrap();
+    if !caps.is_empty() {
+        assert_eq!(caps[&b"security.capability"[..]], CAPABILITY);
+    }
+    get(b"/etc/new\nline");
+    get(b"/etc/caf\xe9-latin1");
+    assert!(
+        entries
+            .iter()
+            .filter(|e| e.path.starts_with(b"/big/"))
+            .count()
+            == 300
     );
 }
 

@@ -15,7 +15,7 @@ use zerocopy::{FromBytes, FromZeros, IntoBytes};
 
 use super::hash::crc32;
 use super::types::Guid;
-pub use error::{Copy, TableError};
+pub use error::{GptCopy, TableError};
 use layout::{
     GptEntry, GptHeader, Mbr, MbrPartition, BOOTABLE, GPT_NAME_UNITS, GPT_REVISION, GPT_SIGNATURE,
     MBR_SIGNATURE, MBR_TAIL, PROTECTIVE_TYPE,
@@ -307,7 +307,7 @@ fn parse_mbr(mbr: &Mbr, total: u64) -> Result<Table, TableError> {
 }
 
 /// The header in `sector`, its signature, size and CRC-32 checked.
-fn parse_header(sector: &[u8], which: Copy) -> Result<GptHeader, TableError> {
+fn parse_header(sector: &[u8], which: GptCopy) -> Result<GptHeader, TableError> {
     let (h, _) = GptHeader::read_from_prefix(sector).map_err(|_| TableError::TooShort { which })?;
     if h.signature != GPT_SIGNATURE {
         return Err(TableError::BadSignature { which });
@@ -336,7 +336,7 @@ fn entry_array<'a>(
     at: Option<usize>,
     len: usize,
     h: &GptHeader,
-    which: Copy,
+    which: GptCopy,
 ) -> Result<&'a [u8], TableError> {
     let lba = h.partition_entry_lba.get();
     let array = at
@@ -357,12 +357,12 @@ fn parse_gpt(head: &[u8], tail: &[u8], total: u64) -> Result<Table, TableError> 
     let s = SECTOR as usize;
     let last = total - 1;
     let primary = head.get(s..2 * s).ok_or(TableError::TooShort {
-        which: Copy::Primary,
+        which: GptCopy::Primary,
     })?;
-    let h = parse_header(primary, Copy::Primary)?;
+    let h = parse_header(primary, GptCopy::Primary)?;
     if h.my_lba.get() != 1 || h.alternate_lba.get() != last {
         return Err(TableError::HeaderLocation {
-            which: Copy::Primary,
+            which: GptCopy::Primary,
             current: h.my_lba.get(),
             alternate: h.alternate_lba.get(),
             last,
@@ -379,17 +379,17 @@ fn parse_gpt(head: &[u8], tail: &[u8], total: u64) -> Result<Table, TableError> 
     let at = usize::try_from(h.partition_entry_lba.get())
         .ok()
         .and_then(|l| l.checked_mul(s));
-    let array = entry_array(head, at, len, &h, Copy::Primary)?;
+    let array = entry_array(head, at, len, &h, GptCopy::Primary)?;
     // The backup: header in the last sector, its array just before.
     if tail.len() < s + len {
         return Err(TableError::TooShort {
-            which: Copy::Backup,
+            which: GptCopy::Backup,
         });
     }
-    let b = parse_header(&tail[tail.len() - s..], Copy::Backup)?;
+    let b = parse_header(&tail[tail.len() - s..], GptCopy::Backup)?;
     if b.my_lba.get() != last || b.alternate_lba.get() != 1 {
         return Err(TableError::HeaderLocation {
-            which: Copy::Backup,
+            which: GptCopy::Backup,
             current: b.my_lba.get(),
             alternate: b.alternate_lba.get(),
             last,
@@ -402,7 +402,7 @@ fn parse_gpt(head: &[u8], tail: &[u8], total: u64) -> Result<Table, TableError> 
         .checked_sub(tail_start)
         .and_then(|x| usize::try_from(x).ok()?.checked_mul(s))
         .filter(|&o| o + len <= tail.len());
-    let barray = entry_array(tail, boff, len, &b, Copy::Backup)?;
+    let barray = entry_array(tail, boff, len, &b, GptCopy::Backup)?;
     if barray != array {
         return Err(TableError::BackupEntriesDiffer);
     }
@@ -537,19 +537,19 @@ mod tests {
             got: 0,
         };
         for (at, what, want) in [
-            (512 + 40, "header", header(Copy::Primary)),
-            (1024 + 5, "array", entries(Copy::Primary)),
-            (d.len() - 512 + 40, "backup header", header(Copy::Backup)),
+            (512 + 40, "header", header(GptCopy::Primary)),
+            (1024 + 5, "array", entries(GptCopy::Primary)),
+            (d.len() - 512 + 40, "backup header", header(GptCopy::Backup)),
             (
                 d.len() - 512 - 16 * 1024 + 3,
                 "backup array",
-                entries(Copy::Backup),
+                entries(GptCopy::Backup),
             ),
             (
                 512,
                 "signature",
                 TableError::BadSignature {
-                    which: Copy::Primary,
+                    which: GptCopy::Primary,
                 },
             ),
             (510, "0x55AA", TableError::NoMbrSignature),

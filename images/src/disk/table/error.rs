@@ -5,18 +5,18 @@ use super::layout::{GPT_ENTRIES, MBR_ENTRIES, SECTOR};
 
 /// Which of a GPT's two copies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Copy {
+pub enum GptCopy {
     /// The header at LBA 1 and its array.
     Primary,
     /// The header in the last sector and its array.
     Backup,
 }
 
-impl std::fmt::Display for Copy {
+impl std::fmt::Display for GptCopy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            Copy::Primary => "primary",
-            Copy::Backup => "backup",
+            GptCopy::Primary => "primary",
+            GptCopy::Backup => "backup",
         })
     }
 }
@@ -102,13 +102,13 @@ pub enum TableError {
     #[error("the {which} GPT header has no \"EFI PART\" signature")]
     BadSignature {
         /// Which copy.
-        which: Copy,
+        which: GptCopy,
     },
     /// A GPT header size outside 92–512 bytes.
     #[error("the {which} GPT header claims {size} bytes")]
     HeaderSize {
         /// Which copy.
-        which: Copy,
+        which: GptCopy,
         /// The claimed size.
         size: u32,
     },
@@ -116,7 +116,7 @@ pub enum TableError {
     #[error("the {which} GPT header's CRC-32 is wrong (it says {expected:#010x}, its bytes give {got:#010x})")]
     HeaderChecksum {
         /// Which copy.
-        which: Copy,
+        which: GptCopy,
         /// The CRC-32 in the header.
         expected: u32,
         /// The CRC-32 of the bytes.
@@ -126,7 +126,7 @@ pub enum TableError {
     #[error("the {which} GPT header says it is at LBA {current} with its other copy at {alternate}; the disk's last LBA is {last}")]
     HeaderLocation {
         /// Which copy.
-        which: Copy,
+        which: GptCopy,
         /// Its `my_lba`.
         current: u64,
         /// Its `alternate_lba`.
@@ -146,13 +146,13 @@ pub enum TableError {
     #[error("the disk is too short for the {which} GPT")]
     TooShort {
         /// Which copy.
-        which: Copy,
+        which: GptCopy,
     },
     /// The entry array does not lie where the caller's bytes are.
     #[error("the {which} GPT entry array at LBA {lba} lies outside the sectors read")]
     EntriesMisplaced {
         /// Which copy.
-        which: Copy,
+        which: GptCopy,
         /// Its `partition_entry_lba`.
         lba: u64,
     },
@@ -160,7 +160,7 @@ pub enum TableError {
     #[error("the {which} GPT entry array's CRC-32 is wrong (the header says {expected:#010x}, its bytes give {got:#010x})")]
     EntriesChecksum {
         /// Which copy.
-        which: Copy,
+        which: GptCopy,
         /// The CRC-32 in the header.
         expected: u32,
         /// The CRC-32 of the array.

@@ -130,8 +130,10 @@ pub enum Error {
     },
     /// A patch would change an inode's file type, or sets bits outside a
     /// 16-bit mode.
-    #[error("erofs inode {nid}: mode {mode:#o} would change its type {was:#o} (set permission bits only)")]
+    #[error("{}: mode {mode:#o} would change its type {was:#o} (set permission bits only)", named(path, *nid))]
     ModeType {
+        /// The patch's path, if it named one.
+        path: Option<Vec<u8>>,
         /// The inode.
         nid: u64,
         /// Its current mode.
@@ -141,8 +143,10 @@ pub enum Error {
     },
     /// An owner a compact (32-byte) inode cannot hold: it has 16-bit
     /// ids, and an inode cannot grow in place.
-    #[error("erofs inode {nid} would be owned by {id}, which its compact inode cannot hold (16-bit ids): make the image with extended inodes (mkfs.erofs -Eforce-inode-extended)")]
+    #[error("{} would be owned by {id}, which its compact erofs inode cannot hold (16-bit ids): make the image with extended inodes (mkfs.erofs -Eforce-inode-extended)", named(path, *nid))]
     IdTooWide {
+        /// The patch's path, if it named one.
+        path: Option<Vec<u8>>,
         /// The inode.
         nid: u64,
         /// The uid or gid.
@@ -305,4 +309,12 @@ pub enum DirFault {
     /// An empty name, one longer than 255 bytes, or one holding `/` or NUL.
     #[error("entry {0}: the name is empty, longer than 255 bytes or holds '/'")]
     BadName(usize),
+}
+
+/// A patched inode in words: its path, or its nid.
+fn named(path: &Option<Vec<u8>>, nid: u64) -> String {
+    match path {
+        Some(p) => String::from_utf8_lossy(p).into_owned(),
+        None => format!("erofs inode {nid}"),
+    }
 }

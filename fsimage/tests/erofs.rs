@@ -215,6 +215,11 @@ fn a_wide_id_on_a_compact_inode_is_refused_and_the_image_is_left_as_it_was() {
     let err = erofs::apply(&img, &patches, XattrOrder::ByName).unwrap_err();
     assert!(matches!(err, Error::IdTooWide { id: 70_000, .. }), "{err}");
     assert!(err.to_string().contains("force-inode-extended"), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("/etc/hostname would be owned by 70000"),
+        "{err}"
+    );
     assert_eq!(fs::read(&img).unwrap(), before, "a refused patch wrote");
     for (at, want) in [
         (At::Path(b"/nope".to_vec()), "NotFound"),

@@ -138,7 +138,11 @@ fn plan(file: &File, patches: &[Patch], order: XattrOrder) -> Result<Vec<(u64, V
                 v.insert((ino, raw))
             }
         };
-        set(ino, raw, p)?;
+        let path = match &p.at {
+            At::Path(path) => Some(path),
+            At::Nid(_) => None,
+        };
+        set(ino, raw, p).map_err(|e| e.named(path))?;
     }
     let mut writes: Vec<(u64, Vec<u8>)> = inodes
         .into_values()
@@ -161,6 +165,7 @@ fn set(ino: &Inode, raw: &mut [u8], p: &Patch) -> Result<(), Error> {
     let mode = match p.mode {
         Some(m) if m & S_IFMT != ino.mode & S_IFMT || m > 0xFFFF => {
             return Err(Error::ModeType {
+                path: None,
                 nid,
                 was: ino.mode,
                 mode: m,
@@ -181,7 +186,13 @@ fn set(ino: &Inode, raw: &mut [u8], p: &Patch) -> Result<(), Error> {
             i.i_gid.set(g);
         }
     } else {
-        let narrow = |id: u32| u16::try_from(id).map_err(|_| Error::IdTooWide { nid, id });
+        let narrow = |id: u32| {
+            u16::try_from(id).map_err(|_| Error::IdTooWide {
+                path: None,
+                nid,
+                id,
+            })
+        };
         let (uid, gid) = (
             p.uid.map(narrow).transpose()?,
             p.gid.map(narrow).transpose()?,
@@ -229,4 +240,24 @@ fn sorted_xattrs(img: &Image<'_, File>, ino: &Inode) -> Result<Option<(u64, Vec<
     }
     let b: Vec<u8> = sorted.iter().flat_map(|e| e.1.iter().copied()).collect();
     Ok(Some((ino.offset + ino.head() + start as u64, b)))
+}
+
+impl Error {
+    /// The error with the patch's path put in, where it names an inode.
+    fn named(self, at: Option<&Vec<u8>>) -> Error {
+        match self {
+            Error::IdTooWide { nid, id, .. } => Error::IdTooWide {
+                path: at.cloned(),
+                nid,
+                id,
+            },
+            Error::ModeType { nid, was, mode, .. } => Error::ModeType {
+                path: at.cloned(),
+                nid,
+                was,
+                mode,
+            },
+            e => e,
+        }
+    }
 }

@@ -1,7 +1,7 @@
 //! The erofs reader and writer against images the real mkfs.erofs makes
 //! from a hostile tree, checked by `fsck.erofs`, `dump.erofs` and a loop
 //! mount. bookworm's mkfs.erofs 1.5 fails on a 255-byte name ("Could not
-//! format the device"), so the tree here has none.
+//! format the device"), so the tree's longest name here is 254 bytes.
 
 mod common;
 
@@ -24,7 +24,7 @@ fn made(args: &[&str]) -> (tempfile::TempDir, std::path::PathBuf, std::path::Pat
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let tree = dir.path().join("tree");
     let img = dir.path().join("image.erofs");
-    make_tree(&tree, false);
+    make_tree(&tree, 254);
     run(Command::new("mkfs.erofs")
         .arg("--quiet")
         .args(args)

@@ -22,7 +22,7 @@ fn made(args: &[&str]) -> (tempfile::TempDir, std::path::PathBuf, std::path::Pat
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let tree = dir.path().join("tree");
     let img = dir.path().join("image.ext4");
-    make_tree(&tree, true);
+    make_tree(&tree, 255);
     fs::File::create(&img).unwrap().set_len(64 << 20).unwrap();
     run(Command::new("mkfs.ext4")
         .args(["-q", "-F", "-E", "root_owner=0:0", "-d"])

@@ -20,7 +20,7 @@ fn made(args: &[&str]) -> (tempfile::TempDir, std::path::PathBuf, std::path::Pat
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let tree = dir.path().join("tree");
     let img = dir.path().join("image.squashfs");
-    make_tree(&tree, true);
+    make_tree(&tree, 255);
     run(Command::new("mksquashfs")
         .arg(&tree)
         .arg(&img)

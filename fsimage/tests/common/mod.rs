@@ -61,9 +61,10 @@ pub const CAPABILITY: [u8; 20] = [
 /// (one above 65535), a character and a block device, set-id and sticky
 /// modes, hard links, symlinks (one with a 1000-byte target), xattrs
 /// (`security.capability`, `user.*`), a directory of 300 entries, and
-/// names with a non-UTF-8 byte, a newline, a backslash and a colon; with
-/// `long_name`, a 255-byte name too.
-pub fn make_tree(root: &Path, long_name: bool) {
+/// names with a non-UTF-8 byte, a newline, a backslash and a colon, and
+/// a name of `long_name` bytes (255, Linux's longest, where the tool
+/// takes it).
+pub fn make_tree(root: &Path, long_name: usize) {
     let d = |rel: &[u8]| fs::create_dir_all(p(root, rel)).unwrap();
     let f = |rel: &[u8], body: &[u8]| fs::write(p(root, rel), body).unwrap();
     let own = |rel: &[u8], uid: u32, gid: u32| {
@@ -123,9 +124,7 @@ pub fn make_tree(root: &Path, long_name: bool) {
     ] {
         f(&[b"etc/", name].concat(), name);
     }
-    if long_name {
-        f(&[&b"etc/"[..], &[b'n'; 255]].concat(), b"long");
-    }
+    f(&[&b"etc/"[..], &vec![b'n'; long_name]].concat(), b"long");
 }
 
 /// Every path of the tree (`/` its root), with its lstat.

@@ -50,6 +50,7 @@ fn every_entry_reads_back_as_the_tree_has_it_with_any_inode_form_and_compression
         &[],
         &["-Eforce-inode-extended"],
         &["-zlz4hc", "-T0"],
+        &["-x1", "-T0"],
         &["-x-1", "-T0"],
     ] {
         eprintln!("mkfs.erofs {args:?}");

@@ -110,6 +110,10 @@ pub fn make_tree(root: &Path, long_name: usize) {
     xattr::set(p(root, b"etc/hostname"), "user.a", b"").unwrap();
     xattr::set(p(root, b"etc"), "user.dir", &[0, 1, 2, 0xff]).unwrap();
     xattr::set(p(root, b"etc/owned"), "trusted.t", b"tv").unwrap();
+    // One name and value on several files: erofs shares it (`-x1`).
+    for f in [&b"etc/owned"[..], b"etc/wide", b"usr/bin/wall", b"big"] {
+        xattr::set(p(root, f), "user.shared", b"the same value").unwrap();
+    }
     for i in 0..300 {
         f(
             format!("big/entry-with-a-longish-name-{i:04}").as_bytes(),

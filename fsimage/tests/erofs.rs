@@ -181,14 +181,17 @@ fn mounted(img: &Path, want: &[(&str, u32, u32, u32)]) {
         eprintln!("SKIPPED the mount check: the kernel would not mount erofs");
         return;
     }
+    // Unmounted before any assertion, so a failure leaves no mount.
     let checked: Vec<_> = want
         .iter()
         .map(|(p, ..)| {
-            let m = fs::symlink_metadata(dir.path().join(p)).unwrap();
-            (*p, m.uid(), m.gid(), m.mode())
+            fs::symlink_metadata(dir.path().join(p))
+                .map(|m| (*p, m.uid(), m.gid(), m.mode()))
+                .map_err(|e| format!("{p}: {e}"))
         })
         .collect();
     run(Command::new("umount").arg(dir.path()));
+    let checked: Vec<_> = checked.into_iter().map(Result::unwrap).collect();
     assert_eq!(checked, want);
 }
 

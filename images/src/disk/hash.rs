@@ -1,35 +1,13 @@
 //! The two checksums a disk needs: CRC-32 (IEEE 802.3, reflected, as the
-//! GPT header and entry array carry it; small, so it lives here) and
+//! GPT header and entry array carry it; the `crc32fast` crate) and
 //! SHA-256 (bmaptool's block map, GUIDs derived from a seed; the `sha2`
 //! crate).
 
-/// CRC-32 as UEFI computes it for GPT headers and entry arrays (poly
-/// 0xEDB88320 reflected, initial value and final xor 0xFFFFFFFF).
+/// CRC-32 as UEFI computes it for GPT headers and entry arrays (IEEE
+/// 802.3: poly 0xEDB88320 reflected, initial value and final xor
+/// 0xFFFFFFFF), by the `crc32fast` crate.
 pub fn crc32(data: &[u8]) -> u32 {
-    const TABLE: [u32; 256] = {
-        let mut t = [0u32; 256];
-        let mut i = 0;
-        while i < 256 {
-            let mut c = i as u32;
-            let mut k = 0;
-            while k < 8 {
-                c = if c & 1 != 0 {
-                    0xEDB8_8320 ^ (c >> 1)
-                } else {
-                    c >> 1
-                };
-                k += 1;
-            }
-            t[i] = c;
-            i += 1;
-        }
-        t
-    };
-    let mut c = 0xFFFF_FFFFu32;
-    for &b in data {
-        c = TABLE[((c ^ b as u32) & 0xFF) as usize] ^ (c >> 8);
-    }
-    c ^ 0xFFFF_FFFF
+    crc32fast::hash(data)
 }
 
 /// SHA-256 (the `sha2` crate, as the btrfs crate's derived UUIDs use it);

@@ -21,20 +21,15 @@ pub struct Guid(pub [u8; 16]);
 pub struct GuidError(pub String);
 
 impl Guid {
-    /// The on-disk (mixed-endian) form.
+    /// The on-disk (mixed-endian) form: the first three fields
+    /// little-endian (`uuid`'s `to_bytes_le`).
     pub fn to_disk(self) -> [u8; 16] {
-        let b = self.0;
-        let mut d = b;
-        d[0..4].copy_from_slice(&[b[3], b[2], b[1], b[0]]);
-        d[4..6].copy_from_slice(&[b[5], b[4]]);
-        d[6..8].copy_from_slice(&[b[7], b[6]]);
-        d
+        uuid::Uuid::from_bytes(self.0).to_bytes_le()
     }
 
-    /// From the on-disk form.
+    /// From the on-disk form (`uuid`'s `from_bytes_le`).
     pub fn from_disk(d: [u8; 16]) -> Guid {
-        // The swap is its own inverse.
-        Guid(Guid(d).to_disk())
+        Guid(uuid::Uuid::from_bytes_le(d).into_bytes())
     }
 
     /// A version-4-shaped GUID from 16 random or derived bytes.

@@ -1,0 +1,31 @@
+//! Readers for the filesystem images rootbox makes besides btrfs, and
+//! the erofs inode writer.
+//!
+//! Every reader returns the same [`Entry`] per path, so the runner checks
+//! an image against its staged tree the same way whatever made it. Names
+//! are bytes, as on Linux: an [`Entry`]'s path holds every byte but NUL,
+//! `/` separating the components.
+//!
+//! - [`erofs`]: rootbox's own reader of the erofs format (superblock,
+//!   inodes, directories, xattrs) and the writer that sets owners and
+//!   modes in the inodes and orders their xattrs ([`erofs::apply`]).
+//! - [`ext4`]: rootbox's own reader of what `mkfs.ext4 -d` writes.
+//! - [`squashfs`]: rootbox's own reader of squashfs 4.0 (inodes,
+//!   directories, the id and xattr tables).
+//!
+//! Each on-disk structure is described once, as a `zerocopy` struct
+//! whose size is asserted at compile time (`erofs/layout.rs`,
+//! `ext4/layout.rs`, `squashfs/layout.rs`).
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod entry;
+pub mod erofs;
+mod error;
+pub mod ext4;
+mod source;
+pub mod squashfs;
+
+pub use entry::{Entry, Xattrs, S_IFBLK, S_IFCHR, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG};
+pub use error::{DirFault, Error};

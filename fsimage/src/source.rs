@@ -1,0 +1,80 @@
+//! Where a reader's bytes come from: an image file or a slice (tests and
+//! the fuzzer), read at offsets with a typed error for a short image.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+
+use zerocopy::FromBytes;
+
+use crate::Error;
+
+/// Bytes readable at an offset.
+pub(crate) trait Source {
+    /// Fills `buf` from `offset`; an image too short gives `UnexpectedEof`.
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+    /// Bytes in the image.
+    fn size(&self) -> io::Result<u64>;
+}
+
+impl Source for File {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        FileExt::read_exact_at(self, buf, offset)
+    }
+    fn size(&self) -> io::Result<u64> {
+        Ok(self.metadata()?.len())
+    }
+}
+
+impl Source for [u8] {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        let start = usize::try_from(offset).map_err(|_| io::ErrorKind::UnexpectedEof)?;
+        let src = start
+            .checked_add(buf.len())
+            .and_then(|end| self.get(start..end))
+            .ok_or(io::ErrorKind::UnexpectedEof)?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
+    fn size(&self) -> io::Result<u64> {
+        Ok(self.len() as u64)
+    }
+}
+
+/// Reads `len` bytes of `what` at `offset`.
+pub(crate) fn bytes<S: Source + ?Sized>(
+    src: &S,
+    offset: u64,
+    len: usize,
+    what: &'static str,
+) -> Result<Vec<u8>, Error> {
+    let io = |source| Error::Io {
+        what,
+        offset,
+        source,
+    };
+    // Checked before allocating, so a corrupt length costs no memory.
+    let size = src.size().map_err(io)?;
+    if offset.checked_add(len as u64).is_none_or(|end| end > size) {
+        return Err(Error::Truncated { what, offset, len });
+    }
+    let mut b = vec![0u8; len];
+    src.read_exact_at(&mut b, offset).map_err(|e| {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            Error::Truncated { what, offset, len }
+        } else {
+            io(e)
+        }
+    })?;
+    Ok(b)
+}
+
+/// Reads the structure `T` (`what`) at `offset`.
+pub(crate) fn get<T: FromBytes, S: Source + ?Sized>(
+    src: &S,
+    offset: u64,
+    what: &'static str,
+) -> Result<T, Error> {
+    let b = bytes(src, offset, size_of::<T>(), what)?;
+    Ok(T::read_from_bytes(&b).expect("the size of T was read"))
+}

@@ -1,0 +1,122 @@
+//! The ext4 reader against images the real `mkfs.ext4 -d` makes from a
+//! hostile tree (4 KiB and 1 KiB blocks, 64bit and metadata_csum on and
+//! off, xattrs in the inode and in xattr blocks), each entry compared
+//! with lstat of the tree, checked by `e2fsck -fn`, and against
+//! corruption.
+
+mod common;
+
+use std::fs;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::process::Command;
+
+use common::{can_run, compare, make_tree, run, Blind};
+use rootbox_fsimage::{ext4, Entry, Error};
+
+const SEEN: Blind = Blind {
+    xattrs: false,
+    nlink_dirs: false,
+};
+
+fn made(args: &[&str]) -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let tree = dir.path().join("tree");
+    let img = dir.path().join("image.ext4");
+    make_tree(&tree, 255);
+    fs::File::create(&img).unwrap().set_len(64 << 20).unwrap();
+    run(Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-E", "root_owner=0:0", "-d"])
+        .arg(&tree)
+        .args(args)
+        .arg(&img));
+    run(Command::new("e2fsck").arg("-fn").arg(&img));
+    (dir, tree, img)
+}
+
+/// The image's entries as the tree has them: mkfs.ext4 adds
+/// `lost+found`, which also counts as a link of the root.
+fn without_lost_found(mut entries: Vec<Entry>) -> Vec<Entry> {
+    let before = entries.len();
+    entries.retain(|e| e.path != b"/lost+found");
+    assert_eq!(before - 1, entries.len(), "no /lost+found was read");
+    entries[0].nlink -= 1;
+    entries
+}
+
+#[test]
+fn every_entry_reads_back_as_the_tree_has_it_in_every_layout() {
+    if !can_run("mkfs.ext4") {
+        return;
+    }
+    for args in [
+        &[][..],
+        &["-b", "1024", "-O", "^metadata_csum,^64bit"],
+        &["-I", "128"],
+        &["-b", "2048", "-O", "^has_journal"],
+    ] {
+        eprintln!("mkfs.ext4 {args:?}");
+        let (_dir, tree, img) = made(args);
+        let entries = ext4::read(&img).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        assert_eq!(ext4::read_bytes(&fs::read(&img).unwrap()).unwrap(), entries);
+        compare(&tree, &without_lost_found(entries), SEEN);
+    }
+}
+
+#[test]
+fn a_flipped_superblock_byte_is_a_checksum_error_and_mutations_never_panic() {
+    if !can_run("mkfs.ext4") {
+        return;
+    }
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let t = dir.path().join("t");
+    fs::create_dir_all(t.join("a/b")).unwrap();
+    fs::write(t.join("a/f"), b"data").unwrap();
+    fs::hard_link(t.join("a/f"), t.join("h")).unwrap();
+    std::os::unix::fs::symlink("x".repeat(300), t.join("l")).unwrap();
+    xattr::set(t.join("a/f"), "user.k", b"v").unwrap();
+    let img = dir.path().join("i");
+    fs::File::create(&img).unwrap().set_len(1 << 20).unwrap();
+    run(Command::new("mkfs.ext4")
+        .args([
+            "-q",
+            "-F",
+            "-b",
+            "1024",
+            "-N",
+            "32",
+            "-O",
+            "^has_journal",
+            "-d",
+        ])
+        .arg(&t)
+        .arg(&img));
+    let good = fs::read(&img).unwrap();
+    assert!(ext4::read_bytes(&good).is_ok());
+    let mut bad = good.clone();
+    bad[1024 + 0x20] ^= 1;
+    assert!(matches!(
+        ext4::read_bytes(&bad),
+        Err(Error::Ext4SuperblockChecksum { .. })
+    ));
+    let r = ext4::read_bytes(&good[..good.len() - 1]);
+    assert!(matches!(r, Err(Error::Truncated { .. })), "{r:?}");
+    // Flips in the metadata (the first 64 KiB: superblock, descriptors,
+    // bitmaps, inode table, directories), with the superblock checksum
+    // computed again so each flip reaches past it.
+    let mut panics = Vec::new();
+    for at in (0..good.len().min(64 << 10)).step_by(7) {
+        let mut b = good.clone();
+        b[at] ^= 0x11;
+        let crc = !crc32c::crc32c(&b[1024..1024 + 0x3FC]);
+        b[1024 + 0x3FC..1024 + 0x400].copy_from_slice(&crc.to_le_bytes());
+        if catch_unwind(AssertUnwindSafe(|| ext4::read_bytes(&b))).is_err() {
+            panics.push(format!("flip {at}"));
+        }
+    }
+    for len in (0..good.len()).step_by(509) {
+        if catch_unwind(|| ext4::read_bytes(&good[..len])).is_err() {
+            panics.push(format!("cut {len}"));
+        }
+    }
+    assert!(panics.is_empty(), "panics:\n{}", panics.join("\n"));
+}

@@ -727,6 +727,34 @@ fn make_closure(case: &Case) -> (PathBuf, PathBuf, String) {
     (store, list, format!("/nix/store/{name}/bin/hello"))
 }
 
+/// `--json` says which filesystem it made, and holds that filesystem's
+/// own details under its name, and no other's.
+fn assert_report_names_its_filesystem(r: &Value, fs_name: &str) {
+    assert_eq!(r["filesystem"], fs_name, "{r:#}");
+    let package = match fs_name {
+        "ext4" => "e2fsprogs",
+        "erofs" => "erofs-utils",
+        _ => "squashfs-tools",
+    };
+    let d = &r[fs_name];
+    assert_eq!(d["tool"], package, "{r:#}");
+    let version = d["tool_version"].as_str().expect("tool_version");
+    assert_eq!(version.split('.').count(), 3, "{r:#}");
+    assert!(d["verified_paths"].as_u64().unwrap_or(0) > 5, "{r:#}");
+    for absent in [
+        "btrfs",
+        "mkfs_version",
+        "mkfs_features",
+        "reflink",
+        "reproducible",
+    ] {
+        assert!(
+            r.get(absent).is_none(),
+            "{absent} in a {fs_name} report: {r:#}"
+        );
+    }
+}
+
 fn build(user: &User, args: &[&str]) -> Out {
     run(rootbox(user).arg("build").args(args))
 }
@@ -764,6 +792,11 @@ fn rootbox_build_makes_each_filesystem_from_a_rootfs_a_closure_and_a_manifest() 
         let report: Value =
             serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}\n{out}"));
         assert_eq!(report["verified"], true, "{out}");
+        assert_report_names_its_filesystem(&report, fs_name);
+        assert!(
+            report[fs_name]["manifest_paths"].as_u64().unwrap_or(0) >= 1,
+            "{report:#}"
+        );
         let got = read_back(&user, fs_name, &image);
         // The store path: not mapped, given to root, not setuid root.
         assert_inode(&got, &hello, 0o100555, 0, 0);

@@ -14,5 +14,8 @@ mod doctor;
 mod error_text;
 mod fs;
 mod inspect;
+pub mod interrupted;
+pub mod output;
 pub mod pipeline;
+pub mod reproducible;
 mod run;

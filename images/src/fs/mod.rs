@@ -1,6 +1,9 @@
-//! Planning for the filesystems other than btrfs: ext4, erofs and squashfs.
+//! Planning per filesystem, one module each: [`btrfs`] (mkfs.btrfs, its
+//! versions, `--reflink`; the subvolume layout is [`crate::layout`]'s),
+//! and [`ext4`], [`erofs`] and [`squashfs`], planned together below.
 //!
-//! Each gets the same staged tree (owners as the build's user namespace
+//! These three ([`Filesystem`]) are made from the layout's one root. Each
+//! gets the same staged tree (owners as the build's user namespace
 //! sees them) and the same ownership rules; what differs is how a
 //! filesystem's tools are told about the owners a namespace cannot
 //! express:
@@ -16,6 +19,7 @@
 //! then the ownership manifest applies, last matching line winning.
 //! This module builds arguments and command files; it runs nothing.
 
+pub mod btrfs;
 pub mod erofs;
 pub mod ext4;
 pub mod squashfs;
@@ -215,8 +219,8 @@ pub fn parse_version(text: &str) -> Option<(u32, u32, u32)> {
         })
 }
 
-/// Checks the version output of [`Filesystem::tool`].
-pub fn check_version(filesystem: Filesystem, output: &str) -> Result<(), FsError> {
+/// Checks the version output of [`Filesystem::tool`]; the version found.
+pub fn check_version(filesystem: Filesystem, output: &str) -> Result<(u32, u32, u32), FsError> {
     let t = filesystem.tool();
     let show = |(a, b, c): (u32, u32, u32)| format!("{a}.{b}.{c}");
     let old = |found: String| FsError::OldTool {
@@ -227,7 +231,7 @@ pub fn check_version(filesystem: Filesystem, output: &str) -> Result<(), FsError
         why: t.why,
     };
     match parse_version(output) {
-        Some(v) if v >= t.need => Ok(()),
+        Some(v) if v >= t.need => Ok(v),
         Some(v) => Err(old(show(v))),
         None => Err(old(format!("no version in {:?}", output.trim()))),
     }

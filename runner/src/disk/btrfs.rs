@@ -12,9 +12,9 @@ use anyhow::{Context, Result};
 use rootbox_images::spec::Spec;
 use rootbox_sandbox::MapMode;
 
-pub use crate::pipeline::output::Target;
+pub use crate::interrupted::Interrupted;
+pub use crate::output::Target;
 use crate::pipeline::request::{Options, Reproducible, StoreStaging};
-pub use crate::pipeline::Interrupted;
 use crate::pipeline::{build, BuildRequest, Report};
 
 /// A btrfs filesystem built for a partition: an unlinked file (nothing of

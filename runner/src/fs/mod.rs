@@ -213,6 +213,9 @@ pub const STAGED_ROOT: &str = "root";
 pub struct StagedJob {
     /// The filesystem.
     pub filesystem: Filesystem,
+    /// Where the image goes (`/proc/self/fd/N`, inherited from the
+    /// parent; the parent publishes it).
+    pub image: PathBuf,
     /// `label`.
     pub label: Option<String>,
     /// `uuid`.
@@ -234,13 +237,7 @@ pub struct StagedJob {
 
 /// Runs [`make`] for a build in its staging step: `source` is the staged
 /// tree, `image` the output, `max_mtime` the newest source mtime.
-pub fn run_staged(
-    j: &StagedJob,
-    source: &Path,
-    image: &Path,
-    scratch: &Path,
-    max_mtime: i64,
-) -> Result<Made> {
+pub fn run_staged(j: &StagedJob, source: &Path, scratch: &Path, max_mtime: i64) -> Result<Made> {
     let manifest = match &j.manifest {
         Some((text, origin)) => Some(Manifest::parse(text, origin)?),
         None => None,
@@ -252,7 +249,7 @@ pub fn run_staged(
     let job = Job {
         filesystem: j.filesystem,
         source: source.to_path_buf(),
-        image: image.to_path_buf(),
+        image: j.image.clone(),
         options: Options {
             label: j.label.clone(),
             uuid: j.uuid.clone(),
@@ -292,6 +289,8 @@ pub struct Made {
     pub manifest_paths: usize,
     /// Paths compared against the tree after the fixes.
     pub verified_paths: usize,
+    /// A reproducible image: the epoch its times were clamped to.
+    pub reproducible_epoch: Option<u64>,
 }
 
 /// Makes the image, fixes its owners and verifies it (see the module doc).
@@ -322,12 +321,13 @@ pub fn make(job: &Job) -> Result<Made> {
         unmapped_given_to_root: fixes.iter().filter(|f| f.unmapped).count(),
         manifest_paths: fixes.iter().filter(|f| f.manifest_line.is_some()).count(),
         verified_paths: verified,
+        reproducible_epoch: job.options.reproducible.as_ref().map(|r| r.epoch),
     })
 }
 
 /// Checks the version of the filesystem's tools (see
-/// [`rootbox_images::fs::Filesystem::tool`]).
-pub fn check_tool(filesystem: Filesystem) -> Result<()> {
+/// [`rootbox_images::fs::Filesystem::tool`]); the version found.
+pub fn check_tool(filesystem: Filesystem) -> Result<String> {
     let t = filesystem.tool();
     let out = Command::new(t.command[0])
         .arg(t.command[1])
@@ -339,8 +339,8 @@ pub fn check_tool(filesystem: Filesystem) -> Result<()> {
             )
         })?;
     let text = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
-    rootbox_images::fs::check_version(filesystem, &text)?;
-    Ok(())
+    let (a, b, c) = rootbox_images::fs::check_version(filesystem, &text)?;
+    Ok(format!("{a}.{b}.{c}"))
 }
 
 /// The tree with `fixes` applied: what the image must hold.

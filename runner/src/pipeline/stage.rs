@@ -6,7 +6,9 @@
 //! 2. *stage*: a tmpfs on the staging directory, and each [`Op`] made on it
 //!    (directories, bind mounts, copies into scratch space);
 //! 3. *seal*: the staging tree made read-only;
-//! 4. *mkfs* on it, in a nested sandbox ([`super::mkfs::run`]).
+//! 4. *make* the image from it, in a nested sandbox: the backend's
+//!    [`MakeJob`] ([`make`]: mkfs.btrfs, [`super::mkfs::run`]; ext4, erofs,
+//!    squashfs, `crate::fs::cli::run_nested`).
 //!
 //! It then writes a [`StageResult`] for the parent ([`super::job`]).
 
@@ -23,7 +25,7 @@ use nix::sys::stat::{utimensat, Mode, SFlag, UtimensatFlags};
 use nix::sys::time::TimeSpec;
 
 use super::ids::{keep_mapped, strip_setid, translate_acl};
-use super::job::{StageJob, StageResult};
+use super::job::{MakeJob, StageJob, StageResult};
 use super::mkfs;
 use super::ops::{Meta, Op};
 use super::plan::{read_dir_sorted, Planner};
@@ -37,7 +39,7 @@ pub fn main(job_path: &Path) -> Result<std::process::ExitCode> {
     execute(&job)
 }
 
-/// Runs a job and writes its result; the exit code says whether mkfs made
+/// Runs a job and writes its result; the exit code says whether the tool made
 /// an image. Also called directly (no sandbox) for `--no-userns`.
 pub fn execute(job: &StageJob) -> Result<std::process::ExitCode> {
     let mut result = StageResult::default();
@@ -50,13 +52,13 @@ pub fn execute(job: &StageJob) -> Result<std::process::ExitCode> {
     }
     fs::write(&job.result, serde_json::to_vec(&result)?)
         .with_context(|| format!("writing {}", job.result.display()))?;
-    Ok(match (outcome, result.mkfs_status) {
+    Ok(match (outcome, result.tool_status) {
         (Ok(()), Some(0)) => std::process::ExitCode::SUCCESS,
         _ => std::process::ExitCode::from(1),
     })
 }
 
-/// The staging step: plan → stage → seal → mkfs.
+/// The staging step: plan → stage → seal → make.
 fn run(job: &StageJob, result: &mut StageResult) -> Result<()> {
     let start = Instant::now();
     let planner = plan(job, result)?;
@@ -67,86 +69,37 @@ fn run(job: &StageJob, result: &mut StageResult) -> Result<()> {
     seal(job)?;
     result.copy_secs = stager.copy_secs;
     result.copied_bytes = stager.copied;
-    result.mkfs_orders = job.mkfs.deterministic;
+    result.mkfs_orders = job.make.orders_itself();
     result.sorted_copy = job.sorted_copy;
     result.warnings.extend(stager.warnings);
     result.stage_secs = start.elapsed().as_secs_f64() - result.copy_secs;
 
     let start = Instant::now();
-    if let Some(fs) = &job.fs {
-        let (made, error) = run_fs_step(job, fs, result.max_mtime)?;
-        result.mkfs_status = Some(if made.is_some() { 0 } else { 1 });
-        result.fs_made = made;
-        result.mkfs_output = error.unwrap_or_default();
-        result.mkfs_secs = start.elapsed().as_secs_f64();
-        return Ok(());
-    }
-    // mkfs.btrfs 7.3's own reproducibility: the epoch for every time it
-    // writes, UUIDs derived from -U, --rootdir in a fixed order.
-    let env: Vec<(&str, String)> = if job.mkfs.deterministic {
-        let epoch = job.epoch.unwrap_or(result.max_mtime);
-        vec![
-            ("SOURCE_DATE_EPOCH", epoch.to_string()),
-            ("DETERMINISTIC_SEED", "1".to_string()),
-        ]
-    } else {
-        Vec::new()
-    };
-    let (status, output) = mkfs::run(&job.mkfs, &job.stage_dir, &result.counts, job.direct, &env)?;
+    make(job, result)?;
     result.mkfs_secs = start.elapsed().as_secs_f64();
-    result.mkfs_status = Some(status);
-    result.mkfs_output = output;
     Ok(())
 }
 
-/// ext4, erofs, squashfs: the one root's tree made into the image, its
-/// owners fixed and read back (`crate::fs`), by `rootbox __fs-stage` in a
-/// nested sandbox — for the reason mkfs.btrfs runs in one
-/// ([`mkfs::run`]): the staging mounts are then locked read-only to it.
-/// The owners it sees are the same: the nested map repeats this one.
-fn run_fs_step(
-    job: &StageJob,
-    fs: &crate::fs::StagedJob,
-    max_mtime: i64,
-) -> Result<(Option<crate::fs::Made>, Option<String>)> {
-    let step = crate::fs::cli::StageStep {
-        job: fs.clone(),
-        source: job.stage_dir.join(crate::fs::STAGED_ROOT),
-        image: job.mkfs.output.clone(),
-        scratch: job.scratch.clone(),
-        max_mtime,
-    };
-    let dir = tempfile::Builder::new()
-        .prefix("fs-step-")
-        .tempdir_in(&job.scratch)
-        .context("creating a directory for the filesystem step")?;
-    let (step_file, outcome) = (
-        dir.path().join("step.json"),
-        dir.path().join("outcome.json"),
-    );
-    std::fs::write(&step_file, serde_json::to_vec(&step)?)?;
-    let argv = [
-        std::ffi::OsString::from("/proc/self/exe"),
-        "__fs-stage".into(),
-        step_file.into(),
-        outcome.clone().into(),
-    ];
-    let status = rootbox_sandbox::Sandbox::new()
-        .command(argv)
-        .run()
-        .context("running the filesystem step in a nested sandbox")?;
-    let o: crate::fs::cli::StageOutcome = match std::fs::read(&outcome) {
-        Ok(b) if !b.is_empty() => {
-            serde_json::from_slice(&b).context("the filesystem step's outcome")?
+/// Makes the image from the sealed tree with the filesystem's tool: the
+/// staging step's one look at which filesystem it makes. The tool's
+/// status and output go into `result`.
+fn make(job: &StageJob, result: &mut StageResult) -> Result<()> {
+    match &job.make {
+        MakeJob::Btrfs(m) => mkfs::run_staged(m, job, result),
+        MakeJob::Tree(t) => {
+            let step = crate::fs::cli::StageStep {
+                job: t.clone(),
+                source: job.stage_dir.join(crate::fs::STAGED_ROOT),
+                scratch: job.scratch.clone(),
+                max_mtime: result.max_mtime,
+            };
+            let o = crate::fs::cli::run_nested(&step)?;
+            result.tool_status = Some(if o.made.is_some() { 0 } else { 1 });
+            result.made = o.made;
+            result.tool_output = o.error.unwrap_or_default();
+            Ok(())
         }
-        _ => crate::fs::cli::StageOutcome {
-            made: None,
-            error: Some(format!(
-                "the filesystem step ended with {status} and said nothing"
-            )),
-        },
-    };
-    Ok((o.made, o.error))
+    }
 }
 
 /// Walks the sources and decides how each reaches the staging tree; what
@@ -271,7 +224,7 @@ impl Stager<'_> {
             Op::File { src, dst, meta } => {
                 // mkfs --reflink cannot clone from the tmpfs: write the
                 // file in scratch space, on the image's filesystem.
-                let in_scratch = self.job.mkfs.reflink && !self.job.direct;
+                let in_scratch = self.job.make.clones() && !self.job.direct;
                 let p = if in_scratch {
                     let name = dst.to_string_lossy().replace('/', "%");
                     self.job.scratch.join(format!("file-{name}"))

@@ -22,12 +22,15 @@
 pub mod btrfs;
 pub mod erofs;
 pub mod ext4;
+pub mod name;
 pub mod squashfs;
 
 use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+
+pub use name::Name;
 
 use crate::owners::Manifest;
 use crate::size::{ByteSize, Size};
@@ -131,7 +134,7 @@ pub enum FsError {
     #[error("{path:?} cannot be written in {tool}'s command file: {why}; rename it")]
     PathSyntax {
         /// The image path.
-        path: String,
+        path: Name,
         /// The tool (debugfs, mksquashfs).
         tool: &'static str,
         /// The character at fault.
@@ -153,6 +156,27 @@ pub enum FsError {
         need: String,
         /// What the older ones lack.
         why: &'static str,
+    },
+    /// A name the filesystem holds but this version of its tool cannot
+    /// write.
+    #[error(
+        "{path}: a name of {len} bytes, which mkfs.{filesystem} {version} cannot write (it fails \
+         with \"Could not format the device\"; names of up to {limit} bytes work): shorten \
+         the name, or install a newer {package} (Debian sid's lifts this limit)"
+    )]
+    ToolNameLimit {
+        /// The filesystem.
+        filesystem: Filesystem,
+        /// The path, as the user gave it.
+        path: String,
+        /// The name's length in bytes.
+        len: usize,
+        /// The longest name this version writes.
+        limit: usize,
+        /// The tool's version.
+        version: String,
+        /// The Debian package.
+        package: &'static str,
     },
     /// An owner that the on-disk inode cannot hold.
     #[error("{filesystem}: {path} would be owned by {id}, which its inode cannot hold ({why})")]
@@ -317,7 +341,7 @@ pub fn too_small(filesystem: Filesystem, given: u64, needed: u64) -> FsError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Seen {
     /// The image path (`/` for the root).
-    pub path: String,
+    pub path: Name,
     /// Owner.
     pub uid: u32,
     /// Group.
@@ -330,7 +354,7 @@ pub struct Seen {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fix {
     /// The image path.
-    pub path: String,
+    pub path: Name,
     /// New owner.
     pub uid: u32,
     /// New group.
@@ -392,7 +416,10 @@ pub fn plan_fixes(
             unmapped: u || g,
             manifest_line: None,
         };
-        let from_archive = archive.and_then(|a| a.get(&s.path));
+        // Tar paths and manifest patterns are text: a name that is not
+        // UTF-8 meets them escaped (see [`name`]).
+        let text = s.path.escaped();
+        let from_archive = archive.and_then(|a| a.get(&text));
         if let Some(a) = from_archive {
             fix.uid = a.uid;
             fix.gid = a.gid;
@@ -400,7 +427,7 @@ pub fn plan_fixes(
                 fix.mode = (s.mode & !0o7777) | (a.mode & 0o7777);
             }
         }
-        if let Some((i, rule)) = manifest.and_then(|m| m.lookup(&s.path)) {
+        if let Some((i, rule)) = manifest.and_then(|m| m.lookup(&text)) {
             matched[i] = true;
             fix.uid = rule.uid;
             fix.gid = rule.gid;
@@ -428,15 +455,6 @@ pub fn plan_fixes(
     Ok(fixes)
 }
 
-/// Joins an image directory path and a name (`/` + `etc` = `/etc`).
-pub fn join(dir: &str, name: &str) -> String {
-    if dir == "/" {
-        format!("/{name}")
-    } else {
-        format!("{dir}/{name}")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -459,9 +477,13 @@ mod tests {
             seen("/shared", 0, 65534, 0o42775),
         ];
         let fixes = plan_fixes(&s, (65534, 65534), None, None).unwrap();
-        let got: Vec<(&str, u32, u32, u32)> = fixes
+        let got: Vec<(String, u32, u32, u32)> = fixes
             .iter()
-            .map(|f| (f.path.as_str(), f.uid, f.gid, f.mode))
+            .map(|f| (f.path.escaped(), f.uid, f.gid, f.mode))
+            .collect();
+        let got: Vec<(&str, u32, u32, u32)> = got
+            .iter()
+            .map(|(p, u, g, m)| (p.as_str(), *u, *g, *m))
             .collect();
         assert_eq!(
             got,
@@ -520,9 +542,13 @@ mod tests {
             seen("/usr", 0, 0, 0o40755),
         ];
         let fixes = plan_fixes(&s, (65534, 65534), Some(&archive), Some(&m)).unwrap();
-        let got: Vec<(&str, u32, u32, u32)> = fixes
+        let got: Vec<(String, u32, u32, u32)> = fixes
             .iter()
-            .map(|f| (f.path.as_str(), f.uid, f.gid, f.mode))
+            .map(|f| (f.path.escaped(), f.uid, f.gid, f.mode))
+            .collect();
+        let got: Vec<(&str, u32, u32, u32)> = got
+            .iter()
+            .map(|(p, u, g, m)| (p.as_str(), *u, *g, *m))
             .collect();
         assert_eq!(
             got,

@@ -143,6 +143,10 @@ pub fn make(a: &MakeArgs) -> Result<std::process::ExitCode> {
         archive: None,
         overflow: super::overflow_ids(),
         scratch: scratch.path().to_path_buf(),
+        origin: super::Origin {
+            rootfs: Some(a.source.display().to_string()),
+            store_dir: None,
+        },
     };
     let made = super::make(&job)?;
     std::fs::set_permissions(temp.path(), std::fs::Permissions::from_mode(0o644))

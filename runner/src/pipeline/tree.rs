@@ -34,10 +34,10 @@ impl Tree {
         let filesystem = fs
             .other()
             .context("the tree backend makes ext4, erofs and squashfs")?;
-        let version = crate::fs::check_tool(filesystem)?;
+        let (a, b, c) = crate::fs::check_tool(filesystem)?;
         Ok(Tree {
             filesystem,
-            version,
+            version: format!("{a}.{b}.{c}"),
             uuid: None,
         })
     }
@@ -115,6 +115,10 @@ impl Backend for Tree {
             reproducible,
             manifest,
             archive,
+            origin: crate::fs::Origin {
+                rootfs: p.spec.rootfs.as_ref().map(|r| r.display().to_string()),
+                store_dir: Some(super::inputs::IMAGE_STORE.to_string()),
+            },
         }))
     }
 

@@ -4,7 +4,8 @@
 //! as those bytes, byte for byte, and shows them (and serializes them, as
 //! a JSON string) losslessly escaped: UTF-8 characters as themselves but
 //! `\` as `\\`, and every control character and every byte that is not
-//! part of valid UTF-8 as `\xNN`. A path that is valid UTF-8 without
+//! part of valid UTF-8 as `\xnn` (two lowercase hex digits, as `rootbox
+//! inspect` writes btrfs names). A path that is valid UTF-8 without
 //! control characters or `\` is shown as it is.
 
 use std::fmt;
@@ -68,13 +69,13 @@ impl Name {
                 match c {
                     '\\' => s.push_str("\\\\"),
                     c if c.is_control() && (c as u32) < 0x100 => {
-                        s.push_str(&format!("\\x{:02X}", c as u32))
+                        s.push_str(&format!("\\x{:02x}", c as u32))
                     }
                     c => s.push(c),
                 }
             }
             for b in chunk.invalid() {
-                s.push_str(&format!("\\x{b:02X}"));
+                s.push_str(&format!("\\x{b:02x}"));
             }
         }
         s
@@ -161,9 +162,9 @@ mod tests {
     fn any_bytes_round_trip_through_the_escaped_text() {
         let cases: [(&[u8], &str); 6] = [
             (b"/etc/passwd", "/etc/passwd"),
-            (b"/srv/caf\xe9-latin1", "/srv/caf\\xE9-latin1"),
+            (b"/srv/caf\xe9-latin1", "/srv/caf\\xe9-latin1"),
             ("/srv/café".as_bytes(), "/srv/café"),
-            (b"/a\nb", "/a\\x0Ab"),
+            (b"/a\nb", "/a\\x0ab"),
             (b"/back\\slash:colon", "/back\\\\slash:colon"),
             (b"/x\\xE9", "/x\\\\xE9"),
         ];

@@ -1,3 +1,6 @@
+// Over 600 lines: 235 of them are the tests of the version and argument
+// rules below.
+
 //! Planning for btrfs: the `mkfs.btrfs` command line, the btrfs-progs
 //! version it needs, and whether it may clone the data (`--reflink`).
 //! (Subvolume layouts are [`crate::layout`]'s.)

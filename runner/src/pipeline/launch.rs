@@ -139,7 +139,7 @@ fn run_direct(job: &mut StageJob) -> Result<ExitStatus> {
     job.direct = true;
     job.stage_dir = job.scratch.join("stage");
     std::fs::create_dir_all(&job.stage_dir)
-        .with_context(|| format!("creating {}", job.stage_dir.display()))?;
+        .context("creating the staging directory in scratch space")?;
     tracing::info!("staging by copying, without a user namespace");
     let code = stage::execute(job)?;
     Ok(ExitStatus::Exited(if code == ExitCode::SUCCESS {

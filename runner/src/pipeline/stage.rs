@@ -144,7 +144,7 @@ fn stage<'a>(job: &'a StageJob, planner: &Planner) -> Result<Stager<'a>> {
             MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
             Some("mode=0755"),
         )
-        .with_context(|| format!("mounting the staging tmpfs on {}", job.stage_dir.display()))?;
+        .context("mounting the staging tmpfs (the tree mkfs reads)")?;
     }
     let mut stager = Stager {
         job,
@@ -163,7 +163,7 @@ fn stage<'a>(job: &'a StageJob, planner: &Planner) -> Result<Stager<'a>> {
     // points) inside a directory changes its mtime.
     for (path, meta) in stager.timed.iter().rev() {
         set_times(path, meta, job.reproducible)
-            .with_context(|| format!("setting the times of {}", path.display()))?;
+            .with_context(|| format!("setting the times of {}", shown(job, path)))?;
     }
     Ok(stager)
 }
@@ -172,7 +172,7 @@ fn stage<'a>(job: &'a StageJob, planner: &Planner) -> Result<Stager<'a>> {
 fn seal(job: &StageJob) -> Result<()> {
     if !job.direct {
         rootbox_sandbox::seal_readonly(&job.stage_dir)
-            .with_context(|| format!("making {} read-only", job.stage_dir.display()))?;
+            .context("making the staging tree read-only")?;
     }
     Ok(())
 }
@@ -197,28 +197,37 @@ impl Stager<'_> {
         self.job.stage_dir.join(rel)
     }
 
+    /// A path of the staging tree or of scratch space as the user knows
+    /// it, for messages: its place in the image, never rootbox's own
+    /// directories.
+    fn shown(&self, p: &Path) -> String {
+        shown(self.job, p)
+    }
+
     fn apply(&mut self, op: &Op) -> Result<()> {
         match op {
             Op::Dir { dst, meta } => {
                 let p = self.at(dst);
-                fs::create_dir(&p).with_context(|| format!("creating {}", p.display()))?;
-                set_meta(&p, meta, false, !self.job.direct)?;
+                fs::create_dir(&p).with_context(|| format!("creating {}", self.shown(&p)))?;
+                set_meta(&p, &self.shown(&p), meta, false, !self.job.direct)?;
                 self.timed.push((p, meta.clone()));
             }
-            Op::Bind { src, dst, dir } => bind(src, &self.at(dst), *dir)?,
+            Op::Bind { src, dst, dir } => {
+                bind(src, &self.at(dst), &self.shown(&self.at(dst)), *dir)?
+            }
             Op::Symlink { target, dst, meta } => {
                 let p = self.at(dst);
                 std::os::unix::fs::symlink(target, &p)
-                    .with_context(|| format!("creating symlink {}", p.display()))?;
-                set_meta(&p, meta, true, !self.job.direct)?;
+                    .with_context(|| format!("creating symlink {}", self.shown(&p)))?;
+                set_meta(&p, &self.shown(&p), meta, true, !self.job.direct)?;
                 self.timed.push((p, meta.clone()));
             }
             Op::Node { dst, meta } => {
                 let p = self.at(dst);
                 let kind = SFlag::from_bits_truncate(meta.mode) & SFlag::S_IFMT;
                 nix::sys::stat::mknod(&p, kind, Mode::from_bits_truncate(meta.mode & 0o7777), 0)
-                    .with_context(|| format!("creating {}", p.display()))?;
-                set_meta(&p, meta, false, !self.job.direct)?;
+                    .with_context(|| format!("creating {}", self.shown(&p)))?;
+                set_meta(&p, &self.shown(&p), meta, false, !self.job.direct)?;
                 self.timed.push((p, meta.clone()));
             }
             Op::File { src, dst, meta } => {
@@ -231,13 +240,14 @@ impl Stager<'_> {
                 } else {
                     self.at(dst)
                 };
+                let shown = self.shown(&self.at(dst));
                 fs::copy(src, &p)
-                    .with_context(|| format!("copying {} to {}", src.display(), p.display()))?;
-                set_meta(&p, meta, false, !self.job.direct)?;
+                    .with_context(|| format!("copying {} to {shown}", src.display()))?;
+                set_meta(&p, &shown, meta, false, !self.job.direct)?;
                 if in_scratch {
                     set_times(&p, meta, self.job.reproducible)
-                        .with_context(|| format!("setting the times of {}", p.display()))?;
-                    bind(&p, &self.at(dst), false)?;
+                        .with_context(|| format!("setting the times of {shown}"))?;
+                    bind(&p, &self.at(dst), &shown, false)?;
                 } else {
                     self.timed.push((p, meta.clone()));
                 }
@@ -260,12 +270,10 @@ impl Stager<'_> {
                 };
                 let scratch = &target;
                 self.copy_tree(src, scratch, &mut timed).map_err(|e| {
-                    let dir = scratch.parent().unwrap_or(scratch);
                     let full = format!("{e:#}").contains("os error 28");
                     e.context(format!(
-                        "copying {} into scratch space {}{}",
+                        "copying {} into scratch space{}",
                         src.display(),
-                        dir.display(),
                         if full {
                             " (it is full: free space there or choose another place with --scratch DIR)"
                         } else {
@@ -275,11 +283,11 @@ impl Stager<'_> {
                 })?;
                 for (p, m) in timed.iter().rev() {
                     set_times(p, m, self.job.reproducible)
-                        .with_context(|| format!("setting the times of {}", p.display()))?;
+                        .with_context(|| format!("setting the times of {}", self.shown(p)))?;
                 }
                 self.copy_secs += start.elapsed().as_secs_f64();
                 if !in_place {
-                    bind(scratch, &self.at(dst), *dir)?;
+                    bind(scratch, &self.at(dst), &self.shown(&self.at(dst)), *dir)?;
                 }
             }
         }
@@ -323,6 +331,7 @@ impl Stager<'_> {
         timed: &mut Vec<(PathBuf, Meta)>,
     ) -> Result<()> {
         let m = fs::symlink_metadata(src).with_context(|| format!("stat {}", src.display()))?;
+        let shown_src = src.display().to_string();
         let (uid, gid) = self.owner(&m);
         let meta = Meta {
             mode: self.mode(&m),
@@ -334,21 +343,23 @@ impl Stager<'_> {
         };
         let ft = m.file_type();
         if ft.is_dir() {
-            fs::create_dir(dst).with_context(|| format!("creating {}", dst.display()))?;
+            fs::create_dir(dst)
+                .with_context(|| format!("creating the copy of {}", src.display()))?;
             // Writable while filling, final mode below.
             fs::set_permissions(dst, fs::Permissions::from_mode(0o700))?;
             for name in read_dir_sorted(src)? {
                 self.copy_tree(&src.join(&name), &dst.join(&name), timed)?;
             }
-            set_meta(dst, &meta, false, !self.job.direct)?;
+            set_meta(dst, &shown_src, &meta, false, !self.job.direct)?;
         } else if ft.is_symlink() {
-            std::os::unix::fs::symlink(fs::read_link(src)?, dst)?;
-            set_meta(dst, &meta, true, !self.job.direct)?;
+            std::os::unix::fs::symlink(fs::read_link(src)?, dst)
+                .with_context(|| format!("copying symlink {shown_src}"))?;
+            set_meta(dst, &shown_src, &meta, true, !self.job.direct)?;
         } else if ft.is_file() {
             if m.nlink() > 1 {
                 if let Some(first) = self.links.get(&(m.dev(), m.ino())) {
                     fs::hard_link(first, dst)
-                        .with_context(|| format!("linking {}", dst.display()))?;
+                        .with_context(|| format!("linking the copy of {shown_src}"))?;
                     return Ok(());
                 }
                 self.links.insert((m.dev(), m.ino()), dst.to_path_buf());
@@ -365,7 +376,7 @@ impl Stager<'_> {
             })?;
             self.copied += m.size();
             self.progress.set(self.copied);
-            set_meta(dst, &meta, false, !self.job.direct)?;
+            set_meta(dst, &shown_src, &meta, false, !self.job.direct)?;
         } else if ft.is_char_device() || ft.is_block_device() {
             self.warnings.push(format!(
                 "{}: device node left out (user namespaces cannot create device nodes)",
@@ -375,8 +386,8 @@ impl Stager<'_> {
         } else {
             let kind = SFlag::from_bits_truncate(m.mode()) & SFlag::S_IFMT;
             nix::sys::stat::mknod(dst, kind, Mode::from_bits_truncate(m.mode() & 0o7777), 0)
-                .with_context(|| format!("creating {}", dst.display()))?;
-            set_meta(dst, &meta, false, !self.job.direct)?;
+                .with_context(|| format!("copying {shown_src}"))?;
+            set_meta(dst, &shown_src, &meta, false, !self.job.direct)?;
         }
         timed.push((dst.to_path_buf(), meta));
         Ok(())
@@ -420,13 +431,29 @@ impl Stager<'_> {
     }
 }
 
-fn bind(src: &Path, target: &Path, dir: bool) -> Result<()> {
+/// A path of the staging tree (or scratch space) as the user knows it:
+/// `/etc/passwd` for the one-root filesystems, `@home/alice` (subvolume
+/// first) for btrfs; scratch space and anything else is not named.
+fn shown(job: &StageJob, p: &Path) -> String {
+    let Ok(rel) = p.strip_prefix(&job.stage_dir) else {
+        return "a copy in scratch space".to_string();
+    };
+    let one_root = job.roots.len() == 1 && job.roots[0].dst == Path::new(crate::fs::STAGED_ROOT);
+    match rel.strip_prefix(crate::fs::STAGED_ROOT) {
+        Ok(inner) if one_root => format!("/{} in the image", inner.display()),
+        _ => format!("{} in the image", rel.display()),
+    }
+}
+
+/// Binds `src` on `target`, a new mount point in the staging tree, which
+/// messages call `shown`.
+fn bind(src: &Path, target: &Path, shown: &str, dir: bool) -> Result<()> {
     if dir {
         fs::create_dir(target)
     } else {
         fs::File::create(target).map(drop)
     }
-    .with_context(|| format!("creating mount point {}", target.display()))?;
+    .with_context(|| format!("creating the mount point of {shown}"))?;
     mount(
         Some(src),
         target,
@@ -434,20 +461,21 @@ fn bind(src: &Path, target: &Path, dir: bool) -> Result<()> {
         MsFlags::MS_BIND | MsFlags::MS_REC,
         None::<&str>,
     )
-    .with_context(|| format!("cannot bind {} on {}", src.display(), target.display()))
+    .with_context(|| format!("cannot bind {} on {shown}", src.display()))
 }
 
 /// Owner, then mode (chown clears set-id bits), then xattrs (chown clears
 /// security.capability).
 /// Without a namespace (`chown` false) entries stay the caller's.
-fn set_meta(p: &Path, meta: &Meta, symlink: bool, chown: bool) -> Result<()> {
+/// Messages call `p` `shown`.
+fn set_meta(p: &Path, shown: &str, meta: &Meta, symlink: bool, chown: bool) -> Result<()> {
     if chown {
         std::os::unix::fs::lchown(p, Some(meta.uid), Some(meta.gid))
-            .with_context(|| format!("chown {}:{} {}", meta.uid, meta.gid, p.display()))?;
+            .with_context(|| format!("chown {}:{} {shown}", meta.uid, meta.gid))?;
     }
     if !symlink {
         fs::set_permissions(p, fs::Permissions::from_mode(meta.mode & 0o7777))
-            .with_context(|| format!("chmod {}", p.display()))?;
+            .with_context(|| format!("chmod {shown}"))?;
     }
     for (k, v) in &meta.xattrs {
         use std::os::unix::ffi::OsStrExt;
@@ -455,11 +483,7 @@ fn set_meta(p: &Path, meta: &Meta, symlink: bool, chown: bool) -> Result<()> {
         if let Err(e) = xattr::set(p, name, v) {
             // Nix's sandbox answers xattr calls with ENOTSUP; trusted.* and
             // security.selinux may be refused: the image then lacks them.
-            tracing::warn!(
-                "{}: xattr {} not copied: {e}",
-                p.display(),
-                name.to_string_lossy()
-            );
+            tracing::warn!("{shown}: xattr {} not copied: {e}", name.to_string_lossy());
         }
     }
     Ok(())

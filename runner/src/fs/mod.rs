@@ -317,6 +317,23 @@ pub fn read(filesystem: Filesystem, image: &Path) -> Result<Vec<Inode>> {
     Ok(v)
 }
 
+/// The filesystem UUID an image carries, as its own tool reads it
+/// (`dumpe2fs -h`, `dump.erofs -s`); squashfs has none.
+pub fn uuid(filesystem: Filesystem, image: &Path) -> Result<Option<String>> {
+    let (program, flag) = match filesystem {
+        Filesystem::Ext4 => ("dumpe2fs", "-h"),
+        Filesystem::Erofs => ("dump.erofs", "-s"),
+        Filesystem::Squashfs => return Ok(None),
+    };
+    let text = output(Command::new(program).arg(flag).arg(image), program)?;
+    let uuid = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Filesystem UUID:"))
+        .map(|u| u.trim().to_string())
+        .with_context(|| format!("{program} {flag} printed no UUID"))?;
+    Ok(Some(uuid))
+}
+
 /// Compares the image with the tree, path by path: type, permission bits,
 /// owner, group, device number, symlink target, xattrs (where the reader
 /// sees them) and which paths share an inode. Paths mkfs adds (ext4's

@@ -20,7 +20,8 @@
 //! the [`MakeJob`] ([`super::stage`]). A new filesystem is a new backend
 //! file, one variant of [`MakeJob`] and of [`Details`], and one line in
 //! each of those two places; the phases of [`super::build`] stay as they
-//! are.
+//! are. A filesystem without owners (FAT) says so
+//! ([`Backend::keeps_owners`]) and is staged without a user namespace.
 
 use anyhow::Result;
 use rootbox_images::spec::Spec;
@@ -56,6 +57,12 @@ impl Planned<'_> {
 /// One filesystem's steps (see the module doc). The parent calls them in
 /// order; the staging step runs the [`MakeJob`] in between.
 pub trait Backend {
+    /// Whether the filesystem stores owners. One that does not (FAT) needs
+    /// no user namespace: the staging step then runs in this process,
+    /// copying, as with `--no-userns`.
+    fn keeps_owners(&self) -> bool {
+        true
+    }
     /// Refusals before anything is staged: the spec and the options
     /// against what the tool and the format can hold.
     fn check(&self, spec: &Spec, opts: &Options) -> Result<()>;

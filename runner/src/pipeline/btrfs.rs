@@ -75,6 +75,10 @@ impl Backend for Btrfs {
             reflink,
             reproducible: fixups.reproducible.clone(),
         };
-        Ok((Identity { uuid, label }, Details::Btrfs(r)))
+        let identity = Identity {
+            uuid: Some(uuid),
+            label,
+        };
+        Ok((identity, Details::Btrfs(r)))
     }
 }

@@ -32,7 +32,15 @@ pub struct Staged {
 /// Runs the staging step (plan → stage → seal → mkfs) for `staging`, and
 /// returns what it reported. An interrupted step is [`Interrupted`]; one
 /// that failed before mkfs is an error carrying its message.
-pub fn run(staging: &Staging, make: MakeJob, opts: &Options, out: &Target) -> Result<Staged> {
+/// `owners`: the filesystem keeps owners; one that does not needs no user
+/// namespace, and the step runs in this process (as with `--no-userns`).
+pub fn run(
+    staging: &Staging,
+    make: MakeJob,
+    owners: bool,
+    opts: &Options,
+    out: &Target,
+) -> Result<Staged> {
     let plan_dir = staging.plan_dir.path();
     let mut job = StageJob {
         stage_dir: staging.stage_dir.clone(),
@@ -64,7 +72,7 @@ pub fn run(staging: &Staging, make: MakeJob, opts: &Options, out: &Target) -> Re
             ));
         }
     }
-    let status = if opts.no_userns {
+    let status = if opts.no_userns || !owners {
         run_direct(&mut job)?
     } else {
         let job_path = plan_dir.join("job.json");

@@ -95,7 +95,7 @@ pub fn build(request: &BuildRequest) -> Result<Report> {
     let resolve_secs = t0.elapsed().as_secs_f64();
 
     // 2. In the sandbox: plan → stage → seal → make (in a nested sandbox).
-    let staged = launch::run(&staging, job, opts, &out)?;
+    let staged = launch::run(&staging, job, backend.keeps_owners(), opts, &out)?;
     backend.made(&p, &staged)?;
 
     // 3. Fix-ups in the image: what the namespace and mkfs could not express.

@@ -24,6 +24,8 @@ pub struct Report {
     pub filesystem: Filesystem,
     pub image: PathBuf,
     pub size_bytes: u64,
+    /// The filesystem UUID, read back from the image (squashfs has none).
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub uuid: String,
     pub label: String,
     pub map: String,
@@ -50,7 +52,8 @@ pub struct Report {
 
 /// The image's UUID and label, as the backend read them back.
 pub struct Identity {
-    pub uuid: String,
+    /// `None`: the filesystem has no UUID (squashfs).
+    pub uuid: Option<String>,
     pub label: String,
 }
 
@@ -167,7 +170,7 @@ impl Report {
             filesystem: b.request.spec.filesystem,
             image: b.request.output.clone(),
             size_bytes: b.size_bytes,
-            uuid: b.identity.uuid,
+            uuid: b.identity.uuid.unwrap_or_default(),
             label: b.identity.label,
             map: format!("{:?}", b.request.options.map).to_lowercase(),
             subvolumes,

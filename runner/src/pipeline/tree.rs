@@ -148,8 +148,17 @@ impl Backend for Tree {
 
     fn report(&self, p: &Planned, staged: &Staged, _: &FixUps) -> Result<(Identity, Details)> {
         let made = made(&staged.result)?;
+        let uuid = crate::fs::uuid(self.filesystem, &p.image())?;
+        if let (Some(want), Some(got)) = (&self.uuid, &uuid) {
+            if want != got {
+                bail!(
+                    "the {} image carries UUID {got}, not {want}",
+                    self.filesystem
+                );
+            }
+        }
         let identity = Identity {
-            uuid: self.uuid.clone().unwrap_or_default(),
+            uuid,
             label: p.inputs.label.clone().unwrap_or_default(),
         };
         let r = TreeReport {

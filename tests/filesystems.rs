@@ -727,6 +727,39 @@ fn make_closure(case: &Case) -> (PathBuf, PathBuf, String) {
     (store, list, format!("/nix/store/{name}/bin/hello"))
 }
 
+/// `--json` says which filesystem it made, and holds that filesystem's
+/// own details under its name, and no other's.
+fn assert_report_names_its_filesystem(r: &Value, fs_name: &str) {
+    assert_eq!(r["filesystem"], fs_name, "{r:#}");
+    let package = match fs_name {
+        "ext4" => "e2fsprogs",
+        "erofs" => "erofs-utils",
+        _ => "squashfs-tools",
+    };
+    let d = &r[fs_name];
+    assert_eq!(d["tool"], package, "{r:#}");
+    let version = d["tool_version"].as_str().expect("tool_version");
+    assert_eq!(version.split('.').count(), 3, "{r:#}");
+    assert!(d["verified_paths"].as_u64().unwrap_or(0) > 5, "{r:#}");
+    // The UUID is read back from the image; squashfs has none.
+    match fs_name {
+        "squashfs" => assert!(r.get("uuid").is_none(), "{r:#}"),
+        _ => assert_eq!(r["uuid"].as_str().map(str::len), Some(36), "{r:#}"),
+    }
+    for absent in [
+        "btrfs",
+        "mkfs_version",
+        "mkfs_features",
+        "reflink",
+        "reproducible",
+    ] {
+        assert!(
+            r.get(absent).is_none(),
+            "{absent} in a {fs_name} report: {r:#}"
+        );
+    }
+}
+
 fn build(user: &User, args: &[&str]) -> Out {
     run(rootbox(user).arg("build").args(args))
 }
@@ -764,6 +797,11 @@ fn rootbox_build_makes_each_filesystem_from_a_rootfs_a_closure_and_a_manifest() 
         let report: Value =
             serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}\n{out}"));
         assert_eq!(report["verified"], true, "{out}");
+        assert_report_names_its_filesystem(&report, fs_name);
+        assert!(
+            report[fs_name]["manifest_paths"].as_u64().unwrap_or(0) >= 1,
+            "{report:#}"
+        );
         let got = read_back(&user, fs_name, &image);
         // The store path: not mapped, given to root, not setuid root.
         assert_inode(&got, &hello, 0o100555, 0, 0);
@@ -1004,4 +1042,237 @@ fn rootbox_build_with_map_subrange_keeps_an_mmdebstrap_trees_owners() {
         assert_inode(&got, "/usr/bin/passwd", 0o104755, 0, 0);
         assert_inode(&got, "/", 0o40755, 0, 0);
     }
+}
+
+// ---- names are bytes ------------------------------------------------------------
+
+/// Names Linux allows that are not plain text: bytes that are not UTF-8,
+/// a newline, a backslash, a colon, and the longest name (255 bytes).
+fn odd_names() -> Vec<Vec<u8>> {
+    vec![
+        b"caf\xe9-latin1".to_vec(),
+        b"new\nline".to_vec(),
+        b"back\\slash".to_vec(),
+        b"co:lon".to_vec(),
+        vec![b'n'; 255],
+    ]
+}
+
+/// A name as rootbox writes it in JSON (`__fs-read`, `inspect --json`):
+/// UTF-8 as it is but `\` as `\\`, control characters and bytes that are
+/// not UTF-8 as `\xnn`. Written out here so that the test does not take
+/// the product's word for it.
+fn escaped(name: &[u8]) -> String {
+    let mut s = String::new();
+    for chunk in name.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '\\' => s.push_str("\\\\"),
+                c if c.is_control() => s.push_str(&format!("\\x{:02x}", c as u32)),
+                c => s.push(c),
+            }
+        }
+        for b in chunk.invalid() {
+            s.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    s
+}
+
+/// mkfs.erofs's version.
+fn erofs_version() -> (u32, u32) {
+    let out = run(Command::new("mkfs.erofs").arg("-V"));
+    let text = out.stdout.clone() + &out.stderr;
+    let v = text
+        .split_whitespace()
+        .find_map(|w| {
+            let mut p = w.split(['.', '-']);
+            Some((p.next()?.parse().ok()?, p.next()?.parse().ok()?))
+        })
+        .unwrap_or_else(|| panic!("no version in {text:?}"));
+    v
+}
+
+/// A rootfs whose `srv/data` holds `names` (files, owned by the user) and
+/// a symlink whose target is not text either.
+fn odd_rootfs(user: &User, root: &Path, names: &[Vec<u8>]) {
+    use std::os::unix::ffi::OsStrExt;
+    let data = root.join("srv/data");
+    fs::create_dir_all(&data).unwrap();
+    for n in names {
+        let p = data.join(std::ffi::OsStr::from_bytes(n));
+        file(&p, "hi", user.uid, user.gid, 0o644);
+    }
+    let link = data.join("link");
+    std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(b"tar\xe9get\nx"), &link).unwrap();
+    lchown(&link, Some(user.uid), Some(user.gid)).unwrap();
+    for d in [root, &root.join("srv"), &data] {
+        dir(d, user.uid, user.gid, 0o755);
+    }
+}
+
+/// The names in `dir`, as bytes.
+fn names_in(dir: &Path) -> std::collections::BTreeSet<Vec<u8>> {
+    use std::os::unix::ffi::OsStrExt;
+    fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().file_name().as_bytes().to_vec())
+        .collect()
+}
+
+/// The image's `srv/data` extracted by the filesystem's own tool, as the
+/// user: `btrfs restore` (with symlinks), `debugfs rdump`, `unsquashfs`, `fsck.erofs
+/// --extract`.
+fn extracted_by_own_tool(user: &User, fs_name: &str, image: &Path, to: &Path) -> PathBuf {
+    let mut cmd = match fs_name {
+        "btrfs" => {
+            let mut c = cmd_as(user, "btrfs");
+            c.args(["restore", "-s", "-S", s(image), s(to)]);
+            c
+        }
+        "ext4" => {
+            let mut c = cmd_as(user, "debugfs");
+            // rdump cannot give the files their owners as the user: it says
+            // so, and goes on.
+            c.args(["-R", &format!("rdump /srv/data {}", s(to)), s(image)]);
+            c
+        }
+        "squashfs" => {
+            let mut c = cmd_as(user, "unsquashfs");
+            c.args(["-d", &format!("{}/x", s(to)), s(image)]);
+            c
+        }
+        _ => {
+            let mut c = cmd_as(user, "fsck.erofs");
+            c.arg(format!("--extract={}/x", s(to))).arg(image);
+            c
+        }
+    };
+    let out = run(&mut cmd);
+    if fs_name != "ext4" {
+        out.assert_success();
+    }
+    match fs_name {
+        "btrfs" => to.join("@/srv/data"),
+        "ext4" => to.join("data"),
+        _ => to.join("x/srv/data"),
+    }
+}
+
+/// Checks that `image` holds the odd names and the odd target byte for
+/// byte: with rootbox's reader and with the filesystem's own tool.
+fn check_odd_names(user: &User, case: &Case, fs_name: &str, image: &Path, names: &[Vec<u8>]) {
+    let mut want: Vec<String> = names.iter().map(|n| escaped(n)).collect();
+    want.push("link".into());
+    let (prefix, paths): (&str, Vec<String>) = if fs_name == "btrfs" {
+        let ins = Inspected::of(user, image);
+        assert_eq!(
+            ins.get("@/srv/data/link")["symlink_target"],
+            escaped(b"tar\xe9get\nx")
+        );
+        ("@/srv/data/", ins.entries.keys().cloned().collect())
+    } else {
+        let got = read_back(user, fs_name, image);
+        assert_eq!(got["/srv/data/link"]["target"], escaped(b"tar\xe9get\nx"));
+        ("/srv/data/", got.keys().cloned().collect())
+    };
+    let mut have: Vec<String> = paths
+        .iter()
+        .filter_map(|p| p.strip_prefix(prefix))
+        .map(str::to_string)
+        .collect();
+    have.sort();
+    want.sort();
+    assert_eq!(have, want, "{fs_name}: rootbox's reader");
+    let to = case.path(&format!("extracted-{fs_name}"));
+    fs::create_dir_all(&to).unwrap();
+    own(&to, user.uid, user.gid);
+    let mut own_names: Vec<Vec<u8>> = names.to_vec();
+    own_names.push(b"link".to_vec());
+    let own_names: std::collections::BTreeSet<Vec<u8>> = own_names.into_iter().collect();
+    let dir = extracted_by_own_tool(user, fs_name, image, &to);
+    assert_eq!(names_in(&dir), own_names, "{fs_name}: its own tool");
+    let target = fs::read_link(dir.join("link")).unwrap();
+    use std::os::unix::ffi::OsStrExt;
+    assert_eq!(target.as_os_str().as_bytes(), b"tar\xe9get\nx", "{fs_name}");
+}
+
+#[test]
+fn any_name_linux_allows_reaches_every_filesystem_byte_for_byte() {
+    let user = setup_as_root();
+    let case = Case::new(&user);
+    let rootfs = case.path("names");
+    let names = odd_names();
+    odd_rootfs(&user, &rootfs, &names);
+    let erofs_1_5 = erofs_version() <= (1, 5);
+    for fs_name in ["btrfs", "ext4", "squashfs", "erofs"] {
+        let image = case.path(&format!("names.{fs_name}"));
+        let mut args = vec!["--filesystem", fs_name, "--rootfs", s(&rootfs), "--json"];
+        if fs_name == "btrfs" {
+            args.extend(["--subvol", "@:/:default"]);
+        }
+        args.extend(["-o", s(&image)]);
+        let out = build(&user, &args);
+        if fs_name == "erofs" && erofs_1_5 {
+            // mkfs.erofs 1.5 fails on a 255-byte name: said plainly, by
+            // the path as given, before mkfs runs; nothing is written.
+            assert!(!out.status.success(), "{out}");
+            let long = format!("{}/srv/data/{}", s(&rootfs), "n".repeat(255));
+            for needle in [
+                long.as_str(),
+                "a name of 255 bytes",
+                "mkfs.erofs 1.5 cannot write",
+                "up to 254 bytes",
+                "newer erofs-utils",
+            ] {
+                out.assert_stderr_contains(needle);
+            }
+            for internal in ["/stage/", "rootbox-build-"] {
+                assert!(!out.stderr.contains(internal), "{internal} in:\n{out}");
+            }
+            assert!(!image.exists(), "{out}");
+            // Every other name reaches an erofs image of this version.
+            fs::remove_file(rootfs.join("srv/data").join("n".repeat(255))).unwrap();
+            let out = build(&user, &args);
+            out.assert_success();
+            let fewer: Vec<Vec<u8>> = names.iter().filter(|n| n.len() < 255).cloned().collect();
+            check_odd_names(&user, &case, fs_name, &image, &fewer);
+            continue;
+        }
+        out.assert_success();
+        let r: Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}\n{out}"));
+        assert_eq!(r["filesystem"], fs_name, "{r:#}");
+        check_odd_names(&user, &case, fs_name, &image, &names);
+    }
+}
+
+#[test]
+fn errors_about_the_tree_name_the_users_path_never_the_staging_tree() {
+    let user = setup_as_root();
+    let case = Case::new(&user);
+    let rootfs = case.path("names");
+    odd_rootfs(&user, &rootfs, &odd_names());
+    // Owned by a group the namespace does not map: mksquashfs must be told
+    // its owner, in a pseudo file that cannot hold a newline.
+    let odd = rootfs.join("srv/data/new\nline");
+    own(&odd, user.uid, 0);
+    let image = case.path("bad.squashfs");
+    let out = build(
+        &user,
+        &[
+            "--filesystem",
+            "squashfs",
+            "--rootfs",
+            s(&rootfs),
+            "-o",
+            s(&image),
+        ],
+    );
+    assert!(!out.status.success(), "{out}");
+    out.assert_stderr_contains(&format!("{}/srv/data/new\\x0aline", s(&rootfs)));
+    out.assert_stderr_contains("newline");
+    for internal in ["/stage/", "rootbox-build-"] {
+        assert!(!out.stderr.contains(internal), "{internal} in:\n{out}");
+    }
+    assert!(!image.exists(), "{out}");
 }

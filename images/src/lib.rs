@@ -13,8 +13,11 @@ pub mod closure;
 pub mod disk;
 pub mod fs;
 pub mod layout;
-pub mod mkfs;
 pub mod nixos;
 pub mod owners;
 pub mod size;
 pub mod spec;
+
+/// The btrfs plan under its earlier name ([`fs::btrfs`]): `rootbox doctor`
+/// and other callers read [`fs::btrfs::BtrfsProgsVersion`] through it.
+pub use fs::btrfs as mkfs;

@@ -173,6 +173,17 @@ impl Filesystem {
     }
 }
 
+impl fmt::Display for Filesystem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Filesystem::Btrfs => "btrfs",
+            Filesystem::Ext4 => "ext4",
+            Filesystem::Erofs => "erofs",
+            Filesystem::Squashfs => "squashfs",
+        })
+    }
+}
+
 impl FromStr for Filesystem {
     type Err = String;
 

@@ -5,7 +5,7 @@ use std::process::{Command, ExitCode};
 
 use anyhow::Result;
 use clap::Args;
-use rootbox_images::mkfs::{BtrfsProgsVersion, Feature};
+use rootbox_images::fs::btrfs::{BtrfsProgsVersion, Feature};
 use rootbox_sandbox::{find_program, HostFacts, IdMap, MapMode, Sandbox};
 
 /// Check whether rootbox can work here, and say what to change if not.

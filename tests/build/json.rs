@@ -74,6 +74,24 @@ fn json_result_has_the_documented_fields() {
         r["registration"].is_null(),
         "no closure, no registration: {r:#}"
     );
+    // Which filesystem, and btrfs's own details in one place.
+    assert_eq!(r["filesystem"], "btrfs", "{r:#}");
+    let b = &r["btrfs"];
+    assert!(
+        b["mkfs_version"]
+            .as_str()
+            .is_some_and(|v| v.split('.').all(|n| n.parse::<u32>().is_ok())),
+        "{r:#}"
+    );
+    assert!(
+        b["mkfs_features"].as_array().is_some_and(|f| !f.is_empty()),
+        "{r:#}"
+    );
+    assert!(b["reflink"]["used"].is_boolean(), "{r:#}");
+    assert!(b["reproducible"].is_null(), "not asked for: {r:#}");
+    for other in ["ext4", "erofs", "squashfs", "mkfs_version", "reflink"] {
+        assert!(r.get(other).is_none(), "{other} at the top: {r:#}");
+    }
     // The uuid is the image's.
     let ins = Inspected::of(&user, &img);
     assert_eq!(ins.doc["filesystem"]["fsid"], UUID);

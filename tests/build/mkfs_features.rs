@@ -167,7 +167,7 @@ fn the_report_names_the_features_mkfs_enabled() {
             s(&img),
         ],
     );
-    let features = strings(&r["mkfs_features"]);
+    let features = strings(&r["btrfs"]["mkfs_features"]);
     for f in ["extref", "skinny-metadata", "no-holes"] {
         assert!(
             features.contains(&f.to_string()),
@@ -197,9 +197,9 @@ fn reflink_is_refused_or_skipped_on_a_filesystem_that_cannot_clone() {
         s(&img),
     ];
     let r = build_json(&user, &base);
-    assert_eq!(r["reflink"]["mode"], "auto", "{r:#}");
-    assert_eq!(r["reflink"]["used"], false, "{r:#}");
-    let why = r["reflink"]["reason"].as_str().expect("a reason");
+    assert_eq!(r["btrfs"]["reflink"]["mode"], "auto", "{r:#}");
+    assert_eq!(r["btrfs"]["reflink"]["used"], false, "{r:#}");
+    let why = r["btrfs"]["reflink"]["reason"].as_str().expect("a reason");
     let new = mkfs_version() >= (6, 16, 1);
     if new {
         assert!(why.contains("cannot clone"), "{why}");
@@ -250,8 +250,8 @@ fn reflink_clones_the_data_when_sources_and_image_share_a_btrfs() {
     args.extend(closure.args());
     let a: Vec<&str> = args.iter().map(String::as_str).collect();
     let r = build_json(&user, &a);
-    assert_eq!(r["reflink"]["used"], true, "{r:#}");
-    assert!(r["reflink"]["reason"].is_null(), "{r:#}");
+    assert_eq!(r["btrfs"]["reflink"]["used"], true, "{r:#}");
+    assert!(r["btrfs"]["reflink"]["reason"].is_null(), "{r:#}");
     // The 1 MiB file's extent is shared between the source and the image.
     let du = run(Command::new("btrfs").args(["filesystem", "du", "--raw", s(&img)]));
     du.assert_success();
@@ -282,8 +282,8 @@ fn reflink_clones_the_data_when_sources_and_image_share_a_btrfs() {
         (&["--reflink", "never"][..], "\"never\""),
     ] {
         let r = build_json(&user, &[&a[..], extra, &["--force"]].concat());
-        assert_eq!(r["reflink"]["used"], false, "{r:#}");
-        let why = r["reflink"]["reason"].as_str().expect("a reason");
+        assert_eq!(r["btrfs"]["reflink"]["used"], false, "{r:#}");
+        let why = r["btrfs"]["reflink"]["reason"].as_str().expect("a reason");
         assert!(why.contains(reason), "{why}");
     }
     let out = build(

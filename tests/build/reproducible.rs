@@ -71,7 +71,7 @@ fn reproducible_builds_of_two_copies_are_byte_identical() {
         .concat(),
     );
     assert_eq!(
-        ra["reproducible"]["seed"], rb["reproducible"]["seed"],
+        ra["btrfs"]["reproducible"]["seed"], rb["btrfs"]["reproducible"]["seed"],
         "the seed must not depend on paths"
     );
     assert_eq!(ra["uuid"], rb["uuid"]);

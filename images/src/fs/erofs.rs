@@ -85,10 +85,57 @@ pub fn is_wide(id: u32) -> bool {
     id > u32::from(u16::MAX)
 }
 
+/// The longest name `mkfs.erofs` of `version` writes: erofs holds names
+/// of 255 bytes (`NAME_MAX`), but erofs-utils 1.5 (Debian bookworm's)
+/// fails on one with "Could not format the device" (254 work).
+pub fn name_limit(version: (u32, u32, u32)) -> usize {
+    if (version.0, version.1) <= (1, 5) {
+        super::name::NAME_MAX - 1
+    } else {
+        super::name::NAME_MAX
+    }
+}
+
+/// Refuses a name longer than [`name_limit`] for `version`; `path` is the
+/// path as the user gave it.
+pub fn check_name(version: (u32, u32, u32), path: &str, name: &[u8]) -> Result<(), FsError> {
+    let limit = name_limit(version);
+    if name.len() <= limit {
+        return Ok(());
+    }
+    Err(FsError::ToolNameLimit {
+        filesystem: Filesystem::Erofs,
+        path: path.to_string(),
+        len: name.len(),
+        limit,
+        version: format!("{}.{}", version.0, version.1),
+        package: "erofs-utils",
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::Reproducible;
     use super::*;
+
+    #[test]
+    fn erofs_utils_1_5_is_refused_a_255_byte_name_by_name() {
+        let long = [b'x'; 255];
+        assert!(check_name((1, 5, 0), "r/a", &long[..254]).is_ok());
+        let e = check_name((1, 5, 0), "rootfs/srv/xxx", &long)
+            .unwrap_err()
+            .to_string();
+        for needle in [
+            "rootfs/srv/xxx",
+            "255 bytes",
+            "mkfs.erofs 1.5",
+            "up to 254",
+            "newer erofs-utils",
+        ] {
+            assert!(e.contains(needle), "{needle:?} missing from {e}");
+        }
+        assert!(check_name((1, 7, 1), "r/a", &long).is_ok());
+    }
 
     #[test]
     fn compressors_of_erofs_utils_1_5() {

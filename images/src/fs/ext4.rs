@@ -245,7 +245,7 @@ pub fn debugfs_script(edits: &[(u64, Field)]) -> String {
 /// A name debugfs's command parser would split is refused.
 pub fn xattr_script(
     ino: u64,
-    path: &str,
+    path: &super::Name,
     xattrs: &[(String, std::path::PathBuf)],
 ) -> Result<String, FsError> {
     let mut sorted: Vec<&(String, std::path::PathBuf)> = xattrs.iter().collect();
@@ -254,9 +254,10 @@ pub fn xattr_script(
         let bad = |s: &str| s.contains(|c: char| c.is_whitespace() || c == '"' || c == '\\');
         if bad(name) || file.to_str().is_none_or(bad) {
             return Err(FsError::PathSyntax {
-                path: format!("{path} (xattr {name:?})"),
+                path: path.clone(),
                 tool: "debugfs",
-                why: "white space, a quote or a backslash in an xattr name",
+                why: "white space, a quote, a backslash or a byte that is not UTF-8 in an xattr \
+                      name",
             });
         }
     }
@@ -333,13 +334,13 @@ mod tests {
             ("security.capability".to_string(), "/s/1".into()),
         ];
         assert_eq!(
-            xattr_script(31, "/bin/ping", &x).unwrap(),
+            xattr_script(31, &"/bin/ping".into(), &x).unwrap(),
             "ea_rm <31> security.capability user.b\n\
              ea_set -f /s/1 <31> security.capability\n\
              ea_set -f /s/2 <31> user.b\n"
         );
         let odd = [("user.a b".to_string(), "/s/1".into())];
-        assert!(xattr_script(1, "/x", &odd).is_err());
+        assert!(xattr_script(1, &"/x".into(), &odd).is_err());
     }
 
     #[test]

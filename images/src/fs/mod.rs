@@ -1,6 +1,9 @@
-//! Planning for the filesystems other than btrfs: ext4, erofs and squashfs.
+//! Planning per filesystem, one module each: [`btrfs`] (mkfs.btrfs, its
+//! versions, `--reflink`; the subvolume layout is [`crate::layout`]'s),
+//! and [`ext4`], [`erofs`] and [`squashfs`], planned together below.
 //!
-//! Each gets the same staged tree (owners as the build's user namespace
+//! These three ([`Filesystem`]) are made from the layout's one root. Each
+//! gets the same staged tree (owners as the build's user namespace
 //! sees them) and the same ownership rules; what differs is how a
 //! filesystem's tools are told about the owners a namespace cannot
 //! express:
@@ -11,13 +14,16 @@
 //! | erofs | `mkfs.erofs` | written into the inodes after mkfs ([`erofs`]) |
 //! | squashfs | `mksquashfs` | pseudo definitions at mkfs time ([`squashfs::pseudo_file`]) |
 //!
-//! The owner fixes themselves are decided once, here ([`plan_fixes`]): an
+//! The owner fixes themselves are decided once ([`plan_fixes`], in `fixes.rs`): an
 //! unmapped owner (the overflow id) becomes root and loses its set-id bit,
 //! then the ownership manifest applies, last matching line winning.
 //! This module builds arguments and command files; it runs nothing.
 
+pub mod btrfs;
 pub mod erofs;
 pub mod ext4;
+mod fixes;
+pub mod name;
 pub mod squashfs;
 pub mod vfat;
 
@@ -26,7 +32,9 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::owners::Manifest;
+pub use fixes::{plan_fixes, strip_setid, ArchiveOwner, Fix, Seen};
+pub use name::Name;
+
 use crate::size::{ByteSize, Size};
 
 /// A filesystem rootbox can make besides btrfs.
@@ -128,7 +136,7 @@ pub enum FsError {
     #[error("{path:?} cannot be written in {tool}'s command file: {why}; rename it")]
     PathSyntax {
         /// The image path.
-        path: String,
+        path: Name,
         /// The tool (debugfs, mksquashfs).
         tool: &'static str,
         /// The character at fault.
@@ -150,6 +158,27 @@ pub enum FsError {
         need: String,
         /// What the older ones lack.
         why: &'static str,
+    },
+    /// A name the filesystem holds but this version of its tool cannot
+    /// write.
+    #[error(
+        "{path}: a name of {len} bytes, which mkfs.{filesystem} {version} cannot write (it fails \
+         with \"Could not format the device\"; names of up to {limit} bytes work): shorten \
+         the name, or install a newer {package} (Debian sid's lifts this limit)"
+    )]
+    ToolNameLimit {
+        /// The filesystem.
+        filesystem: Filesystem,
+        /// The path, as the user gave it.
+        path: String,
+        /// The name's length in bytes.
+        len: usize,
+        /// The longest name this version writes.
+        limit: usize,
+        /// The tool's version.
+        version: String,
+        /// The Debian package.
+        package: &'static str,
     },
     /// An owner that the on-disk inode cannot hold.
     #[error("{filesystem}: {path} would be owned by {id}, which its inode cannot hold ({why})")]
@@ -216,8 +245,8 @@ pub fn parse_version(text: &str) -> Option<(u32, u32, u32)> {
         })
 }
 
-/// Checks the version output of [`Filesystem::tool`].
-pub fn check_version(filesystem: Filesystem, output: &str) -> Result<(), FsError> {
+/// Checks the version output of [`Filesystem::tool`]; the version found.
+pub fn check_version(filesystem: Filesystem, output: &str) -> Result<(u32, u32, u32), FsError> {
     let t = filesystem.tool();
     let show = |(a, b, c): (u32, u32, u32)| format!("{a}.{b}.{c}");
     let old = |found: String| FsError::OldTool {
@@ -228,7 +257,7 @@ pub fn check_version(filesystem: Filesystem, output: &str) -> Result<(), FsError
         why: t.why,
     };
     match parse_version(output) {
-        Some(v) if v >= t.need => Ok(()),
+        Some(v) if v >= t.need => Ok(v),
         Some(v) => Err(old(show(v))),
         None => Err(old(format!("no version in {:?}", output.trim()))),
     }
@@ -310,226 +339,9 @@ pub fn too_small(filesystem: Filesystem, given: u64, needed: u64) -> FsError {
     }
 }
 
-/// An inode as the staged tree or a fresh image shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Seen {
-    /// The image path (`/` for the root).
-    pub path: String,
-    /// Owner.
-    pub uid: u32,
-    /// Group.
-    pub gid: u32,
-    /// The whole `st_mode` (type and permission bits).
-    pub mode: u32,
-}
-
-/// New owner and permission bits for one inode.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Fix {
-    /// The image path.
-    pub path: String,
-    /// New owner.
-    pub uid: u32,
-    /// New group.
-    pub gid: u32,
-    /// The whole new `st_mode` (the type bits unchanged).
-    pub mode: u32,
-    /// Whether an unmapped owner or group was given to root.
-    pub unmapped: bool,
-    /// The manifest line that applied, if any.
-    pub manifest_line: Option<usize>,
-}
-
-/// `mode` without S_ISUID when the owner was replaced, and without S_ISGID
-/// (on non-directories, where it means "set group id") when the group was.
-pub fn strip_setid(mode: u32, uid_replaced: bool, gid_replaced: bool) -> u32 {
-    let mut mode = mode;
-    if uid_replaced {
-        mode &= !0o4000;
-    }
-    if gid_replaced && mode & 0o170000 != 0o040000 {
-        mode &= !0o2000;
-    }
-    mode
-}
-
-/// Owner, group and permission bits a tar rootfs's header gives a path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ArchiveOwner {
-    /// Owner.
-    pub uid: u32,
-    /// Group.
-    pub gid: u32,
-    /// Permission bits with set-id and sticky bits (`0o7777`).
-    pub mode: u32,
-}
-
-/// The changes to make to `seen` (hard links appear once per path; each
-/// gets the same change), in this order: owners equal to `overflow` (uid,
-/// gid) — ids the namespace does not map — become root's, without their
-/// set-id bits; a path of a tar rootfs takes its header's owner, group and
-/// bits (`archive`; a symlink keeps 0777); then the manifest's last
-/// matching rule sets owner, group and, when it names one, the permission
-/// bits. Every manifest line must match a path.
-pub fn plan_fixes(
-    seen: &[Seen],
-    overflow: (u32, u32),
-    archive: Option<&std::collections::BTreeMap<String, ArchiveOwner>>,
-    manifest: Option<&Manifest>,
-) -> Result<Vec<Fix>, FsError> {
-    let mut matched = vec![false; manifest.map_or(0, |m| m.rules.len())];
-    let mut fixes = Vec::new();
-    for s in seen {
-        let (u, g) = (s.uid == overflow.0, s.gid == overflow.1);
-        let mut fix = Fix {
-            path: s.path.clone(),
-            uid: if u { 0 } else { s.uid },
-            gid: if g { 0 } else { s.gid },
-            mode: strip_setid(s.mode, u, g),
-            unmapped: u || g,
-            manifest_line: None,
-        };
-        let from_archive = archive.and_then(|a| a.get(&s.path));
-        if let Some(a) = from_archive {
-            fix.uid = a.uid;
-            fix.gid = a.gid;
-            if s.mode & 0o170000 != 0o120000 {
-                fix.mode = (s.mode & !0o7777) | (a.mode & 0o7777);
-            }
-        }
-        if let Some((i, rule)) = manifest.and_then(|m| m.lookup(&s.path)) {
-            matched[i] = true;
-            fix.uid = rule.uid;
-            fix.gid = rule.gid;
-            if let Some(m) = rule.mode {
-                fix.mode = (fix.mode & !0o7777) | m;
-            }
-            fix.manifest_line = Some(rule.line);
-        }
-        if fix.unmapped || fix.manifest_line.is_some() || from_archive.is_some() {
-            fixes.push(fix);
-        }
-    }
-    if let Some(m) = manifest {
-        let missing: Vec<String> = m
-            .rules
-            .iter()
-            .zip(&matched)
-            .filter(|(_, hit)| !**hit)
-            .map(|(r, _)| format!("line {}: {} matches nothing", r.line, r.pattern))
-            .collect();
-        if !missing.is_empty() {
-            return Err(FsError::ManifestUnmatched(missing));
-        }
-    }
-    Ok(fixes)
-}
-
-/// Joins an image directory path and a name (`/` + `etc` = `/etc`).
-pub fn join(dir: &str, name: &str) -> String {
-    if dir == "/" {
-        format!("/{name}")
-    } else {
-        format!("{dir}/{name}")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn seen(path: &str, uid: u32, gid: u32, mode: u32) -> Seen {
-        Seen {
-            path: path.into(),
-            uid,
-            gid,
-            mode,
-        }
-    }
-
-    #[test]
-    fn unmapped_owners_go_to_root_without_their_setid_bits() {
-        let s = [
-            seen("/", 0, 0, 0o40755),
-            seen("/nix/store/x/bin/su", 65534, 65534, 0o106755),
-            seen("/run/wall", 0, 65534, 0o102755),
-            seen("/shared", 0, 65534, 0o42775),
-        ];
-        let fixes = plan_fixes(&s, (65534, 65534), None, None).unwrap();
-        let got: Vec<(&str, u32, u32, u32)> = fixes
-            .iter()
-            .map(|f| (f.path.as_str(), f.uid, f.gid, f.mode))
-            .collect();
-        assert_eq!(
-            got,
-            [
-                ("/nix/store/x/bin/su", 0, 0, 0o100755),
-                ("/run/wall", 0, 0, 0o100755),
-                // A directory's set-gid bit is inheritance, not privilege.
-                ("/shared", 0, 0, 0o42775),
-            ]
-        );
-    }
-
-    #[test]
-    fn the_manifest_wins_and_every_line_must_match() {
-        let m = Manifest::parse(
-            "/home/alice/** 1000 100\n/home/alice/.ssh 1000 100 0700\n",
-            "owners",
-        )
-        .unwrap();
-        let s = [
-            seen("/home", 0, 0, 0o40755),
-            seen("/home/alice", 0, 0, 0o40755),
-            seen("/home/alice/.ssh", 65534, 65534, 0o40755),
-        ];
-        let fixes = plan_fixes(&s, (65534, 65534), None, Some(&m)).unwrap();
-        assert_eq!(fixes.len(), 2);
-        assert_eq!(
-            (fixes[1].uid, fixes[1].gid, fixes[1].mode),
-            (1000, 100, 0o40700)
-        );
-        assert_eq!(fixes[1].manifest_line, Some(2));
-        let typo = Manifest::parse("/home/alcie 1000 100\n", "owners").unwrap();
-        let e = plan_fixes(&s, (65534, 65534), None, Some(&typo)).unwrap_err();
-        assert!(
-            e.to_string()
-                .contains("line 1: /home/alcie matches nothing"),
-            "{e}"
-        );
-    }
-
-    #[test]
-    fn a_tar_rootfs_gives_its_owners_and_the_manifest_still_wins() {
-        let archive: std::collections::BTreeMap<String, ArchiveOwner> = [
-            ("/etc/shadow", 0, 42, 0o640),
-            ("/home/bob", 1001, 100, 0o700),
-            ("/bin/sh", 0, 0, 0o644),
-        ]
-        .into_iter()
-        .map(|(p, uid, gid, mode)| (p.to_string(), ArchiveOwner { uid, gid, mode }))
-        .collect();
-        let m = Manifest::parse("/home/bob 1002 100\n", "owners").unwrap();
-        let s = [
-            seen("/etc/shadow", 0, 0, 0o100600),
-            seen("/home/bob", 0, 0, 0o40755),
-            seen("/bin/sh", 0, 0, 0o120777),
-            seen("/usr", 0, 0, 0o40755),
-        ];
-        let fixes = plan_fixes(&s, (65534, 65534), Some(&archive), Some(&m)).unwrap();
-        let got: Vec<(&str, u32, u32, u32)> = fixes
-            .iter()
-            .map(|f| (f.path.as_str(), f.uid, f.gid, f.mode))
-            .collect();
-        assert_eq!(
-            got,
-            [
-                ("/etc/shadow", 0, 42, 0o100640),
-                ("/home/bob", 1002, 100, 0o40700),
-                ("/bin/sh", 0, 0, 0o120777),
-            ]
-        );
-    }
 
     #[test]
     fn subvolumes_and_headroom_are_refused_by_name() {

@@ -118,21 +118,32 @@ pub fn mkfs_args(
 }
 
 /// The pseudo definitions (`"PATH" m MODE UID GID`) for every fix but the
-/// root's (which [`mkfs_args`] takes). Paths are quoted, `"` and `\`
-/// escaped; a newline cannot be written and is refused.
-pub fn pseudo_file(fixes: &[Fix]) -> Result<String, FsError> {
-    let mut s = String::new();
+/// root's (which [`mkfs_args`] takes), as bytes: names need not be UTF-8.
+/// Paths are quoted, `"` and `\` escaped; mksquashfs reads the file line
+/// by line, so a newline cannot be written and is refused.
+pub fn pseudo_file(fixes: &[Fix]) -> Result<Vec<u8>, FsError> {
+    let mut s = Vec::new();
     for f in fixes.iter().filter(|f| f.path != "/") {
-        if f.path.contains('\n') {
+        if f.path.contains(b'\n') {
             return Err(FsError::PathSyntax {
                 path: f.path.clone(),
                 tool: "mksquashfs",
-                why: "it contains a newline",
+                why: "it contains a newline, and mksquashfs reads its pseudo definitions line by line",
             });
         }
-        let rel = f.path.trim_start_matches('/');
-        let quoted = rel.replace('\\', "\\\\").replace('"', "\\\"");
-        s += &format!("\"{quoted}\" m {:o} {} {}\n", f.mode & 0o7777, f.uid, f.gid);
+        let rel = f
+            .path
+            .as_bytes()
+            .strip_prefix(b"/")
+            .unwrap_or(f.path.as_bytes());
+        s.push(b'"');
+        for &c in rel {
+            if c == b'\\' || c == b'"' {
+                s.push(b'\\');
+            }
+            s.push(c);
+        }
+        s.extend_from_slice(format!("\" m {:o} {} {}\n", f.mode & 0o7777, f.uid, f.gid).as_bytes());
     }
     Ok(s)
 }
@@ -140,6 +151,7 @@ pub fn pseudo_file(fixes: &[Fix]) -> Result<String, FsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fs::Name;
 
     fn fix(path: &str, uid: u32, gid: u32, mode: u32) -> Fix {
         Fix {
@@ -161,8 +173,13 @@ mod tests {
         ];
         assert_eq!(
             pseudo_file(&fixes).unwrap(),
-            "\"home/alice\" m 700 1000 100\n\"odd \\\"name\\\"\\\\\" m 644 0 0\n"
+            b"\"home/alice\" m 700 1000 100\n\"odd \\\"name\\\"\\\\\" m 644 0 0\n"
         );
+        let latin1 = Fix {
+            path: Name::from_bytes(&b"/caf\xe9"[..]),
+            ..fix("/", 0, 0, 0o100644)
+        };
+        assert_eq!(pseudo_file(&[latin1]).unwrap(), b"\"caf\xe9\" m 644 0 0\n");
         let e = pseudo_file(&[fix("/a\nb", 0, 0, 0o100644)]).unwrap_err();
         assert!(e.to_string().contains("newline"), "{e}");
     }

@@ -13,7 +13,7 @@ use super::example;
 use super::make::make;
 use super::options::{Compression, Options, Reproducible};
 use super::report::print_summary;
-use crate::pipeline::Interrupted;
+use crate::interrupted::Interrupted;
 
 /// Make a partitioned disk image (GPT or MBR) for flashing or booting.
 ///
@@ -73,7 +73,7 @@ pub struct DiskArgs {
 impl DiskArgs {
     /// The options the flags give.
     fn options(&self) -> Result<Options> {
-        let epoch = crate::pipeline::source_date_epoch()?;
+        let epoch = crate::reproducible::source_date_epoch()?;
         Ok(Options {
             force: self.force,
             bmap: self.bmap.clone(),

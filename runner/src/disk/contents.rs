@@ -18,7 +18,7 @@ use super::build;
 use super::inputs::{Entropy, Input};
 use super::options::{Options, Reproducible};
 use crate::fs::vfat;
-use crate::pipeline::output::{sweep, Held};
+use crate::output::{sweep, Held};
 use crate::pipeline::Report;
 
 /// A partition's content once made: bytes in an unnamed file, and what

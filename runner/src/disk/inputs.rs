@@ -14,7 +14,7 @@ use rootbox_images::spec::Spec;
 
 use super::options::Options;
 use crate::fs::vfat;
-use crate::pipeline::output::Target;
+use crate::output::Target;
 
 /// A raw file, open.
 pub struct Raw {

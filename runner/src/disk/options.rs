@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use rootbox_sandbox::MapMode;
 
-pub use crate::pipeline::request::Reproducible;
+pub use crate::reproducible::Reproducible;
 
 /// How to make a disk, beyond the spec.
 pub struct Options {

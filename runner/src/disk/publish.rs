@@ -13,7 +13,7 @@ use rootbox_images::disk::hash::{hex, Digest, Sha256};
 
 use super::options::{Compression, Options};
 use super::splice;
-use crate::pipeline::output::Target;
+use crate::output::Target;
 
 /// What publishing did.
 pub struct Published {

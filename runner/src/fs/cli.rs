@@ -143,6 +143,10 @@ pub fn make(a: &MakeArgs) -> Result<std::process::ExitCode> {
         archive: None,
         overflow: super::overflow_ids(),
         scratch: scratch.path().to_path_buf(),
+        origin: super::Origin {
+            rootfs: Some(a.source.display().to_string()),
+            store_dir: None,
+        },
     };
     let made = super::make(&job)?;
     std::fs::set_permissions(temp.path(), std::fs::Permissions::from_mode(0o644))
@@ -169,8 +173,6 @@ pub struct StageStep {
     pub job: super::StagedJob,
     /// The staged tree.
     pub source: PathBuf,
-    /// The image (`/proc/self/fd/N`, inherited).
-    pub image: PathBuf,
     /// Scratch space.
     pub scratch: PathBuf,
     /// The newest source mtime (the default epoch).
@@ -192,7 +194,7 @@ pub struct StageOutcome {
 pub fn stage(step: &Path, outcome: &Path) -> Result<std::process::ExitCode> {
     let text = std::fs::read(step).with_context(|| format!("reading {}", step.display()))?;
     let s: StageStep = serde_json::from_slice(&text).context("the filesystem step")?;
-    let result = super::run_staged(&s.job, &s.source, &s.image, &s.scratch, s.max_mtime);
+    let result = super::run_staged(&s.job, &s.source, &s.scratch, s.max_mtime);
     let (code, o) = match result {
         Ok(made) => (
             0,
@@ -212,4 +214,42 @@ pub fn stage(step: &Path, outcome: &Path) -> Result<std::process::ExitCode> {
     std::fs::write(outcome, serde_json::to_vec(&o)?)
         .with_context(|| format!("writing {}", outcome.display()))?;
     Ok(std::process::ExitCode::from(code))
+}
+
+/// In a build's staging step: runs `rootbox __fs-stage` for `step` in a
+/// nested sandbox — for the reason mkfs.btrfs runs in one
+/// (`pipeline::mkfs::run`): the staging mounts are then locked read-only
+/// to it. The owners it sees are the same: the nested map repeats this
+/// one.
+pub fn run_nested(step: &StageStep) -> Result<StageOutcome> {
+    let dir = tempfile::Builder::new()
+        .prefix("fs-step-")
+        .tempdir_in(&step.scratch)
+        .context("creating a directory for the filesystem step")?;
+    let (step_file, outcome) = (
+        dir.path().join("step.json"),
+        dir.path().join("outcome.json"),
+    );
+    std::fs::write(&step_file, serde_json::to_vec(step)?)?;
+    let argv = [
+        std::ffi::OsString::from("/proc/self/exe"),
+        "__fs-stage".into(),
+        step_file.into(),
+        outcome.clone().into(),
+    ];
+    let status = rootbox_sandbox::Sandbox::new()
+        .command(argv)
+        .run()
+        .context("running the filesystem step in a nested sandbox")?;
+    Ok(match std::fs::read(&outcome) {
+        Ok(b) if !b.is_empty() => {
+            serde_json::from_slice(&b).context("the filesystem step's outcome")?
+        }
+        _ => StageOutcome {
+            made: None,
+            error: Some(format!(
+                "the filesystem step ended with {status} and said nothing"
+            )),
+        },
+    })
 }

@@ -23,7 +23,7 @@ use std::process::Command;
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use rootbox_images::fs::erofs as plan;
-use rootbox_images::fs::{too_small, Filesystem, Fix, FsError};
+use rootbox_images::fs::{too_small, Filesystem, Fix, FsError, Name};
 use rootbox_images::size::Size;
 
 use super::{output, Inode, Job, S_IFMT};
@@ -83,7 +83,7 @@ fn patch_owners(image: &Path, fixes: &[Fix], sort_xattrs: bool) -> Result<()> {
         .open(image)
         .with_context(|| format!("opening {}", image.display()))?;
     let img = Erofs::open(&file)?;
-    let by_path: HashMap<String, u64> = img.walk()?.into_iter().collect();
+    let by_path: HashMap<Name, u64> = img.walk()?.into_iter().collect();
     for f in fixes {
         let nid = *by_path
             .get(&f.path)
@@ -104,7 +104,7 @@ fn patch_owners(image: &Path, fixes: &[Fix], sort_xattrs: bool) -> Result<()> {
                 if plan::is_wide(id) {
                     return Err(FsError::IdTooLarge {
                         filesystem: Filesystem::Erofs,
-                        path: f.path.clone(),
+                        path: f.path.to_string(),
                         id,
                         why: "a compact inode holds 16-bit ids",
                     }
@@ -292,8 +292,8 @@ impl<'f> Erofs<'f> {
     }
 
     /// Every path with its nid, the root first.
-    fn walk(&self) -> Result<Vec<(String, u64)>> {
-        let mut out = vec![("/".to_string(), self.root_nid)];
+    fn walk(&self) -> Result<Vec<(Name, u64)>> {
+        let mut out = vec![(Name::root(), self.root_nid)];
         let mut i = 0;
         while i < out.len() {
             let (path, nid) = out[i].clone();
@@ -307,15 +307,15 @@ impl<'f> Erofs<'f> {
                 .dirents(&data)
                 .with_context(|| format!("directory {path}"))?
             {
-                if name != "." && name != ".." {
-                    out.push((rootbox_images::fs::join(&path, &name), child));
+                if name != b"." && name != b".." {
+                    out.push((path.join(&name), child));
                 }
             }
         }
         Ok(out)
     }
 
-    fn dirents(&self, data: &[u8]) -> Result<Vec<(String, u64)>> {
+    fn dirents(&self, data: &[u8]) -> Result<Vec<(Vec<u8>, u64)>> {
         let mut out = Vec::new();
         for blk in data.chunks(self.block as usize) {
             ensure!(blk.len() >= 12, "a directory block of {} bytes", blk.len());
@@ -336,9 +336,7 @@ impl<'f> Erofs<'f> {
                 ensure!(start <= end && end <= blk.len(), "bad name offsets");
                 let raw = &blk[start..end];
                 let raw = &raw[..raw.iter().position(|&c| c == 0).unwrap_or(raw.len())];
-                let name = String::from_utf8(raw.to_vec())
-                    .map_err(|_| anyhow!("a name that is not UTF-8: {raw:?}"))?;
-                out.push((name, nid));
+                out.push((raw.to_vec(), nid));
             }
         }
         Ok(out)
@@ -377,7 +375,7 @@ impl<'f> Erofs<'f> {
             .with_context(|| format!("rewriting the xattrs of erofs inode {nid}"))
     }
 
-    fn xattrs(&self, nid: u64, ino: &RawInode) -> Result<BTreeMap<String, Vec<u8>>> {
+    fn xattrs(&self, nid: u64, ino: &RawInode) -> Result<BTreeMap<Name, Vec<u8>>> {
         let mut out = BTreeMap::new();
         if ino.xattr_icount == 0 {
             return Ok(out);
@@ -400,13 +398,13 @@ impl<'f> Erofs<'f> {
             out.insert(n, v);
             at += used.div_ceil(4) * 4;
         }
-        out.retain(|n, _| !n.starts_with("system."));
+        out.retain(|n, _| !n.as_bytes().starts_with(b"system."));
         Ok(out)
     }
 }
 
 /// One xattr entry: name, value and its length in bytes (unpadded).
-fn xattr_entry(b: &[u8]) -> Result<(String, Vec<u8>, usize)> {
+fn xattr_entry(b: &[u8]) -> Result<(Name, Vec<u8>, usize)> {
     ensure!(b.len() >= 4, "a truncated xattr entry");
     let (name_len, index, value_len) = (usize::from(b[0]), b[1], usize::from(le16(b, 2)));
     let end = 4 + name_len + value_len;
@@ -419,7 +417,7 @@ fn xattr_entry(b: &[u8]) -> Result<(String, Vec<u8>, usize)> {
         6 => "security.",
         i => bail!("xattr name index {i} is not known"),
     };
-    let name = format!("{prefix}{}", String::from_utf8_lossy(&b[4..4 + name_len]));
+    let name = Name::from_bytes([prefix.as_bytes(), &b[4..4 + name_len]].concat());
     Ok((name, b[4 + name_len..end].to_vec(), end))
 }
 
@@ -441,7 +439,7 @@ pub fn read(image: &Path) -> Result<Vec<Inode>> {
                 let d = img
                     .data(nid, &ino)
                     .with_context(|| format!("target of {path}"))?;
-                Some(String::from_utf8_lossy(&d).into_owned())
+                Some(Name::from_bytes(d))
             } else {
                 None
             };

@@ -10,7 +10,7 @@ use std::process::Command;
 
 use anyhow::{anyhow, bail, Context, Result};
 use rootbox_images::fs::ext4::{self as plan, Content, BLOCK};
-use rootbox_images::fs::{too_small, Filesystem, Fix};
+use rootbox_images::fs::{too_small, Filesystem, Fix, Name};
 use rootbox_images::size::Size;
 
 use super::{output, Inode, Job};
@@ -95,11 +95,11 @@ fn shrink(job: &Job, image: &Path) -> Result<u64> {
 /// the xattrs in name order) into the image with one `debugfs -w -f` run.
 fn apply_fixes(job: &Job, fixes: &[Fix]) -> Result<()> {
     let listing = list(&job.image)?;
-    let by_path: HashMap<&str, &Raw> = listing.iter().map(|r| (r.path.as_str(), r)).collect();
+    let by_path: HashMap<&Name, &Raw> = listing.iter().map(|r| (&r.path, r)).collect();
     let mut edits = Vec::new();
     for f in fixes {
         let r = by_path
-            .get(f.path.as_str())
+            .get(&f.path)
             .ok_or_else(|| anyhow!("{} was staged but is not in the ext4 image", f.path))?;
         edits.extend(
             plan::fix_fields(r.uid, r.gid, r.mode, f)
@@ -149,6 +149,18 @@ fn apply_fixes(job: &Job, fixes: &[Fix]) -> Result<()> {
 /// its stdout. With `write`, any complaint on stderr fails: debugfs exits
 /// 0 after a failed command.
 fn run_debugfs(image: &Path, script: &str, write: bool, job: Option<&Job>) -> Result<String> {
+    let out = run_debugfs_bytes(image, script, write, job)?;
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// [`run_debugfs`]'s stdout as bytes: names and symlink targets in it are
+/// printed as they are, not necessarily UTF-8.
+fn run_debugfs_bytes(
+    image: &Path,
+    script: &str,
+    write: bool,
+    job: Option<&Job>,
+) -> Result<Vec<u8>> {
     let mut file = tempfile::NamedTempFile::new().context("creating a debugfs command file")?;
     file.write_all(script.as_bytes())
         .context("writing the debugfs command file")?;
@@ -181,13 +193,13 @@ fn run_debugfs(image: &Path, script: &str, write: bool, job: Option<&Job>) -> Re
             complaints.join("; ")
         );
     }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    Ok(out.stdout)
 }
 
 /// An inode as `debugfs ls -p` and `stat` show it.
 #[derive(Debug, Clone)]
 struct Raw {
-    path: String,
+    path: Name,
     ino: u64,
     mode: u32,
     uid: u32,
@@ -195,7 +207,7 @@ struct Raw {
     /// atime, mtime, ctime, crtime: seconds, nanoseconds.
     times: [(i64, u32); 4],
     rdev: Option<(u32, u32)>,
-    target: Option<String>,
+    target: Option<Name>,
     xattr_names: Vec<String>,
 }
 
@@ -212,51 +224,107 @@ fn sections(stdout: &str) -> Vec<(&str, Vec<&str>)> {
     out
 }
 
+/// One entry of `debugfs ls -p`: inode, mode, owner, group and name.
+type Entry = (u64, u32, u32, u32, Vec<u8>);
+
+/// The entries of each `ls -p` of a command file's output, in order. Each
+/// is `/INO/MODE/UID/GID/NAME/SIZE/` and a newline; a name holds any byte
+/// but `/` (a newline too), so it is read up to the next `/`, never by
+/// lines.
+fn parse_ls(out: &[u8]) -> Result<Vec<Vec<Entry>>> {
+    let mut dirs = Vec::new();
+    let mut at = 0;
+    let field = |at: &mut usize| -> Result<&[u8]> {
+        let rest = &out[*at..];
+        let end = rest
+            .iter()
+            .position(|&c| c == b'/')
+            .context("a debugfs ls -p entry ends early")?;
+        *at += end + 1;
+        Ok(&rest[..end])
+    };
+    let num = |b: &[u8], radix| -> Result<u64> {
+        let s = std::str::from_utf8(b).unwrap_or("?");
+        u64::from_str_radix(s, radix).with_context(|| format!("debugfs ls -p field {s:?}"))
+    };
+    while at < out.len() {
+        // The echo of the command, then its entries until the next echo.
+        let line_end = out[at..]
+            .iter()
+            .position(|&c| c == b'\n')
+            .map_or(out.len(), |e| at + e);
+        if out[at..].starts_with(b"debugfs: ls -p") {
+            dirs.push(Vec::new());
+        }
+        at = line_end + 1;
+        while at < out.len() && out[at] == b'/' {
+            at += 1;
+            let ino = num(field(&mut at)?, 10)?;
+            let mode = num(field(&mut at)?, 8)? as u32;
+            let uid = num(field(&mut at)?, 10)? as u32;
+            let gid = num(field(&mut at)?, 10)? as u32;
+            let name = field(&mut at)?.to_vec();
+            field(&mut at)?; // the size
+            if out.get(at) == Some(&b'\n') {
+                at += 1;
+            }
+            let entries = dirs
+                .last_mut()
+                .context("debugfs printed entries before ls -p")?;
+            entries.push((ino, mode, uid, gid, name));
+        }
+        while out.get(at) == Some(&b'\n') {
+            at += 1;
+        }
+    }
+    Ok(dirs)
+}
+
+/// The output of each `stat` of a command file, by the command's echo;
+/// the output as bytes (a fast symlink's target is printed as it is).
+fn stat_sections(out: &[u8]) -> Vec<(String, &[u8])> {
+    let mark = b"debugfs: ";
+    let mut starts: Vec<usize> = (0..out.len())
+        .filter(|&i| (i == 0 || out[i - 1] == b'\n') && out[i..].starts_with(mark))
+        .collect();
+    starts.push(out.len());
+    starts
+        .windows(2)
+        .map(|w| {
+            let sec = &out[w[0] + mark.len()..w[1]];
+            let nl = sec.iter().position(|&c| c == b'\n').unwrap_or(sec.len());
+            let body = sec.get(nl + 1..).unwrap_or(&[]);
+            (String::from_utf8_lossy(&sec[..nl]).into_owned(), body)
+        })
+        .collect()
+}
+
 /// Every path of the image with its inode, breadth first by directory.
 fn list(image: &Path) -> Result<Vec<Raw>> {
-    let mut all = vec![(2u64, "/".to_string(), 0o040000u32, 0u32, 0u32)];
-    let mut pending = vec![(2u64, "/".to_string())];
+    let mut all = vec![(2u64, Name::root())];
+    let mut pending = vec![(2u64, Name::root())];
     while !pending.is_empty() {
         let script: String = pending
             .iter()
             .map(|(ino, _)| format!("ls -p <{ino}>\n"))
             .collect();
-        let out = run_debugfs(image, &script, false, None)?;
-        let secs = sections(&out);
-        if secs.len() != pending.len() {
+        let dirs = parse_ls(&run_debugfs_bytes(image, &script, false, None)?)?;
+        if dirs.len() != pending.len() {
             bail!(
                 "debugfs listed {} of {} directories",
-                secs.len(),
+                dirs.len(),
                 pending.len()
             );
         }
         let mut next = Vec::new();
-        for ((_, dir), (_, lines)) in pending.iter().zip(secs) {
-            for l in lines.iter().filter(|l| !l.is_empty()) {
-                // /INO/MODE/UID/GID/NAME/SIZE/ (a name has no '/')
-                let f: Vec<&str> = l.split('/').collect();
-                if f.len() != 8 || !f[0].is_empty() {
-                    bail!("unexpected debugfs ls -p line in {dir}: {l:?}");
-                }
-                let name = f[5];
+        for ((_, dir), entries) in pending.iter().zip(dirs) {
+            for (ino, mode, _, _, name) in entries {
                 // lost+found's preallocated blocks list as empty entries.
-                if name == "." || name == ".." || (name.is_empty() && f[1] == "0") {
+                if name == b"." || name == b".." || (name.is_empty() && ino == 0) {
                     continue;
                 }
-                let num = |s: &str, radix| {
-                    u64::from_str_radix(s, radix)
-                        .with_context(|| format!("debugfs ls -p line {l:?}"))
-                };
-                let ino = num(f[1], 10)?;
-                let mode = num(f[2], 8)? as u32;
-                let path = rootbox_images::fs::join(dir, name);
-                all.push((
-                    ino,
-                    path.clone(),
-                    mode,
-                    num(f[3], 10)? as u32,
-                    num(f[4], 10)? as u32,
-                ));
+                let path = dir.join(&name);
+                all.push((ino, path.clone()));
                 if mode & super::S_IFMT == 0o040000 {
                     next.push((ino, path));
                 }
@@ -269,9 +337,9 @@ fn list(image: &Path) -> Result<Vec<Raw>> {
     inos.sort_unstable();
     inos.dedup();
     let script: String = inos.iter().map(|i| format!("stat <{i}>\n")).collect();
-    let out = run_debugfs(image, &script, false, None)?;
+    let out = run_debugfs_bytes(image, &script, false, None)?;
     let mut stats = HashMap::new();
-    for (cmd, lines) in sections(&out) {
+    for (cmd, body) in stat_sections(&out) {
         let ino: u64 = cmd
             .trim_start_matches("stat <")
             .trim_end_matches('>')
@@ -279,11 +347,11 @@ fn list(image: &Path) -> Result<Vec<Raw>> {
             .with_context(|| format!("debugfs echoed {cmd:?}"))?;
         stats.insert(
             ino,
-            parse_stat(&lines).with_context(|| format!("debugfs stat <{ino}>"))?,
+            parse_stat(body).with_context(|| format!("debugfs stat <{ino}>"))?,
         );
     }
     all.into_iter()
-        .map(|(ino, path, _, _, _)| {
+        .map(|(ino, path)| {
             let s = stats
                 .get(&ino)
                 .ok_or_else(|| anyhow!("debugfs printed no stat for inode {ino} ({path})"))?;
@@ -296,9 +364,13 @@ fn list(image: &Path) -> Result<Vec<Raw>> {
         .collect()
 }
 
-fn parse_stat(lines: &[&str]) -> Result<Raw> {
+/// One `stat` of debugfs 1.47; a fast symlink's target, printed as it is
+/// between quotes on the last line, is taken as bytes.
+fn parse_stat(body: &[u8]) -> Result<Raw> {
+    let text = String::from_utf8_lossy(body);
+    let lines: Vec<&str> = text.lines().collect();
     let mut r = Raw {
-        path: String::new(),
+        path: Name::root(),
         ino: 0,
         mode: 0,
         uid: 0,
@@ -314,6 +386,9 @@ fn parse_stat(lines: &[&str]) -> Result<Raw> {
         rest.split_whitespace().next().map(str::to_string)
     };
     for l in lines {
+        if l.starts_with("Fast link dest: ") {
+            break;
+        }
         if l.starts_with("Inode:") {
             let t = l.find("Type:").map(|i| &l[i + 5..]).unwrap_or("");
             let kind = t.split("Mode:").next().unwrap_or("").trim();
@@ -349,8 +424,6 @@ fn parse_stat(lines: &[&str]) -> Result<Raw> {
             let v = rest.split_whitespace().next().unwrap_or("");
             let (a, b) = v.split_once(':').context("device number")?;
             r.rdev = Some((a.parse()?, b.parse()?));
-        } else if let Some(rest) = l.strip_prefix("Fast link dest: ") {
-            r.target = Some(unquote(rest.trim()).context("fast link target")?);
         }
         if in_xattrs {
             match l.strip_prefix("  ") {
@@ -365,28 +438,17 @@ fn parse_stat(lines: &[&str]) -> Result<Raw> {
     if r.mode == 0 {
         bail!("no Inode line");
     }
+    r.target = fast_link_target(body);
     Ok(r)
 }
 
-/// A `"…"` string of debugfs (non-printable bytes as `\ooo`).
-fn unquote(s: &str) -> Option<String> {
-    let inner = s.strip_prefix('"')?.strip_suffix('"')?;
-    let b = inner.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 4 <= b.len() {
-            let digits = std::str::from_utf8(&b[i + 1..i + 4]).unwrap_or("x");
-            if let Ok(v) = u8::from_str_radix(digits, 8) {
-                out.push(v);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8(out).ok()
+/// `Fast link dest: "TARGET"`: the bytes between its first quote and the
+/// section's last one (the target may hold quotes and newlines).
+fn fast_link_target(body: &[u8]) -> Option<Name> {
+    let key = b"Fast link dest: \"";
+    let start = body.windows(key.len()).position(|w| w == key)? + key.len();
+    let end = body.iter().rposition(|&c| c == b'"')?;
+    (end >= start).then(|| Name::from_bytes(&body[start..end]))
 }
 
 /// The values of the (non-`system.`) xattrs of `raws`, by inode and name,
@@ -435,11 +497,14 @@ pub fn read(image: &Path) -> Result<Vec<Inode>> {
     Ok(raws
         .into_iter()
         .map(|r| {
-            let xattrs: BTreeMap<String, Vec<u8>> = r
+            let xattrs: BTreeMap<Name, Vec<u8>> = r
                 .xattr_names
                 .iter()
                 .filter(|n| !n.starts_with("system."))
-                .filter_map(|n| Some((n.clone(), values.get(&(r.ino, n.clone()))?.clone())))
+                .filter_map(|n| {
+                    let v = values.get(&(r.ino, n.clone()))?;
+                    Some((Name::from(n.as_str()), v.clone()))
+                })
                 .collect();
             Inode {
                 path: r.path,
@@ -474,14 +539,33 @@ Extended attributes:
   security.capability (20) = 01 00 00 02 00 20 00 00 00 00 00 00 00 00 00 00 00 00 00 00 
 Inode checksum: 0xec6788fb
 Device major/minor number: 259:03 (hex 103:03)";
-        let lines: Vec<&str> = text.lines().collect();
-        let r = parse_stat(&lines).unwrap();
+        let r = parse_stat(text.as_bytes()).unwrap();
         assert_eq!(r.mode, 0o020644);
         assert_eq!((r.uid, r.gid), (1000, 100));
         assert_eq!(r.rdev, Some((259, 3)));
         assert_eq!(r.times[1], (1000, 2));
         assert_eq!(r.times[2], (0x6b0f4cfa, 1));
         assert_eq!(r.xattr_names, ["user.x", "security.capability"]);
-        assert_eq!(unquote("\"a\\001b\"").as_deref(), Some("a\u{1}b"));
+        // debugfs 1.47 prints a fast symlink's target as it is: any byte,
+        // a backslash, a quote, a newline.
+        let link = b"Inode: 16   Type: symlink    Mode:  0777   Flags: 0x0\n\
+                     User:     0   Group:     0   Project:     0   Size: 11\n\
+                     Fast link dest: \"a\\101\"c\xe9\nx\"\n";
+        let r = parse_stat(link).unwrap();
+        assert_eq!(r.mode, 0o120777);
+        assert_eq!(r.target, Some(Name::from_bytes(&b"a\\101\"c\xe9\nx"[..])));
+    }
+
+    #[test]
+    fn debugfs_ls_p_entries_are_read_up_to_the_slash_not_by_lines() {
+        let out = b"debugfs: ls -p <2>\n/2/040755/0/0/./4096/\n/13/100644/5/6/new\nline/2/\n\
+                    /14/100644/0/0/caf\xe9 debugfs: x/0/\n\ndebugfs: ls -p <12>\n/12/040755/0/0/./4096/\n\n";
+        let dirs = parse_ls(out).unwrap();
+        assert_eq!(dirs.len(), 2);
+        let names: Vec<&[u8]> = dirs[0].iter().map(|e| e.4.as_slice()).collect();
+        assert_eq!(names, [&b"."[..], b"new\nline", b"caf\xe9 debugfs: x"]);
+        assert_eq!(dirs[0][1].0, 13);
+        assert_eq!((dirs[0][1].1, dirs[0][1].2, dirs[0][1].3), (0o100644, 5, 6));
+        assert_eq!(dirs[1].len(), 1);
     }
 }

@@ -14,21 +14,33 @@
 //! [`read`], against the tree with the fixes applied ([`verify`]).
 //! Planning (arguments, command files, size rules) lives in
 //! `rootbox_images::fs`.
+//!
+//! Names are bytes ([`Name`]): any name Linux allows reaches the image
+//! byte for byte and reads back equal; `__fs-read` prints them losslessly
+//! escaped. Each filesystem has one reader, `read(image) -> Vec<Inode>`:
+//! ext4 parses `debugfs ls -p` up to each `/` (not by lines, since a name
+//! may hold a newline) and takes a fast symlink's target as bytes; squashfs
+//! joins back the `unsquashfs -lln` lines a newline split; erofs reads the
+//! format itself. A name a tool cannot write is refused before mkfs, by
+//! the path the user gave ([`Origin`]): mkfs.erofs 1.5 and a 255-byte name,
+//! a newline in a path mksquashfs must be given an owner for.
 
 pub mod cli;
 pub mod erofs;
 pub mod ext4;
 pub mod squashfs;
 pub mod vfat;
+mod walk;
+
+pub use walk::{walk, Origin};
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
-use rootbox_images::fs::{ext4::Content, plan_fixes, ArchiveOwner, Filesystem, Fix, Options, Seen};
+use rootbox_images::fs::{plan_fixes, ArchiveOwner, Filesystem, Fix, Name, Options, Seen};
 use rootbox_images::owners::Manifest;
 use serde::Serialize;
 
@@ -36,8 +48,9 @@ use serde::Serialize;
 /// sharing `ino`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Inode {
-    /// The image path (`/` for the root).
-    pub path: String,
+    /// The image path (`/` for the root), as bytes (JSON: escaped, see
+    /// [`Name`]).
+    pub path: Name,
     /// Inode number (erofs: the nid); `None` where the reader has none.
     pub ino: Option<u64>,
     /// The whole `st_mode`.
@@ -49,10 +62,10 @@ pub struct Inode {
     /// Device number (major, minor) of a device node.
     pub rdev: Option<(u32, u32)>,
     /// A symlink's target, where the reader sees it.
-    pub target: Option<String>,
+    pub target: Option<Name>,
     /// Extended attributes by name; `None` where the reader cannot see
     /// them (squashfs), `system.*` (ACLs) left out everywhere.
-    pub xattrs: Option<BTreeMap<String, Vec<u8>>>,
+    pub xattrs: Option<BTreeMap<Name, Vec<u8>>>,
 }
 
 /// The file type bits of a mode.
@@ -79,95 +92,6 @@ pub fn overflow_ids() -> (u32, u32) {
         read("/proc/sys/kernel/overflowuid"),
         read("/proc/sys/kernel/overflowgid"),
     )
-}
-
-/// Every inode of the tree at `root` as this process sees it (lstat, not
-/// following symlinks), sorted by path, and its size for ext4.
-pub fn walk(root: &Path) -> Result<(Vec<Inode>, Content)> {
-    let mut out = Vec::new();
-    let mut content = Content::default();
-    let mut seen_inodes = std::collections::HashSet::new();
-    walk_into(root, "/", &mut out, &mut content, &mut seen_inodes)?;
-    out.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok((out, content))
-}
-
-fn walk_into(
-    at: &Path,
-    path: &str,
-    out: &mut Vec<Inode>,
-    content: &mut Content,
-    seen: &mut std::collections::HashSet<(u64, u64)>,
-) -> Result<()> {
-    let m = fs::symlink_metadata(at).with_context(|| format!("lstat {}", at.display()))?;
-    let ft = m.file_type();
-    if seen.insert((m.dev(), m.ino())) {
-        content.inodes += 1;
-        content.blocks += if ft.is_dir() {
-            1
-        } else {
-            m.len().div_ceil(rootbox_images::fs::ext4::BLOCK)
-        };
-    }
-    let rdev = (ft.is_block_device() || ft.is_char_device())
-        .then(|| (libc::major(m.rdev()), libc::minor(m.rdev())));
-    let target = if ft.is_symlink() {
-        let t = fs::read_link(at).with_context(|| format!("readlink {}", at.display()))?;
-        Some(
-            t.to_str()
-                .map(str::to_string)
-                .with_context(|| format!("the target of symlink {} is not UTF-8", at.display()))?,
-        )
-    } else {
-        None
-    };
-    let mut xattrs = BTreeMap::new();
-    if !ft.is_symlink() {
-        for name in
-            xattr::list(at).with_context(|| format!("listing xattrs of {}", at.display()))?
-        {
-            let n = name.to_string_lossy().into_owned();
-            if n.starts_with("system.") {
-                continue;
-            }
-            if let Some(v) = xattr::get(at, &name)
-                .with_context(|| format!("reading xattr {n} of {}", at.display()))?
-            {
-                xattrs.insert(n, v);
-            }
-        }
-    }
-    out.push(Inode {
-        path: path.to_string(),
-        ino: Some(m.ino()),
-        mode: m.mode(),
-        uid: m.uid(),
-        gid: m.gid(),
-        rdev,
-        target,
-        xattrs: Some(xattrs),
-    });
-    if ft.is_dir() {
-        let mut names: Vec<_> = fs::read_dir(at)
-            .with_context(|| format!("listing {}", at.display()))?
-            .map(|e| e.map(|e| e.file_name()))
-            .collect::<std::io::Result<_>>()
-            .with_context(|| format!("listing {}", at.display()))?;
-        names.sort();
-        for n in names {
-            let name = n
-                .to_str()
-                .with_context(|| format!("{:?} in {} is not a UTF-8 name", n, at.display()))?;
-            walk_into(
-                &at.join(name),
-                &rootbox_images::fs::join(path, name),
-                out,
-                content,
-                seen,
-            )?;
-        }
-    }
-    Ok(())
 }
 
 fn seen_of(inodes: &[Inode]) -> Vec<Seen> {
@@ -201,6 +125,8 @@ pub struct Job {
     pub overflow: (u32, u32),
     /// Scratch space for command files and trial images.
     pub scratch: PathBuf,
+    /// Where the tree came from, for messages.
+    pub origin: Origin,
 }
 
 /// The directory of the staging tree that holds the image's `/` when the
@@ -214,6 +140,9 @@ pub const STAGED_ROOT: &str = "root";
 pub struct StagedJob {
     /// The filesystem.
     pub filesystem: Filesystem,
+    /// Where the image goes (`/proc/self/fd/N`, inherited from the
+    /// parent; the parent publishes it).
+    pub image: PathBuf,
     /// `label`.
     pub label: Option<String>,
     /// `uuid`.
@@ -231,17 +160,13 @@ pub struct StagedJob {
     pub manifest: Option<(String, String)>,
     /// A tar rootfs's owners by image path: uid, gid, mode.
     pub archive: Option<BTreeMap<String, (u32, u32, u32)>>,
+    /// Where the tree came from, for messages.
+    pub origin: Origin,
 }
 
 /// Runs [`make`] for a build in its staging step: `source` is the staged
 /// tree, `image` the output, `max_mtime` the newest source mtime.
-pub fn run_staged(
-    j: &StagedJob,
-    source: &Path,
-    image: &Path,
-    scratch: &Path,
-    max_mtime: i64,
-) -> Result<Made> {
+pub fn run_staged(j: &StagedJob, source: &Path, scratch: &Path, max_mtime: i64) -> Result<Made> {
     let manifest = match &j.manifest {
         Some((text, origin)) => Some(Manifest::parse(text, origin)?),
         None => None,
@@ -253,7 +178,7 @@ pub fn run_staged(
     let job = Job {
         filesystem: j.filesystem,
         source: source.to_path_buf(),
-        image: image.to_path_buf(),
+        image: j.image.clone(),
         options: Options {
             label: j.label.clone(),
             uuid: j.uuid.clone(),
@@ -276,6 +201,7 @@ pub fn run_staged(
         }),
         overflow: overflow_ids(),
         scratch: scratch.path().to_path_buf(),
+        origin: j.origin.clone(),
     };
     make(&job)
 }
@@ -293,13 +219,16 @@ pub struct Made {
     pub manifest_paths: usize,
     /// Paths compared against the tree after the fixes.
     pub verified_paths: usize,
+    /// A reproducible image: the epoch its times were clamped to.
+    pub reproducible_epoch: Option<u64>,
 }
 
 /// Makes the image, fixes its owners and verifies it (see the module doc).
 pub fn make(job: &Job) -> Result<Made> {
     rootbox_images::fs::check(job.filesystem, &job.options)?;
-    check_tool(job.filesystem)?;
-    let (tree, content) = walk(&job.source)?;
+    let version = check_tool(job.filesystem)?;
+    let (tree, content) = walk(&job.source, &job.origin)?;
+    names_fit(job, &tree, version)?;
     let fixes = plan_fixes(
         &seen_of(&tree),
         job.overflow,
@@ -323,12 +252,13 @@ pub fn make(job: &Job) -> Result<Made> {
         unmapped_given_to_root: fixes.iter().filter(|f| f.unmapped).count(),
         manifest_paths: fixes.iter().filter(|f| f.manifest_line.is_some()).count(),
         verified_paths: verified,
+        reproducible_epoch: job.options.reproducible.as_ref().map(|r| r.epoch),
     })
 }
 
 /// Checks the version of the filesystem's tools (see
-/// [`rootbox_images::fs::Filesystem::tool`]).
-pub fn check_tool(filesystem: Filesystem) -> Result<()> {
+/// [`rootbox_images::fs::Filesystem::tool`]); the version found.
+pub fn check_tool(filesystem: Filesystem) -> Result<(u32, u32, u32)> {
     let t = filesystem.tool();
     let out = Command::new(t.command[0])
         .arg(t.command[1])
@@ -340,15 +270,31 @@ pub fn check_tool(filesystem: Filesystem) -> Result<()> {
             )
         })?;
     let text = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
-    rootbox_images::fs::check_version(filesystem, &text)?;
+    Ok(rootbox_images::fs::check_version(filesystem, &text)?)
+}
+
+/// Refuses, before mkfs, a name the filesystem holds but the tool found
+/// cannot write (mkfs.erofs 1.5 and a 255-byte name), naming the path as
+/// the user gave it.
+fn names_fit(job: &Job, tree: &[Inode], version: (u32, u32, u32)) -> Result<()> {
+    if job.filesystem != Filesystem::Erofs {
+        return Ok(());
+    }
+    for i in tree {
+        let name = i.path.file_name();
+        if name.len() > rootbox_images::fs::erofs::name_limit(version) {
+            let shown = job.origin.describe(&i.path);
+            rootbox_images::fs::erofs::check_name(version, &shown, name)?;
+        }
+    }
     Ok(())
 }
 
 /// The tree with `fixes` applied: what the image must hold.
 pub fn apply(tree: &[Inode], fixes: &[Fix]) -> Vec<Inode> {
-    let by_path: HashMap<&str, &Fix> = fixes.iter().map(|f| (f.path.as_str(), f)).collect();
+    let by_path: HashMap<&Name, &Fix> = fixes.iter().map(|f| (&f.path, f)).collect();
     tree.iter()
-        .map(|i| match by_path.get(i.path.as_str()) {
+        .map(|i| match by_path.get(&i.path) {
             Some(f) => Inode {
                 uid: f.uid,
                 gid: f.gid,
@@ -372,6 +318,23 @@ pub fn read(filesystem: Filesystem, image: &Path) -> Result<Vec<Inode>> {
     Ok(v)
 }
 
+/// The filesystem UUID an image carries, as its own tool reads it
+/// (`dumpe2fs -h`, `dump.erofs -s`); squashfs has none.
+pub fn uuid(filesystem: Filesystem, image: &Path) -> Result<Option<String>> {
+    let (program, flag) = match filesystem {
+        Filesystem::Ext4 => ("dumpe2fs", "-h"),
+        Filesystem::Erofs => ("dump.erofs", "-s"),
+        Filesystem::Squashfs => return Ok(None),
+    };
+    let text = output(Command::new(program).arg(flag).arg(image), program)?;
+    let uuid = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Filesystem UUID:"))
+        .map(|u| u.trim().to_string())
+        .with_context(|| format!("{program} {flag} printed no UUID"))?;
+    Ok(Some(uuid))
+}
+
 /// Compares the image with the tree, path by path: type, permission bits,
 /// owner, group, device number, symlink target, xattrs (where the reader
 /// sees them) and which paths share an inode. Paths mkfs adds (ext4's
@@ -383,11 +346,11 @@ pub fn verify(
     got: &[Inode],
     overflow: (u32, u32),
 ) -> Result<usize> {
-    let got_by: HashMap<&str, &Inode> = got.iter().map(|i| (i.path.as_str(), i)).collect();
-    let want_by: HashMap<&str, &Inode> = expected.iter().map(|i| (i.path.as_str(), i)).collect();
+    let got_by: HashMap<&Name, &Inode> = got.iter().map(|i| (&i.path, i)).collect();
+    let want_by: HashMap<&Name, &Inode> = expected.iter().map(|i| (&i.path, i)).collect();
     let mut problems = Vec::new();
     for w in expected {
-        let Some(g) = got_by.get(w.path.as_str()) else {
+        let Some(g) = got_by.get(&w.path) else {
             problems.push(format!("{}: missing from the image", w.path));
             continue;
         };
@@ -424,7 +387,7 @@ pub fn verify(
     }
     for g in got {
         let made_by_mkfs = filesystem == Filesystem::Ext4 && g.path == "/lost+found";
-        if !made_by_mkfs && !want_by.contains_key(g.path.as_str()) {
+        if !made_by_mkfs && !want_by.contains_key(&g.path) {
             problems.push(format!("{}: in the image but not in the tree", g.path));
         }
         if g.uid == overflow.0 || g.gid == overflow.1 {
@@ -450,12 +413,12 @@ pub fn verify(
 
 /// Paths that share an inode in the tree must share one in the image, and
 /// only those (where the reader reports inode numbers).
-fn hard_link_problems(expected: &[Inode], got_by: &HashMap<&str, &Inode>) -> Vec<String> {
+fn hard_link_problems(expected: &[Inode], got_by: &HashMap<&Name, &Inode>) -> Vec<String> {
     let mut problems = Vec::new();
-    let mut group: HashMap<u64, &str> = HashMap::new();
-    let mut image_group: HashMap<u64, &str> = HashMap::new();
+    let mut group: HashMap<u64, &Name> = HashMap::new();
+    let mut image_group: HashMap<u64, &Name> = HashMap::new();
     for w in expected.iter().filter(|w| !w.is_dir()) {
-        let (Some(wi), Some(gi)) = (w.ino, got_by.get(w.path.as_str()).and_then(|g| g.ino)) else {
+        let (Some(wi), Some(gi)) = (w.ino, got_by.get(&w.path).and_then(|g| g.ino)) else {
             continue;
         };
         let first = *group.entry(wi).or_insert(&w.path);
@@ -473,6 +436,11 @@ fn hard_link_problems(expected: &[Inode], got_by: &HashMap<&str, &Inode>) -> Vec
 
 /// Runs `cmd`, failing with its stderr when it fails; its stdout.
 pub fn output(cmd: &mut Command, what: &str) -> Result<String> {
+    Ok(String::from_utf8_lossy(&output_bytes(cmd, what)?).into_owned())
+}
+
+/// [`output`], the stdout as bytes (names in it need not be UTF-8).
+pub fn output_bytes(cmd: &mut Command, what: &str) -> Result<Vec<u8>> {
     let out = cmd
         .output()
         .with_context(|| format!("running {what} (is it installed?)"))?;
@@ -483,7 +451,7 @@ pub fn output(cmd: &mut Command, what: &str) -> Result<String> {
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    Ok(out.stdout)
 }
 
 /// Whether a mode is a symlink's.

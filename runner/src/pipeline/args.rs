@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 use rootbox_images::size::{ByteSize, Size};
 use rootbox_images::spec::{Compress, ReflinkMode, Spec, SubvolumeSpec, Uuid};
@@ -11,7 +11,8 @@ use rootbox_sandbox::MapMode;
 
 use super::example::{self, Example};
 use super::inputs::IMAGE_STORE;
-use super::request::{BuildRequest, Options, Reproducible, StoreStaging};
+use super::request::{BuildRequest, Options, StoreStaging};
+use crate::reproducible::{source_date_epoch, Reproducible};
 
 /// Build a btrfs image whose files are owned by root, without being root.
 ///
@@ -252,17 +253,6 @@ fn effective_spec(a: &BuildArgs) -> Result<Spec> {
     }
     spec.validate(&origin)?;
     Ok(spec)
-}
-
-/// `SOURCE_DATE_EPOCH` from the environment, if set: the build's and the
-/// disk's one reading of it.
-pub fn source_date_epoch() -> Result<Option<i64>> {
-    match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(v) => Ok(Some(v.trim().parse::<i64>().map_err(|_| {
-            anyhow!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds since 1970")
-        })?)),
-        Err(_) => Ok(None),
-    }
 }
 
 fn reproducible_options(a: &BuildArgs) -> Result<Option<Reproducible>> {

@@ -10,7 +10,7 @@ use rootbox_images::spec::{Spec, SubvolumeSpec};
 
 /// The example's files; removed when dropped.
 pub struct Example {
-    _dir: super::output::Held,
+    _dir: crate::output::Held,
     pub spec: Spec,
 }
 
@@ -29,7 +29,7 @@ fn mode(p: &Path, mode: u32) -> Result<()> {
 }
 
 pub fn make() -> Result<Example> {
-    let dir = super::output::temp_dir("rootbox-example-")?;
+    let dir = crate::output::temp_dir("rootbox-example-")?;
     let root = dir.path().join("root");
     // The persistent state, as an impermanence setup keeps it.
     write(

@@ -33,12 +33,12 @@ use serde::Serialize;
 use super::ids::{overflow_ids, strip_setid};
 use super::inputs::Inputs;
 use super::launch::Staged;
-use super::request::Reproducible;
 use super::tarball::TarOwners;
 use super::verify::image_path;
+use crate::reproducible::Reproducible;
 
 /// What a reproducible image was made with.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ReproducibleReport {
     pub epoch: i64,
     pub seed: String,

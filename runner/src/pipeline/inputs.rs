@@ -17,9 +17,9 @@ use rootbox_images::spec::{Spec, SubvolumeSpec, Uuid};
 use rootbox_sandbox::MapMode;
 
 use super::job::Root;
-use super::output::{scratch_dir, temp_dir, Held, Target};
 use super::request::Options;
 use super::tarball::{self, TarOwners};
+use crate::output::{scratch_dir, temp_dir, Held, Target};
 
 /// Where NixOS's stage 2 looks for the store registration to load at first
 /// boot (`nix-store --load-db`).

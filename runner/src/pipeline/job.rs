@@ -4,7 +4,7 @@
 //! `job.json` in its private temporary directory and re-executes itself in
 //! the sandbox as `rootbox __stage JOB`; the staging step
 //! ([`super::stage`]) writes a [`StageResult`] as JSON to the file the job
-//! names and exits 0 when mkfs made an image. Without a user namespace
+//! names and exits 0 when the filesystem's tool made an image. Without a user namespace
 //! (`--no-userns`) the parent runs the same step in its own process, with
 //! the same two records.
 
@@ -32,9 +32,8 @@ pub struct StageJob {
     /// it goes in the staging tree.
     pub registration: Option<(PathBuf, PathBuf)>,
     pub staging: StoreStaging,
-    pub mkfs: MkfsJob,
-    /// ext4, erofs or squashfs instead of mkfs.btrfs (`crate::fs`).
-    pub fs: Option<crate::fs::StagedJob>,
+    /// What makes the image: the filesystem's backend's job.
+    pub make: MakeJob,
     /// Where to write the [`StageResult`].
     #[serde(with = "path_bytes")]
     pub result: PathBuf,
@@ -115,10 +114,12 @@ pub struct StageResult {
     /// The sources were staged as a sorted copy ([`StageJob::sorted_copy`]).
     pub sorted_copy: bool,
     pub max_mtime: i64,
-    pub mkfs_status: Option<i32>,
-    pub mkfs_output: String,
-    /// What the ext4, erofs or squashfs step did.
-    pub fs_made: Option<crate::fs::Made>,
+    /// How the filesystem's tool ended (128+N for a signal; `None`: it
+    /// did not run) and what it said.
+    pub tool_status: Option<i32>,
+    pub tool_output: String,
+    /// What the ext4, erofs or squashfs step did (`crate::fs`).
+    pub made: Option<crate::fs::Made>,
     pub warnings: Vec<String>,
     pub error: Option<String>,
 }
@@ -141,6 +142,49 @@ pub struct Counts {
     /// Entries bound although their owner does not map: given to root in
     /// the image after mkfs.
     pub rewrite_entries: u64,
+}
+
+/// The staging step's job for the filesystem: what it runs on the sealed
+/// staging tree to make the image.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MakeJob {
+    /// mkfs.btrfs on the whole staging tree (one directory per subvolume).
+    Btrfs(MkfsJob),
+    /// ext4, erofs or squashfs from the layout's one root (`crate::fs`).
+    Tree(crate::fs::StagedJob),
+}
+
+impl MakeJob {
+    /// What makes the image, for messages.
+    pub fn tool(&self) -> String {
+        match self {
+            MakeJob::Btrfs(m) => m.program.display().to_string(),
+            MakeJob::Tree(t) => format!("the {} tools", t.filesystem),
+        }
+    }
+
+    /// mkfs orders `--rootdir` itself and takes its times and UUIDs from
+    /// the environment (mkfs.btrfs ≥ 7.3, reproducible builds).
+    pub fn orders_itself(&self) -> bool {
+        matches!(self, MakeJob::Btrfs(m) if m.deterministic)
+    }
+
+    /// mkfs clones the data from the staged files (`--reflink`): copies
+    /// then go to scratch space, not the tmpfs.
+    pub fn clones(&self) -> bool {
+        matches!(self, MakeJob::Btrfs(m) if m.reflink)
+    }
+
+    /// Why this job cannot run without a user namespace, if it cannot.
+    pub fn needs_namespace(&self) -> Option<String> {
+        match self {
+            MakeJob::Btrfs(_) => None,
+            // Without a namespace the copies are the caller's, and the
+            // owner plan of crate::fs has no overflow id to go by.
+            MakeJob::Tree(t) => Some(format!("a {} image needs a user namespace", t.filesystem)),
+        }
+    }
 }
 
 /// Paths of the staging job as bytes: file names need not be UTF-8

@@ -11,10 +11,11 @@ use anyhow::{anyhow, bail, Context, Result};
 use rootbox_sandbox::{Error as SandboxError, ExitStatus, MapMode, Sandbox};
 
 use super::inputs::Staging;
-use super::job::{MkfsJob, StageJob, StageResult};
-use super::output::Target;
+use super::job::{MakeJob, StageJob, StageResult};
 use super::request::Options;
 use super::stage;
+use crate::interrupted::Interrupted;
+use crate::output::Target;
 
 /// What came back from the staging step.
 pub struct Staged {
@@ -28,28 +29,15 @@ pub struct Staged {
     pub warnings: Vec<String>,
 }
 
-/// A build stopped by a signal (SIGINT, SIGTERM, SIGHUP).
-#[derive(Debug)]
-pub struct Interrupted(pub i32);
-
-impl std::fmt::Display for Interrupted {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match nix::sys::signal::Signal::try_from(self.0) {
-            Ok(s) => write!(f, "interrupted by {s}"),
-            Err(_) => write!(f, "interrupted by signal {}", self.0),
-        }
-    }
-}
-
-impl std::error::Error for Interrupted {}
-
 /// Runs the staging step (plan → stage → seal → mkfs) for `staging`, and
 /// returns what it reported. An interrupted step is [`Interrupted`]; one
 /// that failed before mkfs is an error carrying its message.
+/// `owners`: the filesystem keeps owners; one that does not needs no user
+/// namespace, and the step runs in this process (as with `--no-userns`).
 pub fn run(
     staging: &Staging,
-    mkfs: MkfsJob,
-    fs: Option<crate::fs::StagedJob>,
+    make: MakeJob,
+    owners: bool,
     opts: &Options,
     out: &Target,
 ) -> Result<Staged> {
@@ -60,8 +48,7 @@ pub fn run(
         store_paths: staging.store_paths.clone(),
         registration: staging.staged_registration.clone(),
         staging: opts.staging,
-        mkfs,
-        fs,
+        make,
         result: plan_dir.join("result.json"),
         scratch: staging.scratch.path().to_path_buf(),
         direct: false,
@@ -74,8 +61,8 @@ pub fn run(
     // SOURCE_DATE_EPOCH alone never turns bind staging into a copy.
     if let Some(r) = &opts.reproducible {
         if r.explicit {
-            job.sorted_copy = !job.mkfs.deterministic;
-        } else if !job.mkfs.deterministic {
+            job.sorted_copy = !job.make.orders_itself();
+        } else if !job.make.orders_itself() {
             warnings.push(format!(
                 "SOURCE_DATE_EPOCH is set: times clamped and UUIDs derived, but the sources stay \
                  bound (no copy), so inode numbers follow their listing order and the bytes may \
@@ -85,7 +72,7 @@ pub fn run(
             ));
         }
     }
-    let status = if opts.no_userns {
+    let status = if opts.no_userns || !owners {
         run_direct(&mut job)?
     } else {
         let job_path = plan_dir.join("job.json");
@@ -95,10 +82,7 @@ pub fn run(
             // id of your range, and meets your files as "others".
             open_to_the_namespace(plan_dir, &job.result, &job.scratch, out)?;
         }
-        let tool = match &job.fs {
-            Some(fs) => format!("the {} tools", fs.filesystem),
-            None => job.mkfs.program.display().to_string(),
-        };
+        let tool = job.make.tool();
         tracing::info!("staging and running {tool} in the sandbox");
         let sandbox = Sandbox::new()
             .map(opts.map)
@@ -154,19 +138,16 @@ pub fn run(
 /// Runs the staging step in this process, without a user namespace: no
 /// mounts, so the tree is staged on disk in scratch space, by copying.
 fn run_direct(job: &mut StageJob) -> Result<ExitStatus> {
-    if let Some(fs) = &job.fs {
-        // Without a namespace the copies are the caller's, and the owner
-        // plan of crate::fs has no overflow id to go by.
+    if let Some(why) = job.make.needs_namespace() {
         bail!(
-            "a {} image needs a user namespace (rootbox doctor says why there is none); \
-             only btrfs images are built without one",
-            fs.filesystem
+            "{why} (rootbox doctor says why there is none); only btrfs images are built \
+             without one"
         );
     }
     job.direct = true;
     job.stage_dir = job.scratch.join("stage");
     std::fs::create_dir_all(&job.stage_dir)
-        .with_context(|| format!("creating {}", job.stage_dir.display()))?;
+        .context("creating the staging directory in scratch space")?;
     tracing::info!("staging by copying, without a user namespace");
     let code = stage::execute(job)?;
     Ok(ExitStatus::Exited(if code == ExitCode::SUCCESS {

@@ -1,25 +1,25 @@
 //! Everything about mkfs.btrfs: finding it and its version (parent),
 //! whether it may clone the data (`--reflink`, [`reflink_obstacle`]), the
 //! run on the sealed staging tree (in the staging step, in a nested
-//! sandbox), and reading its outcome (parent). Another filesystem gets a
-//! module of its own beside this one.
+//! sandbox), and reading its outcome (parent): the mkfs side of the btrfs
+//! backend ([`super::btrfs`]).
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{anyhow, bail, Context, Result};
-use rootbox_images::mkfs::{
+use rootbox_images::fs::btrfs::{
     decide_reflink, estimate_min_size, BtrfsProgsVersion, MkfsPlan, MkfsSize, ReflinkDecision,
 };
 use rootbox_images::size::{ByteSize, Size};
 use rootbox_images::spec::{Spec, Uuid};
 
 use super::inputs::{Inputs, Staging};
-use super::job::{Counts, MkfsJob, StageResult};
-use super::output::Target;
+use super::job::{Counts, MkfsJob, StageJob, StageResult};
 use super::progress::Bar;
 use super::request::Options;
+use crate::output::Target;
 
 /// The mkfs.btrfs this build will run.
 /// The first mkfs.btrfs that orders `--rootdir` deterministically and takes
@@ -281,23 +281,24 @@ pub fn features(image: &Path) -> Vec<String> {
     }
 }
 
-/// The job a build of another filesystem (`crate::fs`) sends along: only
-/// its output path and the spec's fields are used; mkfs.btrfs is not run.
-pub fn job_for_other(spec: &Spec, inputs: &Inputs, out: &Target) -> MkfsJob {
-    MkfsJob {
-        program: PathBuf::from("mkfs.btrfs"),
-        label: inputs.label.clone(),
-        uuid: inputs.uuid.clone(),
-        device_uuid: None,
-        compress: spec.compress,
-        subvol_args: Vec::new(),
-        inode_flag_args: Vec::new(),
-        size: spec.size,
-        headroom: spec.headroom,
-        output: out.mkfs_path(),
-        deterministic: false,
-        reflink: false,
-    }
+/// In the staging step: mkfs.btrfs on the sealed staging tree, its
+/// status and output put into `result`. mkfs.btrfs 7.3's own
+/// reproducibility: the epoch for every time it writes, UUIDs derived from
+/// -U, --rootdir in a fixed order.
+pub fn run_staged(m: &MkfsJob, job: &StageJob, result: &mut StageResult) -> Result<()> {
+    let env: Vec<(&str, String)> = if m.deterministic {
+        let epoch = job.epoch.unwrap_or(result.max_mtime);
+        vec![
+            ("SOURCE_DATE_EPOCH", epoch.to_string()),
+            ("DETERMINISTIC_SEED", "1".to_string()),
+        ]
+    } else {
+        Vec::new()
+    };
+    let (status, output) = run(m, &job.stage_dir, &result.counts, job.direct, &env)?;
+    result.tool_status = Some(status);
+    result.tool_output = output;
+    Ok(())
 }
 
 /// The mkfs plan for content of `counts`.
@@ -404,7 +405,7 @@ pub fn check_made(
     out: &Target,
 ) -> Result<()> {
     let counts = &result.counts;
-    if result.mkfs_status != Some(0) {
+    if result.tool_status != Some(0) {
         return Err(failure(result, size, counts, out.dir()));
     }
     if !status.success() {
@@ -433,28 +434,28 @@ fn failure(r: &StageResult, size: &Size, counts: &Counts, out_dir: &Path) -> any
     // Its ERROR lines say what went wrong; the last lines are often only
     // its summary (stdout) or leak warnings.
     let errors: Vec<&str> = r
-        .mkfs_output
+        .tool_output
         .lines()
         .filter(|l| l.starts_with("ERROR:") && !l.contains("zoned: unable to stat"))
         .take(8)
         .collect();
     let tail: Vec<&str> = if errors.is_empty() {
-        let mut t: Vec<&str> = r.mkfs_output.lines().rev().take(8).collect();
+        let mut t: Vec<&str> = r.tool_output.lines().rev().take(8).collect();
         t.reverse();
         t
     } else {
         errors
     };
     let text = tail.join("\n    ");
-    let nospace = r.mkfs_output.contains("No space left")
-        || r.mkfs_output.contains("ENOSPC")
-        || r.mkfs_output.contains("not enough free space");
+    let nospace = r.tool_output.contains("No space left")
+        || r.tool_output.contains("ENOSPC")
+        || r.tool_output.contains("not enough free space");
     // A full output filesystem shows up as a short write.
     let free = nix::sys::statvfs::statvfs(out_dir)
         .map(|s| s.blocks_available() * s.fragment_size())
         .ok();
     if let Some(free) = free.filter(|&f| f < counts.bytes.saturating_add(64 << 20)) {
-        if nospace || r.mkfs_output.contains("Short write") {
+        if nospace || r.tool_output.contains("Short write") {
             return anyhow!(
                 "no space left for the image in {}: {} bytes free, the content alone is {} bytes; \
                  free space there or write the image elsewhere\n  mkfs.btrfs said:\n    {text}",
@@ -474,7 +475,7 @@ fn failure(r: &StageResult, size: &Size, counts: &Counts, out_dir: &Path) -> any
         ),
         _ => anyhow!(
             "mkfs.btrfs failed (exit {}):\n    {text}",
-            r.mkfs_status
+            r.tool_status
                 .map(|s| s.to_string())
                 .unwrap_or_else(|| "?".into())
         ),

@@ -4,29 +4,30 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use rootbox_images::mkfs::ReflinkDecision;
+use rootbox_images::fs::btrfs::ReflinkDecision;
+use rootbox_images::fs::Filesystem as TreeFilesystem;
+use rootbox_images::spec::Filesystem;
 use serde::Serialize;
 
-use super::fixup::{FixUps, ReproducibleReport};
+use super::fixup::FixUps;
+use super::fixup::ReproducibleReport;
 use super::inputs::Staging;
 use super::launch::Staged;
 use super::request::BuildRequest;
 use super::verify::{SubvolReport, Verified};
 
-/// The JSON result of a build.
+/// The JSON result of a build: what every filesystem reports, then the
+/// backend's own details under the filesystem's name ([`Details`]).
 #[derive(Debug, Serialize)]
 pub struct Report {
+    /// The filesystem made.
+    pub filesystem: Filesystem,
     pub image: PathBuf,
     pub size_bytes: u64,
+    /// The filesystem UUID, read back from the image (squashfs has none).
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub uuid: String,
     pub label: String,
-    pub mkfs_version: String,
-    /// The features mkfs.btrfs enabled, from the image's superblock
-    /// (`block-group-tree`: the default since btrfs-progs 6.19; kernels
-    /// before 6.1 cannot mount such an image read-write).
-    pub mkfs_features: Vec<String>,
-    /// Whether mkfs.btrfs cloned the data (`--reflink`), and why not.
-    pub reflink: ReflinkDecision,
     pub map: String,
     pub subvolumes: Vec<SubvolReport>,
     pub entries: u64,
@@ -44,8 +45,70 @@ pub struct Report {
     pub left_out: Vec<String>,
     pub warnings: Vec<String>,
     pub verified: bool,
+    /// The backend's own details: `"btrfs": {…}`, `"ext4": {…}`, …
+    #[serde(flatten)]
+    pub details: Details,
+}
+
+/// The image's UUID and label, as the backend read them back.
+pub struct Identity {
+    /// `None`: the filesystem has no UUID (squashfs).
+    pub uuid: Option<String>,
+    pub label: String,
+}
+
+/// What only one filesystem's backend reports, under its name.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Details {
+    Btrfs(BtrfsReport),
+    Ext4(TreeReport),
+    Erofs(TreeReport),
+    Squashfs(TreeReport),
+}
+
+/// The btrfs backend's part of the report (`"btrfs"`).
+#[derive(Debug, Serialize)]
+pub struct BtrfsReport {
+    pub mkfs_version: String,
+    /// The features mkfs.btrfs enabled, from the image's superblock
+    /// (`block-group-tree`: the default since btrfs-progs 6.19; kernels
+    /// before 6.1 cannot mount such an image read-write).
+    pub mkfs_features: Vec<String>,
+    /// Whether mkfs.btrfs cloned the data (`--reflink`), and why not.
+    pub reflink: ReflinkDecision,
     /// Set for a reproducible image.
     pub reproducible: Option<ReproducibleReport>,
+}
+
+/// The tree backend's part of the report (`"ext4"`, `"erofs"` or
+/// `"squashfs"`).
+#[derive(Debug, Serialize)]
+pub struct TreeReport {
+    /// The Debian package of the tool that made the image.
+    pub tool: &'static str,
+    /// Its version.
+    pub tool_version: String,
+    /// Inodes whose unmapped owner or group was given to root.
+    pub unmapped_given_to_root: usize,
+    /// Paths the ownership manifest changed.
+    pub manifest_paths: usize,
+    /// Paths compared with the staged tree in the staging step.
+    pub verified_paths: usize,
+    /// A reproducible image: the epoch of its times (`None`: the newest
+    /// source mtime).
+    pub reproducible_epoch: Option<u64>,
+}
+
+impl Details {
+    /// The details of an ext4, erofs or squashfs image.
+    pub fn tree(fs: TreeFilesystem, r: TreeReport) -> Details {
+        match fs {
+            TreeFilesystem::Ext4 => Details::Ext4(r),
+            TreeFilesystem::Erofs => Details::Erofs(r),
+            TreeFilesystem::Squashfs => Details::Squashfs(r),
+        }
+    }
 }
 
 /// Owners the image holds, read back by verification.
@@ -73,10 +136,8 @@ pub struct Timings {
 pub struct Built<'a> {
     pub request: &'a BuildRequest,
     /// The image's UUID and label, as read back.
-    pub identity: (String, String),
-    pub mkfs_version: String,
-    pub mkfs_features: Vec<String>,
-    pub reflink: ReflinkDecision,
+    pub identity: Identity,
+    pub details: Details,
     pub staging: &'a Staging,
     pub staged: &'a Staged,
     pub fixups: FixUps,
@@ -105,15 +166,12 @@ impl Report {
             ),
             None => (false, Owners::default(), Vec::new(), 0.0),
         };
-        let (uuid, label) = b.identity;
         Report {
+            filesystem: b.request.spec.filesystem,
             image: b.request.output.clone(),
             size_bytes: b.size_bytes,
-            uuid,
-            label,
-            mkfs_version: b.mkfs_version,
-            mkfs_features: b.mkfs_features,
-            reflink: b.reflink,
+            uuid: b.identity.uuid.unwrap_or_default(),
+            label: b.identity.label,
             map: format!("{:?}", b.request.options.map).to_lowercase(),
             subvolumes,
             entries: counts.entries,
@@ -138,14 +196,19 @@ impl Report {
             left_out: b.staging.left_out.clone(),
             warnings: b.warnings,
             verified,
-            reproducible: b.fixups.reproducible,
+            details: b.details,
         }
     }
 }
 
 /// The report as `rootbox build` prints it without `--json`.
 pub fn print_summary(r: &Report) {
-    println!("image      {} ({} bytes)", r.image.display(), r.size_bytes);
+    println!(
+        "image      {} ({}, {} bytes)",
+        r.image.display(),
+        r.filesystem,
+        r.size_bytes
+    );
     println!("uuid       {}   label {:?}", r.uuid, r.label);
     for s in &r.subvolumes {
         println!(
@@ -178,10 +241,18 @@ pub fn print_summary(r: &Report) {
     for l in &r.left_out {
         println!("left out   {l} (no subvolume covers it)");
     }
-    println!("features   {}", r.mkfs_features.join(" "));
-    match &r.reflink.reason {
-        None => println!("reflink    data cloned from the sources (--reflink)"),
-        Some(why) => println!("reflink    data copied: {why}"),
+    match &r.details {
+        Details::Btrfs(b) => {
+            println!("made by    mkfs.btrfs {}", b.mkfs_version);
+            println!("features   {}", b.mkfs_features.join(" "));
+            match &b.reflink.reason {
+                None => println!("reflink    data cloned from the sources (--reflink)"),
+                Some(why) => println!("reflink    data copied: {why}"),
+            }
+        }
+        Details::Ext4(t) | Details::Erofs(t) | Details::Squashfs(t) => {
+            println!("made by    {} {}", t.tool, t.tool_version);
+        }
     }
     let t = &r.timings;
     println!(

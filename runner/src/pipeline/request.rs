@@ -5,6 +5,9 @@
 use std::path::PathBuf;
 
 use rootbox_images::spec::Spec;
+
+/// Where `runner/src/disk/` finds it while it moves to the shared module.
+pub use crate::reproducible::Reproducible;
 use rootbox_sandbox::MapMode;
 use serde::{Deserialize, Serialize};
 
@@ -35,18 +38,6 @@ pub struct Options {
     pub no_userns: bool,
     /// Make a reproducible image (`--reproducible`, `SOURCE_DATE_EPOCH`).
     pub reproducible: Option<Reproducible>,
-}
-
-/// How a reproducible image is made.
-pub struct Reproducible {
-    /// Times above it are clamped to it; None: the newest source mtime.
-    pub epoch: Option<i64>,
-    /// Explicit seed, else one derived from the spec.
-    pub seed: Option<String>,
-    /// Asked for with `--reproducible`; false: SOURCE_DATE_EPOCH alone,
-    /// which every nixpkgs stdenv build sets, and which never makes the
-    /// build copy its sources.
-    pub explicit: bool,
 }
 
 /// How staged content with owners that do not map is handled.

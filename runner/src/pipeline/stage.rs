@@ -6,7 +6,9 @@
 //! 2. *stage*: a tmpfs on the staging directory, and each [`Op`] made on it
 //!    (directories, bind mounts, copies into scratch space);
 //! 3. *seal*: the staging tree made read-only;
-//! 4. *mkfs* on it, in a nested sandbox ([`super::mkfs::run`]).
+//! 4. *make* the image from it, in a nested sandbox: the backend's
+//!    [`MakeJob`] ([`make`]: mkfs.btrfs, [`super::mkfs::run`]; ext4, erofs,
+//!    squashfs, `crate::fs::cli::run_nested`).
 //!
 //! It then writes a [`StageResult`] for the parent ([`super::job`]).
 
@@ -23,7 +25,7 @@ use nix::sys::stat::{utimensat, Mode, SFlag, UtimensatFlags};
 use nix::sys::time::TimeSpec;
 
 use super::ids::{keep_mapped, strip_setid, translate_acl};
-use super::job::{StageJob, StageResult};
+use super::job::{MakeJob, StageJob, StageResult};
 use super::mkfs;
 use super::ops::{Meta, Op};
 use super::plan::{read_dir_sorted, Planner};
@@ -37,7 +39,7 @@ pub fn main(job_path: &Path) -> Result<std::process::ExitCode> {
     execute(&job)
 }
 
-/// Runs a job and writes its result; the exit code says whether mkfs made
+/// Runs a job and writes its result; the exit code says whether the tool made
 /// an image. Also called directly (no sandbox) for `--no-userns`.
 pub fn execute(job: &StageJob) -> Result<std::process::ExitCode> {
     let mut result = StageResult::default();
@@ -50,13 +52,13 @@ pub fn execute(job: &StageJob) -> Result<std::process::ExitCode> {
     }
     fs::write(&job.result, serde_json::to_vec(&result)?)
         .with_context(|| format!("writing {}", job.result.display()))?;
-    Ok(match (outcome, result.mkfs_status) {
+    Ok(match (outcome, result.tool_status) {
         (Ok(()), Some(0)) => std::process::ExitCode::SUCCESS,
         _ => std::process::ExitCode::from(1),
     })
 }
 
-/// The staging step: plan → stage → seal → mkfs.
+/// The staging step: plan → stage → seal → make.
 fn run(job: &StageJob, result: &mut StageResult) -> Result<()> {
     let start = Instant::now();
     let planner = plan(job, result)?;
@@ -67,86 +69,37 @@ fn run(job: &StageJob, result: &mut StageResult) -> Result<()> {
     seal(job)?;
     result.copy_secs = stager.copy_secs;
     result.copied_bytes = stager.copied;
-    result.mkfs_orders = job.mkfs.deterministic;
+    result.mkfs_orders = job.make.orders_itself();
     result.sorted_copy = job.sorted_copy;
     result.warnings.extend(stager.warnings);
     result.stage_secs = start.elapsed().as_secs_f64() - result.copy_secs;
 
     let start = Instant::now();
-    if let Some(fs) = &job.fs {
-        let (made, error) = run_fs_step(job, fs, result.max_mtime)?;
-        result.mkfs_status = Some(if made.is_some() { 0 } else { 1 });
-        result.fs_made = made;
-        result.mkfs_output = error.unwrap_or_default();
-        result.mkfs_secs = start.elapsed().as_secs_f64();
-        return Ok(());
-    }
-    // mkfs.btrfs 7.3's own reproducibility: the epoch for every time it
-    // writes, UUIDs derived from -U, --rootdir in a fixed order.
-    let env: Vec<(&str, String)> = if job.mkfs.deterministic {
-        let epoch = job.epoch.unwrap_or(result.max_mtime);
-        vec![
-            ("SOURCE_DATE_EPOCH", epoch.to_string()),
-            ("DETERMINISTIC_SEED", "1".to_string()),
-        ]
-    } else {
-        Vec::new()
-    };
-    let (status, output) = mkfs::run(&job.mkfs, &job.stage_dir, &result.counts, job.direct, &env)?;
+    make(job, result)?;
     result.mkfs_secs = start.elapsed().as_secs_f64();
-    result.mkfs_status = Some(status);
-    result.mkfs_output = output;
     Ok(())
 }
 
-/// ext4, erofs, squashfs: the one root's tree made into the image, its
-/// owners fixed and read back (`crate::fs`), by `rootbox __fs-stage` in a
-/// nested sandbox — for the reason mkfs.btrfs runs in one
-/// ([`mkfs::run`]): the staging mounts are then locked read-only to it.
-/// The owners it sees are the same: the nested map repeats this one.
-fn run_fs_step(
-    job: &StageJob,
-    fs: &crate::fs::StagedJob,
-    max_mtime: i64,
-) -> Result<(Option<crate::fs::Made>, Option<String>)> {
-    let step = crate::fs::cli::StageStep {
-        job: fs.clone(),
-        source: job.stage_dir.join(crate::fs::STAGED_ROOT),
-        image: job.mkfs.output.clone(),
-        scratch: job.scratch.clone(),
-        max_mtime,
-    };
-    let dir = tempfile::Builder::new()
-        .prefix("fs-step-")
-        .tempdir_in(&job.scratch)
-        .context("creating a directory for the filesystem step")?;
-    let (step_file, outcome) = (
-        dir.path().join("step.json"),
-        dir.path().join("outcome.json"),
-    );
-    std::fs::write(&step_file, serde_json::to_vec(&step)?)?;
-    let argv = [
-        std::ffi::OsString::from("/proc/self/exe"),
-        "__fs-stage".into(),
-        step_file.into(),
-        outcome.clone().into(),
-    ];
-    let status = rootbox_sandbox::Sandbox::new()
-        .command(argv)
-        .run()
-        .context("running the filesystem step in a nested sandbox")?;
-    let o: crate::fs::cli::StageOutcome = match std::fs::read(&outcome) {
-        Ok(b) if !b.is_empty() => {
-            serde_json::from_slice(&b).context("the filesystem step's outcome")?
+/// Makes the image from the sealed tree with the filesystem's tool: the
+/// staging step's one look at which filesystem it makes. The tool's
+/// status and output go into `result`.
+fn make(job: &StageJob, result: &mut StageResult) -> Result<()> {
+    match &job.make {
+        MakeJob::Btrfs(m) => mkfs::run_staged(m, job, result),
+        MakeJob::Tree(t) => {
+            let step = crate::fs::cli::StageStep {
+                job: t.clone(),
+                source: job.stage_dir.join(crate::fs::STAGED_ROOT),
+                scratch: job.scratch.clone(),
+                max_mtime: result.max_mtime,
+            };
+            let o = crate::fs::cli::run_nested(&step)?;
+            result.tool_status = Some(if o.made.is_some() { 0 } else { 1 });
+            result.made = o.made;
+            result.tool_output = o.error.unwrap_or_default();
+            Ok(())
         }
-        _ => crate::fs::cli::StageOutcome {
-            made: None,
-            error: Some(format!(
-                "the filesystem step ended with {status} and said nothing"
-            )),
-        },
-    };
-    Ok((o.made, o.error))
+    }
 }
 
 /// Walks the sources and decides how each reaches the staging tree; what
@@ -191,7 +144,7 @@ fn stage<'a>(job: &'a StageJob, planner: &Planner) -> Result<Stager<'a>> {
             MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
             Some("mode=0755"),
         )
-        .with_context(|| format!("mounting the staging tmpfs on {}", job.stage_dir.display()))?;
+        .context("mounting the staging tmpfs (the tree mkfs reads)")?;
     }
     let mut stager = Stager {
         job,
@@ -210,7 +163,7 @@ fn stage<'a>(job: &'a StageJob, planner: &Planner) -> Result<Stager<'a>> {
     // points) inside a directory changes its mtime.
     for (path, meta) in stager.timed.iter().rev() {
         set_times(path, meta, job.reproducible)
-            .with_context(|| format!("setting the times of {}", path.display()))?;
+            .with_context(|| format!("setting the times of {}", shown(job, path)))?;
     }
     Ok(stager)
 }
@@ -219,7 +172,7 @@ fn stage<'a>(job: &'a StageJob, planner: &Planner) -> Result<Stager<'a>> {
 fn seal(job: &StageJob) -> Result<()> {
     if !job.direct {
         rootbox_sandbox::seal_readonly(&job.stage_dir)
-            .with_context(|| format!("making {} read-only", job.stage_dir.display()))?;
+            .context("making the staging tree read-only")?;
     }
     Ok(())
 }
@@ -244,47 +197,57 @@ impl Stager<'_> {
         self.job.stage_dir.join(rel)
     }
 
+    /// A path of the staging tree or of scratch space as the user knows
+    /// it, for messages: its place in the image, never rootbox's own
+    /// directories.
+    fn shown(&self, p: &Path) -> String {
+        shown(self.job, p)
+    }
+
     fn apply(&mut self, op: &Op) -> Result<()> {
         match op {
             Op::Dir { dst, meta } => {
                 let p = self.at(dst);
-                fs::create_dir(&p).with_context(|| format!("creating {}", p.display()))?;
-                set_meta(&p, meta, false, !self.job.direct)?;
+                fs::create_dir(&p).with_context(|| format!("creating {}", self.shown(&p)))?;
+                set_meta(&p, &self.shown(&p), meta, false, !self.job.direct)?;
                 self.timed.push((p, meta.clone()));
             }
-            Op::Bind { src, dst, dir } => bind(src, &self.at(dst), *dir)?,
+            Op::Bind { src, dst, dir } => {
+                bind(src, &self.at(dst), &self.shown(&self.at(dst)), *dir)?
+            }
             Op::Symlink { target, dst, meta } => {
                 let p = self.at(dst);
                 std::os::unix::fs::symlink(target, &p)
-                    .with_context(|| format!("creating symlink {}", p.display()))?;
-                set_meta(&p, meta, true, !self.job.direct)?;
+                    .with_context(|| format!("creating symlink {}", self.shown(&p)))?;
+                set_meta(&p, &self.shown(&p), meta, true, !self.job.direct)?;
                 self.timed.push((p, meta.clone()));
             }
             Op::Node { dst, meta } => {
                 let p = self.at(dst);
                 let kind = SFlag::from_bits_truncate(meta.mode) & SFlag::S_IFMT;
                 nix::sys::stat::mknod(&p, kind, Mode::from_bits_truncate(meta.mode & 0o7777), 0)
-                    .with_context(|| format!("creating {}", p.display()))?;
-                set_meta(&p, meta, false, !self.job.direct)?;
+                    .with_context(|| format!("creating {}", self.shown(&p)))?;
+                set_meta(&p, &self.shown(&p), meta, false, !self.job.direct)?;
                 self.timed.push((p, meta.clone()));
             }
             Op::File { src, dst, meta } => {
                 // mkfs --reflink cannot clone from the tmpfs: write the
                 // file in scratch space, on the image's filesystem.
-                let in_scratch = self.job.mkfs.reflink && !self.job.direct;
+                let in_scratch = self.job.make.clones() && !self.job.direct;
                 let p = if in_scratch {
                     let name = dst.to_string_lossy().replace('/', "%");
                     self.job.scratch.join(format!("file-{name}"))
                 } else {
                     self.at(dst)
                 };
+                let shown = self.shown(&self.at(dst));
                 fs::copy(src, &p)
-                    .with_context(|| format!("copying {} to {}", src.display(), p.display()))?;
-                set_meta(&p, meta, false, !self.job.direct)?;
+                    .with_context(|| format!("copying {} to {shown}", src.display()))?;
+                set_meta(&p, &shown, meta, false, !self.job.direct)?;
                 if in_scratch {
                     set_times(&p, meta, self.job.reproducible)
-                        .with_context(|| format!("setting the times of {}", p.display()))?;
-                    bind(&p, &self.at(dst), false)?;
+                        .with_context(|| format!("setting the times of {shown}"))?;
+                    bind(&p, &self.at(dst), &shown, false)?;
                 } else {
                     self.timed.push((p, meta.clone()));
                 }
@@ -307,12 +270,10 @@ impl Stager<'_> {
                 };
                 let scratch = &target;
                 self.copy_tree(src, scratch, &mut timed).map_err(|e| {
-                    let dir = scratch.parent().unwrap_or(scratch);
                     let full = format!("{e:#}").contains("os error 28");
                     e.context(format!(
-                        "copying {} into scratch space {}{}",
+                        "copying {} into scratch space{}",
                         src.display(),
-                        dir.display(),
                         if full {
                             " (it is full: free space there or choose another place with --scratch DIR)"
                         } else {
@@ -322,11 +283,11 @@ impl Stager<'_> {
                 })?;
                 for (p, m) in timed.iter().rev() {
                     set_times(p, m, self.job.reproducible)
-                        .with_context(|| format!("setting the times of {}", p.display()))?;
+                        .with_context(|| format!("setting the times of {}", self.shown(p)))?;
                 }
                 self.copy_secs += start.elapsed().as_secs_f64();
                 if !in_place {
-                    bind(scratch, &self.at(dst), *dir)?;
+                    bind(scratch, &self.at(dst), &self.shown(&self.at(dst)), *dir)?;
                 }
             }
         }
@@ -370,6 +331,7 @@ impl Stager<'_> {
         timed: &mut Vec<(PathBuf, Meta)>,
     ) -> Result<()> {
         let m = fs::symlink_metadata(src).with_context(|| format!("stat {}", src.display()))?;
+        let shown_src = src.display().to_string();
         let (uid, gid) = self.owner(&m);
         let meta = Meta {
             mode: self.mode(&m),
@@ -381,21 +343,23 @@ impl Stager<'_> {
         };
         let ft = m.file_type();
         if ft.is_dir() {
-            fs::create_dir(dst).with_context(|| format!("creating {}", dst.display()))?;
+            fs::create_dir(dst)
+                .with_context(|| format!("creating the copy of {}", src.display()))?;
             // Writable while filling, final mode below.
             fs::set_permissions(dst, fs::Permissions::from_mode(0o700))?;
             for name in read_dir_sorted(src)? {
                 self.copy_tree(&src.join(&name), &dst.join(&name), timed)?;
             }
-            set_meta(dst, &meta, false, !self.job.direct)?;
+            set_meta(dst, &shown_src, &meta, false, !self.job.direct)?;
         } else if ft.is_symlink() {
-            std::os::unix::fs::symlink(fs::read_link(src)?, dst)?;
-            set_meta(dst, &meta, true, !self.job.direct)?;
+            std::os::unix::fs::symlink(fs::read_link(src)?, dst)
+                .with_context(|| format!("copying symlink {shown_src}"))?;
+            set_meta(dst, &shown_src, &meta, true, !self.job.direct)?;
         } else if ft.is_file() {
             if m.nlink() > 1 {
                 if let Some(first) = self.links.get(&(m.dev(), m.ino())) {
                     fs::hard_link(first, dst)
-                        .with_context(|| format!("linking {}", dst.display()))?;
+                        .with_context(|| format!("linking the copy of {shown_src}"))?;
                     return Ok(());
                 }
                 self.links.insert((m.dev(), m.ino()), dst.to_path_buf());
@@ -412,7 +376,7 @@ impl Stager<'_> {
             })?;
             self.copied += m.size();
             self.progress.set(self.copied);
-            set_meta(dst, &meta, false, !self.job.direct)?;
+            set_meta(dst, &shown_src, &meta, false, !self.job.direct)?;
         } else if ft.is_char_device() || ft.is_block_device() {
             self.warnings.push(format!(
                 "{}: device node left out (user namespaces cannot create device nodes)",
@@ -422,8 +386,8 @@ impl Stager<'_> {
         } else {
             let kind = SFlag::from_bits_truncate(m.mode()) & SFlag::S_IFMT;
             nix::sys::stat::mknod(dst, kind, Mode::from_bits_truncate(m.mode() & 0o7777), 0)
-                .with_context(|| format!("creating {}", dst.display()))?;
-            set_meta(dst, &meta, false, !self.job.direct)?;
+                .with_context(|| format!("copying {shown_src}"))?;
+            set_meta(dst, &shown_src, &meta, false, !self.job.direct)?;
         }
         timed.push((dst.to_path_buf(), meta));
         Ok(())
@@ -467,13 +431,29 @@ impl Stager<'_> {
     }
 }
 
-fn bind(src: &Path, target: &Path, dir: bool) -> Result<()> {
+/// A path of the staging tree (or scratch space) as the user knows it:
+/// `/etc/passwd` for the one-root filesystems, `@home/alice` (subvolume
+/// first) for btrfs; scratch space and anything else is not named.
+fn shown(job: &StageJob, p: &Path) -> String {
+    let Ok(rel) = p.strip_prefix(&job.stage_dir) else {
+        return "a copy in scratch space".to_string();
+    };
+    let one_root = job.roots.len() == 1 && job.roots[0].dst == Path::new(crate::fs::STAGED_ROOT);
+    match rel.strip_prefix(crate::fs::STAGED_ROOT) {
+        Ok(inner) if one_root => format!("/{} in the image", inner.display()),
+        _ => format!("{} in the image", rel.display()),
+    }
+}
+
+/// Binds `src` on `target`, a new mount point in the staging tree, which
+/// messages call `shown`.
+fn bind(src: &Path, target: &Path, shown: &str, dir: bool) -> Result<()> {
     if dir {
         fs::create_dir(target)
     } else {
         fs::File::create(target).map(drop)
     }
-    .with_context(|| format!("creating mount point {}", target.display()))?;
+    .with_context(|| format!("creating the mount point of {shown}"))?;
     mount(
         Some(src),
         target,
@@ -481,20 +461,21 @@ fn bind(src: &Path, target: &Path, dir: bool) -> Result<()> {
         MsFlags::MS_BIND | MsFlags::MS_REC,
         None::<&str>,
     )
-    .with_context(|| format!("cannot bind {} on {}", src.display(), target.display()))
+    .with_context(|| format!("cannot bind {} on {shown}", src.display()))
 }
 
 /// Owner, then mode (chown clears set-id bits), then xattrs (chown clears
 /// security.capability).
 /// Without a namespace (`chown` false) entries stay the caller's.
-fn set_meta(p: &Path, meta: &Meta, symlink: bool, chown: bool) -> Result<()> {
+/// Messages call `p` `shown`.
+fn set_meta(p: &Path, shown: &str, meta: &Meta, symlink: bool, chown: bool) -> Result<()> {
     if chown {
         std::os::unix::fs::lchown(p, Some(meta.uid), Some(meta.gid))
-            .with_context(|| format!("chown {}:{} {}", meta.uid, meta.gid, p.display()))?;
+            .with_context(|| format!("chown {}:{} {shown}", meta.uid, meta.gid))?;
     }
     if !symlink {
         fs::set_permissions(p, fs::Permissions::from_mode(meta.mode & 0o7777))
-            .with_context(|| format!("chmod {}", p.display()))?;
+            .with_context(|| format!("chmod {shown}"))?;
     }
     for (k, v) in &meta.xattrs {
         use std::os::unix::ffi::OsStrExt;
@@ -502,11 +483,7 @@ fn set_meta(p: &Path, meta: &Meta, symlink: bool, chown: bool) -> Result<()> {
         if let Err(e) = xattr::set(p, name, v) {
             // Nix's sandbox answers xattr calls with ENOTSUP; trusted.* and
             // security.selinux may be refused: the image then lacks them.
-            tracing::warn!(
-                "{}: xattr {} not copied: {e}",
-                p.display(),
-                name.to_string_lossy()
-            );
+            tracing::warn!("{shown}: xattr {} not copied: {e}", name.to_string_lossy());
         }
     }
     Ok(())

@@ -234,7 +234,7 @@ pub fn run_other(
             FileKind::File
         };
         v.problems
-            .extend(check_sensitive(&i.path, i.uid, i.mode, kind));
+            .extend(check_sensitive(&i.path.escaped(), i.uid, i.mode, kind));
     }
     v.secs = start.elapsed().as_secs_f64();
     if !v.problems.is_empty() {

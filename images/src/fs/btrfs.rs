@@ -1,4 +1,9 @@
-//! The `mkfs.btrfs` command line, and the btrfs-progs version it needs.
+// Over 600 lines: 235 of them are the tests of the version and argument
+// rules below.
+
+//! Planning for btrfs: the `mkfs.btrfs` command line, the btrfs-progs
+//! version it needs, and whether it may clone the data (`--reflink`).
+//! (Subvolume layouts are [`crate::layout`]'s.)
 //!
 //! Flag spellings are those of btrfs-progs 6.14 (`mkfs.btrfs --help`):
 //! `--label`, `--uuid`, `--rootdir`, `--subvol TYPE:DIR`,

@@ -313,13 +313,14 @@ fn mkfs_out_of_space_with_a_fixed_size() {
 
 /// Runs `cmd` (a rootbox command as the test user) inside `unshare
 /// --user --map-root-user --mount` after `setup` (shell), passing its
-/// environment. None when such a namespace cannot be made here.
-fn in_user_ns(fx: &Fx, cmd: &Command, setup: &str) -> Option<Out> {
+/// environment. `Err` (with what unshare or `setup` said) when such a
+/// namespace cannot be made here: a skip, so a failure under CI.
+fn in_user_ns(fx: &Fx, cmd: &Command, setup: &str) -> Result<Out, Out> {
     in_user_ns_via(fx, cmd, setup, "")
 }
 
 /// [`in_user_ns`], the command run through `wrap` (e.g. another unshare).
-fn in_user_ns_via(fx: &Fx, cmd: &Command, setup: &str, wrap: &str) -> Option<Out> {
+fn in_user_ns_via(fx: &Fx, cmd: &Command, setup: &str, wrap: &str) -> Result<Out, Out> {
     let mut line = vec![cmd.get_program().to_os_string()];
     line.extend(cmd.get_args().map(|a| a.to_os_string()));
     let quoted: Vec<String> = line
@@ -334,7 +335,11 @@ fn in_user_ns_via(fx: &Fx, cmd: &Command, setup: &str, wrap: &str) -> Option<Out
         }
     }
     let out = run(sh.args(["--user", "--map-root-user", "--mount", "sh", "-c", &script]));
-    (out.code() != Some(99) && !out.stderr.contains("unshare failed")).then_some(out)
+    if out.code() == Some(99) || out.stderr.contains("unshare failed") {
+        Err(out)
+    } else {
+        Ok(out)
+    }
 }
 
 /// No mkfs.btrfs anywhere rootbox looks (PATH, then /usr/sbin, /sbin,
@@ -344,8 +349,9 @@ fn mkfs_missing() {
     let fx = Fx::faulty();
     let hide = "for d in /usr/sbin /sbin /usr/bin /bin /usr/local/sbin /usr/local/bin; do \
                 [ -e $d/mkfs.btrfs ] && { mount --bind /dev/null $d/mkfs.btrfs || exit 99; }; done; true";
-    let Some(out) = in_user_ns(&fx, &fx.build_cmd(&[]), hide) else {
-        skip!("cannot make a user and mount namespace here");
+    let out = match in_user_ns(&fx, &fx.build_cmd(&[]), hide) {
+        Ok(out) => out,
+        Err(out) => skip!("cannot make a user and mount namespace here:\n{out}"),
     };
     assert_ne!(out.code(), Some(0), "{out}");
     out.assert_stderr_contains("mkfs.btrfs not found");
@@ -384,13 +390,14 @@ fn mkfs_too_old() {
 fn user_namespaces_unavailable() {
     let fx = Fx::faulty();
     let (uid, gid) = (fx.user.uid, fx.user.gid);
-    let Some(out) = in_user_ns_via(
+    let out = match in_user_ns_via(
         &fx,
         &fx.build_cmd(&[]),
         "echo 1 > /proc/sys/user/max_user_namespaces",
         &format!("unshare --user --map-user={uid} --map-group={gid}"),
-    ) else {
-        skip!("cannot lower user.max_user_namespaces in a namespace here");
+    ) {
+        Ok(out) => out,
+        Err(out) => skip!("cannot lower user.max_user_namespaces in a namespace here:\n{out}"),
     };
     if out.status.success() {
         let r: Value = serde_json::from_str(&out.stdout).unwrap();

@@ -14,18 +14,9 @@ use std::os::unix::fs::{symlink, FileExt};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
+use common::run;
 use common::sparse_image::{self, exercise, outcome, FIX_CHECKSUMS};
-use common::{mkfs_usable, run};
 use rootbox_btrfs::Image;
-
-macro_rules! require_mkfs {
-    () => {
-        if let Err(why) = mkfs_usable() {
-            eprintln!("SKIPPED: {why}");
-            return;
-        }
-    };
-}
 
 /// A tiny tree with one of each thing the walk reports: directories, a
 /// file with content, a hard link, a symlink, xattrs, a fifo.

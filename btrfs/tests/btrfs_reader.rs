@@ -17,17 +17,6 @@ mod common;
 use common::*;
 use rootbox_btrfs::{ChecksumType, Entry, FileKind, Image, ReadError};
 
-/// Return early (passing) when mkfs.btrfs is missing or too old for
-/// `--rootdir --subvol`; CI has it, so this only helps elsewhere.
-macro_rules! require_mkfs {
-    () => {
-        if let Err(why) = mkfs_usable() {
-            eprintln!("SKIPPED: {why}");
-            return;
-        }
-    };
-}
-
 /// A tree with one of everything. `sub1`, `ro1`, `@` and
 /// `@/var/lib/machines` become subvolumes.
 fn build_rich_tree(root: &Path) {

@@ -23,15 +23,6 @@ const DEVICE_UUID: &str = "55555555-5555-5555-8888-888888888888";
 const EPOCH: i64 = 1_600_000_000;
 const SEED: &[u8] = b"rootbox test seed";
 
-macro_rules! require_mkfs {
-    () => {
-        if let Err(why) = mkfs_usable() {
-            eprintln!("SKIPPED: {why}");
-            return;
-        }
-    };
-}
-
 /// A small NixOS-like tree: `@` (the default subvolume) and `@nix`, with
 /// files, a symlink, a hard link, a big file (a data extent) and every
 /// time fixed (as a build from a Nix store path has them).
@@ -267,7 +258,7 @@ fn uuid_tree_of_more_than_one_leaf_is_refused() {
 fn staging_filesystem_decides_inode_numbers() {
     require_mkfs!();
     if !is_root() {
-        eprintln!("SKIPPED: mounting tmpfs and ext4 needs root");
+        skipped(format_args!("mounting tmpfs and ext4 needs root"));
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -467,7 +458,7 @@ fn dump_super(img: &Path) -> String {
 /// then a read-write mount works and `btrfs check` still passes after it.
 fn assert_files(img: &Path, subvol: &str, path: &str, content: &[u8]) {
     if !is_root() {
-        eprintln!("SKIPPED (not root): mounting {}", img.display());
+        skip_note(&format!("mounting {}", img.display()));
         return;
     }
     let mnt = tempfile::tempdir().unwrap();

@@ -19,15 +19,6 @@ use rootbox_btrfs::{
     encode_rdev, Image, InodeChange, InodeTimes, ReadError, RewriteError, Rewriter, Timespec,
 };
 
-macro_rules! require_mkfs {
-    () => {
-        if let Err(why) = mkfs_usable() {
-            eprintln!("SKIPPED: {why}");
-            return;
-        }
-    };
-}
-
 /// A tree with files, directories, symlinks, hard links, a fifo, a
 /// socket, odd modes and (as root) odd owners and device nodes.
 /// `sub1`, `@` (the default) and `@/var/lib/machines` become subvolumes.

@@ -10,6 +10,7 @@ fn json_result_has_the_documented_fields() {
     let c = ErrCase::new(&user);
     file_as(&user, &c.root.join("home/bob/file"), "bob\n", 0o644);
     let img = c.out_dir.join("x.img");
+    let started = std::time::Instant::now();
     let r = build_json(
         &user,
         &[
@@ -27,6 +28,7 @@ fn json_result_has_the_documented_fields() {
             s(&img),
         ],
     );
+    let wall = started.elapsed().as_secs_f64();
     assert_eq!(r["image"], s(&img), "{r:#}");
     assert_eq!(
         r["size_bytes"].as_u64(),
@@ -58,12 +60,26 @@ fn json_result_has_the_documented_fields() {
     );
     assert_eq!(home["bytes"], 4, "{home:#}");
     assert!(r["entries"].as_u64().unwrap() >= 6, "{r:#}");
+    // Seconds of each phase: within the build's total, which is within
+    // the wall-clock time the test measured around the command; mkfs,
+    // the verification and the whole build take some time.
     let t = &r["timings"];
+    let total = t["total"].as_f64().expect("timings.total");
+    assert!(
+        total > 0.0 && total <= wall,
+        "timings.total = {total}, wall {wall:.3}: {t}"
+    );
     for f in ["plan", "stage", "copy", "mkfs", "verify", "total"] {
         let v = t[f]
             .as_f64()
             .unwrap_or_else(|| panic!("timings.{f} missing: {r:#}"));
-        assert!(v >= 0.0, "timings.{f} = {v}");
+        assert!(
+            (0.0..=total).contains(&v),
+            "timings.{f} = {v}, total {total}: {t}"
+        );
+    }
+    for f in ["mkfs", "verify"] {
+        assert!(t[f].as_f64().unwrap() > 0.0, "timings.{f} = 0: {t}");
     }
     assert!(t["total"].as_f64().unwrap() >= t["mkfs"].as_f64().unwrap());
     assert!(

@@ -13,7 +13,9 @@
 //!   (the directories of one build);
 //! - [`mounts`]: the mount table, mounts made by tests and undone on drop;
 //! - [`image`]: images read back with `rootbox inspect --json`, `btrfs check`;
-//! - [`snapshot`]: a source tree recorded before and after a build.
+//! - [`snapshot`]: a source tree recorded before and after a build;
+//! - [`skip`]: a test that cannot run its check here ([`skip!`]): fails
+//!   under CI, else says so on the terminal.
 //!
 //! Everything is re-exported here: a test crate says `use common::*;`.
 
@@ -24,6 +26,7 @@ pub mod cmd;
 pub mod fixture;
 pub mod image;
 pub mod mounts;
+pub mod skip;
 pub mod snapshot;
 pub mod user;
 
@@ -31,14 +34,16 @@ pub use cmd::*;
 pub use fixture::*;
 pub use image::*;
 pub use mounts::*;
+pub use skip::*;
 pub use snapshot::*;
 pub use user::*;
 
-/// Prints why a test does nothing here and returns from it.
+/// A test that cannot run its check here returns from it: under CI it
+/// fails instead, naming the reason ([`skip::skipped`]).
 #[macro_export]
 macro_rules! skip {
     ($($arg:tt)*) => {{
-        eprintln!("SKIPPED: {}", format_args!($($arg)*));
+        $crate::common::skip::skipped(format_args!($($arg)*));
         return;
     }};
 }

@@ -127,7 +127,9 @@ fn output_cases() -> Vec<Case> {
 fn output_paths() {
     let mut cases = output_cases();
     if !is_root() {
-        eprintln!("SKIPPED: the full-filesystem case mounts a tmpfs: run as root (CI does)");
+        skipped(format_args!(
+            "the full-filesystem case mounts a tmpfs: run as root (CI does)"
+        ));
         cases.retain(|c| c.name != "output on a full filesystem");
     }
     run_table(cases);

@@ -3,6 +3,10 @@
 # so that typos, wrong argument names and the generated rootbox spec are
 # checked without nixpkgs. Used by `tests/nix/run-test eval`.
 #   nix-instantiate --eval --strict --json tests/nix/eval-nix-dir.nix
+# The evaluation fails (a throw naming the check) when a generated spec
+# differs from tests/nix/eval-expected.nix, when a call that must be
+# rejected is not, or when a script lacks a flag its call asked for;
+# `checked` lists what was compared (run-test asserts it with jq).
 let
   # Just enough of nixpkgs' lib, with the same semantics.
   lib = {
@@ -96,6 +100,28 @@ let
   diskBadTable = builtins.tryEval (callPackage ../../nix/make-disk.nix {
     storePaths = [ ]; table = "msdos";
   }).name;
+
+  expected = import ./eval-expected.nix;
+  # name → got: true, or a throw saying what differs.
+  same = name: got: want: got == want
+    || builtins.throw "eval check ${name}: got ${builtins.toJSON got}, want ${builtins.toJSON want}";
+  has = name: text: needle: builtins.isString text && builtins.match ".*${needle}.*" text != null
+    || builtins.throw "eval check ${name}: the script lacks ${needle}";
+  checks = {
+    "sdImageCall.rootboxSpec" = same "sdImageCall.rootboxSpec" sdImageCall.rootboxSpec expected.sdImageCall;
+    "impermanence.rootboxSpec" = same "impermanence.rootboxSpec" impermanence.rootboxSpec expected.impermanence;
+    "fromFileSystems.rootboxSpec" =
+      same "fromFileSystems.rootboxSpec" fromFileSystems.rootboxSpec expected.fromFileSystems;
+    "diskDefaults.rootboxSpec" = same "diskDefaults.rootboxSpec" diskDefaults.rootboxSpec expected.diskDefaults;
+    "diskGpt.rootboxSpec" = same "diskGpt.rootboxSpec" diskGpt.rootboxSpec expected.diskGpt;
+    # subvolumes and fileSystems together: refused
+    bothRejected = !both.success || builtins.throw "eval check bothRejected: subvolumes + fileSystems was accepted";
+    # a partition table make-disk.nix does not know: refused
+    diskBadTableRejected = !diskBadTable.success
+      || builtins.throw "eval check diskBadTableRejected: table = \"msdos\" was accepted";
+    "impermanence.script" = has "impermanence.script" impermanence.script "'--reproducible'";
+    "diskGpt.script" = has "diskGpt.script" diskGpt.script "'--compress-output' 'zstd' '--bmap' './disk.bmap'";
+  };
 in
 {
   package = { inherit (pkg) pname version cargoBuildFlags postInstall src; lockFile = toString pkg.cargoLock.lockFile; };
@@ -106,4 +132,7 @@ in
   diskDefaults = { inherit (diskDefaults) name rootboxSpec script nativeBuildInputs; };
   diskGpt = { inherit (diskGpt) name rootboxSpec script fileSystemsJson; };
   diskBadTableRejected = !diskBadTable.success;
+  # every check, true (a failed one throws before this is printed)
+  checked = builtins.attrNames checks;
+  allChecksPassed = builtins.all (n: checks.${n}) (builtins.attrNames checks);
 }

@@ -19,6 +19,12 @@ FIRMWARE = "firmware"   # --boot uefi|uboot: the console shows that path was tak
 
 # journal/console lines that mean "files have the wrong owner"
 OWNERSHIP_TROUBLE = "unsafe path transition|Authentication refused|bad ownership or modes|must be superuser to use mount"
+# The refusal of a build under a single-id map: rootbox's plan walk
+# (runner/src/pipeline/plan.rs) meets a 0700 directory, or a file of an
+# owner the namespace does not map, that it cannot read.  Only this counts:
+# any other "Permission denied" (mkfs, a mount, the harness) is an error.
+SINGLE_REFUSAL = (r"cannot read (directory )?/[^\n]*: Permission denied \(os error 13\) "
+                  r"\((rootbox runs as you|its owner is not you and does not map into the namespace)")
 EMERGENCY = re.compile(r"You are in emergency mode|Give root password for maintenance|Cannot open access to console")
 
 SSH_OPTS = ["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
@@ -38,15 +44,16 @@ class Expectation:
     """What one image must show.
 
     required: checks that must PASS.  xfail: checks expected to fail.
-    some_failure: the image must FAIL at least one check (a contrast that
-    passes everything proves the test cannot tell good from bad).
+    must_fail: checks the image must FAIL (a contrast that passes them
+    proves the test cannot tell good from bad; one that fails only for
+    another reason, a qemu or firmware problem, proves nothing either).
     refusal: a failed build whose log matches this is as expected too.
     alice_owner: uid:gid /home/alice must have after boot.
     collapsed: owners-deep wants every owner root:root (a single-id map)."""
     image: str
     required: frozenset
     xfail: frozenset = frozenset()
-    some_failure: bool = False
+    must_fail: frozenset = frozenset()
     refusal: str | None = None
     alice_owner: str = "0:0"
     collapsed: bool = False
@@ -62,14 +69,18 @@ def expectations(checks, expect_alice_ok):
         # so /home/alice is root-owned and sshd (StrictModes) refuses her key
         "rootbox": Expectation("rootbox", frozenset(checks) - alice, alice, alice_owner=alice_owner,
                                purpose="built by rootbox: must boot and pass every check"),
-        "contrast": Expectation("contrast", frozenset({"build"}), some_failure=True, alice_owner=alice_owner,
-                                purpose="plain mkfs.btrfs (ext4: mkfs.ext4 -d) as the build user: must fail"),
+        # the files keep the build user's uid: the owners check (over ssh,
+        # or read from the image when sshd refuses every key) must see it
+        "contrast": Expectation("contrast", frozenset({"build"}), must_fail=frozenset({"owners"}),
+                                alice_owner=alice_owner,
+                                purpose="plain mkfs.btrfs (ext4: mkfs.ext4 -d) as the build user: "
+                                        "must fail the owners check"),
         # must boot with every owner collapsed to root (its alice and the
         # journal's complaint about her home are the expected damage), or
         # be refused: a single-id map cannot read the 0700 directories of
         # other ids
         "single": Expectation("single", frozenset(checks) - {"journal", "ssh-alice"}, frozenset({"ssh-alice"}),
-                              refusal="Permission denied", collapsed=True,
+                              refusal=SINGLE_REFUSAL, collapsed=True,
                               purpose="--map single of a subid tree: owners collapsed, or refused"),
     }
 
@@ -121,13 +132,20 @@ class ImageResult:
         bad = [c for c in self.exp.required if st[c] != "PASS"]
         bad += [c for c in self.exp.xfail if st[c] not in ("XFAIL", "XPASS")]
         bad = [c for c in self.checks if c in bad]
-        if self.exp.some_failure:
+        if self.exp.must_fail:
             if st["build"] != "PASS":
                 return False, "ERROR (could not build it, so it proves nothing)"
             failed = [c for c in self.checks if st[c] == "FAIL"]
+            want = [c for c in self.checks if c in self.exp.must_fail]
+            missed = [f"{c} {st[c]}" for c in want if st[c] != "FAIL"]
+            if not missed:
+                also = [c for c in failed if c not in self.exp.must_fail]
+                return True, f"FAILS as expected ({' '.join(want)}" + (
+                    f"; also failed: {' '.join(also)})" if also else ")")
             if failed:
-                return True, f"FAILS as expected ({' '.join(failed)})"
-            return False, "UNEXPECTEDLY PASSES every check — the test cannot tell good from bad"
+                return False, (f"fails, but not as it must ({', '.join(missed)}; failed instead: "
+                               f"{' '.join(failed)}) — another failure proves nothing")
+            return False, (f"UNEXPECTEDLY PASSES ({', '.join(missed)}) — the test cannot tell good from bad")
         if bad:
             return False, f"FAIL ({' '.join(bad)})"
         notes = [f"{c} {st[c]}" for c in self.checks if st[c] not in ("PASS",)]
@@ -147,6 +165,7 @@ def guest_script(layout, deep, extra=""):
     s = f'''echo "### state"; timeout 120 systemctl is-system-running --wait 2>&1
 echo "### failed"; systemctl --failed --no-legend --plain 2>&1
 echo "### journal"; journalctl -b --no-pager -o short-monotonic 2>&1 | grep -aE "{OWNERSHIP_TROUBLE}"
+echo "### journal-lines"; journalctl -b --no-pager -q 2>/dev/null | wc -l
 echo "### journal-warn"; journalctl -b --no-pager -o short-monotonic -p warning 2>&1 | tail -25
 echo "### mounts"; for m in {mounts}; do findmnt -n -o TARGET,SOURCE,FSROOT,FSTYPE,OPTIONS --mountpoint "$m" || echo "$m NOT-MOUNTED"; done
 echo "### marker"; cat /srv/rootbox-marker 2>&1
@@ -252,26 +271,28 @@ def check_owners(res, stats, note):
 
 def check_deep(res, sec, tree_acl):
     """owners-deep (--rootfs-kind mmdebstrap): the many owners of a Debian
-    tree kept (or, for a single-id map, collapsed to root).  The ACL of
-    /var/log/journal must name group adm when the tree has one."""
+    tree kept (or, for a single-id map, collapsed to root).  Every path of
+    DEEP_PATHS must be there.  The tree's /var/log/journal must carry an
+    ACL naming a group (``tree_acl``: else there is nothing to check), and
+    the booted one must name group adm (unless collapsed)."""
     deep, acl = sec.get("deep", []), sec.get("acl", [])
-    bad = []
+    bad, seen = [], set()
     for line in deep:
         f = line.split(" ", 2)
-        if f[0] == "stat:":
-            if "/var/log/journal" not in line:
-                bad.append(line)
-            continue
-        if len(f) < 3:
+        if len(f) < 3 or f[0] == "stat:":
             bad.append(line)
             continue
         o, m, p = f
+        seen.add(p)
         want = "root:root" if res.exp.collapsed else DEEP_WANT.get(p, "?")
         if o != want:
             bad.append(f"{p}={o}(want {want})")
         if not res.exp.collapsed and p == "/usr/bin/chage" and m != "2755":
             bad.append(f"{p}:mode={m}(want 2755)")
-    if not res.exp.collapsed and tree_acl and not any(a.startswith("group:adm:") for a in acl):
+    bad += [f"{p}:not-checked" for p in DEEP_PATHS.split() if p not in seen]
+    if not tree_acl:
+        bad.append("/var/log/journal:no-acl-in-the-tree(the test tree must carry one)")
+    elif not res.exp.collapsed and not any(a.startswith("group:adm:") for a in acl):
         bad.append("/var/log/journal:acl(want group:adm)")
     text = "\n".join(deep) + "\n--- getfacl /var/log/journal ---\n" + "\n".join(acl)
     res.set(DEEP, not bad, text if not bad else f"wrong: {' '.join(bad)}\n{text}")
@@ -279,7 +300,9 @@ def check_deep(res, sec, tree_acl):
 
 def check_journal(res, sec, console_text):
     """From journalctl over ssh when there was a shell, and from the console
-    (journald forwards to ttyS0) in any case."""
+    (journald forwards to ttyS0) in any case.  A clean journal counts only
+    if ``journalctl -b`` printed something: an empty or unreadable journal
+    is a failure, and without a shell the journal was not read (SKIP)."""
     trouble = re.compile(OWNERSHIP_TROUBLE)
     seen, hits = set(), []
     for line in sec.get("journal", []) + [l for l in console_text.splitlines() if trouble.search(l)]:
@@ -288,7 +311,17 @@ def check_journal(res, sec, console_text):
         if key and key not in seen:
             seen.add(key)
             hits.append(line.strip())
-    res.set("journal", not hits, "\n".join(hits[:25]) if hits else f"no lines matching: {OWNERSHIP_TROUBLE}")
+    if hits:
+        res.set("journal", False, "\n".join(hits[:25]))
+        return
+    count = (sec.get("journal-lines") or [""])[-1].strip()
+    if "journal-lines" not in sec:
+        res.set("journal", None, "no root shell: journalctl -b was not read (and the console shows no trouble)")
+    elif not count.isdigit() or int(count) == 0:
+        res.set("journal", False, f"journalctl -b printed nothing ({count or 'no count'}): "
+                                  "an empty or unreadable journal proves nothing")
+    else:
+        res.set("journal", True, f"{count} lines of journalctl -b, none matching: {OWNERSHIP_TROUBLE}")
 
 
 def offline_owners(res, image, mnt, offset=0, subvols=True):

@@ -26,6 +26,15 @@ def guest(text):
     return C.sections(text)
 
 
+# a build refused under --map single, as rootbox prints it
+REFUSED_LOG = (" INFO staging and running /usr/sbin/mkfs.btrfs in the sandbox\n"
+               "rootbox: error: staging failed: cannot read directory /w/tree/root: Permission denied "
+               "(os error 13) (rootbox runs as you: make it readable to you, e.g. chmod u+rx)\n")
+# `stat -c "%U:%G %a %n"` of DEEP_PATHS and `getfacl -p /var/log/journal` in a kept tree
+DEEP_OK = ["root:shadow 640 /etc/shadow", "root:shadow 2755 /usr/bin/chage",
+           "root:systemd-journal 2755 /var/log/journal", "_apt:root 700 /var/cache/apt/archives/partial",
+           "alice:alice 700 /home/alice"]
+ACL_OK = ["user::rwx", "group::r-x", "group:adm:r-x", "mask::r-x", "other::r-x"]
 CLOSURE = N.Closure(Path("/x"), "/nix/store/aaa-lib", "/nix/store/bbb-data", "/nix/store/ccc-app")
 NIX_OK = """### nix-before
 error: path '/nix/store/ccc-app' is not valid
@@ -131,10 +140,27 @@ class Verdicts(unittest.TestCase):
                 with self.subTest(check=c, observed=bad):
                     self.assertFalse(result("rootbox", {c: bad}).verdict()[0])
 
-    def test_contrast_must_fail_something_and_must_build(self):
-        self.assertFalse(result("contrast", {}).verdict()[0])
-        self.assertTrue(result("contrast", {"journal": False}).verdict()[0])
+    def test_contrast_must_fail_the_owners_check_and_must_build(self):
+        self.assertEqual(result("contrast", {}).verdict(),
+                         (False, "UNEXPECTEDLY PASSES (owners PASS) — the test cannot tell good from bad"))
+        self.assertEqual(result("contrast", {"owners": False}).verdict(), (True, "FAILS as expected (owners)"))
+        self.assertEqual(result("contrast", {"owners": False, "sshd": False, "journal": False}).verdict(),
+                         (True, "FAILS as expected (owners; also failed: sshd journal)"))
         self.assertFalse(result("contrast", {"build": False, "sshd": None}).verdict()[0])
+
+    def test_contrast_failing_for_another_reason_proves_nothing(self):
+        # a qemu, firmware or growth problem is not the failure the contrast shows
+        for other in ("sshd", "journal", "multi-user", C.FIRMWARE):
+            with self.subTest(failed=other):
+                r = result("contrast", {other: False}, checks=C.CHECKS + (C.FIRMWARE,))
+                ok, why = r.verdict()
+                self.assertFalse(ok)
+                self.assertIn(f"failed instead: {other}", why)
+                self.assertIn("owners PASS", why)
+        # and owners not observed at all (no shell, no offline read) is no failure
+        r = result("contrast", {"sshd": False, "owners": None})
+        self.assertEqual(r.verdict(), (False, "fails, but not as it must (owners SKIP; failed instead: sshd) "
+                                              "— another failure proves nothing"))
 
     def test_single_is_refused_or_boots_collapsed(self):
         deep = C.CHECKS + (C.DEEP,)
@@ -142,11 +168,29 @@ class Verdicts(unittest.TestCase):
         self.assertTrue(ok.verdict()[0])
         self.assertFalse(result("single", {C.DEEP: False}, True, deep).verdict()[0])
         refused = result("single", {}, True, deep)
-        refused.set("build", False, "rootbox: cannot read /x: Permission denied")
-        self.assertTrue(refused.verdict()[0])
+        refused.set("build", False, REFUSED_LOG)
+        self.assertEqual(refused.verdict(), (True, "refused as expected (cannot read directory /w/tree/root)"))
         broken = result("single", {}, True, deep)
         broken.set("build", False, "mkfs.btrfs: no space left")
         self.assertFalse(broken.verdict()[0])
+
+    def test_single_refusal_is_rootboxs_own_not_any_permission_denied(self):
+        deep = C.CHECKS + (C.DEEP,)
+        plan = ("rootbox: error: staging failed: cannot read /w/tree/etc/gshadow: Permission denied (os error 13) "
+                "(its owner is not you and does not map into the namespace, and its mode is 640): make it "
+                "readable to you (e.g. chmod o+r), or leave it out of the rootfs")
+        for log in (REFUSED_LOG, plan):
+            r = result("single", {}, True, deep)
+            r.set("build", False, log)
+            self.assertTrue(r.verdict()[0], log)
+        for log in ("mkfs.btrfs: ERROR: cannot open /w/out/single.img: Permission denied",
+                    "mount: /w/mnt: Permission denied",
+                    "rootbox: error: cannot read /w/tree/x: Permission denied (os error 13)",
+                    "rootbox: error: cannot copy /w/tree/x: Permission denied (os error 13) (its owner does "
+                    "not map into the namespace, so rootbox can read it only if it is readable to you)"):
+            r = result("single", {}, True, deep)
+            r.set("build", False, log)
+            self.assertEqual(r.verdict(), (False, "FAIL (build)"), log)
 
 
 class GuestOutput(unittest.TestCase):
@@ -207,12 +251,68 @@ class GuestOutput(unittest.TestCase):
 
     def test_journal_counts_a_line_seen_twice_once(self):
         r = result("rootbox", {})
-        C.check_journal(r, {"journal": ["[    5.1] sshd[1]: Authentication refused: bad ownership or modes"]},
+        C.check_journal(r, {"journal": ["[    5.1] sshd[1]: Authentication refused: bad ownership or modes"],
+                            "journal-lines": ["812"]},
                         "[    5.100000] sshd[1]: Authentication refused: bad ownership or modes\nok\n")
         self.assertEqual(r.status("journal"), "FAIL")
         self.assertEqual(len(r.evidence("journal").splitlines()), 1)
-        C.check_journal(r, {}, "all fine\n")
+        C.check_journal(r, {"journal": [], "journal-lines": ["812"]}, "all fine\n")
         self.assertEqual(r.status("journal"), "PASS")
+        self.assertIn("812 lines of journalctl -b", r.evidence("journal"))
+
+    def test_journal_needs_output_from_journalctl(self):
+        r = result("rootbox", {})
+        for lines in (["0"], [], ["wc: error"]):
+            with self.subTest(lines=lines):
+                C.check_journal(r, {"journal": [], "journal-lines": lines}, "all fine\n")
+                self.assertEqual(r.status("journal"), "FAIL")
+                self.assertIn("journalctl -b printed nothing", r.evidence("journal"))
+        # no shell: not read, so not a pass (the rootbox image then fails)
+        C.check_journal(r, {}, "all fine\n")
+        self.assertEqual(r.status("journal"), "SKIP")
+        self.assertFalse(r.verdict()[0])
+        # the console alone can still show trouble
+        C.check_journal(r, {}, "[ 3.0] sshd[1]: Authentication refused: bad ownership or modes\n")
+        self.assertEqual(r.status("journal"), "FAIL")
+        self.assertIn("### journal-lines", C.guest_script(LAYOUTS["default"], False))
+
+    def test_owners_deep_passes_on_every_path_and_the_acl(self):
+        deep = C.CHECKS + (C.DEEP,)
+        r = result("rootbox", {}, True, deep)
+        C.check_deep(r, {"deep": DEEP_OK, "acl": ACL_OK}, True)
+        self.assertEqual(r.status(C.DEEP), "PASS", r.evidence(C.DEEP))
+        s = result("single", {}, True, deep)
+        C.check_deep(s, {"deep": [f"root:root {line.split(' ', 2)[1]} {line.split(' ', 2)[2]}" for line in DEEP_OK],
+                         "acl": []}, True)
+        self.assertEqual(s.status(C.DEEP), "PASS", s.evidence(C.DEEP))
+
+    def test_owners_deep_needs_every_path_it_names(self):
+        deep = C.CHECKS + (C.DEEP,)
+        for i, line in enumerate(DEEP_OK):
+            path = line.split(" ", 2)[2]
+            with self.subTest(missing=path):
+                r = result("rootbox", {}, True, deep)
+                stat_err = f"stat: cannot statx '{path}': No such file or directory"
+                C.check_deep(r, {"deep": DEEP_OK[:i] + [stat_err] + DEEP_OK[i + 1:], "acl": ACL_OK}, True)
+                self.assertEqual(r.status(C.DEEP), "FAIL")
+                self.assertIn(stat_err, r.evidence(C.DEEP))
+                r = result("rootbox", {}, True, deep)
+                C.check_deep(r, {"deep": DEEP_OK[:i] + DEEP_OK[i + 1:], "acl": ACL_OK}, True)
+                self.assertIn(f"{path}:not-checked", r.evidence(C.DEEP))
+        r = result("rootbox", {}, True, deep)
+        C.check_deep(r, {}, True)
+        self.assertEqual(r.status(C.DEEP), "FAIL")
+
+    def test_owners_deep_needs_the_journal_acl_in_the_tree_and_the_image(self):
+        deep = C.CHECKS + (C.DEEP,)
+        for name in ("rootbox", "single"):
+            r = result(name, {}, True, deep)
+            C.check_deep(r, {"deep": DEEP_OK, "acl": ACL_OK}, False)
+            self.assertEqual(r.status(C.DEEP), "FAIL")
+            self.assertIn("/var/log/journal:no-acl-in-the-tree", r.evidence(C.DEEP))
+        r = result("rootbox", {}, True, deep)
+        C.check_deep(r, {"deep": DEEP_OK, "acl": ["user::rwx", "group::r-x", "other::r-x"]}, True)
+        self.assertIn("/var/log/journal:acl(want group:adm)", r.evidence(C.DEEP))
 
     def test_sections_split_the_guest_output(self):
         self.assertEqual(C.sections("x\n### state\nrunning\n### failed\n### end\n"),

@@ -127,7 +127,9 @@ fn assert_sfdisk_agrees(image: &Path, report: &Value) {
 #[track_caller]
 fn assert_sgdisk_clean(image: &Path) {
     if !have("sgdisk") {
-        eprintln!("sgdisk missing (apt install gdisk): not cross-checked");
+        skipped(format_args!(
+            "sgdisk missing (apt install gdisk): not cross-checked"
+        ));
         return;
     }
     let out = run(Command::new("sgdisk").arg("-v").arg(image));
@@ -355,7 +357,9 @@ fn a_disk_from_a_spec_holds_its_blob_raw_fat_and_btrfs_and_bmaptool_copies_it() 
         "{text}"
     );
     if !have("bmaptool") {
-        eprintln!("bmaptool missing (apt install bmap-tools): the .bmap was not tried");
+        skipped(format_args!(
+            "bmaptool missing (apt install bmap-tools): the .bmap was not tried"
+        ));
         return;
     }
     let copy = dir.path().join("flashed.img");

@@ -372,7 +372,7 @@ impl DiskSpec {
             })
         };
         let a = self.alignment.bytes();
-        if a == 0 || !a.is_multiple_of(SECTOR) {
+        if a == 0 || a % SECTOR != 0 {
             return bad(format!(
                 "\"alignment\": {} is not a multiple of {SECTOR} bytes (e.g. \"1M\", or \"1K\" as sgdisk --set-alignment=2)",
                 self.alignment

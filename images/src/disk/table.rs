@@ -263,7 +263,7 @@ impl Table {
                 "sector 0 has no 0x55AA signature: no partition table",
             ));
         }
-        if !disk_bytes.is_multiple_of(SECTOR) {
+        if disk_bytes % SECTOR != 0 {
             return Err(invalid(format!(
                 "the disk is {disk_bytes} bytes, not a whole number of {SECTOR}-byte sectors"
             )));

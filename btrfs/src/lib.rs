@@ -13,6 +13,31 @@
 //! subvolume. File contents are not read. Metadata is never compressed, so
 //! `--compress` images read the same.
 //!
+//! Listing who owns what in an image, without root; a file that holds no
+//! btrfs is refused with a typed error, not a wrong listing (this example
+//! runs as a doc-test: it lists nothing, since it has no image to read, and
+//! checks the refusal):
+//!
+//! ```
+//! use std::path::Path;
+//! use rootbox_btrfs::{Image, ReadError};
+//!
+//! /// Prints the owner of every path of the default subvolume.
+//! fn owners(image: &Path) -> Result<(), ReadError> {
+//!     let image = Image::open(image)?;
+//!     let tree = image.default_subvolume()?;
+//!     image.walk(tree, &mut |e| {
+//!         println!("{}:{} /{}", e.uid, e.gid, String::from_utf8_lossy(&e.path));
+//!         Ok(())
+//!     })
+//! }
+//!
+//! let zeros = tempfile::NamedTempFile::new()?;
+//! zeros.as_file().set_len(1 << 20)?;
+//! assert!(matches!(owners(zeros.path()), Err(ReadError::NotBtrfs)));
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
 //! The [`Rewriter`] changes inodes in place (owner, mode, rdev, times) and,
 //! for reproducible images, derives the random UUIDs mkfs.btrfs picks from a
 //! seed and zeroes freed blocks: each changed tree block gets its checksum

@@ -16,6 +16,18 @@
 //! Each on-disk structure is described once, as a `zerocopy` struct
 //! whose size is asserted at compile time (`erofs/layout.rs`,
 //! `ext4/layout.rs`, `squashfs/layout.rs`).
+//!
+//! Reading an image needs no privileges and runs no tool; a file that is
+//! not an image of that format is a typed error, not a panic:
+//!
+//! ```
+//! use rootbox_fsimage::{erofs, squashfs, Error};
+//!
+//! let zeros = vec![0u8; 8192];
+//! assert!(matches!(erofs::read_bytes(&zeros), Err(Error::NotErofs)));
+//! assert!(matches!(squashfs::read_bytes(&zeros), Err(Error::NotSquashfs)));
+//! // A real image: `for e in erofs::read(path)? { e.path(), e.uid, e.mode, … }`.
+//! ```
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]

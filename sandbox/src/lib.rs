@@ -1,5 +1,12 @@
 //! A rootless sandbox: new user and mount namespaces in which the caller
 //! is uid 0, with the bind mounts, tmpfs, proc and /dev a command needs.
+//! It is what lets an ordinary user (or a Nix build) run `chown`, `mkfs`
+//! or a whole build step "as root" over files it owns, without setuid
+//! programs beyond the optional newuidmap/newgidmap.
+//!
+//! The example is compiled by the doc-tests but not run (`no_run`): it
+//! needs a kernel that allows unprivileged user namespaces and a
+//! single-threaded process, which a test harness is not.
 //!
 //! ```no_run
 //! use rootbox_sandbox::{MapMode, Sandbox};

@@ -92,8 +92,9 @@ fn find_or_create_user() -> Option<User> {
     } else {
         "/tmp/rootbox-test-user.lock"
     };
+    // flock(2) through nix: std's File::lock needs Rust 1.89 (rust-version is 1.85).
     let lock = fs::File::create(lock_path).ok()?;
-    lock.lock().ok()?;
+    let lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive).ok()?;
     if lookup().is_none() {
         let (start, count) = TEST_SUBID_RANGE;
         let range = format!("{start}-{}", start + count - 1);

@@ -359,7 +359,7 @@ impl DiskSpec {
     /// partitions' contents).
     fn problem(&self) -> Result<(), SpecProblem> {
         let a = self.alignment.bytes();
-        if a == 0 || !a.is_multiple_of(SECTOR) {
+        if a == 0 || a % SECTOR != 0 {
             return Err(SpecProblem::Alignment(self.alignment));
         }
         if let Size::Fixed(b) = self.size {

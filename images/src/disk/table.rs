@@ -207,7 +207,7 @@ impl Table {
             .and_then(|s| Mbr::ref_from_bytes(s).ok())
             .filter(|m| m.signature == MBR_SIGNATURE)
             .ok_or(TableError::NoMbrSignature)?;
-        if !disk_bytes.is_multiple_of(SECTOR) {
+        if disk_bytes % SECTOR != 0 {
             return Err(TableError::NotWholeSectors { bytes: disk_bytes });
         }
         let total = disk_bytes / SECTOR;

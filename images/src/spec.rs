@@ -966,4 +966,48 @@ mod tests {
         let e = Spec::from_json_file(&dir.path().join("missing.json")).unwrap_err();
         assert!(e.to_string().contains("missing.json"), "{e}");
     }
+
+    #[test]
+    fn a_vfat_spec_refuses_what_fat_has_no_place_for_by_field() {
+        let ok = r#"{"filesystem": "vfat", "rootfs": "esp", "label": "ESP", "size": "64M"}"#;
+        let spec = Spec::from_json_str(ok, "s.json").unwrap();
+        assert_eq!(spec.filesystem, Filesystem::Vfat);
+        assert_eq!(spec.filesystem.to_string(), "vfat");
+        assert_eq!(spec.check_vfat(), Ok(()));
+        for (extra, field) in [
+            (r#""closure": "c""#, "\"closure\""),
+            (r#""registration": "/nix/r""#, "\"closure\""),
+            (r#""owners": "o""#, "\"owners\""),
+            (r#""compress": "zstd""#, "\"compress\""),
+            (
+                r#""uuid": "44444444-4444-4444-8888-888888888888""#,
+                "\"uuid\"",
+            ),
+            (r#""reflink": "always""#, "\"reflink\""),
+            (
+                r#""subvolumes": [{"name": "@", "mountpoint": "/"}]"#,
+                "\"subvolumes\"",
+            ),
+        ] {
+            let json = format!(r#"{{"filesystem": "vfat", "rootfs": "esp", {extra}}}"#);
+            let e = Spec::from_json_str(&json, "s.json")
+                .unwrap()
+                .check_vfat()
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(&format!("{field} cannot be used with vfat")),
+                "{e}"
+            );
+        }
+        let no_rootfs = Spec::from_json_str(r#"{"filesystem": "vfat"}"#, "s.json").unwrap();
+        assert!(no_rootfs
+            .check_vfat()
+            .unwrap_err()
+            .to_string()
+            .contains("\"rootfs\""));
+        let long = r#"{"filesystem": "vfat", "rootfs": "esp", "label": "TWELVE CHARS"}"#;
+        let e = Spec::from_json_str(long, "s.json").unwrap().check_vfat();
+        assert!(e.unwrap_err().to_string().contains("1 to 11"));
+    }
 }

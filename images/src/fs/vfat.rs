@@ -500,4 +500,27 @@ mod tests {
             ["--invariant", "-F", "32", "-n", "BOOT", "-i", "2178694e"]
         );
     }
+
+    #[test]
+    fn the_boot_sector_says_fat_size_id_and_label() {
+        let mut s = [0u8; 512];
+        s[0] = 0xEB;
+        s[39..43].copy_from_slice(&0x2178_694e_u32.to_le_bytes());
+        s[43..54].copy_from_slice(b"FIRMWARE   ");
+        s[54..62].copy_from_slice(b"FAT16   ");
+        let b = BootSector::parse(&s).unwrap();
+        assert_eq!(
+            (b.fat_bits, b.volume_id, b.label.as_str()),
+            (16, 0x2178_694e, "FIRMWARE")
+        );
+        assert_eq!(BootSector::id_text(b.volume_id), "2178-694E");
+        s[54..62].copy_from_slice(b"EXT4    ");
+        assert_eq!(BootSector::parse(&s), None);
+        s[82..90].copy_from_slice(b"FAT32   ");
+        s[67..71].copy_from_slice(&7u32.to_le_bytes());
+        assert_eq!(
+            BootSector::parse(&s).map(|b| (b.fat_bits, b.volume_id)),
+            Some((32, 7))
+        );
+    }
 }

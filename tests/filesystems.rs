@@ -1653,3 +1653,78 @@ fn what_fat_cannot_hold_is_refused_before_anything_is_made_naming_it() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
+
+#[test]
+fn a_vfat_build_stopped_by_sigterm_leaves_no_image_and_the_next_build_sweeps_its_scratch() {
+    let user = setup_as_root();
+    let dir = tempdir_for(&user);
+    let marker = unique_marker("vfat-sigterm-");
+    let src = dir.path().join("big");
+    create_dirs_as(&user, &src);
+    // Sparse files: quick to make, but mcopy writes every byte.
+    for i in 0..48 {
+        let p = src.join(format!("{marker}-{i}.bin"));
+        fs::File::create(&p).unwrap().set_len(8 << 20).unwrap();
+    }
+    give_tree_to(&user, &src);
+    let image = dir.path().join("esp.img");
+    let running = start(rootbox(&user).args([
+        "build",
+        "-q",
+        "--filesystem",
+        "vfat",
+        "--rootfs",
+        s(&src),
+        "-o",
+        s(&image),
+    ]));
+    let mcopy = |a: &[String]| a[0].ends_with("mcopy") && a.iter().any(|x| x.contains(&marker));
+    assert!(
+        wait_until(std::time::Duration::from_secs(30), || !pids_with_args(
+            mcopy
+        )
+        .is_empty()),
+        "mcopy never started"
+    );
+    running.signal(nix::sys::signal::Signal::SIGTERM);
+    let out = running.finish_within(std::time::Duration::from_secs(20));
+    assert!(
+        signal_of(&out.status) == Some(15) || out.code() == Some(143),
+        "want death by SIGTERM or exit 143:\n{out}"
+    );
+    assert!(!image.exists(), "an image at the output:\n{out}");
+    // mcopy ends with its batch; its unnamed image goes with it.
+    assert!(
+        wait_until(std::time::Duration::from_secs(30), || pids_with_args(mcopy)
+            .is_empty()),
+        "mcopy still runs"
+    );
+    // Without a namespace nothing forwards the signal: rootbox dies of it
+    // and its scratch stays beside the output (locked while it lived), for
+    // the next build there to sweep.
+    let left = || -> Vec<_> {
+        fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .filter(|n| n.to_string_lossy().starts_with(".rootbox"))
+            .collect()
+    };
+    let small = dir.path().join("small");
+    write_as(&user, &small.join("f"), "x");
+    let again = dir.path().join("again.img");
+    build(
+        &user,
+        &[
+            "-q",
+            "--filesystem",
+            "vfat",
+            "--rootfs",
+            s(&small),
+            "-o",
+            s(&again),
+        ],
+    )
+    .assert_success();
+    assert!(left().is_empty(), "not swept: {:?}", left());
+}

@@ -926,3 +926,185 @@ fn sigkill_during_a_partition_build_leaves_scratch_the_next_disk_sweeps() {
     assert!(next.exists());
     assert_nothing_left(dir.path(), &img);
 }
+
+// ---- a vfat build is the fat content -------------------------------------
+
+/// Every file and directory below `root`, relative, with the file's bytes.
+fn tree_bytes(root: &Path) -> Vec<(PathBuf, Option<Vec<u8>>)> {
+    fn walk(root: &Path, rel: &Path, into: &mut Vec<(PathBuf, Option<Vec<u8>>)>) {
+        let mut names: Vec<_> = fs::read_dir(root.join(rel))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        names.sort();
+        for n in names {
+            let rel = rel.join(n);
+            let p = root.join(&rel);
+            if p.is_dir() {
+                into.push((rel.clone(), None));
+                walk(root, &rel, into);
+            } else {
+                into.push((rel, Some(fs::read(&p).unwrap())));
+            }
+        }
+    }
+    let mut t = Vec::new();
+    walk(root, Path::new(""), &mut t);
+    t
+}
+
+#[test]
+fn a_vfat_build_partition_reads_back_like_the_fat_one() {
+    let user = setup();
+    let dir = tempdir_for(&user);
+    let d = dir.path();
+    tree_inputs(&user, d);
+    write_as(
+        &user,
+        &d.join("boot/loader/entries/nixos génération 1.conf"),
+        "title NixOS\n",
+    );
+    // The same directory as `fat`, as a vfat `build` of an auto size, and
+    // as a vfat `build` filling the rest of a fixed-size disk (made once
+    // placed, as `fat` is).
+    let spec = r#"{"table": "gpt", "size": "64M", "partitions": [
+      {"name": "fat", "type": "esp", "content": {"fat": {"dir": "boot", "label": "BOOT"}}},
+      {"name": "build", "type": "esp", "content": {"build": {"filesystem": "vfat", "rootfs": "boot", "label": "BOOT"}}},
+      {"name": "fill", "type": "linux", "size": "fill", "content": {"build": {"filesystem": "vfat", "rootfs": "boot"}}}
+    ]}"#;
+    for (table, env) in [("gpt", None), ("mbr", Some("1700000000"))] {
+        let spec = spec.replace("\"gpt\"", &format!("\"{table}\""));
+        let spec = if table == "mbr" {
+            spec.replace("\"esp\"", "\"0xef\"")
+                .replace("\"linux\"", "\"0x83\"")
+        } else {
+            spec
+        };
+        write_as(&user, &d.join("vfat.json"), &spec);
+        let img = d.join(format!("vfat-{table}.img"));
+        let mut cmd = rootbox(&user);
+        cmd.args([
+            "disk",
+            "--spec",
+            s(&d.join("vfat.json")),
+            "--json",
+            "-o",
+            s(&img),
+        ]);
+        if let Some(e) = env {
+            cmd.env("SOURCE_DATE_EPOCH", e);
+        }
+        let out = run(&mut cmd);
+        out.assert_success();
+        let r = json(&out);
+        assert_eq!(r["verified"], true, "{r:#}");
+        assert_sfdisk_agrees(&img, &r);
+        let parts = r["partitions"].as_array().unwrap();
+        for p in parts {
+            assert_eq!(p["content"], "vfat", "{p:#}");
+        }
+        // The fill partition took the rest of the disk.
+        let last = &parts[2];
+        assert!(
+            last["filesystem_bytes"].as_u64().unwrap() > 50 << 20,
+            "{last:#}"
+        );
+        // Read back by fsck.vfat (check_partitions) and mdir
+        // (check_filesystems), then copied out with mcopy: the same tree
+        // as the directory, byte for byte, in every partition.
+        check_filesystems(&user, d, &img, &r);
+        let want = tree_bytes(&d.join("boot"));
+        for p in parts {
+            let (off, len) = (
+                p["offset_bytes"].as_u64().unwrap(),
+                p["filesystem_bytes"].as_u64().unwrap(),
+            );
+            let part = d.join("vfat-part");
+            let back = d.join("vfat-back");
+            let _ = fs::remove_file(&part);
+            let _ = fs::remove_dir_all(&back);
+            extract(&img, off, len, &part);
+            fs::create_dir(&back).unwrap();
+            run(Command::new("mcopy")
+                .env("MTOOLSRC", "/dev/null")
+                .env("MTOOLS_SKIP_CHECK", "1")
+                .env("LC_ALL", "C.UTF-8")
+                .args(["-s", "-n", "-i", s(&part), "::/*"])
+                .arg(&back))
+            .assert_success();
+            assert!(tree_bytes(&back) == want, "{}: another tree", p["name"]);
+        }
+        // rootbox's own FAT reader lists all three alike.
+        assert_inspect_kinds(&user, &img, &["vfat", "vfat", "vfat"]);
+        let out = run(rootbox(&user).args(["inspect", "--json", s(&img)]));
+        let v = json(&out);
+        let files = |i: usize| v["partitions"][i]["content"]["fat"]["files"].clone();
+        assert_eq!(files(0), files(1), "{v:#}");
+        assert_eq!(files(0), files(2), "{v:#}");
+        assert_eq!(v["partitions"][1]["content"]["fat"]["label"], "BOOT");
+        let _ = fs::remove_file(&img);
+    }
+}
+
+#[test]
+fn a_vfat_build_refuses_what_fat_cannot_take_naming_the_partition_and_field() {
+    let user = setup();
+    let dir = tempdir_for(&user);
+    let d = dir.path();
+    tree_inputs(&user, d);
+    write_as(&user, &d.join("bad/a:b"), "x");
+    let p = |content: &str| {
+        format!(
+            r#"{{"table":"gpt","partitions":[{{"name":"esp","type":"esp","content":{content}}}]}}"#
+        )
+    };
+    let cases = [
+        (
+            p(r#"{"build":{"filesystem":"vfat","rootfs":"boot","closure":"root"}}"#),
+            vec![
+                "partition 1 (\"esp\")",
+                "\"closure\" cannot be used with vfat",
+            ],
+        ),
+        (
+            p(r#"{"build":{"filesystem":"vfat","rootfs":"boot","owners":"o.txt"}}"#),
+            vec![
+                "partition 1 (\"esp\")",
+                "\"owners\" cannot be used with vfat",
+            ],
+        ),
+        (
+            p(r#"{"build":{"filesystem":"vfat","rootfs":"boot","label":"MUCH TOO LONG"}}"#),
+            vec!["partition 1 (\"esp\")", "1 to 11 characters"],
+        ),
+        (
+            p(r#"{"build":{"filesystem":"vfat"}}"#),
+            vec![
+                "partition 1 (\"esp\")",
+                "\"rootfs\" cannot be used with vfat",
+            ],
+        ),
+        (
+            p(r#"{"btrfs":{"filesystem":"vfat","rootfs":"boot"}}"#),
+            vec!["content.btrfs.filesystem is \"vfat\"", "use \"build\""],
+        ),
+        (
+            p(r#"{"build":{"filesystem":"vfat","rootfs":"bad"}}"#),
+            vec!["partition 1 (\"esp\")", "bad/a:b", "':'"],
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (spec, needles) in &cases {
+        let (out, img) = make_disk(&user, d, spec, &[]);
+        let missing: Vec<_> = needles
+            .iter()
+            .filter(|n| !out.stderr.contains(**n))
+            .collect();
+        if out.status.success() || !missing.is_empty() {
+            failures.push(format!("{spec}: missing {missing:?}\n{out}"));
+        }
+        assert_nothing_left(d, &img);
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}

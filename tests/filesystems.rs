@@ -1276,3 +1276,455 @@ fn errors_about_the_tree_name_the_users_path_never_the_staging_tree() {
     }
     assert!(!image.exists(), "{out}");
 }
+
+// ---- vfat: a directory made into FAT through the same pipeline ----------
+//
+// FAT has no owners, so the build needs no user namespace; the tree is the
+// test user's own. Each image is read back by fsck.vfat -n, by mtools
+// (mdir, mcopy: byte for byte), and by rootbox's own FAT reader (`rootbox
+// inspect` of a disk holding the image, and the build's own verification).
+
+/// An EFI system partition's tree, the test user's: nested directories, a
+/// long UTF-8 name, an empty file, a file of many clusters, an empty
+/// directory.
+fn esp_tree(user: &User, root: &Path) {
+    write_as(user, &root.join("EFI/BOOT/BOOTX64.EFI"), noise(300_000));
+    write_as(
+        user,
+        &root.join("loader/entries/nixos génération 42.conf"),
+        "title NixOS\n",
+    );
+    write_as(user, &root.join("loader/loader.conf"), "timeout 3\n");
+    write_as(user, &root.join("empty"), "");
+    create_dirs_as(user, &root.join("EFI/Linux"));
+}
+
+/// mtools with no user configuration, as root.
+fn mtools(program: &str) -> Command {
+    let mut c = Command::new(program);
+    c.env("MTOOLSRC", "/dev/null")
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .env("LC_ALL", "C.UTF-8");
+    c
+}
+
+/// Every regular file and directory below `root`, relative, with the
+/// file's bytes (None for a directory).
+fn tree_of(root: &Path) -> BTreeMap<PathBuf, Option<Vec<u8>>> {
+    fn walk(root: &Path, rel: &Path, into: &mut BTreeMap<PathBuf, Option<Vec<u8>>>) {
+        for e in fs::read_dir(root.join(rel)).unwrap() {
+            let e = e.unwrap();
+            let rel = rel.join(e.file_name());
+            if e.file_type().unwrap().is_dir() {
+                into.insert(rel.clone(), None);
+                walk(root, &rel, into);
+            } else {
+                into.insert(rel, Some(fs::read(e.path()).unwrap()));
+            }
+        }
+    }
+    let mut t = BTreeMap::new();
+    walk(root, Path::new(""), &mut t);
+    t
+}
+
+/// `fsck.vfat -n` finds the image clean, and `mcopy -s` copies out the
+/// same tree as `src`, byte for byte.
+#[track_caller]
+fn assert_fat_holds(image: &Path, src: &Path, scratch: &Path) {
+    let out = run(Command::new("fsck.vfat").arg("-n").arg(image));
+    out.assert_success();
+    let back = scratch.join("mcopy-out");
+    let _ = fs::remove_dir_all(&back);
+    fs::create_dir_all(&back).unwrap();
+    run(mtools("mcopy")
+        .args(["-s", "-n", "-i", s(image), "::/*"])
+        .arg(&back))
+    .assert_success();
+    let (want, got) = (tree_of(src), tree_of(&back));
+    assert_eq!(
+        want.keys().collect::<Vec<_>>(),
+        got.keys().collect::<Vec<_>>(),
+        "mcopy read back other paths"
+    );
+    for (p, bytes) in &want {
+        assert!(got[p] == *bytes, "{} differs after mcopy", p.display());
+    }
+}
+
+/// The image as a raw partition of a disk, listed by `rootbox inspect`
+/// with rootbox's FAT reader: the files of `want`, the label and id.
+#[track_caller]
+fn assert_rootbox_reads_fat(user: &User, dir: &Path, image: &Path, report: &Value) {
+    let spec = format!(
+        r#"{{"table": "gpt", "partitions": [{{"name": "esp", "type": "esp", "content": {{"raw": "{}"}}}}]}}"#,
+        s(image)
+    );
+    write_as(user, &dir.join("holder.json"), spec);
+    let disk = dir.join("holder.img");
+    let out = run(rootbox(user).args([
+        "disk",
+        "-q",
+        "--spec",
+        s(&dir.join("holder.json")),
+        "-o",
+        s(&disk),
+    ]));
+    out.assert_success();
+    let out = run(rootbox(user).args(["inspect", "--json", s(&disk)]));
+    out.assert_success();
+    let v: Value = serde_json::from_str(&out.stdout).unwrap();
+    let p = &v["partitions"][0];
+    assert_eq!(p["kind"], "vfat", "{v:#}");
+    let fat = &p["content"]["fat"];
+    assert_eq!(fat["label"], report["label"], "{v:#}");
+    assert_eq!(fat["volume_id"], report["vfat"]["volume_id"], "{v:#}");
+    let files: Vec<&str> = fat["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for f in [
+        "/EFI/BOOT/BOOTX64.EFI",
+        "/loader/entries/nixos génération 42.conf",
+        "/empty",
+        "/EFI/Linux/",
+    ] {
+        assert!(files.contains(&f), "{f} not in {files:?}");
+    }
+    let _ = fs::remove_file(&disk);
+}
+
+#[test]
+fn a_vfat_image_of_a_directory_reads_back_with_fsck_mtools_and_rootbox() {
+    let user = setup_as_root();
+    let dir = tempdir_for(&user);
+    let esp = dir.path().join("esp");
+    esp_tree(&user, &esp);
+    // --map subid too: FAT keeps no owners, so the map changes nothing.
+    for map in ["auto", "subid"] {
+        let image = dir.path().join(format!("esp-{map}.img"));
+        let out = build(
+            &user,
+            &[
+                "--json",
+                "--filesystem",
+                "vfat",
+                "--rootfs",
+                s(&esp),
+                "--label",
+                "ESP",
+                "--map",
+                map,
+                "-o",
+                s(&image),
+            ],
+        );
+        out.assert_success();
+        let r: Value = serde_json::from_str(&out.stdout).unwrap();
+        assert_eq!(r["filesystem"], "vfat", "{r:#}");
+        assert_eq!(r["verified"], true, "{r:#}");
+        assert_eq!(r["label"], "ESP", "{r:#}");
+        let v = &r["vfat"];
+        assert_eq!(v["tool"], "dosfstools", "{r:#}");
+        assert!(
+            [12, 16, 32].contains(&v["fat_size"].as_u64().unwrap()),
+            "{r:#}"
+        );
+        assert_eq!(r["uuid"], v["volume_id"], "{r:#}");
+        assert_eq!(v["verified_files"], 4, "{r:#}");
+        // The test user made it, and it is theirs.
+        assert_eq!(fs::metadata(&image).unwrap().uid(), user.uid);
+        let mdir = run(mtools("mdir").args(["-/", "-b", "-i", s(&image), "::/"]));
+        mdir.assert_success();
+        for f in [
+            "::/EFI/BOOT/BOOTX64.EFI",
+            "::/loader/entries/nixos génération 42.conf",
+        ] {
+            assert!(mdir.stdout.contains(f), "{f}:\n{mdir}");
+        }
+        assert_fat_holds(&image, &esp, dir.path());
+        assert_rootbox_reads_fat(&user, dir.path(), &image, &r);
+    }
+}
+
+#[test]
+fn a_vfat_build_is_reproducible_from_copies_on_two_filesystems() {
+    let user = setup_as_root();
+    let dir = tempdir_for(&user);
+    let on_disk = dir.path().join("copy-a");
+    esp_tree(&user, &on_disk);
+    let tmpfs = dir.path().join("mnt");
+    mount_tmpfs_for(&user, &tmpfs, "64M");
+    let _unmount = Unmount(tmpfs.clone());
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let in_memory = tmpfs.join("copy-b");
+    esp_tree(&user, &in_memory);
+    let mut bytes = Vec::new();
+    for (n, src) in [&on_disk, &in_memory].into_iter().enumerate() {
+        let image = dir.path().join(format!("built{n}.vfat"));
+        let out = run(rootbox(&user)
+            .args([
+                "build",
+                "--json",
+                "--filesystem",
+                "vfat",
+                "--rootfs",
+                s(src),
+            ])
+            .args(["-o", s(&image)])
+            .env("SOURCE_DATE_EPOCH", "1700000000"));
+        out.assert_success();
+        let r: Value = serde_json::from_str(&out.stdout).unwrap();
+        assert_eq!(r["vfat"]["reproducible_epoch"], 1_700_000_000, "{r:#}");
+        // Every time is the epoch (2023-11-14 22:13:20 UTC).
+        let mdir = run(mtools("mdir").args(["-i", s(&image), "::/EFI/BOOT"]));
+        mdir.assert_success();
+        assert!(mdir.stdout.contains("2023-11-14"), "{mdir}");
+        assert_fat_holds(&image, src, dir.path());
+        bytes.push(fs::read(&image).unwrap());
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+    }
+    assert!(bytes[0] == bytes[1], "two vfat builds of two copies differ");
+    // Without the epoch, the volume id is random: another image.
+    let image = dir.path().join("random.vfat");
+    build(
+        &user,
+        &[
+            "-q",
+            "--filesystem",
+            "vfat",
+            "--rootfs",
+            s(&on_disk),
+            "-o",
+            s(&image),
+        ],
+    )
+    .assert_success();
+    assert!(fs::read(&image).unwrap() != bytes[0]);
+}
+
+#[test]
+fn what_fat_cannot_hold_is_refused_before_anything_is_made_naming_it() {
+    let user = setup_as_root();
+    let dir = tempdir_for(&user);
+    let d = dir.path();
+    // One rootfs per refusal: a sparse 4 GiB file, a non-UTF-8 name, a
+    // name with a colon; and one good tree for the refused fields.
+    let big = d.join("big");
+    create_dirs_as(&user, &big.join("fw"));
+    let f = fs::File::create(big.join("fw/huge.bin")).unwrap();
+    f.set_len(1 << 32).unwrap();
+    give_tree_to(&user, &big);
+    let latin1 = d.join("latin1");
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let name = std::ffi::OsStr::from_bytes(b"caf\xe9-latin1");
+        write_as(&user, &latin1.join("srv/data").join(name), "hi");
+    }
+    let colon = d.join("colon");
+    write_as(&user, &colon.join("a:b.txt"), "x");
+    let large = d.join("large");
+    write_as(&user, &large.join("kernel"), noise(3 << 20));
+    let good = d.join("good");
+    esp_tree(&user, &good);
+    write_as(&user, &d.join("owners.txt"), "/empty 0 0 0644\n");
+    let spec = |field: &str| {
+        let p = d.join(format!("{}.json", field.split(':').next().unwrap()));
+        write_as(
+            &user,
+            &p,
+            format!(
+                r#"{{"filesystem": "vfat", "rootfs": "{}", {field}}}"#,
+                s(&good)
+            ),
+        );
+        p
+    };
+    let uuid_spec = spec(r#""uuid": "2d1bd9b4-aaaa-4bbb-8ccc-0123456789ab""#);
+    let owners_spec = spec(&format!(r#""owners": "{}""#, s(&d.join("owners.txt"))));
+    let closure_spec = spec(&format!(r#""closure": "{}""#, s(&good)));
+    let subvol_spec = spec(r#""subvolumes": [{"name": "@", "mountpoint": "/"}]"#);
+    let vfat = |rootfs: &Path| {
+        vec!["--filesystem", "vfat", "--rootfs", s(rootfs)]
+            .into_iter()
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+    let with_spec = |p: &Path| vec!["--spec".to_string(), s(p).to_string()];
+    let rows: Vec<(&str, Vec<String>, Vec<String>)> = vec![
+        (
+            "a file of 4 GiB",
+            vfat(&big),
+            vec![format!("{}/fw/huge.bin", s(&big)), "below 4 GiB".into()],
+        ),
+        (
+            "a non-UTF-8 name",
+            vfat(&latin1),
+            vec!["caf\\xE9-latin1".into(), "UTF-16".into()],
+        ),
+        (
+            "a name with a colon",
+            vfat(&colon),
+            vec![format!("{}/a:b.txt", s(&colon)), "':'".into()],
+        ),
+        (
+            "too many bytes for a fixed size",
+            [vfat(&large), vec!["--size".into(), "1M".into()]].concat(),
+            vec!["too small for its files".into(), s(&large).to_string()],
+        ),
+        (
+            "a label of 12 characters",
+            [vfat(&good), vec!["--label".into(), "ABCDEFGHIJKL".into()]].concat(),
+            vec!["1 to 11 characters".into()],
+        ),
+        (
+            "subvolumes (flag)",
+            [vfat(&good), vec!["--subvol".into(), "@:/".into()]].concat(),
+            vec!["\"subvolumes\" cannot be used with vfat".into()],
+        ),
+        (
+            "subvolumes (spec)",
+            with_spec(&subvol_spec),
+            vec!["\"subvolumes\" cannot be used with vfat".into()],
+        ),
+        (
+            "a closure",
+            with_spec(&closure_spec),
+            vec![
+                "\"closure\" cannot be used with vfat".into(),
+                "symlinks".into(),
+            ],
+        ),
+        (
+            "an owners manifest",
+            with_spec(&owners_spec),
+            vec![
+                "\"owners\" cannot be used with vfat".into(),
+                "no owners".into(),
+            ],
+        ),
+        (
+            "a uuid",
+            with_spec(&uuid_spec),
+            vec![
+                "\"uuid\" cannot be used with vfat".into(),
+                "volume id".into(),
+            ],
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (what, args, needles) in &rows {
+        let image = d.join("out.img");
+        let out = run(rootbox(&user)
+            .arg("build")
+            .args(args)
+            .args(["-o", s(&image)]));
+        let mut wrong = Vec::new();
+        if out.status.success() {
+            wrong.push("it succeeded".to_string());
+        }
+        for n in needles {
+            if !out.stderr.contains(n.as_str()) {
+                wrong.push(format!("no {n:?}"));
+            }
+        }
+        for internal in ["/stage/", "rootbox-build-"] {
+            if out.stderr.contains(internal) {
+                wrong.push(format!("{internal} named"));
+            }
+        }
+        if image.exists() {
+            wrong.push("an image at the output".into());
+        }
+        let left: Vec<_> = fs::read_dir(d)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".rootbox"))
+            .map(|e| e.file_name())
+            .collect();
+        if !left.is_empty() {
+            wrong.push(format!("left {left:?}"));
+        }
+        if !wrong.is_empty() {
+            failures.push(format!("{what}: {}\n{out}", wrong.join(", ")));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[test]
+fn a_vfat_build_stopped_by_sigterm_leaves_no_image_and_the_next_build_sweeps_its_scratch() {
+    let user = setup_as_root();
+    let dir = tempdir_for(&user);
+    let marker = unique_marker("vfat-sigterm-");
+    let src = dir.path().join("big");
+    create_dirs_as(&user, &src);
+    // Sparse files: quick to make, but mcopy writes every byte.
+    for i in 0..48 {
+        let p = src.join(format!("{marker}-{i}.bin"));
+        fs::File::create(&p).unwrap().set_len(8 << 20).unwrap();
+    }
+    give_tree_to(&user, &src);
+    let image = dir.path().join("esp.img");
+    let running = start(rootbox(&user).args([
+        "build",
+        "-q",
+        "--filesystem",
+        "vfat",
+        "--rootfs",
+        s(&src),
+        "-o",
+        s(&image),
+    ]));
+    let mcopy = |a: &[String]| a[0].ends_with("mcopy") && a.iter().any(|x| x.contains(&marker));
+    assert!(
+        wait_until(std::time::Duration::from_secs(30), || !pids_with_args(
+            mcopy
+        )
+        .is_empty()),
+        "mcopy never started"
+    );
+    running.signal(nix::sys::signal::Signal::SIGTERM);
+    let out = running.finish_within(std::time::Duration::from_secs(20));
+    assert!(
+        signal_of(&out.status) == Some(15) || out.code() == Some(143),
+        "want death by SIGTERM or exit 143:\n{out}"
+    );
+    assert!(!image.exists(), "an image at the output:\n{out}");
+    // mcopy ends with its batch; its unnamed image goes with it.
+    assert!(
+        wait_until(std::time::Duration::from_secs(30), || pids_with_args(mcopy)
+            .is_empty()),
+        "mcopy still runs"
+    );
+    // Without a namespace nothing forwards the signal: rootbox dies of it
+    // and its scratch stays beside the output (locked while it lived), for
+    // the next build there to sweep.
+    let left = || -> Vec<_> {
+        fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .filter(|n| n.to_string_lossy().starts_with(".rootbox"))
+            .collect()
+    };
+    let small = dir.path().join("small");
+    write_as(&user, &small.join("f"), "x");
+    let again = dir.path().join("again.img");
+    build(
+        &user,
+        &[
+            "-q",
+            "--filesystem",
+            "vfat",
+            "--rootfs",
+            s(&small),
+            "-o",
+            s(&again),
+        ],
+    )
+    .assert_success();
+    assert!(left().is_empty(), "not swept: {:?}", left());
+}

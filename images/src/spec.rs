@@ -33,6 +33,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::fs::vfat::{self, VfatError};
 use crate::layout::check_image_path;
 use crate::size::{ByteSize, Size};
 
@@ -40,7 +41,8 @@ use crate::size::{ByteSize, Size};
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Spec {
-    /// The filesystem to make: btrfs (the default), ext4, erofs or squashfs.
+    /// The filesystem to make: btrfs (the default), ext4, erofs, squashfs
+    /// or vfat.
     #[serde(default)]
     pub filesystem: Filesystem,
     /// Filesystem label (at most 255 bytes, no NUL).
@@ -159,13 +161,19 @@ pub enum Filesystem {
     Erofs,
     /// squashfs, made with `mksquashfs` ([`crate::fs::squashfs`]).
     Squashfs,
+    /// vfat (FAT12/16/32) from a directory, made with `mkfs.vfat` and
+    /// mtools ([`crate::fs::vfat`]): no owners, modes or links; for EFI
+    /// system and firmware partitions.
+    Vfat,
 }
 
 impl Filesystem {
-    /// The filesystem of [`crate::fs`], or `None` for btrfs.
+    /// The filesystem of [`crate::fs::Filesystem`] (made from the
+    /// layout's one root by the tree backend), or `None` for btrfs and
+    /// vfat.
     pub fn other(self) -> Option<crate::fs::Filesystem> {
         match self {
-            Filesystem::Btrfs => None,
+            Filesystem::Btrfs | Filesystem::Vfat => None,
             Filesystem::Ext4 => Some(crate::fs::Filesystem::Ext4),
             Filesystem::Erofs => Some(crate::fs::Filesystem::Erofs),
             Filesystem::Squashfs => Some(crate::fs::Filesystem::Squashfs),
@@ -180,6 +188,7 @@ impl fmt::Display for Filesystem {
             Filesystem::Ext4 => "ext4",
             Filesystem::Erofs => "erofs",
             Filesystem::Squashfs => "squashfs",
+            Filesystem::Vfat => "vfat",
         })
     }
 }
@@ -193,8 +202,9 @@ impl FromStr for Filesystem {
             "ext4" => Ok(Filesystem::Ext4),
             "erofs" => Ok(Filesystem::Erofs),
             "squashfs" => Ok(Filesystem::Squashfs),
+            "vfat" => Ok(Filesystem::Vfat),
             _ => Err(format!(
-                "unknown filesystem {s:?}: use btrfs, ext4, erofs or squashfs"
+                "unknown filesystem {s:?}: use btrfs, ext4, erofs, squashfs or vfat"
             )),
         }
     }
@@ -666,6 +676,58 @@ impl Spec {
         }
     }
 
+    /// What a vfat build cannot take, refused by field before anything is
+    /// made: FAT holds files and directories from one directory (`rootfs`),
+    /// with no owners, modes, links or subvolumes; its volume id is 32
+    /// bits, not a UUID; its label at most 11 characters.
+    pub fn check_vfat(&self) -> Result<(), VfatError> {
+        let refuse = |field, why| Err(VfatError::Unsupported { field, why });
+        if self.rootfs.is_none() {
+            return refuse(
+                "rootfs",
+                "a vfat filesystem is made from a directory: give it as \"rootfs\" (--rootfs DIR)",
+            );
+        }
+        if !self.subvolumes.is_empty() || self.file_systems.is_some() {
+            return refuse(
+                "subvolumes",
+                "only btrfs has subvolumes; remove \"subvolumes\" (and --subvol, --file-systems)",
+            );
+        }
+        if self.closure.is_some() || self.registration.is_some() {
+            return refuse(
+                "closure",
+                "a Nix store needs symlinks, owners and modes, which FAT cannot hold, and an \
+                 EFI or firmware partition has no use for one; put the files the firmware \
+                 reads (boot loader, kernels) in \"rootfs\"",
+            );
+        }
+        if self.owners.is_some() {
+            return refuse(
+                "owners",
+                "FAT records no owners or modes; remove the ownership manifest",
+            );
+        }
+        if self.compress.is_some() {
+            return refuse("compress", "FAT has no compression; remove \"compress\"");
+        }
+        if self.uuid.is_some() {
+            return refuse(
+                "uuid",
+                "FAT has a 32-bit volume id, not a UUID; remove \"uuid\" (a reproducible \
+                 build derives the volume id from its seed; a disk's {\"fat\": …} content \
+                 takes \"volumeId\")",
+            );
+        }
+        if self.reflink == ReflinkMode::Always {
+            return refuse(
+                "reflink",
+                "only mkfs.btrfs clones file data; remove \"reflink\"",
+            );
+        }
+        self.label.as_deref().map_or(Ok(()), vfat::check_label)
+    }
+
     /// Checks what no single field can: `subvolumes` and `fileSystems`
     /// exclude each other, and `storeDir` is an absolute, normalized path.
     /// [`Spec::from_json_str`] calls it; call it again after changing
@@ -903,5 +965,49 @@ mod tests {
         assert_eq!(spec.owners.unwrap(), dir.path().join("o.json"));
         let e = Spec::from_json_file(&dir.path().join("missing.json")).unwrap_err();
         assert!(e.to_string().contains("missing.json"), "{e}");
+    }
+
+    #[test]
+    fn a_vfat_spec_refuses_what_fat_has_no_place_for_by_field() {
+        let ok = r#"{"filesystem": "vfat", "rootfs": "esp", "label": "ESP", "size": "64M"}"#;
+        let spec = Spec::from_json_str(ok, "s.json").unwrap();
+        assert_eq!(spec.filesystem, Filesystem::Vfat);
+        assert_eq!(spec.filesystem.to_string(), "vfat");
+        assert_eq!(spec.check_vfat(), Ok(()));
+        for (extra, field) in [
+            (r#""closure": "c""#, "\"closure\""),
+            (r#""registration": "/nix/r""#, "\"closure\""),
+            (r#""owners": "o""#, "\"owners\""),
+            (r#""compress": "zstd""#, "\"compress\""),
+            (
+                r#""uuid": "44444444-4444-4444-8888-888888888888""#,
+                "\"uuid\"",
+            ),
+            (r#""reflink": "always""#, "\"reflink\""),
+            (
+                r#""subvolumes": [{"name": "@", "mountpoint": "/"}]"#,
+                "\"subvolumes\"",
+            ),
+        ] {
+            let json = format!(r#"{{"filesystem": "vfat", "rootfs": "esp", {extra}}}"#);
+            let e = Spec::from_json_str(&json, "s.json")
+                .unwrap()
+                .check_vfat()
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(&format!("{field} cannot be used with vfat")),
+                "{e}"
+            );
+        }
+        let no_rootfs = Spec::from_json_str(r#"{"filesystem": "vfat"}"#, "s.json").unwrap();
+        assert!(no_rootfs
+            .check_vfat()
+            .unwrap_err()
+            .to_string()
+            .contains("\"rootfs\""));
+        let long = r#"{"filesystem": "vfat", "rootfs": "esp", "label": "TWELVE CHARS"}"#;
+        let e = Spec::from_json_str(long, "s.json").unwrap().check_vfat();
+        assert!(e.unwrap_err().to_string().contains("1 to 11"));
     }
 }

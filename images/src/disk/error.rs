@@ -62,7 +62,7 @@ pub enum DiskError {
         /// The partition.
         partition: Part,
         /// The filesystem the build spec names.
-        filesystem: crate::fs::Filesystem,
+        filesystem: crate::spec::Filesystem,
     },
     /// A FAT field that is wrong.
     #[error("{origin}: {partition}: {source}")]

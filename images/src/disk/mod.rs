@@ -38,6 +38,7 @@ pub mod types;
 
 pub use error::{DiskError, LayoutError, Part, PartitionProblem, SpecProblem};
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 use serde::de::{self, Deserializer};
@@ -45,7 +46,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::fs::vfat;
 use crate::size::{ByteSize, Size};
-use crate::spec::Spec;
+use crate::spec::{Filesystem, Spec};
 use table::{TableKind, GPT_ENTRIES, MBR_ENTRIES, SECTOR};
 pub use types::Hex32;
 use types::{Attribute, Guid, PartType};
@@ -169,7 +170,8 @@ pub enum Content {
     /// A file copied in as it is (`{"raw": "u-boot.itb"}`).
     Raw(PathBuf),
     /// A rootbox build: the whole build spec, whose `filesystem` picks
-    /// btrfs (the default), ext4, erofs or squashfs.
+    /// btrfs (the default), ext4, erofs, squashfs or vfat (the same as
+    /// `fat` with `dir` = `rootfs`).
     Build(Box<Spec>),
     /// A FAT filesystem made from a directory.
     Fat(FatSpec),
@@ -179,15 +181,16 @@ pub enum Content {
 }
 
 /// A partition's content with the shorthands resolved: raw bytes, or a
-/// filesystem built from a tree.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// filesystem built from a tree. A vfat `build` and `fat` are one thing.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source<'a> {
     /// A file copied in as it is.
     Raw(&'a Path),
     /// A filesystem built by the build pipeline from this spec.
     Build(&'a Spec),
-    /// A vfat filesystem made from a directory.
-    Vfat(&'a FatSpec),
+    /// A vfat filesystem made from a directory (`fat`, or a `build`
+    /// whose filesystem is vfat).
+    Vfat(Cow<'a, FatSpec>),
 }
 
 impl Content {
@@ -195,8 +198,11 @@ impl Content {
     pub fn source(&self) -> Source<'_> {
         match self {
             Content::Raw(p) => Source::Raw(p),
+            Content::Build(s) if s.filesystem == Filesystem::Vfat => {
+                Source::Vfat(Cow::Owned(FatSpec::of_build(s)))
+            }
             Content::Build(s) | Content::Btrfs(s) => Source::Build(s),
-            Content::Fat(f) => Source::Vfat(f),
+            Content::Fat(f) => Source::Vfat(Cow::Borrowed(f)),
         }
     }
 
@@ -227,6 +233,20 @@ pub struct FatSpec {
     /// 12, 16 or 32 (`mkfs.vfat -F`); by default mkfs.vfat picks by size.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fat_size: Option<u8>,
+}
+
+impl FatSpec {
+    /// The `fat` content a vfat build spec is: `rootfs` as `dir`, its
+    /// label; the volume id and FAT size left to the defaults (the spec's
+    /// other fields are refused by [`Spec::check_vfat`]).
+    pub fn of_build(s: &Spec) -> FatSpec {
+        FatSpec {
+            dir: s.rootfs.clone().unwrap_or_default(),
+            label: s.label.clone(),
+            volume_id: None,
+            fat_size: None,
+        }
+    }
 }
 
 /// A raw file at a fixed place outside the partition table.
@@ -486,11 +506,18 @@ impl DiskSpec {
                     partition,
                     source: Box::new(source),
                 }),
-            Content::Btrfs(s) if s.filesystem.other().is_some() => Err(DiskError::Shorthand {
+            Content::Btrfs(s) if s.filesystem != Filesystem::Btrfs => Err(DiskError::Shorthand {
                 origin: origin.to_owned(),
                 partition,
-                filesystem: s.filesystem.other().expect("checked"),
+                filesystem: s.filesystem,
             }),
+            Content::Build(s) if s.filesystem == Filesystem::Vfat => {
+                s.check_vfat().map_err(|source| DiskError::Vfat {
+                    origin: origin.to_owned(),
+                    partition,
+                    source: Box::new(source),
+                })
+            }
             Content::Build(s) | Content::Btrfs(s) => s
                 .validate(&format!("{origin}: {partition}: content.{}", c.field()))
                 .map_err(DiskError::Spec),

@@ -1,6 +1,8 @@
 //! Planning per filesystem, one module each: [`btrfs`] (mkfs.btrfs, its
 //! versions, `--reflink`; the subvolume layout is [`crate::layout`]'s),
-//! and [`ext4`], [`erofs`] and [`squashfs`], planned together below.
+//! [`vfat`] (FAT's limits, mkfs.vfat's arguments, the boot sector; no
+//! owners, so none of the rules below), and [`ext4`], [`erofs`] and
+//! [`squashfs`], planned together below.
 //!
 //! These three ([`Filesystem`]) are made from the layout's one root. Each
 //! gets the same staged tree (owners as the build's user namespace

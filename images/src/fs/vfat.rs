@@ -174,6 +174,14 @@ pub enum VfatError {
         /// What is wrong.
         problem: LabelProblem,
     },
+    /// A build spec field FAT has no place for.
+    #[error("\"{field}\" cannot be used with vfat: {why}")]
+    Unsupported {
+        /// The spec field (also the flag's name).
+        field: &'static str,
+        /// Why, and what to do instead.
+        why: &'static str,
+    },
     /// A FAT size other than 12, 16 or 32.
     #[error("\"fatSize\" is 12, 16 or 32, not {0}")]
     FatSize(u8),
@@ -336,6 +344,54 @@ pub fn estimate_size(file_sizes: &[u64], dirs: u64) -> u64 {
     total.max(1 << 20).div_ceil(1 << 20) * (1 << 20)
 }
 
+/// 1980-01-01, the earliest time FAT can record: a reproducible FAT's
+/// times are never before it.
+pub const FAT_EPOCH: i64 = 315_532_800;
+
+/// What a FAT boot sector says of its filesystem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootSector {
+    /// 12, 16 or 32.
+    pub fat_bits: u8,
+    /// The volume id.
+    pub volume_id: u32,
+    /// The volume label, trailing spaces dropped ("NO NAME" for none).
+    pub label: String,
+}
+
+impl BootSector {
+    /// Reads the first 512 bytes of a filesystem; `None` unless it is a
+    /// FAT boot sector (a jump, and a FAT type string, as mkfs.vfat
+    /// writes: FAT32 keeps id, label and type at 67, 71 and 82, FAT12/16
+    /// at 39, 43 and 54).
+    pub fn parse(s: &[u8]) -> Option<BootSector> {
+        if s.len() < 512 || !(s[0] == 0xEB || s[0] == 0xE9) {
+            return None;
+        }
+        let (o, fat_bits) = if &s[82..87] == b"FAT32" {
+            (67, 32)
+        } else if &s[54..59] == b"FAT12" {
+            (39, 12)
+        } else if &s[54..59] == b"FAT16" {
+            (39, 16)
+        } else {
+            return None;
+        };
+        Some(BootSector {
+            fat_bits,
+            volume_id: u32::from_le_bytes(s[o..o + 4].try_into().ok()?),
+            label: String::from_utf8_lossy(&s[o + 4..o + 15])
+                .trim_end()
+                .to_string(),
+        })
+    }
+
+    /// The volume id as Linux shows it (`/dev/disk/by-uuid/2178-694E`).
+    pub fn id_text(volume_id: u32) -> String {
+        format!("{:04X}-{:04X}", volume_id >> 16, volume_id & 0xFFFF)
+    }
+}
+
 /// How to make one FAT filesystem.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mkfs {
@@ -351,8 +407,13 @@ pub struct Mkfs {
 
 impl Mkfs {
     /// The arguments of `mkfs.vfat`, before the image path.
+    /// `--invariant` comes first: it also sets the volume id 1234abcd,
+    /// which a later `-i` overrides (dosfstools 4.2).
     pub fn args(&self) -> Vec<String> {
         let mut a = Vec::new();
+        if self.invariant {
+            a.push("--invariant".to_string());
+        }
         if let Some(f) = self.fat_size {
             a.extend(["-F".to_string(), f.to_string()]);
         }
@@ -360,9 +421,6 @@ impl Mkfs {
             a.extend(["-n".to_string(), l.to_uppercase()]);
         }
         a.extend(["-i".to_string(), format!("{:08x}", self.volume_id)]);
-        if self.invariant {
-            a.push("--invariant".to_string());
-        }
         a
     }
 }
@@ -439,7 +497,30 @@ mod tests {
         };
         assert_eq!(
             m.args(),
-            ["-F", "32", "-n", "BOOT", "-i", "2178694e", "--invariant"]
+            ["--invariant", "-F", "32", "-n", "BOOT", "-i", "2178694e"]
+        );
+    }
+
+    #[test]
+    fn the_boot_sector_says_fat_size_id_and_label() {
+        let mut s = [0u8; 512];
+        s[0] = 0xEB;
+        s[39..43].copy_from_slice(&0x2178_694e_u32.to_le_bytes());
+        s[43..54].copy_from_slice(b"FIRMWARE   ");
+        s[54..62].copy_from_slice(b"FAT16   ");
+        let b = BootSector::parse(&s).unwrap();
+        assert_eq!(
+            (b.fat_bits, b.volume_id, b.label.as_str()),
+            (16, 0x2178_694e, "FIRMWARE")
+        );
+        assert_eq!(BootSector::id_text(b.volume_id), "2178-694E");
+        s[54..62].copy_from_slice(b"EXT4    ");
+        assert_eq!(BootSector::parse(&s), None);
+        s[82..90].copy_from_slice(b"FAT32   ");
+        s[67..71].copy_from_slice(&7u32.to_le_bytes());
+        assert_eq!(
+            BootSector::parse(&s).map(|b| (b.fat_bits, b.volume_id)),
+            Some((32, 7))
         );
     }
 }

@@ -1,6 +1,7 @@
 //! The one place the disk pipeline meets the build pipeline: a partition
 //! whose content is `{"build": …}` (or the `btrfs` shorthand) is a whole
-//! rootbox build — btrfs, ext4, erofs or squashfs, with rootfs, closure,
+//! rootbox build — btrfs, ext4, erofs or squashfs (a vfat `build` is the
+//! `fat` content, made in `contents`), with rootfs, closure,
 //! owners … — made into scratch space beside the disk and verified by the
 //! build itself before the disk takes it.
 

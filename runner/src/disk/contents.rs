@@ -3,8 +3,11 @@
 //! built from a tree ([`Holds`]); a filesystem knows its kind ([`Kind`]),
 //! by which it is read back (`readback`) and listed (`inspect`). Builds
 //! (btrfs, ext4, erofs, squashfs) go through the build pipeline into
-//! scratch space beside the output; vfat is made here from its checked
-//! tree, except a `fill` partition's, whose size only placing tells.
+//! scratch space beside the output; vfat (`fat`, or a `build` whose
+//! filesystem is vfat: one input, `Input::Vfat`) is made here from its
+//! checked tree, with the same `crate::fs::vfat` steps as the pipeline's
+//! vfat backend, except a `fill` partition's, whose size only placing
+//! tells.
 
 use std::fs::File;
 use std::path::Path;
@@ -175,7 +178,7 @@ pub fn make_all(
                             PartSize::Auto | PartSize::Fill => None,
                         },
                         headroom: p.headroom.bytes(),
-                        mkfs: mkfs_of(f, entropy, i, fat_epoch.is_some()),
+                        mkfs: mkfs_of(&f, entropy, i, fat_epoch.is_some()),
                         epoch: fat_epoch,
                     },
                     src,

@@ -4,6 +4,7 @@
 //! disk file opened beside it; the seed of a reproducible disk and the
 //! FAT times decided.
 
+use std::borrow::Cow;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
@@ -30,8 +31,8 @@ pub enum Input<'a> {
     Raw(Raw),
     /// A build spec.
     Build(&'a Spec),
-    /// A checked vfat tree.
-    Vfat(vfat::Source, &'a FatSpec),
+    /// A checked vfat tree (`fat`, or a vfat `build`).
+    Vfat(vfat::Source, Cow<'a, FatSpec>),
 }
 
 /// Everything read before the contents are made.

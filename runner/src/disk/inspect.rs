@@ -14,6 +14,7 @@ use std::path::Path;
 use anyhow::{anyhow, Context, Result};
 use rootbox_images::disk::table::{Entry, Table, SECTOR};
 use rootbox_images::disk::types::NAMED_TYPES;
+use rootbox_images::fs::vfat::BootSector;
 use rootbox_images::fs::Filesystem;
 use serde_json::{json, Value};
 
@@ -127,13 +128,10 @@ fn probe(path: &Path, disk: &File, e: &Entry) -> Result<Holds> {
     let len = e.sectors * SECTOR;
     let mut s = [0u8; 2048];
     disk.read_exact_at(&mut s[..(len as usize).min(2048)], at)?;
-    if fat_boot_sector(&s[..512]) {
-        // FAT32 keeps id and label at 67/71, FAT12/16 at 39/43.
-        let o = if &s[82..85] == b"FAT" { 67 } else { 39 };
-        let volume_id = u32::from_le_bytes(s[o..o + 4].try_into().expect("4"));
-        let label = String::from_utf8_lossy(&s[o + 4..o + 15])
-            .trim_end()
-            .to_string();
+    if let Some(BootSector {
+        volume_id, label, ..
+    }) = BootSector::parse(&s[..512])
+    {
         let files = vfat::list(&format!("{}@@{at}", path.display()))?;
         return Ok(Holds::Vfat {
             label,
@@ -191,7 +189,7 @@ pub fn write(
 }
 
 fn volume_id_text(id: u32) -> String {
-    format!("{:04X}-{:04X}", id >> 16, id & 0xFFFF)
+    BootSector::id_text(id)
 }
 
 fn write_json(

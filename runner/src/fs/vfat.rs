@@ -174,6 +174,21 @@ pub struct Format {
 /// Makes the filesystem of `src` in an unnamed file in `dir`. A fixed
 /// size too small for the files is refused before mkfs.vfat runs.
 pub fn make(src: &Source, how: &Format, dir: &Path) -> Result<Made> {
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_TMPFILE)
+        .open(dir)
+        .with_context(|| format!("creating an unnamed file in {}", dir.display()))?;
+    let size = make_in(src, how, &file)?;
+    Ok(Made { file, size })
+}
+
+/// Makes the filesystem of `src` in `file` (emptied first, then sized);
+/// returns its bytes. A fixed size too small for the files is refused
+/// before mkfs.vfat runs.
+pub fn make_in(src: &Source, how: &Format, file: &File) -> Result<u64> {
     if let Some(size) = how.size {
         plan::check_fits(size, &src.sizes(), src.dirs.len(), &src.root)?;
     }
@@ -184,19 +199,10 @@ pub fn make(src: &Source, how: &Format, dir: &Path) -> Result<Made> {
                 + how.headroom.div_ceil(512) * 512
         }
     };
+    let img = for_tools(file)?;
     for _ in 0..8 {
-        let file = fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .mode(0o600)
-            .custom_flags(libc::O_TMPFILE)
-            .open(dir)
-            .with_context(|| format!("creating an unnamed file in {}", dir.display()))?;
-        // mkfs.vfat and mtools reach it through /proc/self/fd of their own.
-        fcntl(file.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::empty()))
-            .context("making the FAT image descriptor inheritable")?;
+        file.set_len(0)?;
         file.set_len(attempt)?;
-        let img = format!("/proc/self/fd/{}", file.as_raw_fd());
         let mut mkfs = Command::new("mkfs.vfat");
         mkfs.stdin(Stdio::null()).args(how.mkfs.args()).arg(&img);
         let out = run(mkfs, "mkfs.vfat")?;
@@ -209,10 +215,7 @@ pub fn make(src: &Source, how: &Format, dir: &Path) -> Result<Made> {
         match fill(src, &img, how.epoch)? {
             Fill::Done => {
                 fsck(&img)?;
-                return Ok(Made {
-                    file,
-                    size: attempt,
-                });
+                return Ok(attempt);
             }
             Fill::Full if how.size.is_none() => {
                 tracing::debug!("{attempt} bytes of FAT were too few; trying more");
@@ -233,6 +236,14 @@ pub fn make(src: &Source, how: &Format, dir: &Path) -> Result<Made> {
         "could not find a FAT size that holds the files ({} bytes)",
         src.bytes()
     )
+}
+
+/// The name mkfs.vfat and mtools reach `file` by: `/proc/self/fd/N` of
+/// their own, so the descriptor is made inheritable.
+pub fn for_tools(file: &File) -> Result<String> {
+    fcntl(file.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::empty()))
+        .context("making the FAT image descriptor inheritable")?;
+    Ok(format!("/proc/self/fd/{}", file.as_raw_fd()))
 }
 
 enum Fill {

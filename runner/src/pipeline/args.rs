@@ -32,6 +32,7 @@ Examples:
       --subvol @nix:/nix --subvol @persist:/persist -o impermanence.img
   rootbox build --spec image.json --json -o out.img
   rootbox build --rootfs ./root --file-systems fs.json --label nixos -o sd.img
+  rootbox build --filesystem vfat --rootfs ./esp --label ESP -o esp.img
 
 Subvolume types: rw (default), ro, default (mounted when no subvol= is
 given), default-ro. Inode flags (btrfs-progs 6.15), inherited by the
@@ -69,8 +70,13 @@ pub struct BuildArgs {
     /// (builtins.toJSON config.fileSystems).
     #[arg(long, value_name = "FILE", conflicts_with = "subvols")]
     file_systems: Option<PathBuf>,
-    /// The filesystem: btrfs (default), ext4, erofs or squashfs. Only btrfs
-    /// has subvolumes; the others hold the whole tree.
+    /// The filesystem: btrfs (default), ext4, erofs, squashfs or vfat.
+    ///
+    /// btrfs: subvolumes, read-write. ext4: read-write, the whole tree.
+    /// erofs, squashfs: read-only, compressed. vfat: for EFI system and
+    /// firmware partitions, made from a --rootfs directory; FAT has no
+    /// owners, so it needs no user namespace, and --closure and --owners
+    /// are refused.
     #[arg(long, value_name = "FS")]
     filesystem: Option<String>,
     /// Filesystem label.

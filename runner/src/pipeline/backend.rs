@@ -14,6 +14,7 @@
 //! |---|---|---|
 //! | [`super::btrfs`] | `mkfs.btrfs --rootdir` | subvolumes, the in-place rewrite, the reproducible pass, `--reflink` |
 //! | [`super::tree`] | ext4, erofs, squashfs (`crate::fs`) | the owner fixes and the comparison, done in the staging step |
+//! | [`super::vfat`] | `mkfs.vfat`, mtools (`crate::fs::vfat`) | FAT's limits checked on the rootfs; no owners, no namespace; read back and compared byte for byte |
 //!
 //! [`super::for_spec`] picks the backend: the one place the parent looks
 //! at which filesystem it makes; the staging step's one is where it runs

@@ -13,7 +13,7 @@ use rootbox_images::layout::{list_fs_dir, Layout};
 use rootbox_images::nixos::{from_nixos_file_systems, ImageDevice};
 use rootbox_images::owners::Manifest;
 use rootbox_images::size::{ByteSize, Size};
-use rootbox_images::spec::{Spec, SubvolumeSpec, Uuid};
+use rootbox_images::spec::{Filesystem, Spec, SubvolumeSpec, Uuid};
 use rootbox_sandbox::MapMode;
 
 use super::job::Root;
@@ -103,7 +103,7 @@ pub fn resolve(spec: &Spec, opts: &Options) -> Result<Inputs> {
     if rootfs.is_none() && tar_archive.is_none() && closure.is_none() {
         bail!("nothing to put in the image: give --rootfs DIR and/or --closure PATH (or try --example)");
     }
-    if spec.filesystem.other().is_none() {
+    if spec.filesystem == Filesystem::Btrfs {
         check_btrfs_limits(label.as_deref(), &spec.size)?;
     }
     Ok(Inputs {
@@ -152,7 +152,7 @@ fn layout(
 ) -> Result<(Layout, Option<String>, Option<Uuid>)> {
     let mut label = spec.label.clone();
     let mut uuid = spec.uuid.clone();
-    if let Some(fs) = spec.filesystem.other() {
+    if spec.filesystem != Filesystem::Btrfs {
         // No subvolumes: the whole tree is the one root, staged in
         // crate::fs::STAGED_ROOT.
         let subvolumes = !spec.subvolumes.is_empty() || spec.file_systems.is_some();
@@ -160,7 +160,9 @@ fn layout(
             subvolumes,
             ..rootbox_images::fs::Options::default()
         };
-        rootbox_images::fs::check(fs, &o)?;
+        if let Some(fs) = spec.filesystem.other() {
+            rootbox_images::fs::check(fs, &o)?;
+        }
         let root = SubvolumeSpec {
             name: crate::fs::STAGED_ROOT.into(),
             mountpoint: "/".into(),

@@ -153,6 +153,8 @@ pub enum MakeJob {
     Btrfs(MkfsJob),
     /// ext4, erofs or squashfs from the layout's one root (`crate::fs`).
     Tree(crate::fs::StagedJob),
+    /// vfat from the layout's one root (`crate::fs::vfat`).
+    Vfat(super::vfat::VfatJob),
 }
 
 impl MakeJob {
@@ -161,13 +163,20 @@ impl MakeJob {
         match self {
             MakeJob::Btrfs(m) => m.program.display().to_string(),
             MakeJob::Tree(t) => format!("the {} tools", t.filesystem),
+            MakeJob::Vfat(_) => "mkfs.vfat and mtools".to_string(),
         }
     }
 
     /// mkfs orders `--rootdir` itself and takes its times and UUIDs from
     /// the environment (mkfs.btrfs ≥ 7.3, reproducible builds).
+    /// vfat: mtools is given the files in sorted order, the times of
+    /// SOURCE_DATE_EPOCH and a volume id from the seed.
     pub fn orders_itself(&self) -> bool {
-        matches!(self, MakeJob::Btrfs(m) if m.deterministic)
+        match self {
+            MakeJob::Btrfs(m) => m.deterministic,
+            MakeJob::Tree(_) => false,
+            MakeJob::Vfat(_) => true,
+        }
     }
 
     /// mkfs clones the data from the staged files (`--reflink`): copies
@@ -179,7 +188,8 @@ impl MakeJob {
     /// Why this job cannot run without a user namespace, if it cannot.
     pub fn needs_namespace(&self) -> Option<String> {
         match self {
-            MakeJob::Btrfs(_) => None,
+            // FAT has no owners: nothing for a namespace to map.
+            MakeJob::Btrfs(_) | MakeJob::Vfat(_) => None,
             // Without a namespace the copies are the caller's, and the
             // owner plan of crate::fs has no overflow id to go by.
             MakeJob::Tree(t) => Some(format!("a {} image needs a user namespace", t.filesystem)),

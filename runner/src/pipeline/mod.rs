@@ -1,5 +1,5 @@
 //! The build pipeline: an image of one filesystem (btrfs, ext4, erofs,
-//! squashfs) from a rootfs and a Nix closure, owned by root, verified.
+//! squashfs, vfat) from a rootfs and a Nix closure, owned by root, verified.
 //! [`build`] runs it for a [`BuildRequest`] ([`request`]: spec, output,
 //! options), which other code can make without a command line; `rootbox
 //! build` ([`main`]) makes one from its flags and spec ([`args`]).
@@ -7,8 +7,9 @@
 //! Every filesystem takes the same path. What differs is behind one
 //! [`backend::Backend`] per filesystem, picked once ([`for_spec`]):
 //! btrfs ([`btrfs`]: mkfs.btrfs with subvolumes, the in-place rewrite,
-//! the reproducible pass) or ext4, erofs and squashfs ([`tree`]: the
-//! tools of `crate::fs`, the layout's one root). The phases, in the order
+//! the reproducible pass), ext4, erofs and squashfs ([`tree`]: the
+//! tools of `crate::fs`, the layout's one root) or vfat ([`vfat`]: a
+//! directory, no owners, so no user namespace). The phases, in the order
 //! [`build`] runs them, each timed in the report:
 //!
 //! 1. *resolve the inputs* (parent, no namespace; [`inputs`]): the
@@ -24,8 +25,9 @@
 //!    bind mounts, copies) → *seal* (read-only) → *make* the image in a
 //!    nested sandbox (mkfs.btrfs, [`mkfs::run`]; or `rootbox __fs-stage`,
 //!    which for ext4, erofs and squashfs also fixes the owners and
-//!    compares the image with the staged tree). Without a user namespace
-//!    the same step runs in this process, copying (btrfs only);
+//!    compares the image with the staged tree; vfat: mkfs.vfat and
+//!    mtools). Without a user namespace the same step runs in this
+//!    process, copying (btrfs; vfat always, having no owners to map);
 //! 3. *fix-ups in the image* (parent): what the namespace could not
 //!    express (btrfs: unmapped owners, device numbers, the ownership
 //!    manifest, tarball owners, the reproducible pass, [`fixup`]);
@@ -54,6 +56,7 @@ pub mod stage;
 mod tarball;
 mod tree;
 mod verify;
+mod vfat;
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -129,6 +132,7 @@ fn for_spec(spec: &Spec) -> Result<Box<dyn Backend>> {
         Filesystem::Ext4 | Filesystem::Erofs | Filesystem::Squashfs => {
             Box::new(tree::Tree::find(spec.filesystem)?)
         }
+        Filesystem::Vfat => Box::new(vfat::Vfat::find()?),
     })
 }
 

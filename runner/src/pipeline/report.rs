@@ -65,6 +65,7 @@ pub enum Details {
     Ext4(TreeReport),
     Erofs(TreeReport),
     Squashfs(TreeReport),
+    Vfat(super::vfat::VfatReport),
 }
 
 /// The btrfs backend's part of the report (`"btrfs"`).
@@ -253,6 +254,10 @@ pub fn print_summary(r: &Report) {
         Details::Ext4(t) | Details::Erofs(t) | Details::Squashfs(t) => {
             println!("made by    {} {}", t.tool, t.tool_version);
         }
+        Details::Vfat(v) => {
+            println!("made by    {} {}", v.tool, v.tool_version);
+            println!("fat        FAT{}, volume id {}", v.fat_size, v.volume_id);
+        }
     }
     let t = &r.timings;
     println!(
@@ -261,7 +266,9 @@ pub fn print_summary(r: &Report) {
     );
     println!(
         "verified   {}",
-        if r.verified {
+        if r.verified && matches!(r.details, Details::Vfat(_)) {
+            "every file read back equal to the rootfs (FAT has no owners)"
+        } else if r.verified {
             "every owner is one the staged tree had; sshd/tmpfiles paths are safe"
         } else {
             "SKIPPED (--no-verify)"

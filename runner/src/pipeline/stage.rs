@@ -8,7 +8,8 @@
 //! 3. *seal*: the staging tree made read-only;
 //! 4. *make* the image from it, in a nested sandbox: the backend's
 //!    [`MakeJob`] ([`make`]: mkfs.btrfs, [`super::mkfs::run`]; ext4, erofs,
-//!    squashfs, `crate::fs::cli::run_nested`).
+//!    squashfs, `crate::fs::cli::run_nested`; vfat, without a namespace,
+//!    [`super::vfat::make_staged`]).
 //!
 //! It then writes a [`StageResult`] for the parent ([`super::job`]).
 
@@ -98,6 +99,9 @@ fn make(job: &StageJob, result: &mut StageResult) -> Result<()> {
             result.made = o.made;
             result.tool_output = o.error.unwrap_or_default();
             Ok(())
+        }
+        MakeJob::Vfat(v) => {
+            super::vfat::make_staged(v, &job.stage_dir.join(crate::fs::STAGED_ROOT), result)
         }
     }
 }

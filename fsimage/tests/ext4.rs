@@ -178,3 +178,18 @@ fn times_read_back_with_and_without_extra_fields() {
         assert_eq!(times.iter().map(|t| t.0).collect::<Vec<_>>(), inos);
     }
 }
+
+#[test]
+fn an_image_inside_a_disk_reads_at_its_offset_as_by_itself() {
+    if !can_run("mkfs.ext4") {
+        return;
+    }
+    let (dir, _tree, img) = made(&[]);
+    let (disk, at, len) = common::inside_a_disk(dir.path(), &img);
+    assert_eq!(
+        ext4::read_at(&disk, at, len).unwrap(),
+        ext4::read(&img).unwrap()
+    );
+    // The junk before it is no ext4 filesystem.
+    assert!(matches!(ext4::read_at(&disk, 0, len), Err(Error::NotExt4)));
+}

@@ -41,6 +41,31 @@ impl Source for [u8] {
     }
 }
 
+/// `len` bytes of a file from `offset` on: a filesystem inside a disk
+/// image, read where it lies.
+pub(crate) struct Window<'f> {
+    /// The file.
+    pub file: &'f File,
+    /// Where the filesystem starts in it.
+    pub offset: u64,
+    /// The filesystem's length.
+    pub len: u64,
+}
+
+impl Source for Window<'_> {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        let at = offset
+            .checked_add(buf.len() as u64)
+            .filter(|&end| end <= self.len)
+            .and_then(|_| self.offset.checked_add(offset))
+            .ok_or(io::ErrorKind::UnexpectedEof)?;
+        FileExt::read_exact_at(self.file, buf, at)
+    }
+    fn size(&self) -> io::Result<u64> {
+        Ok(self.len)
+    }
+}
+
 /// Reads `len` bytes of `what` at `offset`.
 pub(crate) fn bytes<S: Source + ?Sized>(
     src: &S,

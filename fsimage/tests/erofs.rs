@@ -318,3 +318,21 @@ fn a_flipped_superblock_byte_is_a_checksum_error_and_truncation_a_typed_error() 
     zero[1024..1028].fill(0);
     assert!(matches!(erofs::read_bytes(&zero), Err(Error::NotErofs)));
 }
+
+#[test]
+fn an_image_inside_a_disk_reads_at_its_offset_as_by_itself() {
+    if !can_run("mkfs.erofs") {
+        return;
+    }
+    let (dir, _tree, img) = made(&[]);
+    let (disk, at, len) = common::inside_a_disk(dir.path(), &img);
+    assert_eq!(
+        erofs::read_at(&disk, at, len).unwrap(),
+        erofs::read(&img).unwrap()
+    );
+    // The junk before it is no erofs filesystem.
+    assert!(matches!(
+        erofs::read_at(&disk, 0, len),
+        Err(Error::NotErofs)
+    ));
+}

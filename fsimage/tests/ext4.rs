@@ -120,3 +120,76 @@ fn a_flipped_superblock_byte_is_a_checksum_error_and_mutations_never_panic() {
     }
     assert!(panics.is_empty(), "panics:\n{}", panics.join("\n"));
 }
+
+#[test]
+fn times_read_back_with_and_without_extra_fields() {
+    if !can_run("mkfs.ext4") {
+        return;
+    }
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let t = dir.path().join("t");
+    fs::create_dir(&t).unwrap();
+    let f = t.join("f");
+    fs::write(&f, b"x").unwrap();
+    let at = |seconds, nanoseconds| ext4::Time {
+        seconds,
+        nanoseconds,
+    };
+    // 256-byte inodes hold `_extra` fields and crtime; 128-byte ones do
+    // not. mkfs.ext4 1.47 copies whole seconds (and no times at all into
+    // 128-byte inodes), so the times are set with debugfs, mtime_extra
+    // with nanoseconds and one epoch bit (2^32 seconds later). `@`: else
+    // debugfs reads 1234567890 as a date (YYYYMMDDHHMM).
+    for inode_size in ["256", "128"] {
+        let img = dir.path().join(format!("i{inode_size}"));
+        fs::File::create(&img).unwrap().set_len(4 << 20).unwrap();
+        run(Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-I", inode_size, "-d"])
+            .arg(&t)
+            .arg(&img));
+        let wide = inode_size == "256";
+        let mut set = "set_inode_field /f atime @1234567890\n\
+                       set_inode_field /f mtime @1234567890\n"
+            .to_string();
+        if wide {
+            set += &format!("set_inode_field /f mtime_extra {}\n", 123_456_789 << 2 | 1);
+        }
+        let cmds = dir.path().join("cmds");
+        fs::write(&cmds, set).unwrap();
+        run(Command::new("debugfs")
+            .args(["-w", "-f"])
+            .arg(&cmds)
+            .arg(&img));
+        let entries = ext4::read(&img).unwrap();
+        let ino = entries.iter().find(|e| e.path == b"/f").unwrap().ino;
+        let times = ext4::times(&img).unwrap();
+        let (_, got) = times.iter().find(|(i, _)| *i == ino).unwrap();
+        let mtime = match wide {
+            true => at(1_234_567_890 + (1 << 32), 123_456_789),
+            false => at(1_234_567_890, 0),
+        };
+        assert_eq!(got.atime, at(1_234_567_890, 0), "-I {inode_size}");
+        assert_eq!(got.mtime, mtime, "-I {inode_size}");
+        assert_eq!(got.crtime.is_some(), wide, "-I {inode_size}");
+        assert!(times.iter().any(|(i, _)| *i == 2), "the root");
+        let mut inos: Vec<u64> = entries.iter().map(|e| e.ino).collect();
+        inos.sort_unstable();
+        inos.dedup();
+        assert_eq!(times.iter().map(|t| t.0).collect::<Vec<_>>(), inos);
+    }
+}
+
+#[test]
+fn an_image_inside_a_disk_reads_at_its_offset_as_by_itself() {
+    if !can_run("mkfs.ext4") {
+        return;
+    }
+    let (dir, _tree, img) = made(&[]);
+    let (disk, at, len) = common::inside_a_disk(dir.path(), &img);
+    assert_eq!(
+        ext4::read_at(&disk, at, len).unwrap(),
+        ext4::read(&img).unwrap()
+    );
+    // The junk before it is no ext4 filesystem.
+    assert!(matches!(ext4::read_at(&disk, 0, len), Err(Error::NotExt4)));
+}

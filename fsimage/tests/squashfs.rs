@@ -130,3 +130,21 @@ fn mutated_and_truncated_images_give_errors_never_panics() {
         assert!(matches!(r, Err(Error::Truncated { .. })), "{r:?}");
     }
 }
+
+#[test]
+fn an_image_inside_a_disk_reads_at_its_offset_as_by_itself() {
+    if !can_run("mksquashfs") {
+        return;
+    }
+    let (dir, _tree, img) = made(&[]);
+    let (disk, at, len) = common::inside_a_disk(dir.path(), &img);
+    assert_eq!(
+        squashfs::read_at(&disk, at, len).unwrap(),
+        squashfs::read(&img).unwrap()
+    );
+    // The junk before it is no squashfs filesystem.
+    assert!(matches!(
+        squashfs::read_at(&disk, 0, len),
+        Err(Error::NotSquashfs)
+    ));
+}

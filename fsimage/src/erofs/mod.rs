@@ -25,7 +25,7 @@ use std::fs::File;
 use std::path::Path;
 
 use crate::entry::{decode_dev, S_IFBLK, S_IFCHR, S_IFLNK, S_IFMT};
-use crate::source::Source;
+use crate::source::{Source, Window};
 use crate::{Entry, Error};
 use image::Image;
 
@@ -38,7 +38,20 @@ pub fn read(image: &Path) -> Result<Vec<Entry>, Error> {
         path: image.to_path_buf(),
         source,
     })?;
-    entries(&file)
+    // Its size read once: every structure read is checked against it.
+    let len = file.metadata().map_err(|source| Error::Io {
+        what: "image size",
+        offset: 0,
+        source,
+    })?;
+    read_at(&file, 0, len.len())
+}
+
+/// [`read`] of an erofs filesystem that lies in `file` from byte `offset`
+/// on, `len` bytes long (a partition of a disk image): nothing outside
+/// those bytes is read.
+pub fn read_at(file: &File, offset: u64, len: u64) -> Result<Vec<Entry>, Error> {
+    entries(&Window { file, offset, len })
 }
 
 /// [`read`] of an image held in memory.

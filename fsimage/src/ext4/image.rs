@@ -13,6 +13,7 @@ use super::layout::{
     INCOMPAT_64BIT, INCOMPAT_READ, INLINE_DATA_FL, MAGIC, ROOT_INO, RO_COMPAT_METADATA_CSUM,
     SUPER_OFFSET, XATTR_MAGIC,
 };
+use super::{Time, Times};
 use crate::entry::{decode_dev, join, Xattrs, S_IFBLK, S_IFCHR, S_IFDIR, S_IFLNK, S_IFMT};
 use crate::source::{bytes, get, Source};
 use crate::{Entry, Error};
@@ -269,6 +270,39 @@ impl<'s, S: Source + ?Sized> Image<'s, S> {
             size: f.len(),
             target,
             xattrs: Some(self.xattrs(f)?),
+        })
+    }
+
+    /// The four times of `f`: the seconds in the 128-byte inode, the
+    /// epoch bits and nanoseconds in the `_extra` fields (and `crtime`)
+    /// where `i_extra_isize` covers them, decoded as the kernel does.
+    pub fn times(&self, f: &Found) -> Result<Times, Error> {
+        let body = if f.size > 128 {
+            bytes(self.src, f.offset, f.size, "ext4 inode")?
+        } else {
+            Vec::new()
+        };
+        let extra = match body.get(128..130) {
+            Some(b) => 128 + usize::from(u16::from_le_bytes([b[0], b[1]])),
+            None => 128,
+        };
+        let field = |at: usize| -> Option<u32> {
+            let b = body.get(at..at + 4).filter(|_| at + 4 <= extra)?;
+            Some(u32::from_le_bytes(b.try_into().expect("4 bytes")))
+        };
+        let time = |lo: u32, hi: Option<u32>| {
+            let hi = hi.unwrap_or(0);
+            Time {
+                seconds: i64::from(lo as i32) + (i64::from(hi & 3) << 32),
+                nanoseconds: hi >> 2,
+            }
+        };
+        let r = &f.raw;
+        Ok(Times {
+            atime: time(r.i_atime.get(), field(0x8C)),
+            mtime: time(r.i_mtime.get(), field(0x88)),
+            ctime: time(r.i_ctime.get(), field(0x84)),
+            crtime: field(0x90).map(|lo| time(lo, field(0x94))),
         })
     }
 

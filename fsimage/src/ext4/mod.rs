@@ -10,7 +10,9 @@
 //! (ext2/3) directories, values in xattr inodes, and the incompatible
 //! features that move metadata (meta_bg, journal devices, encryption).
 //! Inode and block checksums are not verified; the superblock's is.
-//! The image's `lost+found` is an entry like any other.
+//! The image's `lost+found` is an entry like any other. [`times`] gives
+//! each inode's times, which an [`Entry`] does not hold (rootbox clamps
+//! them for a reproducible image).
 
 mod image;
 mod layout;
@@ -18,7 +20,7 @@ mod layout;
 use std::fs::File;
 use std::path::Path;
 
-use crate::source::Source;
+use crate::source::{Source, Window};
 use crate::{Entry, Error};
 use image::Image;
 
@@ -29,12 +31,69 @@ pub fn read(image: &Path) -> Result<Vec<Entry>, Error> {
         path: image.to_path_buf(),
         source,
     })?;
-    entries(&file)
+    // Its size read once: every structure read is checked against it.
+    let len = file.metadata().map_err(|source| Error::Io {
+        what: "image size",
+        offset: 0,
+        source,
+    })?;
+    read_at(&file, 0, len.len())
+}
+
+/// [`read`] of an ext4 filesystem that lies in `file` from byte `offset`
+/// on, `len` bytes long (a partition of a disk image): nothing outside
+/// those bytes is read.
+pub fn read_at(file: &File, offset: u64, len: u64) -> Result<Vec<Entry>, Error> {
+    entries(&Window { file, offset, len })
 }
 
 /// [`read`] of an image held in memory.
 pub fn read_bytes(image: &[u8]) -> Result<Vec<Entry>, Error> {
     entries(image)
+}
+
+/// One time of an inode, as the kernel decodes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Time {
+    /// Seconds since 1970 (before it: negative).
+    pub seconds: i64,
+    /// Nanoseconds (0 where the inode has no `_extra` field for it).
+    pub nanoseconds: u32,
+}
+
+/// The times of one inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Times {
+    /// Last access.
+    pub atime: Time,
+    /// Last change of the data.
+    pub mtime: Time,
+    /// Last change of the inode.
+    pub ctime: Time,
+    /// Creation; `None` in an inode too small to hold it.
+    pub crtime: Option<Time>,
+}
+
+/// The times of every inode reachable from the root of the ext4 image at
+/// `image`, by inode number (hard links: once), in inode order.
+pub fn times(image: &Path) -> Result<Vec<(u64, Times)>, Error> {
+    let file = File::open(image).map_err(|source| Error::Open {
+        path: image.to_path_buf(),
+        source,
+    })?;
+    all_times(&file)
+}
+
+fn all_times<S: Source + ?Sized>(src: &S) -> Result<Vec<(u64, Times)>, Error> {
+    let img = Image::open(src)?;
+    let mut out = img
+        .walk()?
+        .into_iter()
+        .map(|(_, f)| Ok((u64::from(f.ino), img.times(&f)?)))
+        .collect::<Result<Vec<_>, Error>>()?;
+    out.sort_unstable_by_key(|t| t.0);
+    out.dedup_by_key(|t| t.0);
+    Ok(out)
 }
 
 fn entries<S: Source + ?Sized>(src: &S) -> Result<Vec<Entry>, Error> {

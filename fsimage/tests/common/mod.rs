@@ -294,3 +294,15 @@ pub fn libc_major(dev: u64) -> u32 {
 pub fn libc_minor(dev: u64) -> u32 {
     (((dev >> 12) & 0xffff_ff00) | (dev & 0xff)) as u32
 }
+
+/// A copy of `img` between 1 MiB of junk on either side, as a partition
+/// lies in a disk image: the file, the image's offset and length.
+pub fn inside_a_disk(dir: &Path, img: &Path) -> (fs::File, u64, u64) {
+    let image = fs::read(img).unwrap();
+    let mut disk = vec![0xAA; 1 << 20];
+    disk.extend_from_slice(&image);
+    disk.extend(std::iter::repeat_n(0x55, 1 << 20));
+    let path = dir.join("disk");
+    fs::write(&path, disk).unwrap();
+    (fs::File::open(path).unwrap(), 1 << 20, image.len() as u64)
+}

@@ -229,7 +229,10 @@ pub fn debugfs_script(edits: &[(u64, Field)]) -> String {
             Field::Uid(v) => ("uid", v.to_string()),
             Field::Gid(v) => ("gid", v.to_string()),
             Field::Mode(v) => ("mode", format!("0{v:o}")),
-            Field::Time(t, v) => (t.name(), v.to_string()),
+            // `@`: seconds. Without it debugfs first tries the digits as
+            // a date (YYYYMMDDHHMM[SS]): 1712121212 (April 2024) is set as
+            // a time in 2257.
+            Field::Time(t, v) => (t.name(), format!("@{v}")),
         };
         s += &format!("set_inode_field <{ino}> {name} {value}\n");
         if let Field::Time(t, _) = f {
@@ -322,8 +325,8 @@ mod tests {
             debugfs_script(&edits),
             "set_inode_field <12> uid 0\n\
              set_inode_field <12> mode 0100755\n\
-             set_inode_field <12> mtime 1000\nset_inode_field <12> mtime_extra 0\n\
-             set_inode_field <12> ctime 999\nset_inode_field <12> ctime_extra 0\n"
+             set_inode_field <12> mtime @1000\nset_inode_field <12> mtime_extra 0\n\
+             set_inode_field <12> ctime @999\nset_inode_field <12> ctime_extra 0\n"
         );
     }
 

@@ -217,7 +217,7 @@ impl Filesystem {
                 command: ["mke2fs", "-V"],
                 need: (1, 47, 0),
                 why: "mkfs.ext4 -d with xattrs and device numbers, -E hash_seed=, \
-                      E2FSPROGS_FAKE_TIME, debugfs ea_get -x",
+                      E2FSPROGS_FAKE_TIME, debugfs ea_set -f",
             },
             Filesystem::Erofs => Tool {
                 package: "erofs-utils",

@@ -1,6 +1,7 @@
 //! `rootbox __fs-make` and `rootbox __fs-read`: the per-filesystem step of
 //! `rootbox build --filesystem` on a tree by itself, and rootbox's reader
-//! of those images, for tests and for trying a filesystem by hand.
+//! of those images (`super::read`, through `rootbox_fsimage`), for tests
+//! and for trying a filesystem by hand.
 //! `__fs-make` runs where it is started: inside `rootbox run` it sees the
 //! owners a namespace sees.
 
@@ -157,7 +158,9 @@ pub fn make(a: &MakeArgs) -> Result<std::process::ExitCode> {
     Ok(std::process::ExitCode::SUCCESS)
 }
 
-/// `rootbox __fs-read`: every inode of an image as JSON.
+/// `rootbox __fs-read`: every inode of an image as JSON, read with
+/// rootbox's reader of its format (`system.*` xattrs left out, as the
+/// comparison with a tree leaves them out).
 pub fn read(a: &ReadArgs) -> Result<std::process::ExitCode> {
     let filesystem: Filesystem = a.filesystem.parse()?;
     let inodes = super::read(filesystem, &a.image)?;

@@ -17,11 +17,9 @@
 //!
 //! Names are bytes ([`Name`]): any name Linux allows reaches the image
 //! byte for byte and reads back equal; `__fs-read` prints them losslessly
-//! escaped. Each filesystem has one reader, `read(image) -> Vec<Inode>`:
-//! ext4 parses `debugfs ls -p` up to each `/` (not by lines, since a name
-//! may hold a newline) and takes a fast symlink's target as bytes; squashfs
-//! joins back the `unsquashfs -lln` lines a newline split; erofs reads the
-//! format itself. A name a tool cannot write is refused before mkfs, by
+//! escaped. Every image is read back with rootbox's own reader of its
+//! format, from the `rootbox_fsimage` crate ([`read`]); no tool's text
+//! output is parsed. A name a tool cannot write is refused before mkfs, by
 //! the path the user gave ([`Origin`]): mkfs.erofs 1.5 and a 255-byte name,
 //! a newline in a path mksquashfs must be given an owner for.
 
@@ -51,7 +49,7 @@ pub struct Inode {
     /// The image path (`/` for the root), as bytes (JSON: escaped, see
     /// [`Name`]).
     pub path: Name,
-    /// Inode number (erofs: the nid); `None` where the reader has none.
+    /// Inode number (erofs: the nid; squashfs: its own numbering).
     pub ino: Option<u64>,
     /// The whole `st_mode`.
     pub mode: u32,
@@ -61,10 +59,10 @@ pub struct Inode {
     pub gid: u32,
     /// Device number (major, minor) of a device node.
     pub rdev: Option<(u32, u32)>,
-    /// A symlink's target, where the reader sees it.
+    /// A symlink's target.
     pub target: Option<Name>,
-    /// Extended attributes by name; `None` where the reader cannot see
-    /// them (squashfs), `system.*` (ACLs) left out everywhere.
+    /// Extended attributes by name, `system.*` (ACLs) left out on both
+    /// sides of the comparison.
     pub xattrs: Option<BTreeMap<Name, Vec<u8>>>,
 }
 
@@ -306,16 +304,42 @@ pub fn apply(tree: &[Inode], fixes: &[Fix]) -> Vec<Inode> {
         .collect()
 }
 
-/// Reads every inode of an image with rootbox's reader for `filesystem`.
+/// Reads every inode of an image with rootbox's reader for `filesystem`
+/// (`rootbox_fsimage`), sorted by path.
 pub fn read(filesystem: Filesystem, image: &Path) -> Result<Vec<Inode>> {
-    let mut v = match filesystem {
-        Filesystem::Ext4 => ext4::read(image),
-        Filesystem::Erofs => erofs::read(image),
-        Filesystem::Squashfs => squashfs::read(image),
+    let entries = match filesystem {
+        Filesystem::Ext4 => rootbox_fsimage::ext4::read(image),
+        Filesystem::Erofs => rootbox_fsimage::erofs::read(image),
+        Filesystem::Squashfs => rootbox_fsimage::squashfs::read(image),
     }
     .with_context(|| format!("reading back the {filesystem} image {}", image.display()))?;
+    let mut v: Vec<Inode> = entries.into_iter().map(Inode::from).collect();
     v.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(v)
+}
+
+impl From<rootbox_fsimage::Entry> for Inode {
+    /// An image's entry as the tree's inodes are compared: `system.*`
+    /// xattrs (ACLs) left out, as [`walk`] leaves them out of the tree
+    /// (ext4 stores ACLs in its own encoding, not the bytes the xattr
+    /// calls give).
+    fn from(e: rootbox_fsimage::Entry) -> Inode {
+        Inode {
+            path: Name::from_bytes(e.path),
+            ino: Some(e.ino),
+            mode: e.mode,
+            uid: e.uid,
+            gid: e.gid,
+            rdev: e.rdev,
+            target: e.target.map(Name::from_bytes),
+            xattrs: e.xattrs.map(|x| {
+                x.into_iter()
+                    .filter(|(n, _)| !n.starts_with(b"system."))
+                    .map(|(n, v)| (Name::from_bytes(n), v))
+                    .collect()
+            }),
+        }
+    }
 }
 
 /// The filesystem UUID an image carries, as its own tool reads it
@@ -336,8 +360,8 @@ pub fn uuid(filesystem: Filesystem, image: &Path) -> Result<Option<String>> {
 }
 
 /// Compares the image with the tree, path by path: type, permission bits,
-/// owner, group, device number, symlink target, xattrs (where the reader
-/// sees them) and which paths share an inode. Paths mkfs adds (ext4's
+/// owner, group, device number, symlink target, xattrs (`system.*` left
+/// out of both, see [`Inode`]) and which paths share an inode. Paths mkfs adds (ext4's
 /// `/lost+found`) are allowed; an overflow id anywhere is an error.
 /// Returns the number of paths compared.
 pub fn verify(
@@ -374,13 +398,16 @@ pub fn verify(
                 problems.push(format!("{}: symlink to {a:?}, image has {b:?}", w.path));
             }
         }
-        if let (Some(a), Some(b)) = (&w.xattrs, &g.xattrs) {
-            if a != b {
+        // Every reader sees xattrs: an image without them where the tree
+        // has some is a difference too.
+        if let Some(a) = &w.xattrs {
+            if g.xattrs.as_ref() != Some(a) {
+                let keys = |x: &BTreeMap<Name, Vec<u8>>| x.keys().cloned().collect::<Vec<_>>();
                 problems.push(format!(
                     "{}: xattrs {:?}, image has {:?}",
                     w.path,
-                    a.keys().collect::<Vec<_>>(),
-                    b.keys().collect::<Vec<_>>()
+                    keys(a),
+                    g.xattrs.as_ref().map(keys).unwrap_or_default()
                 ));
             }
         }
@@ -412,7 +439,7 @@ pub fn verify(
 }
 
 /// Paths that share an inode in the tree must share one in the image, and
-/// only those (where the reader reports inode numbers).
+/// only those (every reader reports inode numbers).
 fn hard_link_problems(expected: &[Inode], got_by: &HashMap<&Name, &Inode>) -> Vec<String> {
     let mut problems = Vec::new();
     let mut group: HashMap<u64, &Name> = HashMap::new();
@@ -436,11 +463,6 @@ fn hard_link_problems(expected: &[Inode], got_by: &HashMap<&Name, &Inode>) -> Ve
 
 /// Runs `cmd`, failing with its stderr when it fails; its stdout.
 pub fn output(cmd: &mut Command, what: &str) -> Result<String> {
-    Ok(String::from_utf8_lossy(&output_bytes(cmd, what)?).into_owned())
-}
-
-/// [`output`], the stdout as bytes (names in it need not be UTF-8).
-pub fn output_bytes(cmd: &mut Command, what: &str) -> Result<Vec<u8>> {
     let out = cmd
         .output()
         .with_context(|| format!("running {what} (is it installed?)"))?;
@@ -451,7 +473,7 @@ pub fn output_bytes(cmd: &mut Command, what: &str) -> Result<Vec<u8>> {
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
-    Ok(out.stdout)
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Whether a mode is a symlink's.
@@ -508,5 +530,57 @@ mod tests {
         let mut ext4 = want.to_vec();
         ext4.push(inode("/lost+found", 11, 0o40700, 0));
         assert!(verify(Filesystem::Ext4, &want, &ext4, (65534, 65534)).is_ok());
+    }
+
+    #[test]
+    fn a_lost_xattr_is_a_problem_in_every_filesystem() {
+        let mut f = inode("/f", 2, 0o100644, 0);
+        f.xattrs = Some(BTreeMap::from([(
+            Name::from("security.capability"),
+            vec![1, 0, 0, 2],
+        )]));
+        let want = [inode("/", 1, 0o40755, 0), f];
+        let mut got = want.to_vec();
+        got[1].xattrs = Some(BTreeMap::new());
+        for filesystem in [Filesystem::Ext4, Filesystem::Erofs, Filesystem::Squashfs] {
+            assert_eq!(verify(filesystem, &want, &want, (65534, 65534)).unwrap(), 2);
+            let e = verify(filesystem, &want, &got, (65534, 65534))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("/f: xattrs [\"security.capability\"], image has []"),
+                "{filesystem}: {e}"
+            );
+        }
+        // An image side that saw no xattrs at all does not pass either.
+        got[1].xattrs = None;
+        let e = verify(Filesystem::Squashfs, &want, &got, (65534, 65534)).unwrap_err();
+        assert!(e.to_string().contains("/f: xattrs"), "{e}");
+    }
+
+    #[test]
+    fn system_xattrs_are_left_out_of_what_a_reader_gives() {
+        let e = rootbox_fsimage::Entry {
+            path: b"/d\xff".to_vec(),
+            ino: 12,
+            mode: 0o40755,
+            uid: 1,
+            gid: 2,
+            nlink: 2,
+            rdev: None,
+            size: 4096,
+            target: None,
+            xattrs: Some(BTreeMap::from([
+                (b"system.posix_acl_default".to_vec(), vec![2, 0, 0, 0]),
+                (b"user.k".to_vec(), b"v".to_vec()),
+            ])),
+        };
+        let i = Inode::from(e);
+        assert_eq!(i.path.as_bytes(), b"/d\xff");
+        assert_eq!((i.ino, i.mode, i.uid, i.gid), (Some(12), 0o40755, 1, 2));
+        assert_eq!(
+            i.xattrs,
+            Some(BTreeMap::from([(Name::from("user.k"), b"v".to_vec())]))
+        );
     }
 }

@@ -86,6 +86,25 @@ fn run(job: &StageJob, result: &mut StageResult) -> Result<()> {
 fn make(job: &StageJob, result: &mut StageResult) -> Result<()> {
     match &job.make {
         MakeJob::Btrfs(m) => mkfs::run_staged(m, job, result),
+        MakeJob::Tree(t) if job.direct => {
+            // No namespace to nest in: made here, from the caller's copy.
+            let t = crate::fs::StagedJob {
+                direct: true,
+                ..t.clone()
+            };
+            let source = job.stage_dir.join(crate::fs::STAGED_ROOT);
+            match crate::fs::run_staged(&t, &source, &job.scratch, result.max_mtime) {
+                Ok(made) => {
+                    result.tool_status = Some(0);
+                    result.made = Some(made);
+                }
+                Err(e) => {
+                    result.tool_status = Some(1);
+                    result.tool_output = crate::error_text::error_text(&e);
+                }
+            }
+            Ok(())
+        }
         MakeJob::Tree(t) => {
             let step = crate::fs::cli::StageStep {
                 job: t.clone(),

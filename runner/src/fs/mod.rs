@@ -5,7 +5,9 @@
 //! [`make`] runs where the staged tree is visible with the owners the
 //! build's namespace gives it: in the staging step of `rootbox build`
 //! ([`run_staged`], for a [`StagedJob`] the pipeline sends), or in
-//! `rootbox __fs-make` inside `rootbox run` ([`cli`]). It walks the tree ([`walk`]), runs mkfs, decides the owner
+//! `rootbox __fs-make` inside `rootbox run` ([`cli`]); or, in a build without
+//! a user namespace, in the rootbox process on the caller's copy
+//! ([`Job::direct`]: the caller's ids become root's). It walks the tree ([`walk`]), runs mkfs, decides the owner
 //! fixes with [`rootbox_images::fs::plan_fixes`] (unmapped owners, the
 //! overflow id, become root without their set-id bits; the manifest
 //! applies), writes them — ext4 with debugfs after mkfs, erofs into the

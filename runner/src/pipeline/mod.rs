@@ -25,7 +25,7 @@
 //!    nested sandbox (mkfs.btrfs, [`mkfs::run`]; or `rootbox __fs-stage`,
 //!    which for ext4, erofs and squashfs also fixes the owners and
 //!    compares the image with the staged tree). Without a user namespace
-//!    the same step runs in this process, copying (btrfs only);
+//!    the same step runs in this process, copying;
 //! 3. *fix-ups in the image* (parent): what the namespace could not
 //!    express (btrfs: unmapped owners, device numbers, the ownership
 //!    manifest, tarball owners, the reproducible pass, [`fixup`]);

@@ -347,3 +347,43 @@ fn an_unreadable_directory_is_refused_by_its_path() {
         }
     }
 }
+
+/// What a copy without a namespace cannot carry yet — a device node, a
+/// file capability — is said, once each, naming the source: the image is
+/// then not the namespace build's, and the warning says how to get that.
+#[test]
+fn lost_capabilities_and_device_nodes_are_named() {
+    let Some((user, dir, root)) = setup() else {
+        return;
+    };
+    let node = root.join("dev/null2");
+    fs::create_dir_all(node.parent().unwrap()).unwrap();
+    run(Command::new("mknod").arg(&node).args(["c", "1", "3"])).assert_success();
+    chown(&node, user.uid, user.gid);
+    let ping = root.join("bin/ping");
+    write_as(&user, &ping, "ping");
+    chmod(&ping, 0o755);
+    let setcap = find_tool("setcap").expect("setcap (libcap2-bin)");
+    run(Command::new(setcap).args(["cap_net_raw+ep", s(&ping)])).assert_success();
+    for fs_name in ["btrfs", "ext4"] {
+        let image = dir.path().join(format!("img.{fs_name}"));
+        let out = build(&user, fs_name, &root, &image, How::NoUserns).unwrap();
+        out.assert_success();
+        let r: Value = serde_json::from_str(&out.stdout).unwrap();
+        let warnings = r["warnings"].to_string();
+        for (needle, path) in [("file capabilities", &ping), ("device nodes", &node)] {
+            let lines: Vec<&str> = out
+                .stderr
+                .lines()
+                .filter(|l| l.contains("WARN") && l.contains(needle))
+                .collect();
+            assert_eq!(
+                lines.len(),
+                1,
+                "{fs_name}: one warning about {needle}:\n{out}"
+            );
+            assert!(lines[0].contains(s(path)), "{fs_name}: {out}");
+            assert!(warnings.contains(s(path)), "{fs_name}: {out}");
+        }
+    }
+}

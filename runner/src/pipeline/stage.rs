@@ -174,10 +174,13 @@ fn stage<'a>(job: &'a StageJob, planner: &Planner) -> Result<Stager<'a>> {
         links: HashMap::new(),
         warnings: Vec::new(),
         progress: Bar::bytes("copying", planner.counts.copied_bytes),
+        lost_caps: Vec::new(),
+        lost_devices: Vec::new(),
     };
     for op in &planner.ops {
         stager.apply(op)?;
     }
+    stager.say_what_was_lost();
     // Directory times last, deepest first: creating entries (and mount
     // points) inside a directory changes its mtime.
     for (path, meta) in stager.timed.iter().rev() {
@@ -209,9 +212,56 @@ struct Stager<'a> {
     warnings: Vec<String>,
     /// Bytes copied of the planned total, on a terminal.
     progress: Bar,
+    /// Without a namespace: sources whose file capabilities the copy
+    /// could not carry, and device nodes it could not make.
+    lost_caps: Vec<String>,
+    lost_devices: Vec<String>,
 }
 
 impl Stager<'_> {
+    /// [`set_meta`]; an xattr that could not be set is said (without a
+    /// namespace, lost file capabilities are gathered into one warning).
+    fn set_meta(&mut self, p: &Path, shown: &str, meta: &Meta, symlink: bool) -> Result<()> {
+        for (name, e) in set_meta(p, shown, meta, symlink, !self.job.direct)? {
+            if self.job.direct && name == "security.capability" {
+                self.lost_caps.push(shown.to_string());
+            } else {
+                // Nix's sandbox answers xattr calls with ENOTSUP; trusted.*
+                // and security.selinux may be refused: the image lacks them.
+                tracing::warn!("{shown}: xattr {name} not copied: {e}");
+            }
+        }
+        Ok(())
+    }
+
+    /// Without a namespace: one warning for the file capabilities the
+    /// copies lost, one for the device nodes left out, each naming them.
+    fn say_what_was_lost(&mut self) {
+        let list = |v: &[String]| {
+            let mut s = v.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
+            if v.len() > 5 {
+                s.push_str(&format!(" and {} more", v.len() - 5));
+            }
+            s
+        };
+        if !self.lost_caps.is_empty() {
+            self.warnings.push(format!(
+                "without a user namespace a copy cannot carry file capabilities (setting \
+                 security.capability needs CAP_SETFCAP): {} lose them in the image; build where \
+                 a user namespace can be had to keep them",
+                list(&self.lost_caps)
+            ));
+        }
+        if !self.lost_devices.is_empty() {
+            self.warnings.push(format!(
+                "without a user namespace device nodes can be neither bound nor made (mknod \
+                 needs root): {} left out of the image; build where a user namespace can be had \
+                 to keep them",
+                list(&self.lost_devices)
+            ));
+        }
+    }
+
     fn at(&self, rel: &Path) -> PathBuf {
         self.job.stage_dir.join(rel)
     }
@@ -228,7 +278,8 @@ impl Stager<'_> {
             Op::Dir { dst, meta } => {
                 let p = self.at(dst);
                 fs::create_dir(&p).with_context(|| format!("creating {}", self.shown(&p)))?;
-                set_meta(&p, &self.shown(&p), meta, false, !self.job.direct)?;
+                let shown = self.shown(&p);
+                self.set_meta(&p, &shown, meta, false)?;
                 self.timed.push((p, meta.clone()));
             }
             Op::Bind { src, dst, dir } => {
@@ -238,7 +289,8 @@ impl Stager<'_> {
                 let p = self.at(dst);
                 std::os::unix::fs::symlink(target, &p)
                     .with_context(|| format!("creating symlink {}", self.shown(&p)))?;
-                set_meta(&p, &self.shown(&p), meta, true, !self.job.direct)?;
+                let shown = self.shown(&p);
+                self.set_meta(&p, &shown, meta, true)?;
                 self.timed.push((p, meta.clone()));
             }
             Op::Node { dst, meta } => {
@@ -246,7 +298,8 @@ impl Stager<'_> {
                 let kind = SFlag::from_bits_truncate(meta.mode) & SFlag::S_IFMT;
                 nix::sys::stat::mknod(&p, kind, Mode::from_bits_truncate(meta.mode & 0o7777), 0)
                     .with_context(|| format!("creating {}", self.shown(&p)))?;
-                set_meta(&p, &self.shown(&p), meta, false, !self.job.direct)?;
+                let shown = self.shown(&p);
+                self.set_meta(&p, &shown, meta, false)?;
                 self.timed.push((p, meta.clone()));
             }
             Op::File { src, dst, meta } => {
@@ -262,7 +315,7 @@ impl Stager<'_> {
                 let shown = self.shown(&self.at(dst));
                 fs::copy(src, &p)
                     .with_context(|| format!("copying {} to {shown}", src.display()))?;
-                set_meta(&p, &shown, meta, false, !self.job.direct)?;
+                self.set_meta(&p, &shown, meta, false)?;
                 if in_scratch {
                     set_times(&p, meta, self.job.reproducible)
                         .with_context(|| format!("setting the times of {shown}"))?;
@@ -369,11 +422,11 @@ impl Stager<'_> {
             for name in read_dir_sorted(src)? {
                 self.copy_tree(&src.join(&name), &dst.join(&name), timed)?;
             }
-            set_meta(dst, &shown_src, &meta, false, !self.job.direct)?;
+            self.set_meta(dst, &shown_src, &meta, false)?;
         } else if ft.is_symlink() {
             std::os::unix::fs::symlink(fs::read_link(src)?, dst)
                 .with_context(|| format!("copying symlink {shown_src}"))?;
-            set_meta(dst, &shown_src, &meta, true, !self.job.direct)?;
+            self.set_meta(dst, &shown_src, &meta, true)?;
         } else if ft.is_file() {
             if m.nlink() > 1 {
                 if let Some(first) = self.links.get(&(m.dev(), m.ino())) {
@@ -395,7 +448,10 @@ impl Stager<'_> {
             })?;
             self.copied += m.size();
             self.progress.set(self.copied);
-            set_meta(dst, &shown_src, &meta, false, !self.job.direct)?;
+            self.set_meta(dst, &shown_src, &meta, false)?;
+        } else if (ft.is_char_device() || ft.is_block_device()) && self.job.direct {
+            self.lost_devices.push(shown_src);
+            return Ok(());
         } else if ft.is_char_device() || ft.is_block_device() {
             self.warnings.push(format!(
                 "{}: device node left out (user namespaces cannot create device nodes)",
@@ -406,7 +462,7 @@ impl Stager<'_> {
             let kind = SFlag::from_bits_truncate(m.mode()) & SFlag::S_IFMT;
             nix::sys::stat::mknod(dst, kind, Mode::from_bits_truncate(m.mode() & 0o7777), 0)
                 .with_context(|| format!("copying {shown_src}"))?;
-            set_meta(dst, &shown_src, &meta, false, !self.job.direct)?;
+            self.set_meta(dst, &shown_src, &meta, false)?;
         }
         timed.push((dst.to_path_buf(), meta));
         Ok(())
@@ -486,8 +542,14 @@ fn bind(src: &Path, target: &Path, shown: &str, dir: bool) -> Result<()> {
 /// Owner, then mode (chown clears set-id bits), then xattrs (chown clears
 /// security.capability).
 /// Without a namespace (`chown` false) entries stay the caller's.
-/// Messages call `p` `shown`.
-fn set_meta(p: &Path, shown: &str, meta: &Meta, symlink: bool, chown: bool) -> Result<()> {
+/// Messages call `p` `shown`. Returns the xattrs that could not be set.
+fn set_meta(
+    p: &Path,
+    shown: &str,
+    meta: &Meta,
+    symlink: bool,
+    chown: bool,
+) -> Result<Vec<(String, io::Error)>> {
     if chown {
         std::os::unix::fs::lchown(p, Some(meta.uid), Some(meta.gid))
             .with_context(|| format!("chown {}:{} {shown}", meta.uid, meta.gid))?;
@@ -496,16 +558,15 @@ fn set_meta(p: &Path, shown: &str, meta: &Meta, symlink: bool, chown: bool) -> R
         fs::set_permissions(p, fs::Permissions::from_mode(meta.mode & 0o7777))
             .with_context(|| format!("chmod {shown}"))?;
     }
+    let mut refused = Vec::new();
     for (k, v) in &meta.xattrs {
         use std::os::unix::ffi::OsStrExt;
         let name = std::ffi::OsStr::from_bytes(k);
         if let Err(e) = xattr::set(p, name, v) {
-            // Nix's sandbox answers xattr calls with ENOTSUP; trusted.* and
-            // security.selinux may be refused: the image then lacks them.
-            tracing::warn!("{shown}: xattr {} not copied: {e}", name.to_string_lossy());
+            refused.push((name.to_string_lossy().into_owned(), e));
         }
     }
-    Ok(())
+    Ok(refused)
 }
 
 /// `atime_is_mtime`: for reproducible images, whose sources' atimes move

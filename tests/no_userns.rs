@@ -6,7 +6,8 @@
 //! with the default `--map auto` — under `qemu-x86_64-static` (the real
 //! emulation case: qemu-user runs rootbox in a multi-threaded process,
 //! and the kernel refuses it a user namespace) and in an enclosing
-//! namespace whose `user.max_user_namespaces` is used up; (c) with
+//! namespace whose `user.max_user_namespaces` is used up, and (ext4) in a
+//! real chroot with the tools copied in; (c) with
 //! `--no-userns`. The images are read back with rootbox's readers
 //! (`inspect --json` for btrfs, `__fs-read` for the others) and must be
 //! equal entry for entry (owner, mode, type, rdev, xattrs, symlink targets,
@@ -465,4 +466,85 @@ fn a_native_rootbox_drives_emulated_tools() {
             "{fs_name}: emulated tools made another image than native ones"
         );
     }
+}
+
+/// Copies `program` and the libraries `ldd` names into `jail`, at their
+/// paths.
+fn into_jail(program: &Path, jail: &Path) {
+    let out = run(Command::new("ldd").arg(program));
+    out.assert_success();
+    let mut files = vec![program.to_path_buf()];
+    files.extend(
+        out.stdout
+            .split_whitespace()
+            .filter(|w| w.starts_with('/'))
+            .map(PathBuf::from),
+    );
+    for f in files {
+        let to = jail.join(f.strip_prefix("/").unwrap());
+        fs::create_dir_all(to.parent().unwrap()).unwrap();
+        fs::copy(&f, &to).unwrap_or_else(|e| panic!("copying {} into the jail: {e}", f.display()));
+    }
+}
+
+/// In a chroot the kernel refuses a user namespace: the build falls back,
+/// says the chroot is why, and makes the image the namespace build makes
+/// outside (ext4: byte-identical).
+#[test]
+fn a_chrooted_build_falls_back_and_makes_the_same_image() {
+    let Some((user, jail, _)) = setup() else {
+        return;
+    };
+    let jail = jail.path();
+    into_jail(&rootbox_bin(), jail);
+    for t in TOOLS[1].1.iter().chain(&["resize2fs"]) {
+        into_jail(&find_tool(t).unwrap_or_else(|| panic!("{t}")), jail);
+    }
+    fs::create_dir_all(jail.join("etc")).unwrap();
+    fs::copy("/etc/mke2fs.conf", jail.join("etc/mke2fs.conf")).unwrap();
+    fs::create_dir_all(jail.join("dev")).unwrap();
+    fs::create_dir_all(jail.join("proc")).unwrap();
+    fs::create_dir_all(jail.join("tmp")).unwrap();
+    chmod(&jail.join("tmp"), 0o1777);
+    // std opens /dev/null for a tool's stdin.
+    run(Command::new("mknod")
+        .args(["-m", "666"])
+        .arg(jail.join("dev/null"))
+        .args(["c", "1", "3"]))
+    .assert_success();
+    let out_dir = jail.join("out");
+    create_dirs_as(&user, &out_dir);
+    let inside = Path::new("/").join(rootbox_bin().strip_prefix("/").unwrap());
+    let script = format!(
+        "mount -t proc proc {jail}/proc && exec chroot --userspec={u}:{g} --groups={g} {jail} \"$@\"",
+        jail = s(jail),
+        u = user.uid,
+        g = user.gid
+    );
+    let out = run(Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", &script, "sh"])
+        .arg(&inside)
+        .env("SOURCE_DATE_EPOCH", EPOCH)
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .args(build_args(
+            "ext4",
+            Path::new("/root"),
+            Path::new("/out/img"),
+            How::Emulated,
+        )));
+    assert_fell_back(&out, "runs in a chroot");
+    let single = jail.join("single.ext4");
+    let out = build(&user, "ext4", &jail.join("root"), &single, How::Single).unwrap();
+    out.assert_success();
+    let outside = listing(&user, "ext4", &single);
+    assert_single_map_owners("ext4", &outside);
+    assert_same_listing(
+        &outside,
+        &listing(&user, "ext4", &out_dir.join("img")),
+        "chroot",
+    );
+    assert!(
+        fs::read(&single).unwrap() == fs::read(out_dir.join("img")).unwrap(),
+        "chroot: the image is not byte-identical to the namespace build"
+    );
 }

@@ -327,6 +327,7 @@ fn an_explicit_map_under_emulation_fails_with_the_cause() {
     let out = run(&mut cmd);
     assert_ne!(out.code(), Some(0), "{out}");
     out.assert_stderr_contains("cannot start a sandbox from a process with");
+    out.assert_stderr_contains("runs under emulation");
     out.assert_stderr_contains("--no-userns builds without one");
     assert!(!image.exists(), "{out}");
 }

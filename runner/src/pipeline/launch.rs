@@ -173,10 +173,20 @@ fn in_namespace(
                     },
                 ))
             }
-            _ => Err(e).context(
-                "cannot start the build sandbox (`rootbox doctor` checks this machine; \
-                 --no-userns builds without one)",
-            ),
+            _ => {
+                // The thread count alone does not say emulation: the reason does.
+                let why = match &e {
+                    rootbox_sandbox::Error::MultiThreaded { .. } => e
+                        .no_namespace_reason()
+                        .map(|r| format!(": {r}"))
+                        .unwrap_or_default(),
+                    _ => String::new(),
+                };
+                Err(e).context(format!(
+                    "cannot start the build sandbox{why} (`rootbox doctor` checks this \
+                     machine; --no-userns builds without one)"
+                ))
+            }
         },
     }
 }

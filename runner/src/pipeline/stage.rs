@@ -86,33 +86,28 @@ fn run(job: &StageJob, result: &mut StageResult) -> Result<()> {
 fn make(job: &StageJob, result: &mut StageResult) -> Result<()> {
     match &job.make {
         MakeJob::Btrfs(m) => mkfs::run_staged(m, job, result),
-        MakeJob::Tree(t) if job.direct => {
-            // No namespace to nest in: made here, from the caller's copy.
-            let t = crate::fs::StagedJob {
-                direct: true,
-                ..t.clone()
-            };
-            let source = job.stage_dir.join(crate::fs::STAGED_ROOT);
-            match crate::fs::run_staged(&t, &source, &job.scratch, result.max_mtime) {
-                Ok(made) => {
-                    result.tool_status = Some(0);
-                    result.made = Some(made);
-                }
-                Err(e) => {
-                    result.tool_status = Some(1);
-                    result.tool_output = crate::error_text::error_text(&e);
-                }
-            }
-            Ok(())
-        }
         MakeJob::Tree(t) => {
-            let step = crate::fs::cli::StageStep {
-                job: t.clone(),
+            use crate::fs::cli::{run_nested, StageOutcome, StageStep};
+            let step = StageStep {
+                job: crate::fs::StagedJob {
+                    direct: job.direct,
+                    ..t.clone()
+                },
                 source: job.stage_dir.join(crate::fs::STAGED_ROOT),
                 scratch: job.scratch.clone(),
                 max_mtime: result.max_mtime,
             };
-            let o = crate::fs::cli::run_nested(&step)?;
+            let o = if job.direct {
+                // No namespace to nest in: made here.
+                let (j, max_mtime) = (&step.job, step.max_mtime);
+                let made = crate::fs::run_staged(j, &step.source, &step.scratch, max_mtime);
+                StageOutcome {
+                    error: made.as_ref().err().map(|e| format!("{e:#}")),
+                    made: made.ok(),
+                }
+            } else {
+                run_nested(&step)?
+            };
             result.tool_status = Some(if o.made.is_some() { 0 } else { 1 });
             result.made = o.made;
             result.tool_output = o.error.unwrap_or_default();
@@ -212,15 +207,13 @@ struct Stager<'a> {
     warnings: Vec<String>,
     /// Bytes copied of the planned total, on a terminal.
     progress: Bar,
-    /// Without a namespace: sources whose file capabilities the copy
-    /// could not carry, and device nodes it could not make.
+    /// Without a namespace: sources with file capabilities, device nodes.
     lost_caps: Vec<String>,
     lost_devices: Vec<String>,
 }
 
 impl Stager<'_> {
-    /// [`set_meta`]; an xattr that could not be set is said (without a
-    /// namespace, lost file capabilities are gathered into one warning).
+    /// [`set_meta`], saying which xattrs could not be set.
     fn set_meta(&mut self, p: &Path, shown: &str, meta: &Meta, symlink: bool) -> Result<()> {
         for (name, e) in set_meta(p, shown, meta, symlink, !self.job.direct)? {
             if self.job.direct && name == "security.capability" {
@@ -234,30 +227,30 @@ impl Stager<'_> {
         Ok(())
     }
 
-    /// Without a namespace: one warning for the file capabilities the
-    /// copies lost, one for the device nodes left out, each naming them.
+    /// Without a namespace: one warning each for what the copy lost.
     fn say_what_was_lost(&mut self) {
-        let list = |v: &[String]| {
-            let mut s = v.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
-            if v.len() > 5 {
-                s.push_str(&format!(" and {} more", v.len() - 5));
+        let lost = [
+            (
+                &self.lost_caps,
+                "a copy cannot carry file capabilities (setting security.capability needs \
+                 CAP_SETFCAP)",
+                "lose them in",
+            ),
+            (
+                &self.lost_devices,
+                "device nodes can be neither bound nor made (mknod needs root)",
+                "left out of",
+            ),
+        ];
+        for (v, why, what) in lost.into_iter().filter(|(v, ..)| !v.is_empty()) {
+            let more = v.len().saturating_sub(5);
+            let mut names = v.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
+            if more > 0 {
+                names.push_str(&format!(" and {more} more"));
             }
-            s
-        };
-        if !self.lost_caps.is_empty() {
             self.warnings.push(format!(
-                "without a user namespace a copy cannot carry file capabilities (setting \
-                 security.capability needs CAP_SETFCAP): {} lose them in the image; build where \
-                 a user namespace can be had to keep them",
-                list(&self.lost_caps)
-            ));
-        }
-        if !self.lost_devices.is_empty() {
-            self.warnings.push(format!(
-                "without a user namespace device nodes can be neither bound nor made (mknod \
-                 needs root): {} left out of the image; build where a user namespace can be had \
-                 to keep them",
-                list(&self.lost_devices)
+                "without a user namespace {why}: {names} {what} the image; build where a user \
+                 namespace can be had to keep them"
             ));
         }
     }

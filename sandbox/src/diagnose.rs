@@ -152,6 +152,23 @@ fn userns_depth() -> Option<u32> {
     Some(if initial { 0 } else { 1 })
 }
 
+/// The qemu-user emulator this process runs under, if any (its path).
+///
+/// qemu-user answers `/proc/self/exe` with the guest program, but not
+/// `/proc/thread-self/exe`, which the kernel resolves to the executable
+/// it really runs: `qemu-aarch64-static` under binfmt_misc, or
+/// `qemu-x86_64-static` when run through it directly.
+pub fn emulator() -> Option<PathBuf> {
+    let exe = fs::read_link("/proc/thread-self/exe").ok()?;
+    emulator_name(&exe).then_some(exe)
+}
+
+fn emulator_name(exe: &Path) -> bool {
+    exe.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with("qemu-"))
+}
+
 /// Explains why clone(CLONE_NEWUSER | ...) failed with `err`.
 pub fn diagnose_clone(err: &io::Error, facts: &HostFacts) -> Option<Diagnosis> {
     let errno = err.raw_os_error()?;
@@ -320,6 +337,17 @@ mod tests {
         assert!(!mountinfo_lacks_root(host));
         let jail = "23 22 0:5 / /proc rw shared:2 - proc proc rw\n";
         assert!(mountinfo_lacks_root(jail));
+    }
+
+    #[test]
+    fn an_emulator_is_known_by_its_name() {
+        assert!(emulator_name(Path::new("/usr/bin/qemu-aarch64-static")));
+        assert!(emulator_name(Path::new(
+            "/nix/store/x-qemu/bin/qemu-x86_64"
+        )));
+        assert!(!emulator_name(Path::new("/usr/bin/rootbox")));
+        // This test runs natively.
+        assert_eq!(emulator(), None);
     }
 
     #[test]

@@ -110,6 +110,37 @@ impl Error {
         }
     }
 
+    /// Why no user namespace can be had here, in one line, when that is
+    /// what this error means: the process (several threads, as under
+    /// qemu-user emulation), the machine (a sysctl, no kernel support) or
+    /// a policy (seccomp, an LSM, a chroot) refuses one. `None` for errors
+    /// of the request or of a later step, which a build without a
+    /// namespace would not avoid.
+    pub fn no_namespace_reason(&self) -> Option<String> {
+        let refused = |source: &io::Error, d: &Option<Diagnosis>| match d {
+            Some(d) => d.cause.clone(),
+            None => format!("the kernel refused it ({source})"),
+        };
+        match self {
+            Error::MultiThreaded { threads } => Some(match crate::diagnose::emulator() {
+                Some(qemu) => format!(
+                    "this process runs under emulation ({}, {threads} threads), and the kernel \
+                     refuses a user namespace to a multi-threaded process",
+                    qemu.display()
+                ),
+                None => format!(
+                    "this process has {threads} threads, and the kernel refuses a user \
+                     namespace to a multi-threaded process"
+                ),
+            }),
+            Error::CreateNamespace { source, diagnosis } => Some(refused(source, diagnosis)),
+            Error::IdMap {
+                source, diagnosis, ..
+            } => Some(refused(source, diagnosis)),
+            _ => None,
+        }
+    }
+
     /// The diagnosis attached to this error, if any.
     pub fn diagnosis(&self) -> Option<&Diagnosis> {
         match self {

@@ -46,7 +46,7 @@ mod sandbox;
 #[allow(unsafe_code)]
 mod sys;
 
-pub use diagnose::{diagnose_clone, diagnose_map, find_program, Diagnosis, HostFacts};
+pub use diagnose::{diagnose_clone, diagnose_map, emulator, find_program, Diagnosis, HostFacts};
 pub use error::{Error, Result};
 pub use idmap::{parse_subid, IdMap, IdRange, MapMode, SubRange};
 pub use mounts::{seal_readonly, MountOp};

@@ -72,6 +72,35 @@ pub fn plan_fixes(
     archive: Option<&std::collections::BTreeMap<String, ArchiveOwner>>,
     manifest: Option<&Manifest>,
 ) -> Result<Vec<Fix>, FsError> {
+    plan_fixes_as(seen, Replaced::Unmapped(overflow), archive, manifest)
+}
+
+/// Whose ids the image must not keep (they become root's), and what that
+/// means for set-id bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replaced {
+    /// The overflow ids of a user namespace: owners it does not map. Their
+    /// set-id bits go (a setuid file of an unknown user never becomes
+    /// setuid root).
+    Unmapped((u32, u32)),
+    /// The caller's ids, in a tree staged without a user namespace: the
+    /// ids a single-id map would have made root. Their set-id bits stay
+    /// (the staging copy already dropped those of every other owner).
+    Caller((u32, u32)),
+}
+
+/// [`plan_fixes`], with the ids to replace and their rule given
+/// ([`Replaced`]); `unmapped` marks the inodes they changed.
+pub fn plan_fixes_as(
+    seen: &[Seen],
+    replaced: Replaced,
+    archive: Option<&std::collections::BTreeMap<String, ArchiveOwner>>,
+    manifest: Option<&Manifest>,
+) -> Result<Vec<Fix>, FsError> {
+    let (overflow, strip) = match replaced {
+        Replaced::Unmapped(ids) => (ids, true),
+        Replaced::Caller(ids) => (ids, false),
+    };
     let mut matched = vec![false; manifest.map_or(0, |m| m.rules.len())];
     let mut fixes = Vec::new();
     for s in seen {
@@ -80,7 +109,11 @@ pub fn plan_fixes(
             path: s.path.clone(),
             uid: if u { 0 } else { s.uid },
             gid: if g { 0 } else { s.gid },
-            mode: strip_setid(s.mode, u, g),
+            mode: if strip {
+                strip_setid(s.mode, u, g)
+            } else {
+                s.mode
+            },
             unmapped: u || g,
             manifest_line: None,
         };
@@ -162,6 +195,18 @@ mod tests {
                 ("/shared", 0, 0, 0o42775),
             ]
         );
+    }
+
+    #[test]
+    fn without_a_namespace_the_callers_ids_become_root_and_keep_their_setid_bits() {
+        let s = [
+            seen("/", 1000, 100, 0o40755),
+            seen("/bin/su", 1000, 100, 0o104755),
+            seen("/etc/shadow", 1000, 42, 0o100640),
+        ];
+        let fixes = plan_fixes_as(&s, Replaced::Caller((1000, 100)), None, None).unwrap();
+        let got: Vec<(u32, u32, u32)> = fixes.iter().map(|f| (f.uid, f.gid, f.mode)).collect();
+        assert_eq!(got, [(0, 0, 0o40755), (0, 0, 0o104755), (0, 42, 0o100640)]);
     }
 
     #[test]

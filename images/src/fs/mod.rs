@@ -34,7 +34,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-pub use fixes::{plan_fixes, strip_setid, ArchiveOwner, Fix, Seen};
+pub use fixes::{plan_fixes, plan_fixes_as, strip_setid, ArchiveOwner, Fix, Replaced, Seen};
 pub use name::Name;
 
 use crate::size::{ByteSize, Size};

@@ -148,6 +148,7 @@ pub fn make(a: &MakeArgs) -> Result<std::process::ExitCode> {
             rootfs: Some(a.source.display().to_string()),
             store_dir: None,
         },
+        direct: false,
     };
     let made = super::make(&job)?;
     std::fs::set_permissions(temp.path(), std::fs::Permissions::from_mode(0o644))

@@ -5,7 +5,9 @@
 //! [`make`] runs where the staged tree is visible with the owners the
 //! build's namespace gives it: in the staging step of `rootbox build`
 //! ([`run_staged`], for a [`StagedJob`] the pipeline sends), or in
-//! `rootbox __fs-make` inside `rootbox run` ([`cli`]). It walks the tree ([`walk`]), runs mkfs, decides the owner
+//! `rootbox __fs-make` inside `rootbox run` ([`cli`]); or, in a build without
+//! a user namespace, in the rootbox process on the caller's copy
+//! ([`Job::direct`]: the caller's ids become root's). It walks the tree ([`walk`]), runs mkfs, decides the owner
 //! fixes with [`rootbox_images::fs::plan_fixes`] (unmapped owners, the
 //! overflow id, become root without their set-id bits; the manifest
 //! applies), writes them — ext4 with debugfs after mkfs, erofs into the
@@ -38,7 +40,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
-use rootbox_images::fs::{plan_fixes, ArchiveOwner, Filesystem, Fix, Name, Options, Seen};
+use rootbox_images::fs::{
+    plan_fixes_as, ArchiveOwner, Filesystem, Fix, Name, Options, Replaced, Seen,
+};
 use rootbox_images::owners::Manifest;
 use serde::Serialize;
 
@@ -125,6 +129,9 @@ pub struct Job {
     pub scratch: PathBuf,
     /// Where the tree came from, for messages.
     pub origin: Origin,
+    /// Staged without a user namespace: the tree is the caller's, and the
+    /// caller's ids become root's (as a single-id map makes them).
+    pub direct: bool,
 }
 
 /// The directory of the staging tree that holds the image's `/` when the
@@ -160,6 +167,9 @@ pub struct StagedJob {
     pub archive: Option<BTreeMap<String, (u32, u32, u32)>>,
     /// Where the tree came from, for messages.
     pub origin: Origin,
+    /// Staged without a user namespace (see [`Job::direct`]).
+    #[serde(default)]
+    pub direct: bool,
 }
 
 /// Runs [`make`] for a build in its staging step: `source` is the staged
@@ -200,6 +210,7 @@ pub fn run_staged(j: &StagedJob, source: &Path, scratch: &Path, max_mtime: i64) 
         overflow: overflow_ids(),
         scratch: scratch.path().to_path_buf(),
         origin: j.origin.clone(),
+        direct: j.direct,
     };
     make(&job)
 }
@@ -227,9 +238,18 @@ pub fn make(job: &Job) -> Result<Made> {
     let version = check_tool(job.filesystem)?;
     let (tree, content) = walk(&job.source, &job.origin)?;
     names_fit(job, &tree, version)?;
-    let fixes = plan_fixes(
+    let replaced = if job.direct {
+        let ids = (
+            nix::unistd::getuid().as_raw(),
+            nix::unistd::getgid().as_raw(),
+        );
+        Replaced::Caller(ids)
+    } else {
+        Replaced::Unmapped(job.overflow)
+    };
+    let fixes = plan_fixes_as(
         &seen_of(&tree),
-        job.overflow,
+        replaced,
         job.archive.as_ref(),
         job.manifest.as_ref(),
     )?;

@@ -184,17 +184,6 @@ impl MakeJob {
     pub fn clones(&self) -> bool {
         matches!(self, MakeJob::Btrfs(m) if m.reflink)
     }
-
-    /// Why this job cannot run without a user namespace, if it cannot.
-    pub fn needs_namespace(&self) -> Option<String> {
-        match self {
-            // FAT has no owners: nothing for a namespace to map.
-            MakeJob::Btrfs(_) | MakeJob::Vfat(_) => None,
-            // Without a namespace the copies are the caller's, and the
-            // owner plan of crate::fs has no overflow id to go by.
-            MakeJob::Tree(t) => Some(format!("a {} image needs a user namespace", t.filesystem)),
-        }
-    }
 }
 
 /// Paths of the staging job as bytes: file names need not be UTF-8

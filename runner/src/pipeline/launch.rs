@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Context, Result};
-use rootbox_sandbox::{Error as SandboxError, ExitStatus, MapMode, Sandbox};
+use rootbox_sandbox::{ExitStatus, MapMode, Sandbox};
 
 use super::inputs::Staging;
 use super::job::{MakeJob, StageJob, StageResult};
@@ -25,8 +25,19 @@ pub struct Staged {
     /// It ran without a user namespace (asked for, or no namespace could
     /// be made): everything was copied as the caller.
     pub direct: bool,
-    /// Said about how it ran (the fallback to no namespace).
+    /// Whether it ran in a user namespace, and why not (the report's
+    /// `namespace`).
+    pub namespace: Namespace,
+    /// Said about how it ran.
     pub warnings: Vec<String>,
+}
+
+/// Whether the staging step ran in a user namespace; without one, why.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Namespace {
+    pub used: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// Runs the staging step (plan → stage → seal → mkfs) for `staging`, and
@@ -72,46 +83,22 @@ pub fn run(
             ));
         }
     }
-    let status = if opts.no_userns || !owners {
-        run_direct(&mut job)?
+    let without = if opts.no_userns {
+        Some("--no-userns asks for a build without a user namespace".to_string())
+    } else if !owners {
+        Some("the filesystem keeps no owners, so none is needed".to_string())
     } else {
-        let job_path = plan_dir.join("job.json");
-        std::fs::write(&job_path, serde_json::to_vec(&job)?)?;
-        if opts.map == MapMode::Subrange {
-            // You are not mapped in this namespace: root there is the first
-            // id of your range, and meets your files as "others".
-            open_to_the_namespace(plan_dir, &job.result, &job.scratch, out)?;
-        }
-        let tool = job.make.tool();
-        tracing::info!("staging and running {tool} in the sandbox");
-        let sandbox = Sandbox::new()
-            .map(opts.map)
-            .unshare_pid()
-            .command([
-                OsString::from("/proc/self/exe"),
-                "__stage".into(),
-                job_path.into(),
-            ])
-            .run();
-        match sandbox {
-            Ok(status) => status,
-            // No user namespace here (disabled, limited, refused by a
-            // security module): with the default map, build without one.
-            Err(e @ (SandboxError::CreateNamespace { .. } | SandboxError::IdMap { .. }))
-                if opts.map == MapMode::Auto =>
-            {
-                let w = format!("{e}\n  building without a user namespace instead (as --no-userns does): everything is copied, and your ids become root's in the image");
-                tracing::warn!("{w}");
-                warnings.push(w);
-                run_direct(&mut job)?
-            }
-            Err(e) => {
-                return Err(e).context(
-                    "cannot start the build sandbox (`rootbox doctor` checks this machine; \
-                     --no-userns builds without one)",
-                )
-            }
-        }
+        None
+    };
+    let (status, namespace) = match without {
+        Some(reason) => (
+            run_direct(&mut job)?,
+            Namespace {
+                used: false,
+                reason: Some(reason),
+            },
+        ),
+        None => in_namespace(&mut job, plan_dir, opts, out)?,
     };
     // Ctrl-C, kill, a closed terminal: forwarded to the staging step, which
     // died of it. Stop here (the temporary files go as the build returns).
@@ -131,19 +118,82 @@ pub fn run(
         result,
         status,
         direct: job.direct,
+        namespace,
         warnings,
     })
+}
+
+/// Runs the staging step in the sandbox. With `--map auto`, where no user
+/// namespace can be had (emulation, a sysctl, seccomp or an LSM, a
+/// chroot: [`rootbox_sandbox::Error::no_namespace_reason`]), it runs in this process
+/// instead, and says so once, in one line; an explicit `--map` fails with
+/// the cause.
+fn in_namespace(
+    job: &mut StageJob,
+    plan_dir: &Path,
+    opts: &Options,
+    out: &Target,
+) -> Result<(ExitStatus, Namespace)> {
+    let job_path = plan_dir.join("job.json");
+    std::fs::write(&job_path, serde_json::to_vec(&*job)?)?;
+    if opts.map == MapMode::Subrange {
+        // You are not mapped in this namespace: root there is the first
+        // id of your range, and meets your files as "others".
+        open_to_the_namespace(plan_dir, &job.result, &job.scratch, out)?;
+    }
+    let tool = job.make.tool();
+    tracing::info!("staging and running {tool} in the sandbox");
+    let sandbox = Sandbox::new()
+        .map(opts.map)
+        .unshare_pid()
+        .command([
+            OsString::from("/proc/self/exe"),
+            "__stage".into(),
+            job_path.into(),
+        ])
+        .run();
+    let used = Namespace {
+        used: true,
+        reason: None,
+    };
+    match sandbox {
+        Ok(status) => Ok((status, used)),
+        Err(e) => match e.no_namespace_reason() {
+            Some(reason) if opts.map == MapMode::Auto => {
+                tracing::warn!(
+                    "no user namespace: {reason}; the build continues without one (as \
+                     --no-userns), with the owners a namespace would give"
+                );
+                let status = run_direct(job)?;
+                Ok((
+                    status,
+                    Namespace {
+                        used: false,
+                        reason: Some(reason),
+                    },
+                ))
+            }
+            _ => {
+                // The thread count alone does not say emulation: the reason does.
+                let why = match &e {
+                    rootbox_sandbox::Error::MultiThreaded { .. } => e
+                        .no_namespace_reason()
+                        .map(|r| format!(": {r}"))
+                        .unwrap_or_default(),
+                    _ => String::new(),
+                };
+                Err(e).context(format!(
+                    "cannot start the build sandbox{why} (`rootbox doctor` checks this \
+                     machine; --no-userns builds without one)"
+                ))
+            }
+        },
+    }
 }
 
 /// Runs the staging step in this process, without a user namespace: no
 /// mounts, so the tree is staged on disk in scratch space, by copying.
 fn run_direct(job: &mut StageJob) -> Result<ExitStatus> {
-    if let Some(why) = job.make.needs_namespace() {
-        bail!(
-            "{why} (rootbox doctor says why there is none); only btrfs images are built \
-             without one"
-        );
-    }
     job.direct = true;
     job.stage_dir = job.scratch.join("stage");
     std::fs::create_dir_all(&job.stage_dir)

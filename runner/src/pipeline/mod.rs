@@ -27,7 +27,8 @@
 //!    which for ext4, erofs and squashfs also fixes the owners and
 //!    compares the image with the staged tree; vfat: mkfs.vfat and
 //!    mtools). Without a user namespace the same step runs in this
-//!    process, copying (btrfs; vfat always, having no owners to map);
+//!    process, copying (every filesystem when no namespace can be had or
+//!    `--no-userns` asks; vfat always, having no owners to map);
 //! 3. *fix-ups in the image* (parent): what the namespace could not
 //!    express (btrfs: unmapped owners, device numbers, the ownership
 //!    manifest, tarball owners, the reproducible pass, [`fixup`]);

@@ -29,6 +29,9 @@ pub struct Report {
     pub uuid: String,
     pub label: String,
     pub map: String,
+    /// `{"used": true}`, or `{"used": false, "reason": "…"}`: the build
+    /// ran without a user namespace, and why.
+    pub namespace: super::launch::Namespace,
     pub subvolumes: Vec<SubvolReport>,
     pub entries: u64,
     pub content_bytes: u64,
@@ -174,6 +177,7 @@ impl Report {
             uuid: b.identity.uuid.unwrap_or_default(),
             label: b.identity.label,
             map: format!("{:?}", b.request.options.map).to_lowercase(),
+            namespace: b.staged.namespace.clone(),
             subvolumes,
             entries: counts.entries,
             content_bytes: counts.bytes,

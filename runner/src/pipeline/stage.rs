@@ -88,13 +88,27 @@ fn make(job: &StageJob, result: &mut StageResult) -> Result<()> {
     match &job.make {
         MakeJob::Btrfs(m) => mkfs::run_staged(m, job, result),
         MakeJob::Tree(t) => {
-            let step = crate::fs::cli::StageStep {
-                job: t.clone(),
+            use crate::fs::cli::{run_nested, StageOutcome, StageStep};
+            let step = StageStep {
+                job: crate::fs::StagedJob {
+                    direct: job.direct,
+                    ..t.clone()
+                },
                 source: job.stage_dir.join(crate::fs::STAGED_ROOT),
                 scratch: job.scratch.clone(),
                 max_mtime: result.max_mtime,
             };
-            let o = crate::fs::cli::run_nested(&step)?;
+            let o = if job.direct {
+                // No namespace to nest in: made here.
+                let (j, max_mtime) = (&step.job, step.max_mtime);
+                let made = crate::fs::run_staged(j, &step.source, &step.scratch, max_mtime);
+                StageOutcome {
+                    error: made.as_ref().err().map(|e| format!("{e:#}")),
+                    made: made.ok(),
+                }
+            } else {
+                run_nested(&step)?
+            };
             result.tool_status = Some(if o.made.is_some() { 0 } else { 1 });
             result.made = o.made;
             result.tool_output = o.error.unwrap_or_default();
@@ -159,10 +173,13 @@ fn stage<'a>(job: &'a StageJob, planner: &Planner) -> Result<Stager<'a>> {
         links: HashMap::new(),
         warnings: Vec::new(),
         progress: Bar::bytes("copying", planner.counts.copied_bytes),
+        lost_caps: Vec::new(),
+        lost_devices: Vec::new(),
     };
     for op in &planner.ops {
         stager.apply(op)?;
     }
+    stager.say_what_was_lost();
     // Directory times last, deepest first: creating entries (and mount
     // points) inside a directory changes its mtime.
     for (path, meta) in stager.timed.iter().rev() {
@@ -194,9 +211,54 @@ struct Stager<'a> {
     warnings: Vec<String>,
     /// Bytes copied of the planned total, on a terminal.
     progress: Bar,
+    /// Without a namespace: sources with file capabilities, device nodes.
+    lost_caps: Vec<String>,
+    lost_devices: Vec<String>,
 }
 
 impl Stager<'_> {
+    /// [`set_meta`], saying which xattrs could not be set.
+    fn set_meta(&mut self, p: &Path, shown: &str, meta: &Meta, symlink: bool) -> Result<()> {
+        for (name, e) in set_meta(p, shown, meta, symlink, !self.job.direct)? {
+            if self.job.direct && name == "security.capability" {
+                self.lost_caps.push(shown.to_string());
+            } else {
+                // Nix's sandbox answers xattr calls with ENOTSUP; trusted.*
+                // and security.selinux may be refused: the image lacks them.
+                tracing::warn!("{shown}: xattr {name} not copied: {e}");
+            }
+        }
+        Ok(())
+    }
+
+    /// Without a namespace: one warning each for what the copy lost.
+    fn say_what_was_lost(&mut self) {
+        let lost = [
+            (
+                &self.lost_caps,
+                "a copy cannot carry file capabilities (setting security.capability needs \
+                 CAP_SETFCAP)",
+                "lose them in",
+            ),
+            (
+                &self.lost_devices,
+                "device nodes can be neither bound nor made (mknod needs root)",
+                "left out of",
+            ),
+        ];
+        for (v, why, what) in lost.into_iter().filter(|(v, ..)| !v.is_empty()) {
+            let more = v.len().saturating_sub(5);
+            let mut names = v.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
+            if more > 0 {
+                names.push_str(&format!(" and {more} more"));
+            }
+            self.warnings.push(format!(
+                "without a user namespace {why}: {names} {what} the image; build where a user \
+                 namespace can be had to keep them"
+            ));
+        }
+    }
+
     fn at(&self, rel: &Path) -> PathBuf {
         self.job.stage_dir.join(rel)
     }
@@ -213,7 +275,8 @@ impl Stager<'_> {
             Op::Dir { dst, meta } => {
                 let p = self.at(dst);
                 fs::create_dir(&p).with_context(|| format!("creating {}", self.shown(&p)))?;
-                set_meta(&p, &self.shown(&p), meta, false, !self.job.direct)?;
+                let shown = self.shown(&p);
+                self.set_meta(&p, &shown, meta, false)?;
                 self.timed.push((p, meta.clone()));
             }
             Op::Bind { src, dst, dir } => {
@@ -223,7 +286,8 @@ impl Stager<'_> {
                 let p = self.at(dst);
                 std::os::unix::fs::symlink(target, &p)
                     .with_context(|| format!("creating symlink {}", self.shown(&p)))?;
-                set_meta(&p, &self.shown(&p), meta, true, !self.job.direct)?;
+                let shown = self.shown(&p);
+                self.set_meta(&p, &shown, meta, true)?;
                 self.timed.push((p, meta.clone()));
             }
             Op::Node { dst, meta } => {
@@ -231,7 +295,8 @@ impl Stager<'_> {
                 let kind = SFlag::from_bits_truncate(meta.mode) & SFlag::S_IFMT;
                 nix::sys::stat::mknod(&p, kind, Mode::from_bits_truncate(meta.mode & 0o7777), 0)
                     .with_context(|| format!("creating {}", self.shown(&p)))?;
-                set_meta(&p, &self.shown(&p), meta, false, !self.job.direct)?;
+                let shown = self.shown(&p);
+                self.set_meta(&p, &shown, meta, false)?;
                 self.timed.push((p, meta.clone()));
             }
             Op::File { src, dst, meta } => {
@@ -247,7 +312,7 @@ impl Stager<'_> {
                 let shown = self.shown(&self.at(dst));
                 fs::copy(src, &p)
                     .with_context(|| format!("copying {} to {shown}", src.display()))?;
-                set_meta(&p, &shown, meta, false, !self.job.direct)?;
+                self.set_meta(&p, &shown, meta, false)?;
                 if in_scratch {
                     set_times(&p, meta, self.job.reproducible)
                         .with_context(|| format!("setting the times of {shown}"))?;
@@ -354,11 +419,11 @@ impl Stager<'_> {
             for name in read_dir_sorted(src)? {
                 self.copy_tree(&src.join(&name), &dst.join(&name), timed)?;
             }
-            set_meta(dst, &shown_src, &meta, false, !self.job.direct)?;
+            self.set_meta(dst, &shown_src, &meta, false)?;
         } else if ft.is_symlink() {
             std::os::unix::fs::symlink(fs::read_link(src)?, dst)
                 .with_context(|| format!("copying symlink {shown_src}"))?;
-            set_meta(dst, &shown_src, &meta, true, !self.job.direct)?;
+            self.set_meta(dst, &shown_src, &meta, true)?;
         } else if ft.is_file() {
             if m.nlink() > 1 {
                 if let Some(first) = self.links.get(&(m.dev(), m.ino())) {
@@ -380,7 +445,10 @@ impl Stager<'_> {
             })?;
             self.copied += m.size();
             self.progress.set(self.copied);
-            set_meta(dst, &shown_src, &meta, false, !self.job.direct)?;
+            self.set_meta(dst, &shown_src, &meta, false)?;
+        } else if (ft.is_char_device() || ft.is_block_device()) && self.job.direct {
+            self.lost_devices.push(shown_src);
+            return Ok(());
         } else if ft.is_char_device() || ft.is_block_device() {
             self.warnings.push(format!(
                 "{}: device node left out (user namespaces cannot create device nodes)",
@@ -391,7 +459,7 @@ impl Stager<'_> {
             let kind = SFlag::from_bits_truncate(m.mode()) & SFlag::S_IFMT;
             nix::sys::stat::mknod(dst, kind, Mode::from_bits_truncate(m.mode() & 0o7777), 0)
                 .with_context(|| format!("copying {shown_src}"))?;
-            set_meta(dst, &shown_src, &meta, false, !self.job.direct)?;
+            self.set_meta(dst, &shown_src, &meta, false)?;
         }
         timed.push((dst.to_path_buf(), meta));
         Ok(())
@@ -471,8 +539,14 @@ fn bind(src: &Path, target: &Path, shown: &str, dir: bool) -> Result<()> {
 /// Owner, then mode (chown clears set-id bits), then xattrs (chown clears
 /// security.capability).
 /// Without a namespace (`chown` false) entries stay the caller's.
-/// Messages call `p` `shown`.
-fn set_meta(p: &Path, shown: &str, meta: &Meta, symlink: bool, chown: bool) -> Result<()> {
+/// Messages call `p` `shown`. Returns the xattrs that could not be set.
+fn set_meta(
+    p: &Path,
+    shown: &str,
+    meta: &Meta,
+    symlink: bool,
+    chown: bool,
+) -> Result<Vec<(String, io::Error)>> {
     if chown {
         std::os::unix::fs::lchown(p, Some(meta.uid), Some(meta.gid))
             .with_context(|| format!("chown {}:{} {shown}", meta.uid, meta.gid))?;
@@ -481,16 +555,15 @@ fn set_meta(p: &Path, shown: &str, meta: &Meta, symlink: bool, chown: bool) -> R
         fs::set_permissions(p, fs::Permissions::from_mode(meta.mode & 0o7777))
             .with_context(|| format!("chmod {shown}"))?;
     }
+    let mut refused = Vec::new();
     for (k, v) in &meta.xattrs {
         use std::os::unix::ffi::OsStrExt;
         let name = std::ffi::OsStr::from_bytes(k);
         if let Err(e) = xattr::set(p, name, v) {
-            // Nix's sandbox answers xattr calls with ENOTSUP; trusted.* and
-            // security.selinux may be refused: the image then lacks them.
-            tracing::warn!("{shown}: xattr {} not copied: {e}", name.to_string_lossy());
+            refused.push((name.to_string_lossy().into_owned(), e));
         }
     }
-    Ok(())
+    Ok(refused)
 }
 
 /// `atime_is_mtime`: for reproducible images, whose sources' atimes move

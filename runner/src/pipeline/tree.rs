@@ -56,14 +56,8 @@ impl Tree {
 }
 
 impl Backend for Tree {
-    fn check(&self, spec: &Spec, opts: &Options) -> Result<()> {
+    fn check(&self, spec: &Spec, _opts: &Options) -> Result<()> {
         rootbox_images::fs::check(self.filesystem, &self.options(spec))?;
-        if opts.no_userns {
-            bail!(
-                "--no-userns builds only btrfs images: a {} image needs a user namespace",
-                self.filesystem
-            );
-        }
         Ok(())
     }
 
@@ -119,6 +113,8 @@ impl Backend for Tree {
                 rootfs: p.spec.rootfs.as_ref().map(|r| r.display().to_string()),
                 store_dir: Some(super::inputs::IMAGE_STORE.to_string()),
             },
+            // Set by the staging step when it runs without a namespace.
+            direct: false,
         }))
     }
 

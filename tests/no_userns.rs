@@ -1,0 +1,551 @@
+//! Builds without a user namespace make the image a namespace build makes.
+//!
+//! For btrfs, ext4, erofs and squashfs the same tree is built three ways,
+//! reproducibly (`SOURCE_DATE_EPOCH` + `--reproducible`), as the test user:
+//! (a) normally with `--map single`; (b) where no namespace can be had,
+//! with the default `--map auto` — under `qemu-x86_64-static` (the real
+//! emulation case: qemu-user runs rootbox in a multi-threaded process,
+//! and the kernel refuses it a user namespace) and in an enclosing
+//! namespace whose `user.max_user_namespaces` is used up, and (ext4) in a
+//! real chroot with the tools copied in; (c) with
+//! `--no-userns`. The images are read back with rootbox's readers
+//! (`inspect --json` for btrfs, `__fs-read` for the others) and must be
+//! equal entry for entry (owner, mode, type, rdev, xattrs, symlink targets,
+//! names); ext4, erofs and squashfs images must be byte-identical. btrfs
+//! images are not: mkfs.btrfs before 7.3 numbers inodes in the order it
+//! lists the staging directories, which differs between the namespace's
+//! tmpfs and the on-disk copy. The fallback says why in one WARN line and
+//! in `--json`'s `namespace`.
+//!
+//! The tree holds the user's files (one setuid), a setuid file of another
+//! owner (root's without the set-id bit in the image, as the single map
+//! gives it), a hard link, a symlink, a fifo and a user xattr. Not yet in
+//! it: device nodes and `security.capability`, which a copy without a
+//! namespace cannot carry (see the README); a test checks that each is
+//! named in one warning.
+//!
+//! The other way round, a native rootbox drives emulated tools: every mkfs
+//! and reader run under `qemu-x86_64-static`, the namespace build as
+//! usual, the image byte-identical to the native tools' one.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+use serde_json::Value;
+
+const FILESYSTEMS: [&str; 4] = ["btrfs", "ext4", "erofs", "squashfs"];
+const EPOCH: &str = "1700000000";
+/// The owner of the file that is neither the user's nor root's.
+const OTHER: u32 = 4242;
+
+/// Whether a check that cannot run here must fail (CI) or may be skipped.
+fn must_run() -> bool {
+    std::env::var_os("CI").is_some()
+}
+
+fn chown(p: &Path, uid: u32, gid: u32) {
+    std::os::unix::fs::lchown(p, Some(uid), Some(gid)).expect("chown");
+}
+
+fn chmod(p: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(p, fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+/// The tree of the module doc, under `dir/root`; made as root.
+fn tree(user: &User, dir: &Path) -> PathBuf {
+    let root = dir.join("root");
+    write_as(user, &root.join("etc/hostname"), "box\n");
+    write_as(user, &root.join("etc/shadow"), "root:*:1::::::\n");
+    chmod(&root.join("etc/shadow"), 0o640);
+    write_as(user, &root.join("bin/su"), "su");
+    chmod(&root.join("bin/su"), 0o4755);
+    write_as(user, &root.join("bin/other-su"), "other");
+    chown(&root.join("bin/other-su"), OTHER, OTHER);
+    chmod(&root.join("bin/other-su"), 0o6755);
+    fs::hard_link(root.join("etc/hostname"), root.join("etc/hostname.link")).unwrap();
+    symlink_as(user, "../etc/hostname", &root.join("bin/link"));
+    create_dirs_as(user, &root.join("run"));
+    let out = run(cmd_as(user, "mkfifo").arg(root.join("run/fifo")));
+    out.assert_success();
+    write_as(user, &root.join("data/tagged"), "x");
+    let out = run(Command::new("setfattr").args([
+        "-n",
+        "user.comment",
+        "-v",
+        "kept",
+        s(&root.join("data/tagged")),
+    ]));
+    out.assert_success();
+    root
+}
+
+/// How a build is run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum How {
+    /// In a user namespace, `--map single`.
+    Single,
+    /// `--no-userns`.
+    NoUserns,
+    /// Under `qemu-x86_64-static`, `--map auto`.
+    Emulated,
+    /// In a namespace with `user.max_user_namespaces` used up, `--map auto`.
+    Exhausted,
+}
+
+fn build_args(fs_name: &str, root: &Path, image: &Path, how: How) -> Vec<String> {
+    let mut a: Vec<String> = ["build", "--json", "--reproducible", "--filesystem", fs_name]
+        .map(String::from)
+        .to_vec();
+    a.extend([
+        "--rootfs".into(),
+        s(root).into(),
+        "-o".into(),
+        s(image).into(),
+    ]);
+    if fs_name == "btrfs" {
+        a.extend(["--subvol".into(), "@:/:default".into()]);
+    }
+    match how {
+        How::Single => a.extend(["--map".into(), "single".into()]),
+        How::NoUserns => a.push("--no-userns".into()),
+        How::Emulated | How::Exhausted => {}
+    }
+    a
+}
+
+/// `qemu-x86_64-static`, or None where it is missing (a failure under CI).
+fn qemu() -> Option<PathBuf> {
+    let q = find_tool("qemu-x86_64-static");
+    assert!(
+        q.is_some() || !must_run(),
+        "qemu-x86_64-static is missing: apt-get install qemu-user-static"
+    );
+    q
+}
+
+/// Builds `image`; None where `how` cannot be arranged here.
+fn build(user: &User, fs_name: &str, root: &Path, image: &Path, how: How) -> Option<Out> {
+    let args = build_args(fs_name, root, image, how);
+    let mut cmd = match how {
+        How::Single | How::NoUserns => rootbox(user),
+        How::Emulated => {
+            let mut c = cmd_as(user, qemu()?);
+            c.arg(rootbox_bin());
+            c
+        }
+        How::Exhausted => {
+            let script = format!(
+                "echo 1 > /proc/sys/user/max_user_namespaces || exit 99; \
+                 exec unshare --user --map-user={} --map-group={} \"$@\"",
+                user.uid, user.gid
+            );
+            let mut c = cmd_as(user, "unshare");
+            c.args(["--user", "--map-root-user", "sh", "-c", &script, "sh"])
+                .arg(rootbox_bin());
+            c
+        }
+    };
+    cmd.env("SOURCE_DATE_EPOCH", EPOCH).args(&args);
+    let out = run(&mut cmd);
+    if how == How::Exhausted && out.code() == Some(99) {
+        assert!(
+            !must_run(),
+            "cannot lower user.max_user_namespaces here:\n{out}"
+        );
+        return None;
+    }
+    Some(out)
+}
+
+/// Every entry of the image as rootbox's reader gives it, by path, without
+/// inode numbers (which only btrfs's numbering order changes).
+fn listing(user: &User, fs_name: &str, image: &Path) -> BTreeMap<String, Value> {
+    let mut entries = if fs_name == "btrfs" {
+        Inspected::of(user, image).entries
+    } else {
+        let out = run(rootbox(user).args(["__fs-read", "--filesystem", fs_name, s(image)]));
+        out.assert_success();
+        let v: Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}\n{out}"));
+        v.as_array()
+            .expect("an array")
+            .iter()
+            .map(|i| (i["path"].as_str().expect("path").to_string(), i.clone()))
+            .collect()
+    };
+    for e in entries.values_mut() {
+        e.as_object_mut().expect("an object").remove("ino");
+    }
+    entries
+}
+
+#[track_caller]
+fn assert_same_listing(a: &BTreeMap<String, Value>, b: &BTreeMap<String, Value>, what: &str) {
+    let keys = |m: &BTreeMap<String, Value>| m.keys().cloned().collect::<Vec<_>>();
+    assert_eq!(keys(a), keys(b), "{what}: the images hold different paths");
+    for (path, e) in a {
+        assert_eq!(Some(e), b.get(path), "{what}: {path} differs");
+    }
+}
+
+/// The key of an image path in a listing.
+fn key(fs_name: &str, path: &str) -> String {
+    if fs_name == "btrfs" {
+        format!("@{path}")
+    } else {
+        path.to_string()
+    }
+}
+
+/// What the single map gives the tree: checked on the namespace build, so
+/// that equal images are also right ones.
+fn assert_single_map_owners(fs_name: &str, l: &BTreeMap<String, Value>) {
+    let get = |p: &str| {
+        let e = l
+            .get(&key(fs_name, p))
+            .unwrap_or_else(|| panic!("{fs_name}: {p} missing: {:?}", l.keys()));
+        (
+            e["uid"].as_u64().unwrap(),
+            e["gid"].as_u64().unwrap(),
+            e["mode"].as_u64().unwrap() as u32,
+        )
+    };
+    assert_eq!(get("/bin/su"), (0, 0, 0o104755), "{fs_name}");
+    assert_eq!(get("/bin/other-su"), (0, 0, 0o100755), "{fs_name}");
+    assert_eq!(get("/etc/shadow"), (0, 0, 0o100640), "{fs_name}");
+    assert_eq!(get("/run/fifo").2 & 0o170000, 0o010000, "{fs_name}");
+}
+
+/// The report says the build ran without a namespace, and why; the WARN
+/// line says it once.
+#[track_caller]
+fn assert_fell_back(out: &Out, why: &str) {
+    out.assert_success();
+    let r: Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}\n{out}"));
+    assert_eq!(r["namespace"]["used"], false, "{out}");
+    let reason = r["namespace"]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains(why), "the reason must say {why:?}:\n{out}");
+    let warns: Vec<&str> = out.stderr.lines().filter(|l| l.contains("WARN")).collect();
+    assert_eq!(warns.len(), 1, "want exactly one WARN line:\n{out}");
+    assert!(
+        warns[0].contains("no user namespace")
+            && warns[0].contains(why)
+            && warns[0].contains("continues without one"),
+        "{out}"
+    );
+}
+
+fn setup() -> Option<(User, tempfile::TempDir, PathBuf)> {
+    let user = test_user();
+    assert_unprivileged(&user);
+    if !is_root() {
+        assert!(
+            !must_run(),
+            "the tree needs root to give a file to another owner"
+        );
+        eprintln!("SKIPPED: the tree needs root to give a file to another owner");
+        return None;
+    }
+    let dir = tempdir_for(&user);
+    let root = tree(&user, dir.path());
+    Some((user, dir, root))
+}
+
+#[test]
+fn every_filesystem_built_without_a_namespace_equals_the_namespace_build() {
+    let Some((user, dir, root)) = setup() else {
+        return;
+    };
+    for fs_name in FILESYSTEMS {
+        let image = |n: &str| dir.path().join(format!("{n}.{fs_name}"));
+        let out = build(&user, fs_name, &root, &image("single"), How::Single).unwrap();
+        out.assert_success();
+        let r: Value = serde_json::from_str(&out.stdout).unwrap();
+        assert_eq!(r["namespace"], serde_json::json!({"used": true}), "{out}");
+        let single = listing(&user, fs_name, &image("single"));
+        assert_single_map_owners(fs_name, &single);
+        // rootbox's squashfs reader does not see xattrs (`null`).
+        let tagged = &single[&key(fs_name, "/data/tagged")];
+        assert!(
+            fs_name == "squashfs" || tagged["xattrs"].to_string().contains("user.comment"),
+            "{fs_name}: {tagged}"
+        );
+
+        let mut others = vec![("--no-userns", image("no-userns"))];
+        let out = build(&user, fs_name, &root, &image("no-userns"), How::NoUserns).unwrap();
+        out.assert_success();
+        let r: Value = serde_json::from_str(&out.stdout).unwrap();
+        assert_eq!(r["namespace"]["used"], false, "{out}");
+        assert!(
+            r["namespace"]["reason"]
+                .as_str()
+                .unwrap()
+                .contains("--no-userns"),
+            "{out}"
+        );
+        if let Some(out) = build(&user, fs_name, &root, &image("emulated"), How::Emulated) {
+            assert_fell_back(&out, "emulation");
+            others.push(("emulated", image("emulated")));
+        }
+        if let Some(out) = build(&user, fs_name, &root, &image("exhausted"), How::Exhausted) {
+            assert_fell_back(&out, "limit on user namespaces");
+            others.push(("user.max_user_namespaces used up", image("exhausted")));
+        }
+        for (what, other) in &others {
+            let what = format!("{fs_name}, {what}");
+            assert_same_listing(&single, &listing(&user, fs_name, other), &what);
+            if fs_name != "btrfs" {
+                assert!(
+                    fs::read(image("single")).unwrap() == fs::read(other).unwrap(),
+                    "{what}: the image is not byte-identical to the namespace build"
+                );
+            }
+        }
+    }
+}
+
+/// An explicit map is no invitation to fall back: under emulation
+/// `--map single` fails with the cause.
+#[test]
+fn an_explicit_map_under_emulation_fails_with_the_cause() {
+    let Some((user, dir, root)) = setup() else {
+        return;
+    };
+    let Some(q) = qemu() else {
+        eprintln!("SKIPPED: no qemu-x86_64-static");
+        return;
+    };
+    let image = dir.path().join("img");
+    let mut cmd = cmd_as(&user, q);
+    cmd.arg(rootbox_bin())
+        .args(build_args("ext4", &root, &image, How::Single));
+    let out = run(&mut cmd);
+    assert_ne!(out.code(), Some(0), "{out}");
+    out.assert_stderr_contains("cannot start a sandbox from a process with");
+    out.assert_stderr_contains("runs under emulation");
+    out.assert_stderr_contains("--no-userns builds without one");
+    assert!(!image.exists(), "{out}");
+}
+
+/// A directory the user cannot read is refused by its path, as the
+/// single-map namespace build refuses it.
+#[test]
+fn an_unreadable_directory_is_refused_by_its_path() {
+    let Some((user, dir, root)) = setup() else {
+        return;
+    };
+    let secret = root.join("home/bob");
+    fs::create_dir_all(&secret).unwrap();
+    fs::write(secret.join("notes"), "x").unwrap();
+    chown(&secret, OTHER, OTHER);
+    chmod(&secret, 0o700);
+    for fs_name in ["btrfs", "ext4"] {
+        let image = dir.path().join(format!("img.{fs_name}"));
+        for how in [How::NoUserns, How::Single] {
+            let out = build(&user, fs_name, &root, &image, how).unwrap();
+            assert_ne!(out.code(), Some(0), "{fs_name} {how:?}: {out}");
+            out.assert_stderr_contains(s(&secret));
+            assert!(!image.exists(), "{fs_name} {how:?}: {out}");
+        }
+    }
+}
+
+/// What a copy without a namespace cannot carry yet — a device node, a
+/// file capability — is said, once each, naming the source: the image is
+/// then not the namespace build's, and the warning says how to get that.
+#[test]
+fn lost_capabilities_and_device_nodes_are_named() {
+    let Some((user, dir, root)) = setup() else {
+        return;
+    };
+    let node = root.join("dev/null2");
+    fs::create_dir_all(node.parent().unwrap()).unwrap();
+    run(Command::new("mknod").arg(&node).args(["c", "1", "3"])).assert_success();
+    chown(&node, user.uid, user.gid);
+    let ping = root.join("bin/ping");
+    write_as(&user, &ping, "ping");
+    chmod(&ping, 0o755);
+    let setcap = find_tool("setcap").expect("setcap (libcap2-bin)");
+    run(Command::new(setcap).args(["cap_net_raw+ep", s(&ping)])).assert_success();
+    for fs_name in ["btrfs", "ext4"] {
+        let image = dir.path().join(format!("img.{fs_name}"));
+        let out = build(&user, fs_name, &root, &image, How::NoUserns).unwrap();
+        out.assert_success();
+        let r: Value = serde_json::from_str(&out.stdout).unwrap();
+        let warnings = r["warnings"].to_string();
+        for (needle, path) in [("file capabilities", &ping), ("device nodes", &node)] {
+            let lines: Vec<&str> = out
+                .stderr
+                .lines()
+                .filter(|l| l.contains("WARN") && l.contains(needle))
+                .collect();
+            assert_eq!(
+                lines.len(),
+                1,
+                "{fs_name}: one warning about {needle}:\n{out}"
+            );
+            assert!(lines[0].contains(s(path)), "{fs_name}: {out}");
+            assert!(warnings.contains(s(path)), "{fs_name}: {out}");
+        }
+    }
+}
+
+/// The tools the builds run, by filesystem.
+const TOOLS: [(&str, &[&str]); 4] = [
+    ("btrfs", &["mkfs.btrfs", "btrfs"]),
+    (
+        "ext4",
+        &["mkfs.ext4", "mke2fs", "debugfs", "dumpe2fs", "e2fsck"],
+    ),
+    ("erofs", &["mkfs.erofs", "dump.erofs", "fsck.erofs"]),
+    ("squashfs", &["mksquashfs", "unsquashfs"]),
+];
+
+/// A native rootbox may drive emulated tools (as a cross build's aarch64
+/// mkfs under binfmt would run): every tool of the build runs under
+/// `qemu-x86_64-static` (a wrapper first on PATH logs each run), the
+/// namespace build works as it does natively, and its image is
+/// byte-identical to the one the native tools make.
+#[test]
+fn a_native_rootbox_drives_emulated_tools() {
+    let Some((user, dir, root)) = setup() else {
+        return;
+    };
+    let Some(q) = qemu() else {
+        eprintln!("SKIPPED: no qemu-x86_64-static");
+        return;
+    };
+    let (bin, log) = (dir.path().join("emulated"), dir.path().join("log"));
+    create_dirs_as(&user, &log);
+    let log = log.join("ran");
+    fs::create_dir_all(&bin).unwrap();
+    chmod(&bin, 0o755);
+    for (_, tools) in TOOLS {
+        for t in tools {
+            let real = find_tool(t).unwrap_or_else(|| panic!("{t} is not installed"));
+            let wrapper = bin.join(t);
+            fs::write(
+                &wrapper,
+                format!(
+                    "#!/bin/sh\necho {t} >> {}\nexec {} {} \"$@\"\n",
+                    s(&log),
+                    s(&q),
+                    s(&real)
+                ),
+            )
+            .unwrap();
+            chmod(&wrapper, 0o755);
+        }
+    }
+    let path = format!("{}:{}", s(&bin), std::env::var("PATH").unwrap_or_default());
+    for (fs_name, tools) in TOOLS {
+        let image = |n: &str| dir.path().join(format!("{n}.{fs_name}"));
+        let _ = fs::remove_file(&log);
+        let mut cmd = rootbox(&user);
+        cmd.env("SOURCE_DATE_EPOCH", EPOCH)
+            .env("PATH", &path)
+            .args(build_args(fs_name, &root, &image("emulated"), How::Single));
+        let out = run(&mut cmd);
+        out.assert_success();
+        let r: Value = serde_json::from_str(&out.stdout).unwrap();
+        assert_eq!(r["namespace"], serde_json::json!({"used": true}), "{out}");
+        let ran = fs::read_to_string(&log).unwrap_or_default();
+        assert!(
+            ran.lines().any(|l| l == tools[0]),
+            "{fs_name}: {} did not run emulated (ran: {ran:?}):\n{out}",
+            tools[0]
+        );
+        let out = build(&user, fs_name, &root, &image("native"), How::Single).unwrap();
+        out.assert_success();
+        assert!(
+            fs::read(image("emulated")).unwrap() == fs::read(image("native")).unwrap(),
+            "{fs_name}: emulated tools made another image than native ones"
+        );
+    }
+}
+
+/// Copies `program` and the libraries `ldd` names into `jail`, at their
+/// paths.
+fn into_jail(program: &Path, jail: &Path) {
+    let out = run(Command::new("ldd").arg(program));
+    out.assert_success();
+    let mut files = vec![program.to_path_buf()];
+    files.extend(
+        out.stdout
+            .split_whitespace()
+            .filter(|w| w.starts_with('/'))
+            .map(PathBuf::from),
+    );
+    for f in files {
+        let to = jail.join(f.strip_prefix("/").unwrap());
+        fs::create_dir_all(to.parent().unwrap()).unwrap();
+        fs::copy(&f, &to).unwrap_or_else(|e| panic!("copying {} into the jail: {e}", f.display()));
+    }
+}
+
+/// In a chroot the kernel refuses a user namespace: the build falls back,
+/// says the chroot is why, and makes the image the namespace build makes
+/// outside (ext4: byte-identical).
+#[test]
+fn a_chrooted_build_falls_back_and_makes_the_same_image() {
+    let Some((user, jail, _)) = setup() else {
+        return;
+    };
+    let jail = jail.path();
+    into_jail(&rootbox_bin(), jail);
+    for t in TOOLS[1].1.iter().chain(&["resize2fs"]) {
+        into_jail(&find_tool(t).unwrap_or_else(|| panic!("{t}")), jail);
+    }
+    fs::create_dir_all(jail.join("etc")).unwrap();
+    fs::copy("/etc/mke2fs.conf", jail.join("etc/mke2fs.conf")).unwrap();
+    fs::create_dir_all(jail.join("dev")).unwrap();
+    fs::create_dir_all(jail.join("proc")).unwrap();
+    fs::create_dir_all(jail.join("tmp")).unwrap();
+    chmod(&jail.join("tmp"), 0o1777);
+    // std opens /dev/null for a tool's stdin.
+    run(Command::new("mknod")
+        .args(["-m", "666"])
+        .arg(jail.join("dev/null"))
+        .args(["c", "1", "3"]))
+    .assert_success();
+    let out_dir = jail.join("out");
+    create_dirs_as(&user, &out_dir);
+    let inside = Path::new("/").join(rootbox_bin().strip_prefix("/").unwrap());
+    let script = format!(
+        "mount -t proc proc {jail}/proc && exec chroot --userspec={u}:{g} --groups={g} {jail} \"$@\"",
+        jail = s(jail),
+        u = user.uid,
+        g = user.gid
+    );
+    let out = run(Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", &script, "sh"])
+        .arg(&inside)
+        .env("SOURCE_DATE_EPOCH", EPOCH)
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .args(build_args(
+            "ext4",
+            Path::new("/root"),
+            Path::new("/out/img"),
+            How::Emulated,
+        )));
+    assert_fell_back(&out, "runs in a chroot");
+    let single = jail.join("single.ext4");
+    let out = build(&user, "ext4", &jail.join("root"), &single, How::Single).unwrap();
+    out.assert_success();
+    let outside = listing(&user, "ext4", &single);
+    assert_single_map_owners("ext4", &outside);
+    assert_same_listing(
+        &outside,
+        &listing(&user, "ext4", &out_dir.join("img")),
+        "chroot",
+    );
+    assert!(
+        fs::read(&single).unwrap() == fs::read(out_dir.join("img")).unwrap(),
+        "chroot: the image is not byte-identical to the namespace build"
+    );
+}

@@ -365,7 +365,7 @@ pub fn sweep(dir: &Path, ours: impl Fn(&str) -> bool) {
             fs::remove_file(&path)
         };
         match removed {
-            Ok(()) => tracing::info!(
+            Ok(()) => tracing::debug!(
                 "removed {}, left by a build that was killed",
                 path.display()
             ),

@@ -187,7 +187,7 @@ pub fn make_all(
                 if p.size == PartSize::Fill {
                     Slot::Later(later)
                 } else {
-                    tracing::info!("{title}: making the vfat filesystem");
+                    tracing::debug!("{title}: making the vfat filesystem");
                     Slot::Made(
                         later
                             .make(None, out_dir)
@@ -210,7 +210,7 @@ fn build_filesystem(
     opts: &Options,
 ) -> Result<Made> {
     let kind = spec.filesystem.other().map_or(Kind::Btrfs, Kind::Built);
-    tracing::info!("{title}: building the {} filesystem", kind.name());
+    tracing::debug!("{title}: building the {} filesystem", kind.name());
     let reproducible = opts.reproducible.as_ref().map(|r| Reproducible {
         epoch: r.epoch,
         seed: entropy

@@ -38,7 +38,7 @@ pub fn place(
             Slot::Later(l) => {
                 let size = layout.table.entries[i].sectors * SECTOR;
                 let title = Part::of(spec, i);
-                tracing::info!("{title}: making the vfat filesystem ({size} bytes)");
+                tracing::debug!("{title}: making the vfat filesystem ({size} bytes)");
                 Some(l.make(Some(size), dir).with_context(|| title.to_string())?)
             }
         });

@@ -89,7 +89,7 @@ pub fn run(
     {
         let t = Instant::now();
         let n = owners_and_devices(image, &inputs.layout, &staged.devices, manifest, caller)?;
-        tracing::info!(
+        tracing::debug!(
             "rewrite: {} inodes of unmapped owners given to root, {} device numbers set, {} inodes per the ownership manifest",
             n.owners,
             n.devices,
@@ -103,7 +103,7 @@ pub fn run(
     if let Some(o) = tar {
         let t = Instant::now();
         let n = tar_owners(image, &inputs.layout, o, manifest)?;
-        tracing::info!("tar rootfs: {n} inodes given the archive's owners and modes");
+        tracing::debug!("tar rootfs: {n} inodes given the archive's owners and modes");
         done.rewritten += n;
         done.secs += t.elapsed().as_secs_f64();
     }
@@ -112,7 +112,7 @@ pub fn run(
         let epoch = r.epoch.unwrap_or(staged.max_mtime);
         make_reproducible(image, epoch, seed)?;
         done.secs += t.elapsed().as_secs_f64();
-        tracing::info!("reproducible: times clamped to {epoch}, UUIDs derived from the seed");
+        tracing::debug!("reproducible: times clamped to {epoch}, UUIDs derived from the seed");
         let (inode_order, copied_bytes) = match (staged.mkfs_orders, staged.sorted_copy) {
             (true, _) => ("mkfs.btrfs", 0),
             (false, true) => ("sorted copy", staged.copied_bytes),

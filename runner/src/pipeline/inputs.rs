@@ -201,7 +201,7 @@ fn layout(
         ));
     }
     for i in &nl.ignored {
-        tracing::info!("fileSystems: ignored {i}");
+        tracing::debug!("fileSystems: ignored {i}");
     }
     Ok((Layout::new(&nl.subvolumes)?, label, uuid))
 }
@@ -242,7 +242,7 @@ pub fn prepare(spec: &Spec, inputs: &Inputs, opts: &Options, out: &Target) -> Re
     let rootfs = match (&inputs.rootfs, &inputs.tar_archive) {
         (None, Some(archive)) => {
             let dir = scratch.path().join("rootfs");
-            tracing::info!("unpacking {} into {}", archive.display(), dir.display());
+            tracing::debug!("unpacking {} into {}", archive.display(), dir.display());
             let o = tarball::unpack(archive, &dir)?;
             warnings.extend(o.warnings.iter().cloned());
             tar_owners = Some(o);
@@ -306,8 +306,9 @@ pub fn prepare(spec: &Spec, inputs: &Inputs, opts: &Options, out: &Target) -> Re
             .with_context(|| format!("listing {}", r.display()))?,
         None => Vec::new(),
     };
+    // Said in the summary ("left out") and the report's `left_out`.
     for l in &left_out {
-        tracing::warn!("{l} is outside every subvolume: left out of the image");
+        tracing::debug!("{l} is outside every subvolume: left out of the image");
     }
     let stage_dir = plan_dir.path().join("stage");
     std::fs::create_dir(&stage_dir)?;

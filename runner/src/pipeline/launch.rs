@@ -142,7 +142,7 @@ fn in_namespace(
         open_to_the_namespace(plan_dir, &job.result, &job.scratch, out)?;
     }
     let tool = job.make.tool();
-    tracing::info!("staging and running {tool} in the sandbox");
+    tracing::debug!("staging and running {tool} in the sandbox");
     let sandbox = Sandbox::new()
         .map(opts.map)
         .unshare_pid()
@@ -198,7 +198,7 @@ fn run_direct(job: &mut StageJob) -> Result<ExitStatus> {
     job.stage_dir = job.scratch.join("stage");
     std::fs::create_dir_all(&job.stage_dir)
         .context("creating the staging directory in scratch space")?;
-    tracing::info!("staging by copying, without a user namespace");
+    tracing::debug!("staging by copying, without a user namespace");
     let code = stage::execute(job)?;
     Ok(ExitStatus::Exited(if code == ExitCode::SUCCESS {
         0

@@ -105,8 +105,8 @@ pub fn job(
     let decision = decide_reflink(spec.reflink, &without, &mkfs.version, obstacle)?;
     job.reflink = decision.used;
     match &decision.reason {
-        Some(r) => tracing::info!("mkfs.btrfs copies the data: {r}"),
-        None => tracing::info!("mkfs.btrfs clones the data (--reflink)"),
+        Some(r) => tracing::debug!("mkfs.btrfs copies the data: {r}"),
+        None => tracing::debug!("mkfs.btrfs clones the data (--reflink)"),
     }
     Ok((job, decision))
 }

@@ -141,7 +141,7 @@ fn plan(job: &StageJob, result: &mut StageResult) -> Result<Planner> {
     result.unmapped = planner.unmapped.clone();
     result.max_mtime = planner.max_mtime;
     result.devices = planner.devices.clone();
-    tracing::info!(
+    tracing::debug!(
         "plan: {} entries, {} bytes; {} bind mounts, {} bytes to copy",
         result.counts.entries,
         result.counts.bytes,

@@ -97,7 +97,7 @@ pub fn run(
             v.problems.join("\n  ")
         );
     }
-    tracing::info!("verified {} entries in {:.2}s", v.entries, v.secs);
+    tracing::debug!("verified {} entries in {:.2}s", v.entries, v.secs);
     Ok(Some(v))
 }
 

@@ -1728,3 +1728,72 @@ fn a_vfat_build_stopped_by_sigterm_leaves_no_image_and_the_next_build_sweeps_its
     .assert_success();
     assert!(left().is_empty(), "not swept: {:?}", left());
 }
+
+/// `rootbox inspect` of a standalone image of each filesystem: what the
+/// build put there, read back by rootbox's readers (no mount, no tool).
+#[test]
+fn rootbox_inspect_lists_a_standalone_image_of_every_filesystem() {
+    let user = setup_as_root();
+    assert_unprivileged(&user);
+    let dir = tempdir_for(&user);
+    let tree = dir.path().join("tree");
+    esp_tree(&user, &tree);
+    for fs_name in ["ext4", "erofs", "squashfs", "vfat"] {
+        let image = dir.path().join(format!("{fs_name}.img"));
+        build(
+            &user,
+            &[
+                "--filesystem",
+                fs_name,
+                "--rootfs",
+                s(&tree),
+                "-o",
+                s(&image),
+            ],
+        )
+        .assert_success();
+        let out = run(rootbox(&user).arg("inspect").arg("--json").arg(&image));
+        out.assert_success();
+        let v: Value = serde_json::from_str(&out.stdout)
+            .unwrap_or_else(|e| panic!("{fs_name}: not JSON ({e}):\n{out}"));
+        assert_eq!(v["filesystem"], fs_name, "{out}");
+        let entries = v["entries"].as_array().expect("entries");
+        let conf = "/loader/entries/nixos génération 42.conf";
+        let e = entries
+            .iter()
+            .find(|e| e["path"] == conf)
+            .unwrap_or_else(|| panic!("{fs_name}: {conf} not listed:\n{out}"));
+        if fs_name != "vfat" {
+            // Owners: the test user's files are root's in the image.
+            assert_eq!(
+                (e["uid"].as_u64(), e["gid"].as_u64()),
+                (Some(0), Some(0)),
+                "{e}"
+            );
+            assert_eq!(
+                e["mode"].as_u64().map(|m| m & 0o170000),
+                Some(0o100000),
+                "{e}"
+            );
+        }
+        // The text listing and a subtree.
+        let out = run(rootbox(&user).args(["inspect", s(&image), "EFI/BOOT"]));
+        out.assert_success();
+        assert!(out.stdout.contains(&format!("({fs_name})")), "{out}");
+        assert!(out.stdout.contains("/EFI/BOOT/BOOTX64.EFI"), "{out}");
+        assert!(
+            !out.stdout.contains("loader.conf"),
+            "not under EFI/BOOT:\n{out}"
+        );
+        // No subvolumes to choose from.
+        run(rootbox(&user).args(["inspect", s(&image), "--subvol", "@"]))
+            .assert_code(1)
+            .assert_stderr_contains("has no subvolumes");
+    }
+    // Not an image of anything: the error says what was tried.
+    let junk = dir.path().join("junk.img");
+    write_as(&user, &junk, vec![0u8; 1 << 20]);
+    run(rootbox(&user).args(["inspect", s(&junk)]))
+        .assert_code(1)
+        .assert_stderr_contains("no ext4, erofs, squashfs or FAT superblock");
+}

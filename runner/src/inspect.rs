@@ -1,8 +1,9 @@
-//! `rootbox inspect`: what a btrfs image records (subvolumes, owners,
-//! modes, xattrs), read without root and without mounting it; or, for a
-//! partitioned disk, its table and what each partition holds, whatever it
-//! is (`crate::disk::inspect`, which lists btrfs partitions through
-//! [`list_image`], handed to it).
+//! `rootbox inspect`: what an image records (subvolumes, owners, modes,
+//! xattrs), read without root and without mounting it: a btrfs image, an
+//! ext4, erofs or squashfs image (rootbox's readers, `crate::fs::read`), a
+//! FAT image (its paths), or, for a partitioned disk, its table and what
+//! each partition holds, whatever it is (`crate::disk::inspect`, which
+//! lists btrfs partitions through [`list_image`], handed to it).
 //!
 //! Thin glue: reading is `rootbox_btrfs` (and
 //! `rootbox_images::disk::table` for the partition table), formatting is
@@ -19,7 +20,8 @@ use serde_json::{json, Value};
 /// the partitions of a disk image and what each holds.
 #[derive(clap::Args, Debug, Clone)]
 pub struct InspectArgs {
-    /// The image file (one btrfs device, or a GPT/MBR disk).
+    /// The image file: btrfs, ext4, erofs, squashfs or FAT, or a GPT/MBR
+    /// disk.
     pub image: PathBuf,
     /// Print one JSON document instead of text.
     #[arg(long)]
@@ -47,15 +49,122 @@ pub fn run(args: &InspectArgs) -> Result<()> {
             let list = |out: &mut dyn Write, image: &Image| list_image(out, args, image);
             crate::disk::inspect::write(&mut out, &args.image, args.json, &table, &list)
         }
-        None => Image::open(&args.image)
-            .with_context(|| format!("reading btrfs image {}", args.image.display()))
-            .and_then(|image| list_image(&mut out, args, &image)),
+        None => match other_filesystem(&args.image)? {
+            Some(kind) => list_other(&mut out, args, kind),
+            None => Image::open(&args.image)
+                .with_context(|| {
+                    format!(
+                        "{}: no partition table, and no ext4, erofs, squashfs or FAT superblock; \
+                         reading it as btrfs",
+                        args.image.display()
+                    )
+                })
+                .and_then(|image| list_image(&mut out, args, &image)),
+        },
     };
     match written.and_then(|()| out.flush().map_err(anyhow::Error::from)) {
         // `rootbox inspect img | head` is not an error.
         Err(e) if is_broken_pipe(&e) => Ok(()),
         other => other,
     }
+}
+
+/// A filesystem other than btrfs, told by its superblock.
+enum Other {
+    /// ext4, erofs or squashfs, with the UUID and label its superblock has.
+    Built(
+        rootbox_images::fs::Filesystem,
+        Option<String>,
+        Option<String>,
+    ),
+    /// A FAT boot sector.
+    Vfat,
+}
+
+/// Which filesystem other than btrfs the image holds, if any.
+fn other_filesystem(path: &std::path::Path) -> Result<Option<Other>> {
+    use std::io::Read;
+    let mut head = [0u8; 2048];
+    let mut f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let n = f
+        .read(&mut head)
+        .with_context(|| format!("reading {}", path.display()))?;
+    if n < head.len() {
+        return Ok(None);
+    }
+    if let Some((fs, uuid, label)) = crate::disk::inspect::built_kind(&head) {
+        return Ok(Some(Other::Built(fs, uuid, label)));
+    }
+    Ok(crate::disk::inspect::fat_boot_sector(&head).then_some(Other::Vfat))
+}
+
+/// Lists an ext4, erofs, squashfs or FAT image: every path, with its
+/// owner and mode where the filesystem has them.
+fn list_other(out: &mut dyn Write, args: &InspectArgs, kind: Other) -> Result<()> {
+    if args.subvol.is_some() {
+        bail!(
+            "--subvol: {} is not a btrfs image, it has no subvolumes",
+            args.image.display()
+        );
+    }
+    let image = &args.image;
+    let (name, uuid, label, entries) = match kind {
+        Other::Built(fs, uuid, label) => {
+            let inodes = crate::fs::read(fs, image)
+                .with_context(|| format!("reading the {fs} image {}", image.display()))?;
+            let entries = inodes.iter().map(|i| json!(i)).collect::<Vec<_>>();
+            (fs.to_string(), uuid, label, entries)
+        }
+        Other::Vfat => {
+            let img = image
+                .to_str()
+                .with_context(|| format!("{}: mtools takes a UTF-8 path", image.display()))?;
+            let paths = crate::fs::vfat::list(img)
+                .with_context(|| format!("reading the FAT image {}", image.display()))?;
+            let entries = paths.iter().map(|p| json!({ "path": p })).collect();
+            ("vfat".to_string(), None, None, entries)
+        }
+    };
+    let under = args
+        .path
+        .as_deref()
+        .map(|p| format!("/{}", p.trim_start_matches('/')));
+    let entries: Vec<Value> = entries
+        .into_iter()
+        .filter(|e| match (&under, e["path"].as_str()) {
+            (Some(u), Some(p)) => p == u || p.starts_with(&format!("{}/", u.trim_end_matches('/'))),
+            _ => true,
+        })
+        .collect();
+    if args.json {
+        let doc = json!({ "filesystem": name, "uuid": uuid, "label": label, "entries": entries });
+        writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
+        return Ok(());
+    }
+    writeln!(out, "image      {} ({name})", image.display())?;
+    if uuid.is_some() || label.is_some() {
+        writeln!(
+            out,
+            "uuid       {}   label {:?}",
+            uuid.as_deref().unwrap_or("-"),
+            label.unwrap_or_default()
+        )?;
+    }
+    for e in &entries {
+        let path = e["path"].as_str().unwrap_or("?");
+        match (e["mode"].as_u64(), e["uid"].as_u64(), e["gid"].as_u64()) {
+            (Some(mode), Some(uid), Some(gid)) => {
+                let mode = listing::mode_string(mode as u32);
+                let target = e["target"]
+                    .as_str()
+                    .map(|t| format!(" -> {t}"))
+                    .unwrap_or_default();
+                writeln!(out, "{mode} {uid:>5}:{gid:<5} {path}{target}")?;
+            }
+            _ => writeln!(out, "{path}")?,
+        }
+    }
+    Ok(())
 }
 
 /// Lists one btrfs filesystem (an image, or a partition of a disk) as

@@ -42,7 +42,7 @@ pub fn read_table(path: &Path) -> Result<Option<Table>> {
         .map_err(|e| anyhow!("{}: the partition table does not read: {e}", path.display()))
 }
 
-fn fat_boot_sector(s: &[u8]) -> bool {
+pub(crate) fn fat_boot_sector(s: &[u8]) -> bool {
     (s[0] == 0xEB || s[0] == 0xE9) && (&s[54..57] == b"FAT" || &s[82..85] == b"FAT")
 }
 
@@ -98,7 +98,7 @@ impl Holds {
 /// The superblock magic of ext4, erofs or squashfs at the start of `s`
 /// (the partition's first 2 KiB), with the UUID and label where the
 /// superblock has them.
-fn built_kind(s: &[u8; 2048]) -> Option<(Filesystem, Option<String>, Option<String>)> {
+pub(crate) fn built_kind(s: &[u8; 2048]) -> Option<(Filesystem, Option<String>, Option<String>)> {
     let text = |b: &[u8]| {
         let t = String::from_utf8_lossy(b)
             .trim_end_matches('\0')

@@ -24,9 +24,10 @@
 //! only, and an ACL set on the unpacked files would be translated through
 //! the namespace's map as if it named host ids).
 //!
-//! Why one file of some 600 lines: it holds one concern, unpacking an
-//! archive safely, and about 130 of them are the tests of its private
-//! checks (names, parents, links), which belong beside them.
+//! Why one file of some 630 lines before its tests: it holds one concern,
+//! unpacking an archive safely (the `Unpacker`'s steps and the checks they
+//! make on names, parents and links), and its tests of those private checks
+//! belong beside them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;

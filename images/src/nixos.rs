@@ -294,10 +294,11 @@ fn parse_entries(json: &str) -> Result<Vec<(Option<String>, FsEntry)>, NixosErro
     Ok(entries.0)
 }
 
-/// Turns `fileSystems` JSON into a subvolume layout; see the module
-/// documentation for the rules.
-pub fn from_nixos_file_systems(json: &str, dev: &ImageDevice) -> Result<NixosLayout, NixosError> {
-    let entries = parse_entries(json)?;
+/// The entries with their mount points (`mountPoint`, else the attribute
+/// name), each checked as an image path.
+fn with_mountpoints(
+    entries: Vec<(Option<String>, FsEntry)>,
+) -> Result<Vec<(String, FsEntry)>, NixosError> {
     let mut named = Vec::with_capacity(entries.len());
     for (index, (key, entry)) in entries.into_iter().enumerate() {
         let mountpoint = entry
@@ -311,8 +312,16 @@ pub fn from_nixos_file_systems(json: &str, dev: &ImageDevice) -> Result<NixosLay
         })?;
         named.push((mountpoint, entry));
     }
+    Ok(named)
+}
 
-    let (ids, device_desc) = if dev.is_empty() {
+/// The image's device identifiers, and how to name them in errors: `dev`
+/// if given, else the one device every btrfs entry is on.
+fn image_device(
+    named: &[(String, FsEntry)],
+    dev: &ImageDevice,
+) -> Result<(Vec<DevId>, String), NixosError> {
+    if dev.is_empty() {
         let mut found: Vec<DevId> = Vec::new();
         for id in named
             .iter()
@@ -331,10 +340,48 @@ pub fn from_nixos_file_systems(json: &str, dev: &ImageDevice) -> Result<NixosLay
         let desc = found
             .first()
             .map_or("none found".to_owned(), ToString::to_string);
-        (found, desc)
+        Ok((found, desc))
     } else {
-        (dev.ids(), dev.to_string())
-    };
+        Ok((dev.ids(), dev.to_string()))
+    }
+}
+
+/// An entry's options split into its subvolume name (empty for the top
+/// level) and the other options; `subvolid=` other than 5 and nested
+/// subvolumes are refused.
+fn split_options<'e>(mp: &str, e: &'e FsEntry) -> Result<(&'e str, Vec<String>), NixosError> {
+    let mut subvol = None;
+    let mut rest = Vec::new();
+    for opt in e.options.iter().flatten() {
+        if let Some(v) = opt.strip_prefix("subvol=") {
+            subvol = Some(v);
+        } else if let Some(id) = opt.strip_prefix("subvolid=") {
+            if id != "5" {
+                return Err(NixosError::SubvolId {
+                    mountpoint: mp.to_owned(),
+                    option: opt.clone(),
+                });
+            }
+        } else {
+            rest.push(opt.clone());
+        }
+    }
+    let name = subvol.map(|s| s.trim_matches('/')).unwrap_or_default();
+    if name.contains('/') {
+        return Err(NixosError::NestedSubvol {
+            mountpoint: mp.to_owned(),
+            subvol: subvol.unwrap_or_default().to_owned(),
+        });
+    }
+    Ok((name, rest))
+}
+
+/// Turns `fileSystems` JSON into a subvolume layout; see the module
+/// documentation for the rules.
+pub fn from_nixos_file_systems(json: &str, dev: &ImageDevice) -> Result<NixosLayout, NixosError> {
+    let named = with_mountpoints(parse_entries(json)?)?;
+
+    let (ids, device_desc) = image_device(&named, dev)?;
     let labels: Vec<&str> = ids
         .iter()
         .filter_map(|i| match i {
@@ -375,29 +422,7 @@ pub fn from_nixos_file_systems(json: &str, dev: &ImageDevice) -> Result<NixosLay
             out.label = Some(l.clone());
         }
 
-        let mut subvol = None;
-        let mut rest = Vec::new();
-        for opt in e.options.iter().flatten() {
-            if let Some(v) = opt.strip_prefix("subvol=") {
-                subvol = Some(v);
-            } else if let Some(id) = opt.strip_prefix("subvolid=") {
-                if id != "5" {
-                    return Err(NixosError::SubvolId {
-                        mountpoint: mp.clone(),
-                        option: opt.clone(),
-                    });
-                }
-            } else {
-                rest.push(opt.clone());
-            }
-        }
-        let name = subvol.map(|s| s.trim_matches('/')).unwrap_or_default();
-        if name.contains('/') {
-            return Err(NixosError::NestedSubvol {
-                mountpoint: mp.clone(),
-                subvol: subvol.unwrap_or_default().to_owned(),
-            });
-        }
+        let (name, rest) = split_options(mp, e)?;
         if name.is_empty() {
             if mp == "/" {
                 return Err(NixosError::TopLevelRoot);

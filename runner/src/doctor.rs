@@ -64,11 +64,35 @@ fn try_sandbox(sb: Sandbox) -> std::result::Result<(), String> {
     }
 }
 
+/// Runs the checks in order, one line each; exit 1 when a check builds need
+/// failed.
 pub fn main(_: &DoctorArgs) -> Result<ExitCode> {
     let f = HostFacts::read();
     let mut r = Report { failed: false };
     println!("rootbox doctor (uid {})", f.euid);
+    kernel_settings(&f, &mut r);
+    namespaces(&mut r);
+    id_helpers(&f, &mut r);
+    subordinate_ids(&mut r);
+    mkfs_btrfs(&mut r);
+    println!(
+        "{}",
+        if r.failed {
+            "Some checks failed; see the fixes above."
+        } else {
+            "All checks needed for builds passed."
+        }
+    );
+    Ok(if r.failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
 
+/// The kernel's settings for user namespaces, and what keeps this process from
+/// creating one (threads, qemu-user, a chroot).
+fn kernel_settings(f: &HostFacts, r: &mut Report) {
     match f.unprivileged_userns_clone {
         Some(0) if f.euid != 0 => r.line(
             Level::Fail,
@@ -134,7 +158,10 @@ pub fn main(_: &DoctorArgs) -> Result<ExitCode> {
         Some(false) => r.line(Level::Ok, "chroot", "not in a chroot", None),
         None => r.line(Level::Info, "chroot", "unknown (/proc not readable)", None),
     }
+}
 
+/// Creates a user namespace with a single id map, then mounts a tmpfs in one.
+fn namespaces(r: &mut Report) {
     match try_sandbox(Sandbox::new().map(MapMode::Single)) {
         Ok(()) => r.line(
             Level::Ok,
@@ -164,7 +191,11 @@ pub fn main(_: &DoctorArgs) -> Result<ExitCode> {
             Some("a security module forbids mounts in user namespaces"),
         ),
     }
+}
 
+/// newuidmap/newgidmap, and what they need from this process (no
+/// no_new_privs, CAP_SETUID and CAP_SETGID in the bounding set).
+fn id_helpers(f: &HostFacts, r: &mut Report) {
     for helper in ["newuidmap", "newgidmap"] {
         match find_program(helper) {
             Some(p) => {
@@ -236,6 +267,10 @@ pub fn main(_: &DoctorArgs) -> Result<ExitCode> {
         ),
         None => r.line(Level::Info, "capability bounding set", "unknown", None),
     }
+}
+
+/// The caller's subordinate id ranges, and a user namespace mapping them.
+fn subordinate_ids(r: &mut Report) {
     match IdMap::resolve(MapMode::Subid) {
         Ok(m) => {
             let (u, g) = (&m.uids, &m.gids);
@@ -264,7 +299,10 @@ pub fn main(_: &DoctorArgs) -> Result<ExitCode> {
             None,
         ),
     }
+}
 
+/// The version of mkfs.btrfs on PATH: 6.12 or newer.
+fn mkfs_btrfs(r: &mut Report) {
     match mkfs_btrfs_version() {
         Some((line, v)) if v >= Feature::SubvolTypeDir.min_version() => {
             r.line(Level::Ok, "mkfs.btrfs", line, None)
@@ -282,19 +320,6 @@ pub fn main(_: &DoctorArgs) -> Result<ExitCode> {
             Some("apt-get install btrfs-progs (6.12 or newer)"),
         ),
     }
-    println!(
-        "{}",
-        if r.failed {
-            "Some checks failed; see the fixes above."
-        } else {
-            "All checks needed for builds passed."
-        }
-    );
-    Ok(if r.failed {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
 }
 
 fn xattr_present(path: &std::path::Path, name: &str) -> bool {

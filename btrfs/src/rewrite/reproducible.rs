@@ -18,6 +18,10 @@
 //! [`Rewriter::make_reproducible`] does both after `clamp_times`.
 //! The superblock holds none of these (its backup roots only name block
 //! addresses and generations, which are the same run to run).
+//!
+//! Why one file of about 660 lines: its two passes (derive the UUIDs, zero
+//! the unused space) are one concern, what makes two mkfs runs byte-equal,
+//! and share the walk over the live tree blocks.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::ControlFlow;
@@ -33,6 +37,9 @@ use crate::items::RootItem;
 use crate::layout;
 use crate::subvol::tree_root_of;
 use crate::tree::{parse_leaf_items, LeafItem, TreeRoot};
+
+/// Subvolume UUIDs, old → new.
+type UuidMap = BTreeMap<[u8; BTRFS_UUID_SIZE], [u8; BTRFS_UUID_SIZE]>;
 
 const BTRFS_EXTENT_TREE_OBJECTID: u64 = 2;
 const BTRFS_DEV_TREE_OBJECTID: u64 = 4;
@@ -159,13 +166,38 @@ impl Rewriter {
         })
     }
 
+    /// [`Rewriter::derive_uuids`]'s steps: the chunk tree UUID, the
+    /// subvolume UUIDs, then which blocks get the new header.
     fn derive_uuids_inner(&mut self, seed: &[u8]) -> Result<RewriteStats, RewriteError> {
         let mut stats = RewriteStats::default();
         let live = self.live_blocks()?;
 
-        // The chunk tree UUID: the one in effect is the chunk root's (the
-        // kernel reads it from there), or an earlier call's.
-        let old_chunk_uuid: [u8; BTRFS_UUID_SIZE] = match &self.header_patch {
+        let old_chunk_uuid = self.chunk_tree_uuid()?;
+        let new_chunk_uuid = derived_uuid(seed, "chunk-tree", &[]);
+        self.rename_chunk_tree_in_dev_extents(old_chunk_uuid, new_chunk_uuid)?;
+
+        // Subvolume UUIDs: first the map old → new, then the edits.
+        let root_tree = self.image.root_tree();
+        let root_leaves = self.leaves_of(&root_tree)?;
+        let map = self.subvolume_uuid_map(seed, &root_leaves)?;
+        stats.root_items_changed = self.rename_subvolumes(&root_leaves, &map)?;
+        self.rekey_uuid_tree(&map)?;
+
+        stats.blocks_changed = if old_chunk_uuid != new_chunk_uuid {
+            live.len() as u64
+        } else {
+            self.dirty.len() as u64
+        };
+        let patch = self.header_patch.get_or_insert_with(HeaderPatch::default);
+        patch.chunk_tree_uuid = Some(new_chunk_uuid);
+        patch.blocks.extend(live);
+        Ok(stats)
+    }
+
+    /// The chunk tree UUID in effect: the chunk root's (the kernel reads it
+    /// from there), or an earlier call's.
+    fn chunk_tree_uuid(&mut self) -> Result<[u8; BTRFS_UUID_SIZE], RewriteError> {
+        Ok(match &self.header_patch {
             Some(HeaderPatch {
                 chunk_tree_uuid: Some(uuid),
                 ..
@@ -175,10 +207,15 @@ impl Rewriter {
                 let block = self.current_block(chunk_root.bytenr)?;
                 header(&block)?.chunk_tree_uuid
             }
-        };
-        let new_chunk_uuid = derived_uuid(seed, "chunk-tree", &[]);
+        })
+    }
 
-        // Device extents name the chunk tree by its UUID.
+    /// Device extents name the chunk tree by its UUID: `old` becomes `new`.
+    fn rename_chunk_tree_in_dev_extents(
+        &mut self,
+        old_chunk_uuid: [u8; BTRFS_UUID_SIZE],
+        new_chunk_uuid: [u8; BTRFS_UUID_SIZE],
+    ) -> Result<(), RewriteError> {
         let dev_root = self.image.tree_root(BTRFS_DEV_TREE_OBJECTID)?;
         for logical in self.leaves_of(&dev_root)? {
             self.modify_leaf(logical, &mut |block, items| {
@@ -198,12 +235,18 @@ impl Rewriter {
                 Ok(())
             })?;
         }
+        Ok(())
+    }
 
-        // Subvolume UUIDs: first the map old → new, then the edits.
-        let root_tree = self.image.root_tree();
-        let root_leaves = self.leaves_of(&root_tree)?;
-        let mut map: BTreeMap<[u8; BTRFS_UUID_SIZE], [u8; BTRFS_UUID_SIZE]> = BTreeMap::new();
-        for &logical in &root_leaves {
+    /// Each subvolume's UUID (from the root items in `root_leaves`) mapped
+    /// to the one derived from `seed` and the root item's key.
+    fn subvolume_uuid_map(
+        &mut self,
+        seed: &[u8],
+        root_leaves: &[u64],
+    ) -> Result<UuidMap, RewriteError> {
+        let mut map = UuidMap::new();
+        for &logical in root_leaves {
             let block = self.current_block(logical)?;
             for it in leaf_items(&block, logical)? {
                 let Some(item) = extended_root_item(&block, &it) else {
@@ -222,7 +265,18 @@ impl Rewriter {
                 }
             }
         }
-        for &logical in &root_leaves {
+        Ok(map)
+    }
+
+    /// Gives the root items their new UUIDs (and parent UUIDs) from `map`;
+    /// returns how many root items changed.
+    fn rename_subvolumes(
+        &mut self,
+        root_leaves: &[u64],
+        map: &UuidMap,
+    ) -> Result<u64, RewriteError> {
+        let mut changed_items = 0;
+        for &logical in root_leaves {
             let changed = self.modify_leaf(logical, &mut |block, items| {
                 let mut n = 0;
                 for it in items {
@@ -242,10 +296,14 @@ impl Rewriter {
                 }
                 Ok(n)
             })?;
-            stats.root_items_changed += changed;
+            changed_items += changed;
         }
+        Ok(changed_items)
+    }
 
-        // The UUID tree: keys are the UUIDs, so the leaf is re-sorted.
+    /// The UUID tree: its keys are the UUIDs, so the leaf is re-keyed by
+    /// `map` and re-sorted.
+    fn rekey_uuid_tree(&mut self, map: &UuidMap) -> Result<(), RewriteError> {
         if let Some(item) = self.image.root_item(BTRFS_UUID_TREE_OBJECTID)? {
             if item.level > 0 {
                 return Err(RewriteError::UuidTreeTooLarge {
@@ -256,19 +314,10 @@ impl Rewriter {
             // Read through the reader once so the block is verified.
             self.leaves_of(&root)?;
             self.modify_leaf(root.bytenr, &mut |block, items| {
-                rekey_uuid_leaf(block, items, &map)
+                rekey_uuid_leaf(block, items, map)
             })?;
         }
-
-        stats.blocks_changed = if old_chunk_uuid != new_chunk_uuid {
-            live.len() as u64
-        } else {
-            self.dirty.len() as u64
-        };
-        let patch = self.header_patch.get_or_insert_with(HeaderPatch::default);
-        patch.chunk_tree_uuid = Some(new_chunk_uuid);
-        patch.blocks.extend(live);
-        Ok(stats)
+        Ok(())
     }
 
     fn zero_unused_space_inner(&mut self) -> Result<ZeroStats, RewriteError> {

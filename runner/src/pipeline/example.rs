@@ -3,7 +3,7 @@
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use rootbox_images::spec::{Spec, SubvolumeSpec};
@@ -28,9 +28,23 @@ fn mode(p: &Path, mode: u32) -> Result<()> {
         .with_context(|| format!("chmod {}", p.display()))
 }
 
+/// Writes the example's rootfs and fake closure into a temporary
+/// directory, and the spec that builds them.
 pub fn make() -> Result<Example> {
     let dir = crate::output::temp_dir("rootbox-example-")?;
     let root = dir.path().join("root");
+    write_rootfs(&root)?;
+    let store = dir.path().join("nix/store");
+    let info = dir.path().join("closure-info");
+    write_closure(&store, &info)?;
+    let spec = spec(root, info, store);
+    Ok(Example { _dir: dir, spec })
+}
+
+/// The demo rootfs: persistent state as an impermanence setup keeps it, a
+/// home, a setuid binary, a file with a capability, links, and a file
+/// outside every subvolume.
+fn write_rootfs(root: &Path) -> Result<()> {
     // The persistent state, as an impermanence setup keeps it.
     write(
         &root.join("persist/etc/ssh/sshd_config"),
@@ -86,9 +100,12 @@ pub fn make() -> Result<Example> {
     )?;
     // Outside every subvolume: not in the image, and reported.
     write(&root.join("etc/hostname"), "rootbox-demo\n", 0o644)?;
+    Ok(())
+}
 
-    // A fake closure: three store paths and their registration.
-    let store = dir.path().join("nix/store");
+/// A fake closure: three store paths under `store`, and their
+/// `store-paths` and `registration` in `info`.
+fn write_closure(store: &Path, info: &Path) -> Result<()> {
     let names = [
         "0a1b2c3d4e5f6g7h8i9j0k1l2m3n4o5p-hello-2.12",
         "1q2r3s4t5u6v7w8x9y0z1a2b3c4d5e6f-glibc-2.40",
@@ -105,8 +122,7 @@ pub fn make() -> Result<Example> {
         0o444,
     )?;
     write(&store.join(names[2]), "config = demo\n", 0o444)?;
-    let info = dir.path().join("closure-info");
-    fs::create_dir_all(&info)?;
+    fs::create_dir_all(info)?;
     let paths: Vec<String> = names
         .iter()
         .map(|n| store.join(n).display().to_string())
@@ -130,14 +146,19 @@ pub fn make() -> Result<Example> {
         }
     }
     fs::write(info.join("registration"), reg)?;
+    Ok(())
+}
 
+/// The example's spec: the rootfs and closure into `@nix`, `@persist` and
+/// `@home`, no subvolume at `/`.
+fn spec(root: PathBuf, info: PathBuf, store: PathBuf) -> Spec {
     let subvol = |name: &str, mp: &str| SubvolumeSpec {
         name: name.into(),
         mountpoint: mp.into(),
         kind: Default::default(),
         inode_flags: Vec::new(),
     };
-    let spec = Spec {
+    Spec {
         label: Some("rootbox-demo".into()),
         rootfs: Some(root),
         closure: Some(info),
@@ -148,8 +169,7 @@ pub fn make() -> Result<Example> {
             subvol("@home", "/home"),
         ],
         ..Spec::default()
-    };
-    Ok(Example { _dir: dir, spec })
+    }
 }
 
 /// Sets a file capability. Unprivileged, that takes a user namespace in

@@ -24,9 +24,10 @@
 //! only, and an ACL set on the unpacked files would be translated through
 //! the namespace's map as if it named host ids).
 //!
-//! Why one file of some 600 lines: it holds one concern, unpacking an
-//! archive safely, and about 130 of them are the tests of its private
-//! checks (names, parents, links), which belong beside them.
+//! Why one file of some 630 lines before its tests: it holds one concern,
+//! unpacking an archive safely (the `Unpacker`'s steps and the checks they
+//! make on names, parents and links), and its tests of those private checks
+//! belong beside them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -153,124 +154,85 @@ pub fn unpack(archive: &Path, into: &Path) -> Result<TarOwners> {
     fs::set_permissions(into, fs::Permissions::from_mode(0o755))?;
     let reader = open_decompressed(archive)?;
     let mut ar = tar::Archive::new(reader);
-    let mut owners = TarOwners::default();
-    // Directories' modes and mtimes, set last (children change both).
-    let mut dirs: Vec<(PathBuf, u32, Option<TimeSpec>)> = Vec::new();
-    let mut acls_kept = 0u64;
-    let mut xattrs_skipped: BTreeMap<String, u64> = BTreeMap::new();
+    let mut u = Unpacker {
+        archive,
+        into,
+        owners: TarOwners::default(),
+        dirs: Vec::new(),
+        acls_kept: 0,
+        xattrs_skipped: BTreeMap::new(),
+    };
     let entries = ar
         .entries()
         .with_context(|| format!("reading {}", archive.display()))?;
     for entry in entries {
-        let mut entry = entry.with_context(|| format!("reading {}", archive.display()))?;
+        let entry = entry.with_context(|| format!("reading {}", archive.display()))?;
+        u.entry(entry)?;
+    }
+    u.set_directories()?;
+    Ok(u.finish())
+}
+
+/// The state of one [`unpack`]: where it writes, and what it has learnt.
+struct Unpacker<'a> {
+    archive: &'a Path,
+    into: &'a Path,
+    owners: TarOwners,
+    /// Directories' modes and mtimes, set last (children change both).
+    dirs: Vec<(PathBuf, u32, Option<TimeSpec>)>,
+    /// How many entries carry POSIX ACLs (kept, not applied).
+    acls_kept: u64,
+    /// Xattrs other than `user.*`, by name: not applied.
+    xattrs_skipped: BTreeMap<String, u64>,
+}
+
+/// What an entry's header and PAX records say about it.
+struct Meta {
+    rec: TarEntry,
+    mtime: Option<TimeSpec>,
+    user_xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// The error context of one entry: `ARCHIVE: entry NAME: what`.
+type At<'a> = dyn Fn(&str) -> String + 'a;
+
+impl Unpacker<'_> {
+    /// Unpacks one archive entry under `into` and records its owner.
+    fn entry<R: Read>(&mut self, mut entry: tar::Entry<'_, R>) -> Result<()> {
         let kind = entry.header().entry_type();
         if matches!(kind, EntryType::XGlobalHeader) {
-            continue;
+            return Ok(());
         }
         let name = entry.path_bytes().into_owned();
+        let archive = self.archive;
         let at = |what: &str| format!("{}: entry {}: {what}", archive.display(), show(&name));
         let parts = components(&name)
             .map_err(|why| anyhow!(at(&format!("{why}; refusing to unpack outside the rootfs"))))?;
-        let h = entry.header();
-        let uid = u32::try_from(h.uid().with_context(|| at("uid"))?)
-            .map_err(|_| anyhow!(at("uid out of range")))?;
-        let gid = u32::try_from(h.gid().with_context(|| at("gid"))?)
-            .map_err(|_| anyhow!(at("gid out of range")))?;
-        let mode = h.mode().with_context(|| at("mode"))? & 0o7777;
-        let mut mtime = h.mtime().ok().map(|s| TimeSpec::new(s as i64, 0));
+        let mut meta = read_header(entry.header(), &at)?;
+        self.read_pax(&mut entry, &mut meta, &at)?;
         let link = entry.link_name_bytes().map(|l| l.into_owned());
-        let (major, minor) = (
-            h.device_major().ok().flatten().unwrap_or(0),
-            h.device_minor().ok().flatten().unwrap_or(0),
-        );
-
-        // PAX records: precise mtime, ACLs, xattrs.
-        let mut rec = TarEntry {
-            uid,
-            gid,
-            mode,
-            ..TarEntry::default()
-        };
-        let mut user_xattrs: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-        if let Some(pax) = entry.pax_extensions().with_context(|| at("PAX records"))? {
-            for ext in pax {
-                let ext = ext.with_context(|| at("PAX record"))?;
-                let (key, value) = (ext.key_bytes(), ext.value_bytes());
-                match key {
-                    b"mtime" => {
-                        if let Some(t) = pax_time(value) {
-                            mtime = Some(t);
-                        }
-                    }
-                    b"SCHILY.acl.access" | b"SCHILY.xattr.system.posix_acl_access" => {
-                        rec.acl_access = Some(value.to_vec())
-                    }
-                    b"SCHILY.acl.default" | b"SCHILY.xattr.system.posix_acl_default" => {
-                        rec.acl_default = Some(value.to_vec())
-                    }
-                    k => {
-                        let x = k
-                            .strip_prefix(b"SCHILY.xattr.")
-                            .or_else(|| k.strip_prefix(b"LIBARCHIVE.xattr."));
-                        match x {
-                            Some(x) if x.starts_with(b"user.") => {
-                                user_xattrs.push((x.to_vec(), value.to_vec()))
-                            }
-                            Some(x) => {
-                                *xattrs_skipped
-                                    .entry(String::from_utf8_lossy(x).into_owned())
-                                    .or_default() += 1
-                            }
-                            None => {}
-                        }
-                    }
-                }
-            }
-        }
-        if rec.acl_access.is_some() || rec.acl_default.is_some() {
-            acls_kept += 1;
-        }
 
         let image = format!("/{}", join(&parts));
-        let dst = parts.iter().fold(into.to_path_buf(), |p, c| {
-            p.join(std::ffi::OsStr::from_bytes(c))
-        });
+        let dst = under(self.into, &parts);
         if parts.is_empty() {
             // The archive's root directory (`./`): the rootfs itself.
             if !kind.is_dir() {
                 bail!(at("the root of the archive is not a directory"));
             }
-            dirs.push((dst, mode | 0o700, mtime));
-            owners.entries.insert(image, rec);
-            continue;
+            self.dirs.push((dst, meta.rec.mode | 0o700, meta.mtime));
+            self.owners.entries.insert(image, meta.rec);
+            return Ok(());
         }
-        make_parents(into, &parts, &at)?;
+        make_parents(self.into, &parts, &at)?;
 
+        let mode = meta.rec.mode;
         match kind {
             EntryType::Directory => {
-                match fs::symlink_metadata(&dst) {
-                    Ok(m) if m.is_dir() => {}
-                    Ok(_) => {
-                        remove(&dst, &at)?;
-                        mkdir(&dst, &at)?;
-                    }
-                    Err(_) => mkdir(&dst, &at)?,
-                }
-                dirs.push((dst.clone(), mode | 0o700, mtime));
+                make_directory(&dst, &at)?;
+                self.dirs.push((dst.clone(), mode | 0o700, meta.mtime));
             }
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
-                clear(&dst, &at)?;
-                let mut f = fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .custom_flags(libc::O_NOFOLLOW)
-                    .open(&dst)
-                    .with_context(|| at(&format!("creating {}", dst.display())))?;
-                io::copy(&mut entry, &mut f)
-                    .with_context(|| at(&format!("writing {}", dst.display())))?;
-                drop(f);
-                chmod(&dst, mode | 0o600, &at)?;
+                write_file(&mut entry, &dst, mode, &at)?
             }
             EntryType::Symlink => {
                 let target = link.ok_or_else(|| anyhow!(at("a symlink without a target")))?;
@@ -280,53 +242,7 @@ pub fn unpack(archive: &Path, into: &Path) -> Result<TarOwners> {
             }
             EntryType::Link => {
                 let target = link.ok_or_else(|| anyhow!(at("a hard link without a target")))?;
-                let tparts = components(&target).map_err(|why| {
-                    anyhow!(at(&format!(
-                        "hard link target {} is {why}; refusing to link outside the rootfs",
-                        show(&target)
-                    )))
-                })?;
-                if tparts.is_empty() {
-                    bail!(at("a hard link to the archive's root"));
-                }
-                // The target's parents must be real directories inside `into`.
-                check_parents(into, &tparts).map_err(|p| {
-                    anyhow!(at(&format!(
-                        "hard link target {} goes through {}, which is not a directory \
-                         (a symlink made by an earlier entry?); refusing to follow it",
-                        show(&target),
-                        show(p.as_bytes())
-                    )))
-                })?;
-                let src = tparts.iter().fold(into.to_path_buf(), |p, c| {
-                    p.join(std::ffi::OsStr::from_bytes(c))
-                });
-                match fs::symlink_metadata(&src) {
-                    Ok(m) if !m.is_dir() => {}
-                    Ok(_) => bail!(at(&format!(
-                        "hard link target {} is a directory",
-                        show(&target)
-                    ))),
-                    Err(_) => bail!(at(&format!(
-                        "hard link target {} is not in the archive before it",
-                        show(&target)
-                    ))),
-                }
-                if src != dst {
-                    clear(&dst, &at)?;
-                    // linkat(2) without AT_SYMLINK_FOLLOW: a symlink is linked, not followed.
-                    fs::hard_link(&src, &dst)
-                        .with_context(|| at(&format!("linking {}", dst.display())))?;
-                }
-                // One inode: the image shows whichever name comes first, so
-                // both names carry the target's owner and mode.
-                let trec = owners
-                    .entries
-                    .get(&format!("/{}", join(&tparts)))
-                    .cloned()
-                    .unwrap_or(rec);
-                owners.entries.insert(image, trec);
-                continue;
+                return self.hard_link(&target, &dst, image, meta.rec, &at);
             }
             EntryType::Fifo => {
                 clear(&dst, &at)?;
@@ -335,87 +251,277 @@ pub fn unpack(archive: &Path, into: &Path) -> Result<TarOwners> {
                 chmod(&dst, mode | 0o600, &at)?;
             }
             EntryType::Char | EntryType::Block => {
-                owners.devices.push(SkippedDevice {
+                let (major, minor) = device_numbers(entry.header());
+                self.owners.devices.push(SkippedDevice {
                     path: image,
                     kind: if kind == EntryType::Char { 'c' } else { 'b' },
                     major,
                     minor,
                     mode,
-                    uid,
-                    gid,
+                    uid: meta.rec.uid,
+                    gid: meta.rec.gid,
                 });
-                continue;
+                return Ok(());
             }
             other => {
-                owners.warnings.push(format!(
+                self.owners.warnings.push(format!(
                     "{}: entry {}: type {other:?} left out",
                     archive.display(),
                     show(&name)
                 ));
-                continue;
+                return Ok(());
             }
         }
-        for (k, v) in &user_xattrs {
-            if let Err(e) = xattr::set(&dst, std::ffi::OsStr::from_bytes(k), v) {
-                owners.warnings.push(format!(
+        self.set_xattrs(&dst, &image, &meta.user_xattrs);
+        if !kind.is_dir() {
+            if let Some(t) = meta.mtime {
+                set_mtime(&dst, t, &at)?;
+            }
+        }
+        self.owners.entries.insert(image, meta.rec);
+        Ok(())
+    }
+
+    /// Reads an entry's PAX records: a precise mtime, ACLs (kept raw) and
+    /// xattrs (`user.*` kept for the file, the others counted as skipped).
+    fn read_pax<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        meta: &mut Meta,
+        at: &At,
+    ) -> Result<()> {
+        if let Some(pax) = entry.pax_extensions().with_context(|| at("PAX records"))? {
+            for ext in pax {
+                let ext = ext.with_context(|| at("PAX record"))?;
+                let (key, value) = (ext.key_bytes(), ext.value_bytes());
+                match key {
+                    b"mtime" => {
+                        if let Some(t) = pax_time(value) {
+                            meta.mtime = Some(t);
+                        }
+                    }
+                    b"SCHILY.acl.access" | b"SCHILY.xattr.system.posix_acl_access" => {
+                        meta.rec.acl_access = Some(value.to_vec())
+                    }
+                    b"SCHILY.acl.default" | b"SCHILY.xattr.system.posix_acl_default" => {
+                        meta.rec.acl_default = Some(value.to_vec())
+                    }
+                    k => {
+                        let x = k
+                            .strip_prefix(b"SCHILY.xattr.")
+                            .or_else(|| k.strip_prefix(b"LIBARCHIVE.xattr."));
+                        match x {
+                            Some(x) if x.starts_with(b"user.") => {
+                                meta.user_xattrs.push((x.to_vec(), value.to_vec()))
+                            }
+                            Some(x) => {
+                                *self
+                                    .xattrs_skipped
+                                    .entry(String::from_utf8_lossy(x).into_owned())
+                                    .or_default() += 1
+                            }
+                            None => {}
+                        }
+                    }
+                }
+            }
+        }
+        if meta.rec.acl_access.is_some() || meta.rec.acl_default.is_some() {
+            self.acls_kept += 1;
+        }
+        Ok(())
+    }
+
+    /// Links `dst` to the earlier entry `target` names, and gives both
+    /// names the target's owner and mode.
+    fn hard_link(
+        &mut self,
+        target: &[u8],
+        dst: &Path,
+        image: String,
+        rec: TarEntry,
+        at: &At,
+    ) -> Result<()> {
+        let tparts = components(target).map_err(|why| {
+            anyhow!(at(&format!(
+                "hard link target {} is {why}; refusing to link outside the rootfs",
+                show(target)
+            )))
+        })?;
+        if tparts.is_empty() {
+            bail!(at("a hard link to the archive's root"));
+        }
+        // The target's parents must be real directories inside `into`.
+        check_parents(self.into, &tparts).map_err(|p| {
+            anyhow!(at(&format!(
+                "hard link target {} goes through {}, which is not a directory \
+                 (a symlink made by an earlier entry?); refusing to follow it",
+                show(target),
+                show(p.as_bytes())
+            )))
+        })?;
+        let src = under(self.into, &tparts);
+        match fs::symlink_metadata(&src) {
+            Ok(m) if !m.is_dir() => {}
+            Ok(_) => bail!(at(&format!(
+                "hard link target {} is a directory",
+                show(target)
+            ))),
+            Err(_) => bail!(at(&format!(
+                "hard link target {} is not in the archive before it",
+                show(target)
+            ))),
+        }
+        if src != dst {
+            clear(dst, at)?;
+            // linkat(2) without AT_SYMLINK_FOLLOW: a symlink is linked, not followed.
+            fs::hard_link(&src, dst).with_context(|| at(&format!("linking {}", dst.display())))?;
+        }
+        // One inode: the image shows whichever name comes first, so
+        // both names carry the target's owner and mode.
+        let trec = self
+            .owners
+            .entries
+            .get(&format!("/{}", join(&tparts)))
+            .cloned()
+            .unwrap_or(rec);
+        self.owners.entries.insert(image, trec);
+        Ok(())
+    }
+
+    /// Sets an entry's `user.*` xattrs; one that cannot be set is a warning.
+    fn set_xattrs(&mut self, dst: &Path, image: &str, xattrs: &[(Vec<u8>, Vec<u8>)]) {
+        for (k, v) in xattrs {
+            if let Err(e) = xattr::set(dst, std::ffi::OsStr::from_bytes(k), v) {
+                self.owners.warnings.push(format!(
                     "{image}: xattr {} not set: {e}",
                     String::from_utf8_lossy(k)
                 ));
             }
         }
-        if !kind.is_dir() {
+    }
+
+    /// Gives the directories their modes and mtimes, deepest first: setting
+    /// a directory's mtime must follow every change inside it.
+    fn set_directories(&mut self) -> Result<()> {
+        self.dirs
+            .sort_by_key(|(p, _, _)| std::cmp::Reverse(p.components().count()));
+        for (p, mode, mtime) in &self.dirs {
+            let at = |what: &str| format!("{}: {}: {what}", self.archive.display(), p.display());
+            chmod(p, *mode, &at)?;
             if let Some(t) = mtime {
-                set_mtime(&dst, t, &at)?;
+                set_mtime(p, *t, &at)?;
             }
         }
-        owners.entries.insert(image, rec);
+        Ok(())
     }
-    // Deepest first: setting a directory's mtime must follow every change
-    // inside it.
-    dirs.sort_by_key(|(p, _, _)| std::cmp::Reverse(p.components().count()));
-    for (p, mode, mtime) in &dirs {
-        let at = |what: &str| format!("{}: {}: {what}", archive.display(), p.display());
-        chmod(p, *mode, &at)?;
-        if let Some(t) = mtime {
-            set_mtime(p, *t, &at)?;
+
+    /// The owners, with one warning for each kind of thing left out:
+    /// device nodes, ACLs, xattrs other than `user.*`.
+    fn finish(mut self) -> TarOwners {
+        let owners = &mut self.owners;
+        if !owners.devices.is_empty() {
+            let list: Vec<String> = owners
+                .devices
+                .iter()
+                .take(8)
+                .map(|d| format!("{} ({} {}:{})", d.path, d.kind, d.major, d.minor))
+                .collect();
+            owners.warnings.push(format!(
+                "{} device node(s) of the archive left out (an unprivileged process cannot \
+                 create them; devtmpfs provides them at boot): {}{}",
+                owners.devices.len(),
+                list.join(", "),
+                if owners.devices.len() > 8 {
+                    ", …"
+                } else {
+                    ""
+                }
+            ));
         }
+        if self.acls_kept > 0 {
+            owners.warnings.push(format!(
+                "{} entr(y/ies) of the archive carry POSIX ACLs, which are not applied to \
+                 the image (owners and modes are)",
+                self.acls_kept
+            ));
+        }
+        if !self.xattrs_skipped.is_empty() {
+            let list: Vec<String> = self
+                .xattrs_skipped
+                .iter()
+                .map(|(k, n)| format!("{k} ×{n}"))
+                .collect();
+            owners.warnings.push(format!(
+                "xattrs of the archive not applied (only user.* are): {}",
+                list.join(", ")
+            ));
+        }
+        self.owners
     }
-    if !owners.devices.is_empty() {
-        let list: Vec<String> = owners
-            .devices
-            .iter()
-            .take(8)
-            .map(|d| format!("{} ({} {}:{})", d.path, d.kind, d.major, d.minor))
-            .collect();
-        owners.warnings.push(format!(
-            "{} device node(s) of the archive left out (an unprivileged process cannot create \
-             them; devtmpfs provides them at boot): {}{}",
-            owners.devices.len(),
-            list.join(", "),
-            if owners.devices.len() > 8 {
-                ", …"
-            } else {
-                ""
-            }
-        ));
+}
+
+/// An entry's owner, permission bits and mtime, as its header gives them.
+fn read_header(h: &tar::Header, at: &At) -> Result<Meta> {
+    let uid = u32::try_from(h.uid().with_context(|| at("uid"))?)
+        .map_err(|_| anyhow!(at("uid out of range")))?;
+    let gid = u32::try_from(h.gid().with_context(|| at("gid"))?)
+        .map_err(|_| anyhow!(at("gid out of range")))?;
+    let mode = h.mode().with_context(|| at("mode"))? & 0o7777;
+    Ok(Meta {
+        rec: TarEntry {
+            uid,
+            gid,
+            mode,
+            ..TarEntry::default()
+        },
+        mtime: h.mtime().ok().map(|s| TimeSpec::new(s as i64, 0)),
+        user_xattrs: Vec::new(),
+    })
+}
+
+/// A device entry's major and minor numbers (0 where the header has none).
+fn device_numbers(h: &tar::Header) -> (u32, u32) {
+    (
+        h.device_major().ok().flatten().unwrap_or(0),
+        h.device_minor().ok().flatten().unwrap_or(0),
+    )
+}
+
+/// `into` joined with an entry's components.
+fn under(into: &Path, parts: &[&[u8]]) -> PathBuf {
+    parts.iter().fold(into.to_path_buf(), |p, c| {
+        p.join(std::ffi::OsStr::from_bytes(c))
+    })
+}
+
+/// A directory at `dst`: kept if one is there, else made (after removing
+/// whatever an earlier entry left at that name).
+fn make_directory(dst: &Path, at: &At) -> Result<()> {
+    match fs::symlink_metadata(dst) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => {
+            remove(dst, at)?;
+            mkdir(dst, at)
+        }
+        Err(_) => mkdir(dst, at),
     }
-    if acls_kept > 0 {
-        owners.warnings.push(format!(
-            "{acls_kept} entr(y/ies) of the archive carry POSIX ACLs, which are not applied to \
-             the image (owners and modes are)"
-        ));
-    }
-    if !xattrs_skipped.is_empty() {
-        let list: Vec<String> = xattrs_skipped
-            .iter()
-            .map(|(k, n)| format!("{k} ×{n}"))
-            .collect();
-        owners.warnings.push(format!(
-            "xattrs of the archive not applied (only user.* are): {}",
-            list.join(", ")
-        ));
-    }
-    Ok(owners)
+}
+
+/// Writes a regular file's contents to `dst` (`O_NOFOLLOW | O_EXCL`, after
+/// clearing the name) and gives it the entry's mode plus `u+rw`.
+fn write_file(entry: &mut impl Read, dst: &Path, mode: u32, at: &At) -> Result<()> {
+    clear(dst, at)?;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(dst)
+        .with_context(|| at(&format!("creating {}", dst.display())))?;
+    io::copy(entry, &mut f).with_context(|| at(&format!("writing {}", dst.display())))?;
+    drop(f);
+    chmod(dst, mode | 0o600, at)
 }
 
 fn join(parts: &[&[u8]]) -> String {

@@ -203,8 +203,44 @@ impl Child {
 
     /// Waits for the command, forwarding SIGINT, SIGTERM, SIGHUP and
     /// SIGQUIT sent to this process to it.
-    pub fn wait(mut self) -> Result<ExitStatus> {
+    pub fn wait(self) -> Result<ExitStatus> {
+        self.wait_inner(None)
+    }
+
+    /// [`Child::wait`], for a command that must end when it is told to (a
+    /// build step, not an interactive program): once a signal has been
+    /// forwarded, the sandbox gets `grace` to end, then it is killed
+    /// (SIGKILL to its first process, which takes a PID namespace with it).
+    /// A command that catches the signal and carries on, or that a shell
+    /// started just after the signal (so it never saw it), cannot keep the
+    /// caller waiting. The status is then that of the forwarded signal.
+    pub fn wait_stopping_after(self, grace: std::time::Duration) -> Result<ExitStatus> {
+        self.wait_inner(Some(grace))
+    }
+
+    fn wait_inner(mut self, grace: Option<std::time::Duration>) -> Result<ExitStatus> {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        // Set once a signal is forwarded (with a grace period): the
+        // deadline, and the signal the status will report.
+        let mut stopping: Option<(std::time::Instant, Signal)> = None;
+        let mut killed = None;
         let status = loop {
+            if let Some((deadline, sig)) = stopping {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                let ms = PollTimeout::try_from(left.as_millis().min(60_000) as i32)
+                    .unwrap_or(PollTimeout::MAX);
+                let mut fds = [PollFd::new(self.signals.as_fd(), PollFlags::POLLIN)];
+                match poll(&mut fds, ms) {
+                    Ok(0) => {
+                        tracing::debug!("the sandbox did not end after {sig}: killing it");
+                        let _ = kill(self.pid, Signal::SIGKILL);
+                        (stopping, killed) = (None, Some(sig));
+                        continue;
+                    }
+                    Err(nix::errno::Errno::EINTR) | Ok(_) => {}
+                    Err(e) => return Err(Error::sys("waiting for signals")(e)),
+                }
+            }
             let info = self
                 .signals
                 .read_signal()
@@ -215,6 +251,9 @@ impl Child {
                 if let Some(sig) = sig {
                     tracing::debug!("forwarding {sig} to the sandbox");
                     let _ = kill(self.pid, sig);
+                    if let (Some(grace), None, None) = (grace, stopping, killed) {
+                        stopping = Some((std::time::Instant::now() + grace, sig));
+                    }
                 }
                 continue;
             }
@@ -225,6 +264,10 @@ impl Child {
                 Err(e) => return Err(Error::sys("waiting for the sandbox")(e)),
             }
         };
+        if let Some(sig) = killed {
+            self.done = true;
+            return Ok(ExitStatus::Signaled(sig as i32));
+        }
         self.done = true;
         // The direct child is the monitor; the command's own status is what
         // the monitor reported.

@@ -123,6 +123,9 @@ pub fn run(
     })
 }
 
+/// How long the staging step has to end after a forwarded signal.
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Runs the staging step in the sandbox. With `--map auto`, where no user
 /// namespace can be had (emulation, a sysctl, seccomp or an LSM, a
 /// chroot: [`rootbox_sandbox::Error::no_namespace_reason`]), it runs in this process
@@ -143,6 +146,8 @@ fn in_namespace(
     }
     let tool = job.make.tool();
     tracing::debug!("staging and running {tool} in the sandbox");
+    // A forwarded Ctrl-C or kill must end the build: a step that does not
+    // end within STOP_GRACE of it is killed, with its PID namespace.
     let sandbox = Sandbox::new()
         .map(opts.map)
         .unshare_pid()
@@ -151,7 +156,8 @@ fn in_namespace(
             "__stage".into(),
             job_path.into(),
         ])
-        .run();
+        .spawn()
+        .and_then(|child| child.wait_stopping_after(STOP_GRACE));
     let used = Namespace {
         used: true,
         reason: None,

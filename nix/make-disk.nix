@@ -41,7 +41,7 @@
 # `rootbox`: taken from pkgs when it has one (nix/flake.nix's overlay adds
 # it); otherwise built from this repository with nix/package.nix, for the
 # build platform (buildPackages), as the tool runs there. `rootbox disk`
-# runs mkfs.vfat, fsck.vfat (dosfstools), mmd, mcopy (mtools) and
+# runs mkfs.vfat, fsck.vfat (dosfstools), mmd, mcopy, mdir (mtools) and
 # mkfs.btrfs (btrfs-progs) from PATH; they are nativeBuildInputs here.
 {
   lib,

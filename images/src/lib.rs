@@ -35,6 +35,7 @@
 pub mod closure;
 pub mod disk;
 pub mod fs;
+mod image_path;
 pub mod layout;
 pub mod nixos;
 pub mod owners;

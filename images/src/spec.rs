@@ -34,7 +34,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::fs::vfat::{self, VfatError};
-use crate::layout::check_image_path;
+use crate::image_path::check_image_path;
 use crate::size::{ByteSize, Size};
 
 mod subvolume;

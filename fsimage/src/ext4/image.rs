@@ -13,7 +13,7 @@ use super::layout::{
     INCOMPAT_64BIT, INCOMPAT_READ, INLINE_DATA_FL, MAGIC, ROOT_INO, RO_COMPAT_METADATA_CSUM,
     SUPER_OFFSET, XATTR_MAGIC,
 };
-use super::{Time, Times};
+use super::time::{Time, Times};
 use crate::entry::{decode_dev, join, Xattrs, S_IFBLK, S_IFCHR, S_IFDIR, S_IFLNK, S_IFMT};
 use crate::source::{bytes, get, Source};
 use crate::{Entry, Error};

@@ -16,6 +16,7 @@
 
 mod image;
 mod layout;
+mod time;
 
 use std::fs::File;
 use std::path::Path;
@@ -23,6 +24,7 @@ use std::path::Path;
 use crate::source::{Source, Window};
 use crate::{Entry, Error};
 use image::Image;
+pub use time::{Time, Times};
 
 /// Every path of the ext4 image at `image`, the root (`/`) first and
 /// parents before children.
@@ -50,28 +52,6 @@ pub fn read_at(file: &File, offset: u64, len: u64) -> Result<Vec<Entry>, Error> 
 /// [`read`] of an image held in memory.
 pub fn read_bytes(image: &[u8]) -> Result<Vec<Entry>, Error> {
     entries(image)
-}
-
-/// One time of an inode, as the kernel decodes it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Time {
-    /// Seconds since 1970 (before it: negative).
-    pub seconds: i64,
-    /// Nanoseconds (0 where the inode has no `_extra` field for it).
-    pub nanoseconds: u32,
-}
-
-/// The times of one inode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Times {
-    /// Last access.
-    pub atime: Time,
-    /// Last change of the data.
-    pub mtime: Time,
-    /// Last change of the inode.
-    pub ctime: Time,
-    /// Creation; `None` in an inode too small to hold it.
-    pub crtime: Option<Time>,
 }
 
 /// The times of every inode reachable from the root of the ext4 image at

@@ -153,37 +153,12 @@ fn owners_and_devices(
     // Without a namespace (--no-userns) the caller's ids play the part the
     // overflow ids play in one: they become root's.
     let (ou, og) = caller.unwrap_or_else(overflow_ids);
-    // Device nodes by subvolume name, then path inside it.
-    let mut by_subvol: HashMap<Vec<u8>, HashMap<Vec<u8>, u64>> = HashMap::new();
-    for (staged, rdev) in devices {
-        let mut parts = staged.components();
-        let Some(first) = parts.next() else { continue };
-        let rel = parts.as_path().as_os_str().as_bytes().to_vec();
-        by_subvol
-            .entry(first.as_os_str().as_bytes().to_vec())
-            .or_default()
-            .insert(rel, *rdev);
-    }
+    let by_subvol = devices_by_subvol(devices);
     let mut rw = Rewriter::open(image).context("opening the image for the rewrite")?;
     let subvols = rw.image().subvolumes().context("listing subvolumes")?;
     let mut fixed = Fixed::default();
     let mut matched = vec![false; manifest.map_or(0, |m| m.rules.len())];
-    // The top level holds only the subvolumes' directory entries; its root
-    // directory is the staging root (the caller's, without a namespace).
-    rw.update_inodes(5, &mut |v| {
-        let (u, g) = (v.uid == ou, v.gid == og);
-        (u || g).then(|| {
-            fixed.owners += 1;
-            InodeChange {
-                uid: u.then_some(0),
-                gid: g.then_some(0),
-                mode: None,
-                rdev: None,
-                times: None,
-            }
-        })
-    })
-    .context("rewriting the top level")?;
+    fixed.owners += top_level_owners(&mut rw, (ou, og))?;
     for planned in layout.subvolumes() {
         let Some(sv) = subvols.iter().find(|s| s.path == planned.name.as_bytes()) else {
             continue;
@@ -234,28 +209,74 @@ fn owners_and_devices(
         .with_context(|| format!("rewriting subvolume {}", planned.name))?;
     }
     if let Some(m) = manifest {
-        let missing: Vec<String> = m
-            .rules
-            .iter()
-            .zip(&matched)
-            .filter(|(_, hit)| !**hit)
-            .map(|(r, _)| {
-                format!(
-                    "line {}: {} matches nothing in the image",
-                    r.line, r.pattern
-                )
-            })
-            .collect();
-        if !missing.is_empty() {
-            bail!(
-                "the ownership manifest names paths the image does not have (a typo, or a path \
-                 outside every subvolume?):\n  {}",
-                missing.join("\n  ")
-            );
-        }
+        every_rule_matched(m, &matched)?;
     }
     rw.commit().context("writing the rewritten image")?;
     Ok(fixed)
+}
+
+/// The staged device nodes' numbers by subvolume name, then path inside
+/// it (the staged path's first component is the subvolume).
+fn devices_by_subvol(devices: &[(PathBuf, u64)]) -> HashMap<Vec<u8>, HashMap<Vec<u8>, u64>> {
+    let mut by_subvol: HashMap<Vec<u8>, HashMap<Vec<u8>, u64>> = HashMap::new();
+    for (staged, rdev) in devices {
+        let mut parts = staged.components();
+        let Some(first) = parts.next() else { continue };
+        let rel = parts.as_path().as_os_str().as_bytes().to_vec();
+        by_subvol
+            .entry(first.as_os_str().as_bytes().to_vec())
+            .or_default()
+            .insert(rel, *rdev);
+    }
+    by_subvol
+}
+
+/// The top level's owners `(ou, og)` given to root; returns how many
+/// inodes changed. The top level holds only the subvolumes' directory
+/// entries; its root directory is the staging root (the caller's, without
+/// a namespace).
+fn top_level_owners(rw: &mut Rewriter, (ou, og): (u32, u32)) -> Result<u64> {
+    let mut owners = 0;
+    rw.update_inodes(5, &mut |v| {
+        let (u, g) = (v.uid == ou, v.gid == og);
+        (u || g).then(|| {
+            owners += 1;
+            InodeChange {
+                uid: u.then_some(0),
+                gid: g.then_some(0),
+                mode: None,
+                rdev: None,
+                times: None,
+            }
+        })
+    })
+    .context("rewriting the top level")?;
+    Ok(owners)
+}
+
+/// Every rule of the ownership manifest matched a path of the image
+/// (`matched`, by rule), else an error naming the rules' lines.
+fn every_rule_matched(m: &Manifest, matched: &[bool]) -> Result<()> {
+    let missing: Vec<String> = m
+        .rules
+        .iter()
+        .zip(matched)
+        .filter(|(_, hit)| !**hit)
+        .map(|(r, _)| {
+            format!(
+                "line {}: {} matches nothing in the image",
+                r.line, r.pattern
+            )
+        })
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "the ownership manifest names paths the image does not have (a typo, or a path \
+             outside every subvolume?):\n  {}",
+            missing.join("\n  ")
+        );
+    }
+    Ok(())
 }
 
 /// Gives every inode that came from the archive the header's

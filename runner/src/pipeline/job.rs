@@ -154,7 +154,23 @@ pub enum MakeJob {
     /// ext4, erofs or squashfs from the layout's one root (`crate::fs`).
     Tree(crate::fs::StagedJob),
     /// vfat from the layout's one root (`crate::fs::vfat`).
-    Vfat(super::vfat::VfatJob),
+    Vfat(VfatJob),
+}
+
+/// The staging step's job for vfat: what `crate::fs::vfat::make_in`
+/// needs besides the staged tree.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct VfatJob {
+    /// The image file (the parent's unnamed file, as `/proc/self/fd/N`).
+    #[serde(with = "path_bytes")]
+    pub image: std::path::PathBuf,
+    /// A fixed size, or None to fit the files plus `headroom`.
+    pub size: Option<u64>,
+    pub headroom: u64,
+    pub label: Option<String>,
+    pub volume_id: u32,
+    /// A reproducible image: its times (None: the newest source mtime).
+    pub reproducible: Option<Option<i64>>,
 }
 
 impl MakeJob {

@@ -20,17 +20,19 @@
 //!
 //! The walk also counts files and bytes, for the report and the size
 //! estimate. Its output is a list of [`Op`]s, which [`super::stage`] makes.
+//! A source's xattrs and ACLs are read and translated by [`xattrs`].
+
+mod xattrs;
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, Metadata};
 use std::io;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use super::ids::{keep_mapped, overflow_ids, strip_setid, translate_acl, ACL_NAMES};
+use super::ids::{overflow_ids, strip_setid};
 use super::job::{Counts, Root};
 use super::ops::{Meta, Op};
 use super::request::StoreStaging;
@@ -69,32 +71,6 @@ pub struct Planner {
 /// Deepest directory nesting the planner walks; deeper trees are refused
 /// (mkfs.btrfs would need as many open directories).
 pub const MAX_DEPTH: usize = 1024;
-
-/// One warning naming the files whose xattrs could not be read (at most
-/// ten, then a count): those xattrs are not in the image.
-fn unreadable_xattrs_warning(lost: &[(PathBuf, String, String)]) -> Option<String> {
-    let (_, _, first_error) = lost.first()?;
-    let mut files: Vec<&Path> = lost.iter().map(|(p, _, _)| p.as_path()).collect();
-    files.dedup();
-    let named: Vec<String> = lost
-        .iter()
-        .take(10)
-        .map(|(p, n, _)| format!("{} ({n})", p.display()))
-        .collect();
-    let more = lost.len().saturating_sub(named.len());
-    Some(format!(
-        "xattrs of {} file{} could not be read and are not in the image ({first_error}; \
-         Nix 2.34's build sandbox refuses getxattr): {}{}",
-        files.len(),
-        if files.len() == 1 { "" } else { "s" },
-        named.join(", "),
-        if more > 0 {
-            format!(" and {more} more")
-        } else {
-            String::new()
-        }
-    ))
-}
 
 /// Sparse files at least this big are reported (mkfs.btrfs fills holes).
 const SPARSE_WARN_BYTES: u64 = 1 << 20;
@@ -161,48 +137,9 @@ impl Planner {
         if !owner_maps && clean {
             self.counts.rewrite_entries += 1;
         }
-        let mut xattrs = Vec::new();
-        if let Ok(names) = xattr::list(src) {
-            for name in names {
-                let value = match xattr::get(src, &name) {
-                    Ok(Some(v)) => v,
-                    // Removed between list and get: nothing to keep.
-                    Ok(None) => continue,
-                    Err(e) => {
-                        self.unreadable_xattrs.push((
-                            src.to_path_buf(),
-                            name.to_string_lossy().into_owned(),
-                            e.to_string(),
-                        ));
-                        continue;
-                    }
-                };
-                let key = name.as_bytes().to_vec();
-                if ACL_NAMES.contains(&key.as_slice()) {
-                    // Ids that do not map read as 0xffffffff inside.
-                    match translate_acl(&value, keep_mapped, keep_mapped) {
-                        Some((v, 0)) => xattrs.push((key, v)),
-                        Some((v, n)) => {
-                            clean = false;
-                            self.warnings.push(format!(
-                                "{}: dropped {n} ACL entr{} naming ids the namespace does not map \
-                                 (the booted kernel would reject them)",
-                                src.display(),
-                                if n == 1 { "y" } else { "ies" }
-                            ));
-                            xattrs.push((key, v));
-                        }
-                        None => {
-                            clean = false;
-                            self.warnings
-                                .push(format!("{}: malformed ACL dropped", src.display()));
-                        }
-                    }
-                } else {
-                    xattrs.push((key, value));
-                }
-            }
-        }
+        let kept = xattrs::read(src, &mut self.warnings, &mut self.unreadable_xattrs);
+        clean &= kept.clean;
+        let xattrs = kept.xattrs;
         let (atime, mtime) = times(m);
         self.max_mtime = self.max_mtime.max(mtime.0);
         let mut meta = Meta {
@@ -570,7 +507,7 @@ impl Planner {
         self.counts.copied_bytes = copied_bytes;
         self.counts.binds = binds;
         self.counts.bound_bytes = self.counts.bytes.saturating_sub(copied_bytes + file_bytes);
-        if let Some(w) = unreadable_xattrs_warning(&self.unreadable_xattrs) {
+        if let Some(w) = xattrs::unreadable_warning(&self.unreadable_xattrs) {
             self.warnings.push(w);
         }
     }
@@ -646,28 +583,4 @@ fn tree_size(p: &Path) -> (u64, u64) {
         }
     }
     acc
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn unreadable_xattrs_are_named_in_one_warning() {
-        assert_eq!(unreadable_xattrs_warning(&[]), None);
-        let lost: Vec<_> = (0..12)
-            .map(|i| {
-                (
-                    PathBuf::from(format!("/src/f{}", i / 2)),
-                    format!("user.x{i}"),
-                    "Operation not supported (os error 95)".to_string(),
-                )
-            })
-            .collect();
-        let w = unreadable_xattrs_warning(&lost).unwrap();
-        assert!(w.starts_with("xattrs of 6 files could not be read"), "{w}");
-        assert!(w.contains("Operation not supported (os error 95)"), "{w}");
-        assert!(w.contains("/src/f0 (user.x0), /src/f0 (user.x1)"), "{w}");
-        assert!(w.ends_with("/src/f4 (user.x9) and 2 more"), "{w}");
-    }
 }

@@ -68,7 +68,25 @@ pub enum Details {
     Ext4(TreeReport),
     Erofs(TreeReport),
     Squashfs(TreeReport),
-    Vfat(super::vfat::VfatReport),
+    Vfat(VfatReport),
+}
+
+/// What the report says of a vfat image (`"vfat"`).
+#[derive(Debug, Serialize)]
+pub struct VfatReport {
+    /// The Debian package of the tools that made the image.
+    pub tool: &'static str,
+    /// mkfs.vfat's version.
+    pub tool_version: String,
+    /// The volume id, as `/dev/disk/by-uuid` shows it (`2178-694E`).
+    pub volume_id: String,
+    /// 12, 16 or 32, as mkfs.vfat chose for the size.
+    pub fat_size: u8,
+    /// Files and directories read back equal to the rootfs.
+    pub verified_files: usize,
+    pub verified_dirs: usize,
+    /// A reproducible image: the time of every entry.
+    pub reproducible_epoch: Option<i64>,
 }
 
 /// The btrfs backend's part of the report (`"btrfs"`).

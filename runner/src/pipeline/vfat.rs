@@ -17,32 +17,15 @@ use anyhow::{bail, Context, Result};
 use rootbox_images::fs::vfat::{BootSector, Mkfs, FAT_EPOCH};
 use rootbox_images::size::Size;
 use rootbox_images::spec::Spec;
-use serde::{Deserialize, Serialize};
 
 use super::backend::{Backend, Planned};
 use super::fixup::FixUps;
-use super::job::{path_bytes, MakeJob, StageResult};
+use super::job::{MakeJob, StageResult, VfatJob};
 use super::launch::Staged;
-use super::report::{Details, Identity};
+use super::report::{Details, Identity, VfatReport};
 use super::request::Options;
 use super::verify::Verified;
 use crate::fs::vfat;
-
-/// The staging step's job for vfat: what `crate::fs::vfat::make_in`
-/// needs besides the staged tree.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct VfatJob {
-    /// The image file (the parent's unnamed file, as `/proc/self/fd/N`).
-    #[serde(with = "path_bytes")]
-    pub image: std::path::PathBuf,
-    /// A fixed size, or None to fit the files plus `headroom`.
-    pub size: Option<u64>,
-    pub headroom: u64,
-    pub label: Option<String>,
-    pub volume_id: u32,
-    /// A reproducible image: its times (None: the newest source mtime).
-    pub reproducible: Option<Option<i64>>,
-}
 
 /// The vfat backend, mkfs.vfat's version found.
 pub struct Vfat {
@@ -50,24 +33,6 @@ pub struct Vfat {
     /// The rootfs, walked and checked by [`Backend::check`].
     source: OnceCell<vfat::Source>,
     volume_id: u32,
-}
-
-/// What the report says of a vfat image (`"vfat"`).
-#[derive(Debug, Serialize)]
-pub struct VfatReport {
-    /// The Debian package of the tools that made the image.
-    pub tool: &'static str,
-    /// mkfs.vfat's version.
-    pub tool_version: String,
-    /// The volume id, as `/dev/disk/by-uuid` shows it (`2178-694E`).
-    pub volume_id: String,
-    /// 12, 16 or 32, as mkfs.vfat chose for the size.
-    pub fat_size: u8,
-    /// Files and directories read back equal to the rootfs.
-    pub verified_files: usize,
-    pub verified_dirs: usize,
-    /// A reproducible image: the time of every entry.
-    pub reproducible_epoch: Option<i64>,
 }
 
 impl Vfat {

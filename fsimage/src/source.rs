@@ -9,6 +9,21 @@ use zerocopy::FromBytes;
 
 use crate::Error;
 
+/// Opens an image file for a reader: the file, and its size, read once
+/// (every structure read is checked against it).
+pub(crate) fn open(image: &std::path::Path) -> Result<(File, u64), Error> {
+    let file = File::open(image).map_err(|source| Error::Open {
+        path: image.to_path_buf(),
+        source,
+    })?;
+    let len = file.metadata().map_err(|source| Error::Io {
+        what: "image size",
+        offset: 0,
+        source,
+    })?;
+    Ok((file, len.len()))
+}
+
 /// Bytes readable at an offset.
 pub(crate) trait Source {
     /// Fills `buf` from `offset`; an image too short gives `UnexpectedEof`.

@@ -29,17 +29,8 @@ pub use time::{Time, Times};
 /// Every path of the ext4 image at `image`, the root (`/`) first and
 /// parents before children.
 pub fn read(image: &Path) -> Result<Vec<Entry>, Error> {
-    let file = File::open(image).map_err(|source| Error::Open {
-        path: image.to_path_buf(),
-        source,
-    })?;
-    // Its size read once: every structure read is checked against it.
-    let len = file.metadata().map_err(|source| Error::Io {
-        what: "image size",
-        offset: 0,
-        source,
-    })?;
-    read_at(&file, 0, len.len())
+    let (file, len) = crate::source::open(image)?;
+    read_at(&file, 0, len)
 }
 
 /// [`read`] of an ext4 filesystem that lies in `file` from byte `offset`

@@ -10,7 +10,7 @@
 set -eu
 target=${1:?usage: mkrootfs-mmdebstrap.sh TARGET PUBKEY LABEL} pub=${2:?} label=${3:?}
 here=$(cd "$(dirname "$0")" && pwd)
-mirror=${BOOT_MIRROR:-http://deb.debian.org/debian}
+mirror=${BOOT_MIRROR:-$("$here/../debian-mirror")}
 suite=${BOOT_SUITE:-bookworm}
 [ "$(id -u)" != 0 ] || { echo "mkrootfs-mmdebstrap.sh: run as the unprivileged build user" >&2; exit 1; }
 # single quotes: mmdebstrap runs the hook with sh -c, "$1" = the chroot

@@ -9,7 +9,7 @@
 set -euo pipefail
 cache=${1:?usage: mkrootfs.sh CACHE_DIR}
 here=$(cd "$(dirname "$0")" && pwd)
-mirror=${BOOT_MIRROR:-http://deb.debian.org/debian}
+mirror=${BOOT_MIRROR:-$("$here/../debian-mirror")}
 suite=${BOOT_SUITE:-bookworm}
 label=${BOOT_LABEL:-rootbox-boot}
 log() { printf '[mkrootfs] %s\n' "$*" >&2; }

@@ -160,6 +160,20 @@ pub fn plan_fixes_as(
 mod tests {
     use super::*;
 
+    /// Asserts the fixes are `want`, as (path, uid, gid, mode) rows.
+    #[track_caller]
+    fn assert_rows(fixes: &[Fix], want: &[(&str, u32, u32, u32)]) {
+        let got: Vec<(String, u32, u32, u32)> = fixes
+            .iter()
+            .map(|f| (f.path.escaped(), f.uid, f.gid, f.mode))
+            .collect();
+        let want: Vec<(String, u32, u32, u32)> = want
+            .iter()
+            .map(|&(p, u, g, m)| (p.to_string(), u, g, m))
+            .collect();
+        assert_eq!(got, want);
+    }
+
     fn seen(path: &str, uid: u32, gid: u32, mode: u32) -> Seen {
         Seen {
             path: path.into(),
@@ -178,22 +192,14 @@ mod tests {
             seen("/shared", 0, 65534, 0o42775),
         ];
         let fixes = plan_fixes(&s, (65534, 65534), None, None).unwrap();
-        let got: Vec<(String, u32, u32, u32)> = fixes
-            .iter()
-            .map(|f| (f.path.escaped(), f.uid, f.gid, f.mode))
-            .collect();
-        let got: Vec<(&str, u32, u32, u32)> = got
-            .iter()
-            .map(|(p, u, g, m)| (p.as_str(), *u, *g, *m))
-            .collect();
-        assert_eq!(
-            got,
-            [
+        assert_rows(
+            &fixes,
+            &[
                 ("/nix/store/x/bin/su", 0, 0, 0o100755),
                 ("/run/wall", 0, 0, 0o100755),
                 // A directory's set-gid bit is inheritance, not privilege.
                 ("/shared", 0, 0, 0o42775),
-            ]
+            ],
         );
     }
 
@@ -255,21 +261,13 @@ mod tests {
             seen("/usr", 0, 0, 0o40755),
         ];
         let fixes = plan_fixes(&s, (65534, 65534), Some(&archive), Some(&m)).unwrap();
-        let got: Vec<(String, u32, u32, u32)> = fixes
-            .iter()
-            .map(|f| (f.path.escaped(), f.uid, f.gid, f.mode))
-            .collect();
-        let got: Vec<(&str, u32, u32, u32)> = got
-            .iter()
-            .map(|(p, u, g, m)| (p.as_str(), *u, *g, *m))
-            .collect();
-        assert_eq!(
-            got,
-            [
+        assert_rows(
+            &fixes,
+            &[
                 ("/etc/shadow", 0, 42, 0o100640),
                 ("/home/bob", 1002, 100, 0o40700),
                 ("/bin/sh", 0, 0, 0o120777),
-            ]
+            ],
         );
     }
 }

@@ -10,21 +10,13 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 use std::process::Command;
 
-use common::{can_run, compare, make_tree, run, Blind};
+use common::{can_run, compare, fresh, run, Blind, SEEN};
 use rootbox_fsimage::erofs::{self, At, Patch, XattrOrder};
 use rootbox_fsimage::{Entry, Error};
 
-const SEEN: Blind = Blind {
-    xattrs: false,
-    nlink_dirs: false,
-};
-
 /// mkfs.erofs of a fresh tree: `(tempdir, tree, image)`.
 fn made(args: &[&str]) -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let tree = dir.path().join("tree");
-    let img = dir.path().join("image.erofs");
-    make_tree(&tree, 254);
+    let (dir, tree, img) = fresh("erofs", 254);
     run(Command::new("mkfs.erofs")
         .arg("--quiet")
         .args(args)

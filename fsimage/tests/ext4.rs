@@ -10,19 +10,11 @@ use std::fs;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::process::Command;
 
-use common::{can_run, compare, make_tree, run, Blind};
+use common::{can_run, compare, fresh, run, SEEN};
 use rootbox_fsimage::{ext4, Entry, Error};
 
-const SEEN: Blind = Blind {
-    xattrs: false,
-    nlink_dirs: false,
-};
-
 fn made(args: &[&str]) -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let tree = dir.path().join("tree");
-    let img = dir.path().join("image.ext4");
-    make_tree(&tree, 255);
+    let (dir, tree, img) = fresh("ext4", 255);
     fs::File::create(&img).unwrap().set_len(64 << 20).unwrap();
     run(Command::new("mkfs.ext4")
         .args(["-q", "-F", "-E", "root_owner=0:0", "-d"])

@@ -8,19 +8,11 @@ use std::fs;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::process::Command;
 
-use common::{can_run, compare, make_tree, run, Blind};
+use common::{can_run, compare, fresh, run, Blind, SEEN};
 use rootbox_fsimage::{squashfs, Error};
 
-const SEEN: Blind = Blind {
-    xattrs: false,
-    nlink_dirs: false,
-};
-
 fn made(args: &[&str]) -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let tree = dir.path().join("tree");
-    let img = dir.path().join("image.squashfs");
-    make_tree(&tree, 255);
+    let (dir, tree, img) = fresh("squashfs", 255);
     run(Command::new("mksquashfs")
         .arg(&tree)
         .arg(&img)

@@ -160,6 +160,24 @@ pub struct Blind {
     pub nlink_dirs: bool,
 }
 
+/// Nothing the comparison checks is hidden from the reader: xattrs and
+/// directory link counts are compared too.
+pub const SEEN: Blind = Blind {
+    xattrs: false,
+    nlink_dirs: false,
+};
+
+/// A scratch directory holding a fresh test tree (names up to `name_max`
+/// bytes) and the path of the image to make from it, `image.EXT`:
+/// `(dir, tree, image)`.
+pub fn fresh(ext: &str, name_max: usize) -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let tree = dir.path().join("tree");
+    let img = dir.path().join(format!("image.{ext}"));
+    make_tree(&tree, name_max);
+    (dir, tree, img)
+}
+
 /// Compares every image entry with lstat of the tree, reporting every
 /// difference at once; hard links must share an inode number exactly
 /// where the tree's do.

@@ -9,18 +9,21 @@
 //! plain `cargo test` leaves them out; run them with `--ignored` (the
 //! arm64-build suite does), and then a missing input fails them.
 //!
-//! Each case is built twice from the same inputs, reproducibly, as the test
+//! btrfs with subvolumes, ext4, erofs, squashfs and a closure in `@nix`
+//! are each built twice from the same inputs, reproducibly, as the test
 //! user: by the aarch64 rootbox (`--map auto`: no user namespace can be had
 //! under qemu-user, so it builds without one and says why), and by this
 //! build's x86-64 rootbox in a user namespace with the same arm64 tools
 //! (the twin: same mkfs, so the images can be compared byte for byte). Both
 //! are read back on the host with the x86-64 reader (`inspect --json`,
-//! `__fs-read`) and the filesystem's own tool (`btrfs check`, `e2fsck
-//! -fn`), and must list the same, and be byte-identical: ext4 always, btrfs
-//! where the arm64 mkfs.btrfs is 7.3 or newer (sid's is): older ones number
-//! inodes in the order they list the staging directories, which differs
-//! between the namespace's tmpfs and the copy on disk (tests/no_userns.rs).
-//! Each report must name the arm64 mkfs's version (not the host's).
+//! `__fs-read`) and the filesystem's own tool (`btrfs check`, `e2fsck -fn`,
+//! `fsck.erofs`, `unsquashfs -l`), and must list the same and be
+//! byte-identical: btrfs only where the arm64 mkfs.btrfs is 7.3 or newer
+//! (sid's is): older ones number inodes in the order they list the staging
+//! directories, which differs between the namespace's tmpfs and the copy on
+//! disk (tests/no_userns.rs). Each report must name the arm64 mkfs's
+//! version (not the host's). Two emulated runs of btrfs (with a closure)
+//! and of ext4 must be byte-identical.
 //!
 //! A tree numbered like mmdebstrap --mode=unshare's needs `--map subrange`,
 //! which needs a namespace: under emulation the aarch64 rootbox refuses it
@@ -66,7 +69,14 @@ fn arm64() -> Arm64 {
         out.stdout.contains("ARM aarch64"),
         "not an aarch64 binary: {out}"
     );
-    for t in ["mkfs.btrfs", "btrfs", "mke2fs", "mkfs.ext4"] {
+    for t in [
+        "mkfs.btrfs",
+        "btrfs",
+        "mke2fs",
+        "mkfs.ext4",
+        "mkfs.erofs",
+        "mksquashfs",
+    ] {
         assert_arm64_tool(&a.tools.join(t));
     }
     a
@@ -159,6 +169,14 @@ fn assert_arm64_mkfs(a: &Arm64, r: &Value) {
             arm64_version(a, "mkfs.btrfs", "--version"),
         ),
         Some("ext4") => (&r["ext4"]["tool_version"], arm64_version(a, "mke2fs", "-V")),
+        Some("erofs") => (
+            &r["erofs"]["tool_version"],
+            arm64_version(a, "mkfs.erofs", "--version"),
+        ),
+        Some("squashfs") => (
+            &r["squashfs"]["tool_version"],
+            arm64_version(a, "mksquashfs", "-version"),
+        ),
         other => panic!("no tool version for {other:?}: {r:#}"),
     };
     assert_eq!(
@@ -290,6 +308,14 @@ fn assert_fsck(fs_name: &str, image: &Path) {
             let e2fsck = find_tool("e2fsck").expect("e2fsck (e2fsprogs)");
             run(Command::new(e2fsck).arg("-fn").arg(image)).assert_success();
         }
+        "erofs" => {
+            let fsck = find_tool("fsck.erofs").expect("fsck.erofs (erofs-utils)");
+            run(Command::new(fsck).arg(image)).assert_success();
+        }
+        "squashfs" => {
+            let unsquashfs = find_tool("unsquashfs").expect("unsquashfs (squashfs-tools)");
+            run(Command::new(unsquashfs).arg("-l").arg(image)).assert_success();
+        }
         _ => unreachable!("{fs_name}"),
     }
 }
@@ -307,11 +333,13 @@ fn prepare() -> (User, Arm64, tempfile::TempDir, PathBuf) {
     (user, a, dir, root)
 }
 
-/// btrfs with subvolumes and ext4: the emulated build equals its namespace
-/// twin, the owners are the single map's, the host's tools check it.
+/// btrfs with subvolumes, ext4, erofs and squashfs: the emulated build
+/// equals its namespace twin, the owners are the single map's, the host's
+/// tools check it (`btrfs check`, `e2fsck -fn`, `fsck.erofs`,
+/// `unsquashfs -l`).
 #[test]
 #[ignore = "needs the aarch64 rootbox (scripts/setup-arm64): the arm64-build suite"]
-fn emulated_btrfs_and_ext4_equal_their_namespace_twins() {
+fn every_filesystem_built_emulated_equals_its_namespace_twin() {
     let (user, a, dir, root) = prepare();
     for (fs_name, layout, key) in [
         (
@@ -320,6 +348,8 @@ fn emulated_btrfs_and_ext4_equal_their_namespace_twins() {
             "@",
         ),
         ("ext4", &[][..], ""),
+        ("erofs", &[][..], ""),
+        ("squashfs", &[][..], ""),
     ] {
         let image = |n: &str| dir.path().join(format!("{n}.{fs_name}"));
         let (e, n) = (image("emulated"), image("native"));

@@ -1108,3 +1108,90 @@ fn a_vfat_build_refuses_what_fat_cannot_take_naming_the_partition_and_field() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
+
+// ---- the largest build becomes the disk ------------------------------------
+
+/// On ext4 or XFS the largest build's own file becomes the disk
+/// (`fallocate` inserts room before it: its data is not copied); on a
+/// tmpfs, which cannot, it is copied in. Made reproducibly from the same
+/// inputs, the two disks are the same bytes, and the adopted one's
+/// assembly wrote less by at least that filesystem's data. The adopted
+/// partition reads back with e2fsck and rootbox's reader; nothing is left
+/// beside the output.
+#[test]
+fn the_largest_build_becomes_the_disk_where_room_can_be_inserted_and_matches_a_copy_byte_for_byte()
+{
+    use nix::sys::statfs::{statfs, EXT4_SUPER_MAGIC, XFS_SUPER_MAGIC};
+    let user = setup();
+    let a = tempdir_for(&user);
+    let b = tempdir_for(&user);
+    let kind = statfs(a.path()).unwrap().filesystem_type();
+    if kind != EXT4_SUPER_MAGIC && kind != XFS_SUPER_MAGIC {
+        skipped(format_args!(
+            "{} is on neither ext4 nor XFS: no file there can become the disk",
+            a.path().display()
+        ));
+        return;
+    }
+    if !is_root() {
+        skipped(format_args!(
+            "mounting the tmpfs for the copied disk needs root"
+        ));
+        return;
+    }
+    mount_tmpfs_for(&user, b.path(), "256m");
+    // 3 MB of data that neither mkfs can leave out as holes.
+    let big: Vec<u8> = (0..3_000_000u64).map(|i| (i * 7919 % 251) as u8).collect();
+    let spec = format!(
+        r#"{{"table": "gpt", "partitions": [{}, {},
+            {{"name": "big", "type": "linux", "content": {{"build": {{"filesystem": "ext4", "size": "160M", "rootfs": "big"}}}}}},
+            {}]}}"#,
+        partition_json("vfat", 1),
+        partition_json("btrfs", 2),
+        partition_json("raw", 4)
+    );
+    let mut reports = Vec::new();
+    for d in [a.path(), b.path()] {
+        tree_inputs(&user, d);
+        write_as(&user, &d.join("big/srv/data/file"), vec![7u8; 20_000]);
+        write_as(&user, &d.join("big/srv/big"), &big);
+        write_as(&user, &d.join("disk.json"), &spec);
+        let out = run(rootbox(&user)
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .env("RUST_LOG", "rootbox=debug")
+            .args(["disk", "--spec", s(&d.join("disk.json")), "--json"])
+            .args(["-o", s(&d.join("out.img"))]));
+        out.assert_success();
+        reports.push((json(&out), out.stderr.clone()));
+    }
+    let ((ra, _), (rb, log_b)) = (&reports[0], &reports[1]);
+    assert_eq!(ra["adopted_partition"], 3, "{ra:#}");
+    assert_eq!(rb["adopted_partition"], Value::Null, "{rb:#}");
+    assert!(
+        log_b.contains("cannot insert room before the image"),
+        "the fall-back to a copy is not said at debug level:\n{log_b}"
+    );
+    let (wa, wb) = (
+        ra["bytes_written"].as_u64().unwrap(),
+        rb["bytes_written"].as_u64().unwrap(),
+    );
+    assert!(wb >= wa + 3_000_000, "written: adopted {wa}, copied {wb}");
+    let img = a.path().join("out.img");
+    let (da, db) = (
+        fs::read(&img).unwrap(),
+        fs::read(b.path().join("out.img")).unwrap(),
+    );
+    let _ = Command::new("umount").arg(b.path()).status();
+    assert_eq!(da.len(), db.len());
+    let first = da.iter().zip(&db).position(|(x, y)| x != y);
+    assert!(first.is_none(), "the disks differ first at byte {first:?}");
+    assert_sgdisk_clean(&img);
+    check_filesystems(&user, a.path(), &img, ra);
+    let left: Vec<String> = fs::read_dir(a.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".rootbox") || n.contains("rootbox-tmp"))
+        .collect();
+    assert!(left.is_empty(), "scratch left: {left:?}");
+}

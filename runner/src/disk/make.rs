@@ -46,7 +46,10 @@ pub fn make(spec: &DiskSpec, output: &Path, opts: &Options) -> Result<Report> {
     let assemble_secs = lap(&mut t);
 
     // 5. Read back: the table, and each content with its own reader.
-    readback::read_back(&disk, &layout, &blobs, &made, &out_dir)?;
+    let adopted = disk.adopted.as_ref().map(|a| a.index);
+    readback::read_back(
+        &disk.file, &disk.path, adopted, &layout, &blobs, &made, &out_dir,
+    )?;
     let verify_secs = lap(&mut t);
 
     // 6. Publish: the block map, the zstd copy, the disk linked into place.

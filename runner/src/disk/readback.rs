@@ -18,7 +18,6 @@ use anyhow::{bail, Context, Result};
 use rootbox_images::disk::plan::DiskLayout;
 use rootbox_images::disk::table::{Table, GPT_BACKUP_SECTORS, GPT_FIRST_USABLE, SECTOR};
 
-use super::assemble::Disk;
 use super::contents::{Holds, Kind, Made};
 use super::inputs::Raw;
 use crate::fs::vfat;
@@ -34,24 +33,27 @@ pub fn read_ends(disk: &File, len: u64) -> std::io::Result<(Vec<u8>, Vec<u8>)> {
     Ok((head, tail))
 }
 
-/// Reads back everything in `disk`; `scratch` is where a vfat filesystem
-/// is copied out to.
+/// Reads back everything in `file` (`path`: a path child processes can
+/// open it by); `adopted`: the index of the partition whose content's own
+/// file is the disk; `scratch` is where a vfat filesystem is copied out
+/// to.
 pub fn read_back(
-    disk: &Disk,
+    file: &File,
+    path: &Path,
+    adopted: Option<usize>,
     layout: &DiskLayout,
     blobs: &[Raw],
     made: &[Option<Made>],
     scratch: &Path,
 ) -> Result<()> {
-    let (path, file) = (&disk.path, &disk.file);
     table(file, layout)?;
     for (b, at) in blobs.iter().zip(&layout.blobs) {
         same_bytes(&b.file, b.len, file, at.offset).with_context(|| format!("blob {}", at.name))?;
     }
     for (i, (m, e)) in made.iter().zip(&layout.table.entries).enumerate() {
         if let Some(m) = m {
-            let adopted = disk.adopted.as_ref().is_some_and(|a| a.index == i);
-            partition(file, path, e.start * SECTOR, m, adopted, scratch).with_context(|| {
+            let own = adopted == Some(i);
+            partition(file, path, e.start * SECTOR, m, own, scratch).with_context(|| {
                 format!(
                     "partition {} ({:?})",
                     e.number,

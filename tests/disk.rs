@@ -3,8 +3,10 @@
 //! filesystem tools (sfdisk --json, sgdisk -v, fsck.vfat -n, btrfs check,
 //! rootbox inspect on the extracted partition), a block map written with
 //! the real `bmaptool copy`, reproducible disks from two copies of the
-//! inputs on different filesystems, hostile specs and SIGKILL during
-//! assembly — each leaving nothing at the output path and no scratch.
+//! inputs on different filesystems, the largest build's own file made
+//! the disk on ext4/XFS (byte for byte the disk a copy makes on a tmpfs),
+//! hostile specs and SIGKILL during assembly and builds — each leaving
+//! nothing at the output path, and scratch only the next disk sweeps.
 
 mod common;
 
@@ -1194,4 +1196,70 @@ fn the_largest_build_becomes_the_disk_where_room_can_be_inserted_and_matches_a_c
         .filter(|n| n.starts_with(".rootbox") || n.contains("rootbox-tmp"))
         .collect();
     assert!(left.is_empty(), "scratch left: {left:?}");
+}
+
+/// SIGKILL while a large raw partition is spliced into a disk whose root
+/// build's own file became the disk: nothing at the output path; the
+/// scratch directory holding that file is removed by the next disk made
+/// in that directory.
+#[test]
+fn sigkill_while_assembling_around_an_adopted_build_leaves_scratch_the_next_disk_sweeps() {
+    use nix::sys::statfs::{statfs, EXT4_SUPER_MAGIC, XFS_SUPER_MAGIC};
+    let user = setup();
+    let dir = tempdir_for(&user);
+    let kind = statfs(dir.path()).unwrap().filesystem_type();
+    if kind != EXT4_SUPER_MAGIC && kind != XFS_SUPER_MAGIC {
+        skipped(format_args!(
+            "{} is on neither ext4 nor XFS: no build's file can become the disk",
+            dir.path().display()
+        ));
+        return;
+    }
+    tree_inputs(&user, dir.path());
+    let big = dir.path().join("big.raw");
+    let out = run(Command::new("dd")
+        .arg("if=/dev/urandom")
+        .arg(format!("of={}", big.display()))
+        .args(["bs=1M", "count=600", "status=none"]));
+    out.assert_success();
+    give_to(&user, &big);
+    let spec = format!(
+        r#"{{"table": "gpt", "partitions": [{}, {{"name": "big", "type": "linux", "content": {{"raw": "big.raw"}}}}]}}"#,
+        partition_json("btrfs", 1)
+    );
+    write_as(&user, &dir.path().join("kill.json"), &spec);
+    let img = dir.path().join("kill.img");
+    let running = start(rootbox(&user).args([
+        "disk",
+        "--spec",
+        s(&dir.path().join("kill.json")),
+        "-o",
+        s(&img),
+    ]));
+    // The adopted build, grown to the disk's size, in the scratch directory.
+    let grown = || {
+        fs::read_dir(dir.path()).unwrap().flatten().any(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(".rootbox-disk-")
+                && fs::read_dir(e.path()).is_ok_and(|files| {
+                    files
+                        .flatten()
+                        .any(|f| f.metadata().is_ok_and(|m| m.len() > 600 << 20))
+                })
+        })
+    };
+    let assembling = wait_until(Duration::from_secs(120), grown);
+    assert!(assembling, "never saw the build's file grown into the disk");
+    running.signal(nix::sys::signal::Signal::SIGKILL);
+    let out = running.finish();
+    assert_eq!(signal_of(&out.status), Some(9), "{out}");
+    assert!(!img.exists(), "{} exists", img.display());
+    assert!(grown(), "SIGKILL left no scratch: the sweep is not tried");
+    // The killed run's processes are gone once their sandbox notices.
+    std::thread::sleep(Duration::from_secs(2));
+    let (r, next) = disk_with(&user, dir.path(), "gpt", &["raw"], "next", &[]);
+    assert_eq!(r["verified"], true);
+    assert!(next.exists());
+    assert_nothing_left(dir.path(), &img);
 }

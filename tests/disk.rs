@@ -3,8 +3,10 @@
 //! filesystem tools (sfdisk --json, sgdisk -v, fsck.vfat -n, btrfs check,
 //! rootbox inspect on the extracted partition), a block map written with
 //! the real `bmaptool copy`, reproducible disks from two copies of the
-//! inputs on different filesystems, hostile specs and SIGKILL during
-//! assembly — each leaving nothing at the output path and no scratch.
+//! inputs on different filesystems, the largest build's own file made
+//! the disk on ext4/XFS (byte for byte the disk a copy makes on a tmpfs),
+//! hostile specs and SIGKILL during assembly and builds — each leaving
+//! nothing at the output path, and scratch only the next disk sweeps.
 
 mod common;
 
@@ -1107,4 +1109,157 @@ fn a_vfat_build_refuses_what_fat_cannot_take_naming_the_partition_and_field() {
         assert_nothing_left(d, &img);
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+// ---- the largest build becomes the disk ------------------------------------
+
+/// On ext4 or XFS the largest build's own file becomes the disk
+/// (`fallocate` inserts room before it: its data is not copied); on a
+/// tmpfs, which cannot, it is copied in. Made reproducibly from the same
+/// inputs, the two disks are the same bytes, and the adopted one's
+/// assembly wrote less by at least that filesystem's data. The adopted
+/// partition reads back with e2fsck and rootbox's reader; nothing is left
+/// beside the output.
+#[test]
+fn the_largest_build_becomes_the_disk_where_room_can_be_inserted_and_matches_a_copy_byte_for_byte()
+{
+    use nix::sys::statfs::{statfs, EXT4_SUPER_MAGIC, XFS_SUPER_MAGIC};
+    let user = setup();
+    let a = tempdir_for(&user);
+    let b = tempdir_for(&user);
+    let kind = statfs(a.path()).unwrap().filesystem_type();
+    if kind != EXT4_SUPER_MAGIC && kind != XFS_SUPER_MAGIC {
+        skipped(format_args!(
+            "{} is on neither ext4 nor XFS: no file there can become the disk",
+            a.path().display()
+        ));
+        return;
+    }
+    if !is_root() {
+        skipped(format_args!(
+            "mounting the tmpfs for the copied disk needs root"
+        ));
+        return;
+    }
+    mount_tmpfs_for(&user, b.path(), "256m");
+    // 3 MB of data that neither mkfs can leave out as holes.
+    let big: Vec<u8> = (0..3_000_000u64).map(|i| (i * 7919 % 251) as u8).collect();
+    let spec = format!(
+        r#"{{"table": "gpt", "partitions": [{}, {},
+            {{"name": "big", "type": "linux", "content": {{"build": {{"filesystem": "ext4", "size": "160M", "rootfs": "big"}}}}}},
+            {}]}}"#,
+        partition_json("vfat", 1),
+        partition_json("btrfs", 2),
+        partition_json("raw", 4)
+    );
+    let mut reports = Vec::new();
+    for d in [a.path(), b.path()] {
+        tree_inputs(&user, d);
+        write_as(&user, &d.join("big/srv/data/file"), vec![7u8; 20_000]);
+        write_as(&user, &d.join("big/srv/big"), &big);
+        write_as(&user, &d.join("disk.json"), &spec);
+        let out = run(rootbox(&user)
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .env("RUST_LOG", "rootbox=debug")
+            .args(["disk", "--spec", s(&d.join("disk.json")), "--json"])
+            .args(["-o", s(&d.join("out.img"))]));
+        out.assert_success();
+        reports.push((json(&out), out.stderr.clone()));
+    }
+    let ((ra, _), (rb, log_b)) = (&reports[0], &reports[1]);
+    assert_eq!(ra["adopted_partition"], 3, "{ra:#}");
+    assert_eq!(rb["adopted_partition"], Value::Null, "{rb:#}");
+    assert!(
+        log_b.contains("cannot insert room before the image"),
+        "the fall-back to a copy is not said at debug level:\n{log_b}"
+    );
+    let (wa, wb) = (
+        ra["bytes_written"].as_u64().unwrap(),
+        rb["bytes_written"].as_u64().unwrap(),
+    );
+    assert!(wb >= wa + 3_000_000, "written: adopted {wa}, copied {wb}");
+    let img = a.path().join("out.img");
+    let (da, db) = (
+        fs::read(&img).unwrap(),
+        fs::read(b.path().join("out.img")).unwrap(),
+    );
+    let _ = Command::new("umount").arg(b.path()).status();
+    assert_eq!(da.len(), db.len());
+    let first = da.iter().zip(&db).position(|(x, y)| x != y);
+    assert!(first.is_none(), "the disks differ first at byte {first:?}");
+    assert_sgdisk_clean(&img);
+    check_filesystems(&user, a.path(), &img, ra);
+    let left: Vec<String> = fs::read_dir(a.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".rootbox") || n.contains("rootbox-tmp"))
+        .collect();
+    assert!(left.is_empty(), "scratch left: {left:?}");
+}
+
+/// SIGKILL while a large raw partition is spliced into a disk whose root
+/// build's own file became the disk: nothing at the output path; the
+/// scratch directory holding that file is removed by the next disk made
+/// in that directory.
+#[test]
+fn sigkill_while_assembling_around_an_adopted_build_leaves_scratch_the_next_disk_sweeps() {
+    use nix::sys::statfs::{statfs, EXT4_SUPER_MAGIC, XFS_SUPER_MAGIC};
+    let user = setup();
+    let dir = tempdir_for(&user);
+    let kind = statfs(dir.path()).unwrap().filesystem_type();
+    if kind != EXT4_SUPER_MAGIC && kind != XFS_SUPER_MAGIC {
+        skipped(format_args!(
+            "{} is on neither ext4 nor XFS: no build's file can become the disk",
+            dir.path().display()
+        ));
+        return;
+    }
+    tree_inputs(&user, dir.path());
+    let big = dir.path().join("big.raw");
+    let out = run(Command::new("dd")
+        .arg("if=/dev/urandom")
+        .arg(format!("of={}", big.display()))
+        .args(["bs=1M", "count=600", "status=none"]));
+    out.assert_success();
+    give_to(&user, &big);
+    let spec = format!(
+        r#"{{"table": "gpt", "partitions": [{}, {{"name": "big", "type": "linux", "content": {{"raw": "big.raw"}}}}]}}"#,
+        partition_json("btrfs", 1)
+    );
+    write_as(&user, &dir.path().join("kill.json"), &spec);
+    let img = dir.path().join("kill.img");
+    let running = start(rootbox(&user).args([
+        "disk",
+        "--spec",
+        s(&dir.path().join("kill.json")),
+        "-o",
+        s(&img),
+    ]));
+    // The adopted build, grown to the disk's size, in the scratch directory.
+    let grown = || {
+        fs::read_dir(dir.path()).unwrap().flatten().any(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(".rootbox-disk-")
+                && fs::read_dir(e.path()).is_ok_and(|files| {
+                    files
+                        .flatten()
+                        .any(|f| f.metadata().is_ok_and(|m| m.len() > 600 << 20))
+                })
+        })
+    };
+    let assembling = wait_until(Duration::from_secs(120), grown);
+    assert!(assembling, "never saw the build's file grown into the disk");
+    running.signal(nix::sys::signal::Signal::SIGKILL);
+    let out = running.finish();
+    assert_eq!(signal_of(&out.status), Some(9), "{out}");
+    assert!(!img.exists(), "{} exists", img.display());
+    assert!(grown(), "SIGKILL left no scratch: the sweep is not tried");
+    // The killed run's processes are gone once their sandbox notices.
+    std::thread::sleep(Duration::from_secs(2));
+    let (r, next) = disk_with(&user, dir.path(), "gpt", &["raw"], "next", &[]);
+    assert_eq!(r["verified"], true);
+    assert!(next.exists());
+    assert_nothing_left(dir.path(), &img);
 }

@@ -15,11 +15,15 @@ use rootbox_sandbox::MapMode;
 use crate::pipeline::request::{Options, Reproducible, StoreStaging};
 use crate::pipeline::{build, BuildRequest, Report};
 
-/// A filesystem built for a partition: an unlinked file (nothing of it
-/// stays behind if rootbox is killed from here on) and the build's report.
+/// A filesystem built for a partition: a file in the disk's scratch
+/// directory (removed with it, swept by the next disk if rootbox is
+/// killed) and the build's report.
 pub struct Built {
     /// The image.
     pub file: File,
+    /// Its name in the scratch directory: the disk may take the file
+    /// itself as the disk (`assemble`).
+    pub path: std::path::PathBuf,
     /// Its bytes.
     pub size: u64,
     /// What the disk reads of the build's report ([`identity`]).
@@ -47,8 +51,7 @@ fn identity(r: &Report) -> Identity {
     }
 }
 
-/// Builds `spec` into `scratch/name` and unlinks it at once, keeping it
-/// open. `reproducible`: the epoch (None: the sources' newest mtime) and
+/// Builds `spec` into `scratch/name`, keeping it open. `reproducible`: the epoch (None: the sources' newest mtime) and
 /// seed of a reproducible build.
 pub fn build_partition(
     spec: &Spec,
@@ -74,10 +77,10 @@ pub fn build_partition(
     };
     let report = build(&request)?;
     let file = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
-    std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
     let size = file.metadata()?.len();
     Ok(Built {
         file,
+        path,
         size,
         identity: identity(&report),
         report,

@@ -10,7 +10,7 @@
 //! tells.
 
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use rootbox_images::disk::{DiskSpec, FatSpec, Part, PartSize};
@@ -35,6 +35,9 @@ pub struct Made {
     pub content_bytes: u64,
     /// What the bytes are.
     pub holds: Holds,
+    /// A build's file still has this name in the disk's scratch
+    /// directory: the disk may take the file itself (`assemble`).
+    pub kept: Option<PathBuf>,
 }
 
 /// What a content's bytes are.
@@ -115,6 +118,7 @@ impl Later {
                 build: None,
             }),
             file: m.file,
+            kept: None,
         })
     }
 }
@@ -136,7 +140,9 @@ pub fn scratch(dir: &Path) -> Result<Held> {
         .with_context(|| format!("creating scratch space in {}", dir.display()))
 }
 
-/// Makes every partition's content whose size is known.
+/// Makes every partition's content whose size is known. The scratch
+/// directory returned (if any build needed one) holds the builds' files
+/// by name: keep it until the disk is published.
 pub fn make_all(
     spec: &DiskSpec,
     parts: Vec<Option<Input>>,
@@ -144,11 +150,11 @@ pub fn make_all(
     entropy: &Entropy,
     fat_epoch: Option<i64>,
     opts: &Options,
-) -> Result<Vec<Slot>> {
+) -> Result<(Vec<Slot>, Option<Held>)> {
     // What disks killed while building left here goes first.
     sweep(out_dir, is_scratch);
-    // Only builds need a named place (a build links its image there, and
-    // it is unlinked at once); it goes when they are done.
+    // Only builds need a named place (a build links its image there); it
+    // goes when the disk is published.
     let scratch = parts
         .iter()
         .any(|p| matches!(p, Some(Input::Build(_))))
@@ -165,6 +171,7 @@ pub fn make_all(
                 len: r.len,
                 file: r.file,
                 holds: Holds::Raw,
+                kept: None,
             }),
             Some(Input::Build(s)) => {
                 let dir = scratch.as_ref().expect("made for builds").path();
@@ -198,7 +205,7 @@ pub fn make_all(
         };
         slots.push(slot);
     }
-    Ok(slots)
+    Ok((slots, scratch))
 }
 
 /// Builds partition `title`'s filesystem from `spec` into `dir`.
@@ -234,6 +241,7 @@ fn build_filesystem(
             build: Some(Box::new(b.report)),
         }),
         file: b.file,
+        kept: Some(b.path),
     })
 }
 

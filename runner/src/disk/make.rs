@@ -32,20 +32,24 @@ pub fn make(spec: &DiskSpec, output: &Path, opts: &Options) -> Result<Report> {
     } = inputs::read(spec, output, opts)?;
 
     // 2. Build each partition's content whose size is known.
-    let slots = contents::make_all(spec, parts, &out_dir, &entropy, fat_epoch, opts)?;
+    // The scratch directory holds the builds' files until the disk is out.
+    let (slots, _scratch) = contents::make_all(spec, parts, &out_dir, &entropy, fat_epoch, opts)?;
     let contents_secs = lap(&mut t);
 
     // 3. Place partitions and blobs; a `fill` vfat is made at its size.
     let (layout, made) = place::place(spec, slots, &blobs, &entropy, &out_dir)?;
     let place_secs = lap(&mut t);
 
-    // 4. Assemble: contents and blobs spliced in, the table written.
-    let disk_path = target.mkfs_path();
-    let disk = assemble::assemble(&disk_path, &layout, &blobs, &made)?;
+    // 4. Assemble: the largest build's file becomes the disk where the
+    // filesystem allows, the rest spliced in; the table written.
+    let disk = assemble::assemble(&target.mkfs_path(), &layout, &blobs, &made)?;
     let assemble_secs = lap(&mut t);
 
     // 5. Read back: the table, and each content with its own reader.
-    readback::read_back(&disk, &disk_path, &layout, &blobs, &made, &out_dir)?;
+    let adopted = disk.adopted.as_ref().map(|a| a.index);
+    readback::read_back(
+        &disk.file, &disk.path, adopted, &layout, &blobs, &made, &out_dir,
+    )?;
     let verify_secs = lap(&mut t);
 
     // 6. Publish: the block map, the zstd copy, the disk linked into place.
@@ -60,6 +64,8 @@ pub fn make(spec: &DiskSpec, output: &Path, opts: &Options) -> Result<Report> {
         table: spec.table,
         size_bytes: layout.bytes(),
         mapped_bytes: published.mapped,
+        bytes_written: disk.bytes_written,
+        adopted_partition: disk.adopted.as_ref().map(|a| a.index as u32 + 1),
         content_bytes,
         disk_guid: layout.table.disk_guid.map(|g| g.to_string()),
         disk_id: layout.table.disk_id.map(|d| format!("0x{d:08x}")),

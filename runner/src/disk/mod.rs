@@ -13,13 +13,16 @@
 //!    kind that knows its reader);
 //! 3. `place.rs`: partitions and blobs placed by
 //!    [`rootbox_images::disk::DiskSpec::plan`];
-//! 4. `assemble.rs`: every content spliced into an unnamed file beside the
-//!    output (`splice.rs`: data ranges only, so the disk stays sparse),
-//!    the table written;
+//! 4. `assemble.rs`: the largest build's own file made the disk where the
+//!    output's filesystem can insert room before it (ext4, XFS), else an
+//!    unnamed file beside the output; every other content spliced in
+//!    (`splice.rs`: data ranges only, so the disk stays sparse), the table
+//!    written;
 //! 5. [`readback`]: the table and every partition read back, each
 //!    filesystem with its own reader;
 //! 6. `publish.rs`: the optional `.bmap` and zstd copy, the disk linked
-//!    into place — before that, nothing is at the output path;
+//!    (or moved from the scratch directory) into place — before that,
+//!    nothing is at the output path;
 //! 7. [`report`]: the JSON report and its text summary.
 //!
 //! `rootbox disk`'s flags are `cli.rs` ([`DiskArgs`]); `--example` is

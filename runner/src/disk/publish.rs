@@ -1,16 +1,19 @@
 //! Phase 6 of a disk: the optional block map (`.bmap` 2.0) and zstd copy
-//! made, and the disk linked into place. Before that, nothing is at the
-//! output path.
+//! made, and the disk linked into place (or, where a build's file became
+//! the disk, moved there from the scratch directory). Before that,
+//! nothing is at the output path.
 
 use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
+use nix::fcntl::RenameFlags;
 use rootbox_images::disk::bmap;
 use rootbox_images::disk::hash::{hex, Digest, Sha256};
 
+use super::assemble::Disk;
 use super::options::{Compression, Options};
 use super::splice;
 use crate::output::Target;
@@ -23,23 +26,29 @@ pub struct Published {
     pub compressed: Option<String>,
 }
 
-/// Publishes the disk (`len` bytes of `disk`, the unnamed file of
-/// `target`) at `output`.
+/// Publishes the disk (`len` bytes of `disk`: the unnamed file of
+/// `target`, or an adopted build's) at `output`.
 pub fn publish(
     target: Target,
-    disk: &File,
+    disk: &Disk,
     len: u64,
     output: &Path,
     opts: &Options,
 ) -> Result<Published> {
-    let mapped = splice::mapped_bytes(disk, len)?;
+    let file = &disk.file;
+    let mapped = splice::mapped_bytes(file, len)?;
     let bmap_text = match &opts.bmap {
-        Some(_) => Some(make_bmap(disk, len)?),
+        Some(_) => Some(make_bmap(file, len)?),
         None => None,
     };
     let compressed = match opts.compress {
         None => {
-            target.publish()?;
+            match &disk.adopted {
+                None => {
+                    target.publish()?;
+                }
+                Some(a) => move_into_place(file, &a.name, output, opts.force)?,
+            }
             None
         }
         Some(Compression::Zstd) => {
@@ -50,7 +59,7 @@ pub fn publish(
                 .write(true)
                 .open(ztarget.mkfs_path())
                 .context("opening the unnamed compressed file")?;
-            compress_zstd(disk, len, zfile)?;
+            compress_zstd(file, len, zfile)?;
             ztarget.publish()?;
             Some("zstd".to_string())
         }
@@ -60,6 +69,27 @@ pub fn publish(
             .with_context(|| format!("writing the block map {}", p.display()))?;
     }
     Ok(Published { mapped, compressed })
+}
+
+/// Moves the disk `file`, named `name` in the scratch directory beside
+/// `output`, to `output`: mode 0644, as a published unnamed file gets.
+fn move_into_place(file: &File, name: &Path, output: &Path, force: bool) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    file.set_permissions(std::fs::Permissions::from_mode(0o644))
+        .context("setting the disk's mode")?;
+    let flags = if force {
+        RenameFlags::empty()
+    } else {
+        RenameFlags::RENAME_NOREPLACE
+    };
+    match nix::fcntl::renameat2(None, name, None, output, flags) {
+        Ok(()) => Ok(()),
+        Err(nix::Error::EEXIST) => bail!(
+            "output {} appeared while the disk was made (another run?): use --force to replace it",
+            output.display()
+        ),
+        Err(e) => Err(e).with_context(|| format!("moving the disk to {}", output.display())),
+    }
 }
 
 /// The .bmap of the disk: its data ranges in 4 KiB blocks, each hashed.

@@ -21,6 +21,14 @@ pub struct Report {
     pub size_bytes: u64,
     /// Bytes of the disk that are data, not holes.
     pub mapped_bytes: u64,
+    /// Bytes the disk's assembly wrote into the disk file: the data of
+    /// the contents and blobs put in, and the table; not the builds' own
+    /// writes, nor an adopted partition's content (written once, by its
+    /// build). On btrfs and XFS some may be shared extents, not copies.
+    pub bytes_written: u64,
+    /// The partition (from 1) whose build's own file became the disk
+    /// (ext4, XFS: no copy of it); null where every content was copied.
+    pub adopted_partition: Option<u32>,
     /// Bytes of what was put in: files of the filesystems, raw files,
     /// blobs.
     pub content_bytes: u64,

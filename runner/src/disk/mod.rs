@@ -10,7 +10,9 @@
 //! 2. `contents.rs`: each partition's content made — builds through the
 //!    build pipeline (`build.rs`), vfat with `crate::fs::vfat` — and the
 //!    one model of what a content is (raw bytes, or a filesystem of a
-//!    kind that knows its reader);
+//!    kind that knows its reader); then `verity.rs`: the dm-verity hash
+//!    trees of read-only filesystems (`veritysetup format`), whose root
+//!    hashes give the pair's GUIDs;
 //! 3. `place.rs`: partitions and blobs placed by
 //!    [`rootbox_images::disk::DiskSpec::plan`];
 //! 4. `assemble.rs`: every content spliced into an unnamed file beside the
@@ -39,6 +41,7 @@ mod publish;
 pub mod readback;
 pub mod report;
 mod splice;
+mod verity;
 
 pub use cli::{main, DiskArgs};
 pub use make::make;

@@ -122,6 +122,24 @@ pub struct PartitionReport {
     /// A build's own report.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub build: Option<Box<crate::pipeline::Report>>,
+    /// A dm-verity data or hash partition: the root hash (hex), which
+    /// `veritysetup open`/`verify` and `roothash=`/`usrhash=` take.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub roothash: Option<String>,
+}
+
+/// `parts` with each dm-verity pair's root hash on its data and hash
+/// partitions.
+pub fn with_root_hashes(
+    mut parts: Vec<PartitionReport>,
+    pairs: &[super::verity::Pair],
+) -> Vec<PartitionReport> {
+    for p in pairs {
+        for i in [p.data, p.hash] {
+            parts[i].roothash = Some(p.root_hash.clone());
+        }
+    }
+    parts
 }
 
 /// Each partition of the layout with its content.
@@ -160,6 +178,7 @@ pub fn partitions(
             fs_uuid: None,
             label: None,
             build: None,
+            roothash: None,
         };
         if let Some(m) = m {
             r.content_bytes = m.content_bytes;

@@ -75,6 +75,8 @@ pub struct Definition {
     pub copy_blocks: Option<At<PathBuf>>,
     /// `Subvolumes=`.
     pub subvolumes: Vec<At<String>>,
+    /// `MakeDirectories=` (rootbox takes only subvolume paths).
+    pub make_dirs: Vec<At<String>>,
     /// `DefaultSubvolume=`.
     pub default_subvolume: Option<At<String>>,
     /// `Minimize=`.
@@ -101,7 +103,6 @@ pub struct Definition {
 const REFUSED: &[(&str, &str)] = &[
     ("Encrypt", "rootbox makes no LUKS volumes; drop Encrypt= (or set Encrypt=off) and encrypt at first boot"),
     ("EncryptedVolume", "rootbox makes no LUKS volumes"),
-    ("MakeDirectories", "rootbox builds each filesystem from its tree as it is: create the directories in the CopyFiles= source, owned and with the mode they need"),
     ("MakeSymlinks", "rootbox builds each filesystem from its tree as it is: create the symlinks in the CopyFiles= source"),
     ("ExcludeFilesTarget", "rootbox cannot drop files from a tree it copies: remove them from the CopyFiles= source"),
     ("PaddingWeight", "free space after a partition is not something rootbox places; set X-Rootbox-StartSector= on the next partition for a gap"),
@@ -295,6 +296,13 @@ impl Definition {
             ),
             "CopyBlocks" => self.copy_blocks = self.blocks(v, line)?,
             "Subvolumes" => self.subvolumes(v, line)?,
+            "MakeDirectories" if empty => self.make_dirs.clear(),
+            "MakeDirectories" => {
+                for p in v.split_whitespace() {
+                    let p = absolute(&literal(p)?)?;
+                    self.make_dirs.push(At::new(line, p));
+                }
+            }
             "DefaultSubvolume" => {
                 self.default_subvolume = (!empty)
                     .then(|| absolute(&literal(v)?))

@@ -121,7 +121,8 @@ fn attributes(d: &Definition, t: &RepartType) -> Vec<Attribute> {
     let mut bits = match &d.flags {
         Some(f) => f.value,
         None => {
-            let ro = t.class == Class::Verity;
+            // Seen with repart 262: a Verity=data partition is read-only too.
+            let ro = t.class == Class::Verity || d.verity.is_some();
             let grow = t.class == Class::Grows && !d.read_only.as_ref().map_or(ro, |r| r.value);
             (u64::from(ro) << 60) | (u64::from(grow) << 59)
         }
@@ -267,6 +268,9 @@ fn tree(d: &Definition, base: &Path, spec: &mut Spec) -> Result<(), Located> {
                 value(&s.value, "is not among Subvolumes="),
             ));
         }
+        if let Some(m) = d.make_dirs.first() {
+            return Err(at(m, "MakeDirectories", value(&m.value, "rootbox builds each filesystem from its tree as it is: create the directory in the CopyFiles= source, owned and with the mode it needs")));
+        }
         if let Some(e) = d.exclude.first() {
             return Err(at(e, "ExcludeFiles", value(&e.value, "rootbox cannot drop files from a tree it copies: remove them from the CopyFiles= source")));
         }
@@ -289,7 +293,17 @@ fn tree(d: &Definition, base: &Path, spec: &mut Spec) -> Result<(), Located> {
     }
     spec.rootfs = Some(base.to_path_buf());
     spec.subvolumes = subvolumes(d)?;
-    Ok(())
+    make_dirs(d)
+}
+
+/// `MakeDirectories=` naming anything but a subvolume (which rootbox
+/// makes anyway; repart 262 with btrfs-progs 7.3 needs the line to make
+/// its subvolumes) is refused: rootbox builds from the tree as it is.
+fn make_dirs(d: &Definition) -> Result<(), Located> {
+    match d.make_dirs.iter().find(|m| !d.subvolumes.iter().any(|s| s.value == m.value)) {
+        Some(m) => Err(at(m, "MakeDirectories", value(&m.value, "rootbox builds each filesystem from its tree as it is: create the directory in the CopyFiles= source, owned and with the mode it needs (only Subvolumes= paths may be named here)"))),
+        None => Ok(()),
+    }
 }
 
 /// Each subvolume `/NAME` filled by the one `CopyFiles=SOURCE:/NAME`:

@@ -224,6 +224,8 @@ fn hostile_rows() -> Vec<Hostile> {
         one("Verity=data without its hash", "[Partition]\nType=usr\nFormat=erofs\nCopyFiles=/usr:/\nVerity=data\nVerityMatchKey=usr\n", "10-a.conf:5: Verity=", "without a Verity=hash"),
         one("Verity= without a key", "[Partition]\nType=usr\nFormat=erofs\nVerity=data\n", "10-a.conf:4: Verity=", "VerityMatchKey="),
         one("Verity=data on ext4", "[Partition]\nType=usr\nFormat=ext4\nCopyFiles=/usr:/\nVerity=data\nVerityMatchKey=usr\n", "10-a.conf:3: Format=", "read-only filesystem"),
+        one("a vfat label FAT cannot hold", "[Partition]\nType=esp\nLabel=a-label-too-long\nFormat=vfat\nCopyFiles=/boot:/\n", "10-a.conf:3: Label=", "11"),
+        one("SizeMaxBytes= below SizeMinBytes=", "[Partition]\nSizeMinBytes=20M\nSizeMaxBytes=10M\n", "10-a.conf:3: SizeMaxBytes=", "below SizeMinBytes="),
         one("GPT flags on MBR", "[Partition]\nType=linux-generic\nReadOnly=yes\n", "10-a.conf:3: ReadOnly=", "MBR"),
         Hostile {
             what: "two Verity=data with one key",

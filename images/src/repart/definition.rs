@@ -131,10 +131,10 @@ pub fn read(
     Ok(d)
 }
 
-fn value(v: &str, why: impl Into<String>) -> Problem {
+fn value(v: &str, why: &'static str) -> Problem {
     Problem::Value {
         value: v.to_owned(),
-        why: why.into(),
+        why,
     }
 }
 
@@ -239,9 +239,8 @@ impl Definition {
         let empty = v.is_empty();
         match a.key.as_str() {
             "Type" => {
-                let t = types::resolve(v, arch).ok_or_else(|| {
-                    value(v, format!("not a partition type rootbox knows: use esp, xbootldr, swap, home, srv, var, tmp, linux-generic, root, usr, root-verity, usr-verity (with -ARCH for {}) or a type GUID", types::arch_names()))
-                })?;
+                let t =
+                    types::resolve(v, arch).ok_or_else(|| Problem::UnknownType(v.to_owned()))?;
                 self.kind = Some(At::new(line, t));
             }
             "Label" => {

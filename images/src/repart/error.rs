@@ -77,8 +77,22 @@ pub enum Problem {
         /// The value as written.
         value: String,
         /// Why, and the fix.
-        why: String,
+        why: &'static str,
     },
+    /// A `Type=` rootbox does not know.
+    #[error("{0:?}: not a partition type rootbox knows: use esp, xbootldr, swap, home, srv, var, tmp, linux-generic, root, usr, root-verity, usr-verity (with -ARCH for {arches}) or a type GUID", arches = super::types::arch_names())]
+    UnknownType(String),
+    /// `SizeMaxBytes=` below `SizeMinBytes=`.
+    #[error("{max} is below SizeMinBytes={min}")]
+    SizeBelowMin {
+        /// `SizeMaxBytes=`.
+        max: u64,
+        /// `SizeMinBytes=`.
+        min: u64,
+    },
+    /// A vfat partition's label or tree FAT cannot take.
+    #[error(transparent)]
+    Vfat(Box<crate::fs::vfat::VfatError>),
     /// A `%` specifier.
     #[error("{value:?}: rootbox expands no specifiers (%{spec}); write the value out (a literal '%' is '%%')")]
     Specifier {
@@ -89,5 +103,45 @@ pub enum Problem {
     },
     /// Keys of one partition that do not go together.
     #[error("{0}")]
-    Conflict(String),
+    Conflict(&'static str),
+    /// A tree copied into two subvolumes without `ExcludeFiles=`.
+    #[error("{path} is copied into two subvolumes here: rootbox leaves it empty in the outer one, as repart does with ExcludeFiles={path}/: add that line")]
+    NotExcluded {
+        /// The inner source.
+        path: String,
+    },
+    /// Two partitions with one label.
+    #[error("the partition label {label:?} is also {}'s: rootbox names partitions by label, so give each a unique Label=", other.display())]
+    LabelTaken {
+        /// The label.
+        label: String,
+        /// The other definition file.
+        other: PathBuf,
+    },
+    /// A Verity data or hash partition without its other half.
+    #[error("Verity={has} without a Verity={lacks} partition: add a definition with Verity={lacks} and VerityMatchKey={key}")]
+    VerityUnpaired {
+        /// The role present.
+        has: &'static str,
+        /// The role missing.
+        lacks: &'static str,
+        /// The `VerityMatchKey=`.
+        key: String,
+    },
+    /// A second partition of one role under one key.
+    #[error("VerityMatchKey={key} already has a Verity={role} partition ({}): one key pairs one data partition with one hash partition", other.display())]
+    VerityRoleTaken {
+        /// The `VerityMatchKey=`.
+        key: String,
+        /// `data` or `hash`.
+        role: &'static str,
+        /// The definition file that has it.
+        other: PathBuf,
+    },
+    /// A Verity data partition whose filesystem writes.
+    #[error("a Verity=data partition needs a read-only filesystem: dm-verity refuses every write, so {what} cannot serve it; use Format=erofs or Format=squashfs")]
+    VerityWritable {
+        /// The filesystem it has (or `an unformatted partition`).
+        what: String,
+    },
 }

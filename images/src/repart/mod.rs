@@ -123,11 +123,10 @@ fn unique_labels(read: &[Read]) -> Result<(), RepartError> {
                 file: r.file.clone(),
                 line,
                 key: key.into(),
-                problem: Problem::Conflict(format!(
-                    "the partition label {:?} is also {}'s: rootbox names partitions by label, so give each a unique Label=",
-                    r.part.name,
-                    first.display()
-                )),
+                problem: Problem::LabelTaken {
+                    label: r.part.name.clone(),
+                    other: first.to_owned(),
+                },
             });
         }
     }
@@ -149,18 +148,17 @@ fn pair_verity(read: &mut [Read]) -> Result<(), RepartError> {
         };
         let key = r.def.verity_key.as_ref().ok_or_else(|| {
             err(Problem::Conflict(
-                "Verity= needs VerityMatchKey=, the name its data and hash partitions share".into(),
+                "Verity= needs VerityMatchKey=, the name its data and hash partitions share",
             ))
         })?;
         let role = if v.value == Verity::Data { 0 } else { 1 };
         let slot = &mut groups.entry(key.value.clone()).or_default()[role];
         if let Some(other) = slot {
-            return Err(err(Problem::Conflict(format!(
-                "VerityMatchKey={} already has a Verity={} partition ({}): one key pairs one data partition with one hash partition",
-                key.value,
-                if role == 0 { "data" } else { "hash" },
-                read[*other].file.display()
-            ))));
+            return Err(err(Problem::VerityRoleTaken {
+                key: key.value.clone(),
+                role: if role == 0 { "data" } else { "hash" },
+                other: read[*other].file.clone(),
+            }));
         }
         *slot = Some(i);
         if v.value == Verity::Data {
@@ -184,9 +182,7 @@ fn pair_verity(read: &mut [Read]) -> Result<(), RepartError> {
                     file: r.file.clone(),
                     line: r.def.verity.as_ref().map_or(1, |v| v.line),
                     key: "Verity=".into(),
-                    problem: Problem::Conflict(format!(
-                        "Verity={has} without a Verity={lacks} partition: add a definition with Verity={lacks} and VerityMatchKey={key}"
-                    )),
+                    problem: Problem::VerityUnpaired { has, lacks, key },
                 });
             }
             [None, None] => unreachable!("a group has a member"),
@@ -212,9 +208,8 @@ fn read_only_data(r: &Read) -> Result<(), RepartError> {
         file: r.file.clone(),
         line,
         key: key.into(),
-        problem: Problem::Conflict(format!(
-            "a Verity=data partition needs a read-only filesystem: dm-verity refuses every write, so {} cannot be mounted from it as a filesystem that writes; use Format=erofs or Format=squashfs",
-            fs.map_or("an unformatted partition".to_string(), |f| f.to_string())
-        )),
+        problem: Problem::VerityWritable {
+            what: fs.map_or("an unformatted partition".to_string(), |f| f.to_string()),
+        },
     })
 }

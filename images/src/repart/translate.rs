@@ -32,10 +32,10 @@ fn at<T>(a: &At<T>, key: &str, p: Problem) -> Located {
     (a.line, format!("{key}="), p)
 }
 
-fn value(v: impl Into<String>, why: impl Into<String>) -> Problem {
+fn value(v: impl Into<String>, why: &'static str) -> Problem {
     Problem::Value {
         value: v.into(),
-        why: why.into(),
+        why,
     }
 }
 
@@ -93,10 +93,10 @@ fn size(d: &Definition) -> Result<PartSize, Located> {
         (Some(min), Some(max)) if min.value > max.value => Err(at(
             max,
             "SizeMaxBytes",
-            value(
-                max.value.to_string(),
-                format!("is below SizeMinBytes={}", min.value),
-            ),
+            Problem::SizeBelowMin {
+                max: max.value,
+                min: min.value,
+            },
         )),
         (Some(min), Some(max)) if min.value == max.value => {
             Ok(PartSize::Fixed(ByteSize(min.value.div_ceil(4096) * 4096)))
@@ -178,9 +178,7 @@ fn content(d: &Definition, paths: &Paths) -> Result<Option<Content>, Located> {
             return Err(at(
                 f,
                 "Format",
-                Problem::Conflict(
-                    "CopyBlocks= and Format= exclude each other (as in repart)".into(),
-                ),
+                Problem::Conflict("CopyBlocks= and Format= exclude each other (as in repart)"),
             ));
         }
         return Ok(Some(Content::Raw(b.value.clone())));
@@ -197,8 +195,7 @@ fn content(d: &Definition, paths: &Paths) -> Result<Option<Content>, Located> {
                 f,
                 "Format",
                 Problem::Conflict(
-                    "a Verity=hash partition holds the hash tree rootbox makes: drop Format="
-                        .into(),
+                    "a Verity=hash partition holds the hash tree rootbox makes: drop Format=",
                 ),
             ));
         }
@@ -230,14 +227,14 @@ fn content(d: &Definition, paths: &Paths) -> Result<Option<Content>, Located> {
                     d.format.as_ref().map_or(0, |f| f.line),
                     "Format=".into(),
                     Problem::Conflict(
-                        "a vfat partition is made from a tree: add CopyFiles=SOURCE:/".into(),
+                        "a vfat partition is made from a tree: add CopyFiles=SOURCE:/",
                     ),
                 ),
-                (Some(_), Some(l)) => at(l, "Label", value(&l.value, e.to_string())),
+                (Some(_), Some(l)) => at(l, "Label", Problem::Vfat(Box::new(e))),
                 (Some(_), None) => (
                     d.format.as_ref().map_or(0, |f| f.line),
                     "Format=".into(),
-                    Problem::Conflict(e.to_string()),
+                    Problem::Vfat(Box::new(e)),
                 ),
             })?;
     }
@@ -278,7 +275,7 @@ fn tree(d: &Definition, base: &Path, spec: &mut Spec) -> Result<(), Located> {
             [] => {}
             [c] if c.value.target == "/" => spec.rootfs = Some(below(&c.value.source)),
             [c] => return Err(at(c, "CopyFiles", value(format!("{}:{}", c.value.source, c.value.target), "rootbox builds a partition from one tree copied to its top: write CopyFiles=SOURCE:/ (with SOURCE the directory to appear at /)"))),
-            [_, c, ..] => return Err(at(c, "CopyFiles", Problem::Conflict("rootbox builds a partition from one tree: give one CopyFiles=SOURCE:/ (or, on btrfs, one per subvolume with Subvolumes=)".into()))),
+            [_, c, ..] => return Err(at(c, "CopyFiles", Problem::Conflict("rootbox builds a partition from one tree: give one CopyFiles=SOURCE:/ (or, on btrfs, one per subvolume with Subvolumes=)"))),
         }
         return Ok(());
     }
@@ -286,9 +283,7 @@ fn tree(d: &Definition, base: &Path, spec: &mut Spec) -> Result<(), Located> {
         return Err(at(
             &d.subvolumes[0],
             "Subvolumes",
-            Problem::Conflict(
-                "only btrfs has subvolumes: use Format=btrfs or drop Subvolumes=".into(),
-            ),
+            Problem::Conflict("only btrfs has subvolumes: use Format=btrfs or drop Subvolumes="),
         ));
     }
     spec.rootfs = Some(base.to_path_buf());
@@ -392,7 +387,13 @@ fn check_excludes(d: &Definition, subvols: &[SubvolumeSpec]) -> Result<(), Locat
         .find(|m| !d.exclude.iter().any(|e| &e.value == *m))
     {
         let line = d.copy_files.first().map_or(0, |c| c.line);
-        return Err((line, "CopyFiles=".into(), Problem::Conflict(format!("{} is copied into two subvolumes here: rootbox leaves it empty in the outer one, as repart does with ExcludeFiles={m}: add that line", m.trim_end_matches('/')))));
+        return Err((
+            line,
+            "CopyFiles=".into(),
+            Problem::NotExcluded {
+                path: m.trim_end_matches('/').to_owned(),
+            },
+        ));
     }
     Ok(())
 }

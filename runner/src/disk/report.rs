@@ -232,6 +232,9 @@ pub fn print_summary(r: &Report) {
             p.partuuid,
             if p.bootable { " bootable" } else { "" }
         );
+        if let Some(h) = &p.roothash {
+            println!("           roothash {h}");
+        }
     }
     println!("verified   table, blobs, raw partitions, and every filesystem with its own reader");
 }

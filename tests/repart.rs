@@ -190,6 +190,25 @@ fn print_spec_shows_the_disk_spec_the_definitions_give() {
         v["partitions"][1].get("attributes").is_none(),
         "no GPT flags on MBR: {v:#}"
     );
+    // rootbox's extension keys.
+    let ext = dir.path().join("ext");
+    write_as(
+        &user,
+        &ext.join("10-root.conf"),
+        "[Partition]\nType=root\nFormat=btrfs\nCopyFiles=/:/\nX-Rootbox-StartSector=64\n\
+         X-Rootbox-Owners=owners.txt\nX-Rootbox-Closure=closure-info\n\
+         X-Rootbox-Registration=/nix/nix-path-registration\n",
+    );
+    let out = run(rootbox(&user).args(["disk", "--definitions", s(&ext), "--print-spec"]));
+    out.assert_success();
+    let v = json(&out);
+    let p = &v["partitions"][0];
+    assert_eq!(p["startSector"], 64, "{v:#}");
+    let b = &p["content"]["build"];
+    assert_eq!(b["owners"], s(&ext.join("owners.txt")), "{v:#}");
+    assert_eq!(b["closure"], s(&ext.join("closure-info")), "{v:#}");
+    assert_eq!(b["registration"], "/nix/nix-path-registration", "{v:#}");
+    assert_eq!(b["rootfs"], "/", "no --copy-source: /, as in repart");
 }
 
 /// One hostile definition set: its files, and what the error must name.
@@ -226,6 +245,7 @@ fn hostile_rows() -> Vec<Hostile> {
         one("Verity=data on ext4", "[Partition]\nType=usr\nFormat=ext4\nCopyFiles=/usr:/\nVerity=data\nVerityMatchKey=usr\n", "10-a.conf:3: Format=", "read-only filesystem"),
         one("a vfat label FAT cannot hold", "[Partition]\nType=esp\nLabel=a-label-too-long\nFormat=vfat\nCopyFiles=/boot:/\n", "10-a.conf:3: Label=", "11"),
         one("SizeMaxBytes= below SizeMinBytes=", "[Partition]\nSizeMinBytes=20M\nSizeMaxBytes=10M\n", "10-a.conf:3: SizeMaxBytes=", "below SizeMinBytes="),
+        one("a relative X-Rootbox-Registration=", "[Partition]\nFormat=btrfs\nX-Rootbox-Registration=nix-path-registration\n", "10-a.conf:3: X-Rootbox-Registration=", "absolute path in the image"),
         one("GPT flags on MBR", "[Partition]\nType=linux-generic\nReadOnly=yes\n", "10-a.conf:3: ReadOnly=", "MBR"),
         Hostile {
             what: "two Verity=data with one key",

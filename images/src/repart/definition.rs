@@ -95,6 +95,10 @@ pub struct Definition {
     pub grow: Option<At<bool>>,
     /// `X-Rootbox-StartSector=`.
     pub start_sector: Option<At<u64>>,
+    /// `X-Rootbox-Closure=` (relative to the definitions directory).
+    pub closure: Option<At<PathBuf>>,
+    /// `X-Rootbox-Registration=`: an absolute path in the image.
+    pub registration: Option<At<String>>,
     /// `X-Rootbox-Owners=` (relative to the definitions directory).
     pub owners: Option<At<PathBuf>>,
 }
@@ -343,6 +347,16 @@ impl Definition {
                 self.start_sector = Some(At::new(line, s));
             }
             "X-Rootbox-Owners" => self.owners = Some(At::new(line, PathBuf::from(literal(v)?))),
+            "X-Rootbox-Closure" => self.closure = Some(At::new(line, PathBuf::from(literal(v)?))),
+            "X-Rootbox-Registration" => {
+                crate::layout::check_image_path(v).map_err(|_| {
+                    value(
+                        v,
+                        "not an absolute path in the image such as /nix/nix-path-registration",
+                    )
+                })?;
+                self.registration = Some(At::new(line, v.to_owned()));
+            }
             "Encrypt" if matches!(boolean(v), Ok(false)) => {}
             key => {
                 return Err(match REFUSED.iter().find(|(k, _)| *k == key) {

@@ -69,7 +69,7 @@ pub enum Problem {
         why: &'static str,
     },
     /// A key neither repart nor rootbox knows.
-    #[error("unknown key; rootbox reads the repart.d keys listed in its README (\"From systemd-repart definitions\") and X-Rootbox-StartSector=, X-Rootbox-Owners=")]
+    #[error("unknown key; rootbox reads the repart.d keys listed in its README (\"From systemd-repart definitions\") and X-Rootbox-StartSector=, X-Rootbox-Owners=, X-Rootbox-Closure=, X-Rootbox-Registration=")]
     UnknownKey,
     /// A value rootbox does not accept for a key it supports.
     #[error("{value:?}: {why}")]

@@ -21,7 +21,8 @@ pub type Located = (usize, String, Problem);
 pub struct Paths<'a> {
     /// The root `CopyFiles=` sources are taken below (`--copy-source`).
     pub copy_source: &'a Path,
-    /// The definitions directory (`X-Rootbox-Owners=` is relative to it).
+    /// The definitions directory (`X-Rootbox-Owners=` and
+    /// `X-Rootbox-Closure=` are relative to it).
     pub definitions: &'a Path,
 }
 
@@ -216,6 +217,8 @@ fn content(d: &Definition, paths: &Paths) -> Result<Option<Content>, Located> {
             .map(|l| l.value.clone())
             .filter(|_| !matches!(fs, Filesystem::Erofs | Filesystem::Squashfs)),
         owners: d.owners.as_ref().map(|o| paths.definitions.join(&o.value)),
+        closure: d.closure.as_ref().map(|c| paths.definitions.join(&c.value)),
+        registration: d.registration.as_ref().map(|r| r.value.clone()),
         store_dir: PathBuf::from("/nix/store"),
         ..Spec::default()
     };

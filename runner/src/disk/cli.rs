@@ -58,7 +58,7 @@ pub struct DiskArgs {
     /// With --definitions: where partitions start (default 1M).
     #[arg(long, value_name = "SIZE", requires = "definitions")]
     alignment: Option<rootbox_images::size::ByteSize>,
-    /// With --definitions: the architecture of Type=root, usr, … (x86-64,
+    /// With --definitions: the architecture of Type=root, usr and their -verity (x86-64,
     /// x86, arm64, arm, riscv64; default this machine's).
     #[arg(long, value_name = "ARCH", requires = "definitions")]
     architecture: Option<String>,

@@ -643,4 +643,48 @@ mod tests {
             "{e}"
         );
     }
+
+    #[test]
+    fn a_verity_hash_needs_one_read_only_data_partition() {
+        let disk = |data_fs: &str, hashes: &str| {
+            format!(
+                r#"{{"table":"gpt","partitions":[{{"name":"usr","type":"linux","content":{{"build":{{"filesystem":"{data_fs}","rootfs":"u"}}}}}}{hashes}]}}"#
+            )
+        };
+        let hash = |n: &str, data: &str| {
+            format!(
+                r#",{{"name":"{n}","type":"linux","content":{{"verityHash":{{"data":"{data}"}}}}}}"#
+            )
+        };
+        let s = spec(&disk("erofs", &hash("v", "usr")));
+        assert_eq!(
+            s.partitions[1].content.as_ref().unwrap().source(),
+            Source::VerityHash("usr")
+        );
+        spec(&disk("squashfs", &hash("v", "usr")));
+        let rows = [
+            (
+                disk("ext4", &hash("v", "usr")),
+                "is not built as erofs or squashfs",
+            ),
+            (
+                disk("erofs", &hash("v", "nope")),
+                "names no other partition",
+            ),
+            (disk("erofs", &hash("v", "v")), "names no other partition"),
+            (
+                disk("erofs", &(hash("v", "usr") + &hash("w", "usr"))),
+                "already has its hash tree",
+            ),
+        ];
+        let mut bad = Vec::new();
+        for (json, needle) in rows {
+            match DiskSpec::from_json_str(&json, "d.json") {
+                Err(e)
+                    if e.to_string().contains(needle) && e.to_string().contains("partition 2") => {}
+                other => bad.push(format!("{json}: {other:?}")),
+            }
+        }
+        assert!(bad.is_empty(), "{bad:#?}");
+    }
 }

@@ -616,4 +616,39 @@ fn side_by_side_with_systemd_repart_262() {
     assert!(not_root.is_empty(), "repart kept an owner: {not_root:?}");
     let (u, g, _) = ours.owner_mode("@home/alice/.profile");
     assert_eq!((u, g), (1000, 100));
+    // The erofs /usr: the same names, modes, owners and file contents.
+    let usr = |img: &Path, p: &Value, name: &str| -> Vec<String> {
+        let part = dir.path().join(name);
+        extract(img, p, &part);
+        give_to(&user, &part);
+        let out = run(rootbox(&user).args(["__fs-read", "--filesystem", "erofs", s(&part)]));
+        out.assert_success();
+        let mut v: Vec<String> = json(&out)
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                format!(
+                    "{} {} {}:{} {}",
+                    e["path"], e["mode"], e["uid"], e["gid"], e["target"]
+                )
+            })
+            .collect();
+        // Content: extracted with erofs-utils' own fsck.erofs.
+        let ex = dir.path().join(format!("{name}.x"));
+        run(Command::new("fsck.erofs")
+            .arg(format!("--extract={}", ex.display()))
+            .arg(&part))
+        .assert_success();
+        for f in ["lib/os-release", "bin/tool"] {
+            v.push(format!("{f}: {:?}", fs::read(ex.join(f)).unwrap()));
+        }
+        v.sort();
+        v
+    };
+    let rp = serde_json::json!({"start_sector": theirs[2]["start"], "sectors": theirs[2]["size"]});
+    assert_eq!(
+        usr(&img, &r["partitions"][2], "ours-usr.part"),
+        usr(&rimg, &rp, "repart-usr.part")
+    );
 }

@@ -209,6 +209,11 @@ fn print_spec_shows_the_disk_spec_the_definitions_give() {
     assert_eq!(b["closure"], s(&ext.join("closure-info")), "{v:#}");
     assert_eq!(b["registration"], "/nix/nix-path-registration", "{v:#}");
     assert_eq!(b["rootfs"], "/", "no --copy-source: /, as in repart");
+    assert_eq!(
+        b["subvolumes"],
+        serde_json::json!([{"name": "@", "mountpoint": "/", "type": "default"}]),
+        "a btrfs without Subvolumes=: the tree in @, the default subvolume"
+    );
 }
 
 /// One hostile definition set: its files, and what the error must name.

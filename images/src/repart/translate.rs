@@ -280,6 +280,17 @@ fn tree(d: &Definition, base: &Path, spec: &mut Spec) -> Result<(), Located> {
             [c] => return Err(at(c, "CopyFiles", value(format!("{}:{}", c.value.source, c.value.target), "rootbox builds a partition from one tree copied to its top: write CopyFiles=SOURCE:/ (with SOURCE the directory to appear at /)"))),
             [_, c, ..] => return Err(at(c, "CopyFiles", Problem::Conflict("rootbox builds a partition from one tree: give one CopyFiles=SOURCE:/ (or, on btrfs, one per subvolume with Subvolumes=)"))),
         }
+        if spec.filesystem == Filesystem::Btrfs {
+            // rootbox's btrfs always has subvolumes: the tree goes into @,
+            // the default subvolume, so a mount without subvol= sees what
+            // repart's flat filesystem holds (as nix/make-btrfs-fs.nix).
+            spec.subvolumes = vec![SubvolumeSpec {
+                name: "@".into(),
+                mountpoint: "/".into(),
+                kind: SubvolKind::Default,
+                inode_flags: Vec::new(),
+            }];
+        }
         return Ok(());
     }
     if spec.filesystem != Filesystem::Btrfs {

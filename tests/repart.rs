@@ -317,7 +317,8 @@ fn every_refusal_names_file_line_and_key_and_writes_nothing() {
 }
 
 /// Builds the `full` definitions into `full.img` with alice's home owned
-/// by the test user's subordinate ids (1000:100 in the namespace).
+/// by the test user's subordinate ids (1000:100 in the namespace),
+/// reproducibly (SOURCE_DATE_EPOCH set, as Nix sets it).
 fn full_disk(user: &User, dir: &Path) -> (Value, PathBuf) {
     let defs = definitions(user, dir, "full");
     let src = tree(user, dir);
@@ -326,7 +327,7 @@ fn full_disk(user: &User, dir: &Path) -> (Value, PathBuf) {
         std::os::unix::fs::lchown(&p, Some(sub_u + 999), Some(sub_g + 99)).unwrap();
     }
     let img = dir.join("full.img");
-    let out = run(rootbox(user).args([
+    let out = run(rootbox(user).env("SOURCE_DATE_EPOCH", "1700000000").args([
         "disk",
         "--definitions",
         s(&defs),
@@ -441,6 +442,26 @@ fn a_disk_from_definitions_reads_back_keeps_alice_and_its_verity_pair_verifies()
         "alice's home is in @ too"
     );
     verity_verifies(dir.path(), &img, &r, &rh);
+}
+
+/// Two reproducible disks from two copies of the definitions and the tree:
+/// the same bytes, so the same salt, hash tree and root hash.
+#[test]
+fn a_reproducible_disk_from_definitions_is_the_same_twice_root_hash_included() {
+    let user = setup();
+    assert!(
+        is_root(),
+        "making a file owned by a subordinate id needs root"
+    );
+    let (a, b) = (tempdir_for(&user), tempdir_for(&user));
+    let (ra, ia) = full_disk(&user, a.path());
+    let (rb, ib) = full_disk(&user, b.path());
+    let hash = |r: &Value| r["partitions"][2]["roothash"].as_str().unwrap().to_string();
+    assert_eq!(hash(&ra), hash(&rb));
+    assert!(
+        fs::read(&ia).unwrap() == fs::read(&ib).unwrap(),
+        "the two disks differ"
+    );
 }
 
 /// `veritysetup verify` of the disk's data and hash partitions passes

@@ -5,7 +5,7 @@
 //! definitions read back with `sfdisk --json` and `rootbox inspect`, alice's
 //! home kept 1000:100 under `--map subid`; the dm-verity pair checked with
 //! `veritysetup verify` (and failing after one flipped byte); an MBR disk
-//! with a blob at sector 64. The side-by-side with systemd-repart 262 needs
+//! with a blob at sector 64 and owners from `X-Rootbox-Owners=`. The side-by-side with systemd-repart 262 needs
 //! the sid tree and root, so it is `#[ignore]`d here and run by
 //! scripts/test's `sid-repart` suite (`ROOTBOX_SID_TREE`).
 
@@ -491,7 +491,7 @@ fn verity_verifies(dir: &Path, img: &Path, r: &Value, rh: &str) {
 }
 
 #[test]
-fn an_mbr_disk_from_definitions_holds_a_blob_at_sector_64() {
+fn an_mbr_disk_from_definitions_holds_a_blob_at_sector_64_and_its_manifest_owners() {
     let user = setup();
     let dir = tempdir_for(&user);
     let defs = definitions(&user, dir.path(), "mbr");
@@ -523,6 +523,32 @@ fn an_mbr_disk_from_definitions_holds_a_blob_at_sector_64() {
     assert_eq!(parts[0]["type"], "ef", "{t:#}");
     assert_eq!(parts[1]["type"], "83", "{t:#}");
     assert_eq!(parts[1]["start"], 32768, "{t:#}");
+    // X-Rootbox-Owners=: alice's home is hers, rootless and without
+    // subordinate ids; read with rootbox's ext4 reader and e2fsck.
+    let r = json(&out);
+    let root = dir.path().join("mbr-root.part");
+    extract(&img, &r["partitions"][1], &root);
+    give_to(&user, &root);
+    let e2fsck = run(Command::new("e2fsck").args(["-fn", s(&root)]));
+    e2fsck.assert_success();
+    let read = run(rootbox(&user).args(["__fs-read", "--filesystem", "ext4", s(&root)]));
+    read.assert_success();
+    let entries = json(&read);
+    let entry = |path: &str| -> (u64, u64, u64) {
+        let e = entries
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["path"] == path)
+            .unwrap_or_else(|| panic!("no {path} in {entries:#}"));
+        (
+            e["uid"].as_u64().unwrap(),
+            e["gid"].as_u64().unwrap(),
+            e["mode"].as_u64().unwrap() & 0o7777,
+        )
+    };
+    assert_eq!(entry("/home/alice/.profile"), (1000, 100, 0o644));
+    assert_eq!(entry("/etc/hostname"), (0, 0, 0o640));
     let disk = fs::read(&img).unwrap();
     assert!(
         disk[64 * 512..64 * 512 + 30_000].iter().all(|&b| b == 0xA5),

@@ -4,9 +4,10 @@
 //! refusal naming file:line:key with nothing written; a disk from the
 //! definitions read back with `sfdisk --json` and `rootbox inspect`, alice's
 //! home kept 1000:100 under `--map subid`; the dm-verity pair checked with
-//! `veritysetup verify` (and failing after one flipped byte); an MBR disk
-//! with a blob at sector 64 and owners from `X-Rootbox-Owners=`. The side-by-side with systemd-repart 262 needs
-//! the sid tree and root, so it is `#[ignore]`d here and run by
+//! `veritysetup verify` (and failing after one flipped byte); two
+//! reproducible disks identical; an MBR disk with a blob at sector 64 and
+//! owners from `X-Rootbox-Owners=`. The side-by-side with systemd-repart
+//! 262 needs the sid tree and root, so it is `#[ignore]`d here and run by
 //! scripts/test's `sid-repart` suite (`ROOTBOX_SID_TREE`).
 
 mod common;

@@ -22,8 +22,10 @@
 #
 # The output: `$out/${name}.raw` (`.raw.zst` with compression) and
 # `$out/report.json` (`rootbox disk --json`: the table, the partitions, the
-# dm-verity root hashes). Not done, and refused at evaluation:
-# `split = true`, compression other than zstd, `stripNixStorePrefix = true`.
+# dm-verity root hashes); with `split = true` also each partition's
+# `$out/${name}.<SplitName>.raw`, as systemd-repart --split names them.
+# Not done, and refused at evaluation: compression other than zstd (or
+# with split), `stripNixStorePrefix = true`.
 {
   lib,
   runCommand,
@@ -43,7 +45,7 @@
   name ? "image",
   # The partitions (image.repart.partitions).
   partitions,
-  # image.repart.split: refused (rootbox writes no split artifacts).
+  # image.repart.split: also write each partition as its own file.
   split ? false,
   # image.repart.compression: { enable; algorithm ? "zstd"; level? }.
   compression ? { enable = false; },
@@ -55,8 +57,8 @@
   extraRootboxArgs ? [ ],
 }:
 
-assert lib.assertMsg (!split)
-  "make-repart.nix (rootbox): split = true is not supported (rootbox writes no split artifacts)";
+assert lib.assertMsg (!(split && (compression.enable or false)))
+  "make-repart.nix (rootbox): split = true with compression is not supported";
 assert lib.assertMsg (!(compression.enable or false) || (compression.algorithm or "zstd") == "zstd")
   "make-repart.nix (rootbox): compression.algorithm must be \"zstd\", not ${toString (compression.algorithm or "")}";
 
@@ -104,6 +106,7 @@ let
   rootboxArgs = [ "--json" ]
     ++ lib.optionals zstd [ "--compress-output" "zstd" ]
     ++ lib.optionals (architecture != null) [ "--architecture" architecture ]
+    ++ lib.optionals split [ "--split" ]
     ++ extraRootboxArgs;
 in
 runCommand imgName
@@ -124,6 +127,6 @@ runCommand imgName
     # output, out of the store. stdenv sets SOURCE_DATE_EPOCH, so the disk
     # is reproducible (rootbox disk --reproducible).
     rootbox disk --definitions ./definitions --copy-source ./trees \
-      ${lib.escapeShellArgs rootboxArgs} -o ./image >"$out/report.json"
-    mv ./image "$out/${imgName}"
+      ${lib.escapeShellArgs rootboxArgs} -o ${lib.escapeShellArg "./${imgName}"} >"$out/report.json"
+    mv ./*.raw* "$out/"
   ''

@@ -252,6 +252,7 @@ fn hostile_rows() -> Vec<Hostile> {
         one("a vfat label FAT cannot hold", "[Partition]\nType=esp\nLabel=a-label-too-long\nFormat=vfat\nCopyFiles=/boot:/\n", "10-a.conf:3: Label=", "11"),
         one("SizeMaxBytes= below SizeMinBytes=", "[Partition]\nSizeMinBytes=20M\nSizeMaxBytes=10M\n", "10-a.conf:3: SizeMaxBytes=", "below SizeMinBytes="),
         one("a relative X-Rootbox-Registration=", "[Partition]\nFormat=btrfs\nX-Rootbox-Registration=nix-path-registration\n", "10-a.conf:3: X-Rootbox-Registration=", "absolute path in the image"),
+        one("a SplitName= specifier other than %t", "[Partition]\nSplitName=%T\n", "10-a.conf:2: SplitName=", "specifiers"),
         one("GPT flags on MBR", "[Partition]\nType=linux-generic\nReadOnly=yes\n", "10-a.conf:3: ReadOnly=", "MBR"),
         Hostile {
             what: "two Verity=data with one key",
@@ -443,6 +444,60 @@ fn a_disk_from_definitions_reads_back_keeps_alice_and_its_verity_pair_verifies()
         "alice's home is in @ too"
     );
     verity_verifies(dir.path(), &img, &r, &rh);
+}
+
+/// `--split`: each partition's bytes beside the disk as
+/// `IMAGE.NAME.raw`, NAME its `SplitName=` (default the type's name, as
+/// systemd-repart 262 names them), none for `SplitName=-`.
+#[test]
+fn split_writes_each_partition_beside_the_disk_as_repart_names_it() {
+    let user = setup();
+    let dir = tempdir_for(&user);
+    let defs = definitions(&user, dir.path(), "full");
+    let esp = defs.join("00-esp.conf");
+    let text = fs::read_to_string(&esp).unwrap() + "SplitName=-\n";
+    write_as(&user, &esp, text);
+    let src = tree(&user, dir.path());
+    let img = dir.path().join("img.raw");
+    let out = run(rootbox(&user).args([
+        "disk",
+        "--definitions",
+        s(&defs),
+        "--copy-source",
+        s(&src),
+        "--architecture",
+        "x86-64",
+        "--split",
+        "--json",
+        "-o",
+        s(&img),
+    ]));
+    out.assert_success();
+    let r = json(&out);
+    let disk = fs::read(&img).unwrap();
+    let names = [
+        None,
+        Some("root-x86-64"),
+        Some("usr-x86-64"),
+        Some("usr-x86-64-verity"),
+    ];
+    for (p, name) in r["partitions"].as_array().unwrap().iter().zip(names) {
+        let Some(name) = name else {
+            assert!(p.get("split_path").is_none(), "{p:#}");
+            assert!(!dir.path().join("img.esp.raw").exists());
+            continue;
+        };
+        let path = dir.path().join(format!("img.{name}.raw"));
+        assert_eq!(p["split_path"].as_str(), Some(s(&path)), "{p:#}");
+        let (off, len) = (
+            p["offset_bytes"].as_u64().unwrap() as usize,
+            p["size_bytes"].as_u64().unwrap() as usize,
+        );
+        assert!(
+            fs::read(&path).unwrap() == disk[off..off + len],
+            "{name}: not the partition's bytes"
+        );
+    }
 }
 
 /// Two reproducible disks from two copies of the definitions and the tree:

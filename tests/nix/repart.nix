@@ -3,7 +3,7 @@
 # { storePaths; contents."<path>".source; repartConfig; }), against the
 # nixpkgs stand-in (tests/nix/nixpkgs-standin.nix): an ESP whose loader
 # comes from `contents`, and a btrfs root holding the test closure
-# (`storePaths`) and /etc/hostname from `contents`.
+# (`storePaths`) and /etc/hostname from `contents`; split = true.
 { tools, hostPkgs, rootbox, storePath, runId, standin ? "0" }:
 let
   pkgs = import ./nixpkgs-standin.nix { inherit tools hostPkgs rootbox; };
@@ -13,6 +13,8 @@ in
 {
   image = pkgs.callPackage ../../nix/make-repart.nix {
     name = "nixos-repart";
+    # image.repart.split: each partition also as its own file.
+    split = true;
     partitions = {
       "10-esp" = {
         contents."/EFI/BOOT/BOOTX64.EFI".source = loader;

@@ -93,6 +93,8 @@ pub struct Definition {
     pub read_only: Option<At<bool>>,
     /// `GrowFileSystem=`.
     pub grow: Option<At<bool>>,
+    /// `SplitName=` as written (`%t` expands to the type's name).
+    pub split_name: Option<At<String>>,
     /// `X-Rootbox-StartSector=`.
     pub start_sector: Option<At<u64>>,
     /// `X-Rootbox-Closure=` (relative to the definitions directory).
@@ -143,7 +145,7 @@ fn value(v: &str, why: &'static str) -> Problem {
 }
 
 /// Refuses `%` specifiers; `%%` is a literal `%`.
-fn literal(v: &str) -> Result<String, Problem> {
+pub fn literal(v: &str) -> Result<String, Problem> {
     let mut out = String::new();
     let mut chars = v.chars();
     while let Some(c) = chars.next() {
@@ -341,7 +343,7 @@ impl Definition {
             "ReadOnly" => self.read_only = Some(At::new(line, boolean(v)?)),
             "GrowFileSystem" => self.grow = Some(At::new(line, boolean(v)?)),
             // Names a --split artifact; rootbox writes no split artifacts.
-            "SplitName" => drop(literal(v)?),
+            "SplitName" => self.split_name = (!empty).then(|| At::new(line, v.to_owned())),
             "X-Rootbox-StartSector" => {
                 let s = v.parse().map_err(|_| value(v, "not a sector number"))?;
                 self.start_sector = Some(At::new(line, s));

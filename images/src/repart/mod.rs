@@ -50,10 +50,22 @@ struct Read {
     file: PathBuf,
     def: Definition,
     part: PartitionSpec,
+    split: Option<String>,
+}
+
+/// What the definitions give: the disk spec, and what repart's `--split`
+/// names each partition's artifact.
+#[derive(Debug, Clone)]
+pub struct Derived {
+    /// The disk spec.
+    pub spec: DiskSpec,
+    /// Per partition, in order: its `SplitName=` (`%t` expanded), None for
+    /// `SplitName=-`.
+    pub split_names: Vec<Option<String>>,
 }
 
 /// Reads `dir/*.conf` and derives the disk spec.
-pub fn from_dir(dir: &Path, opts: &Options) -> Result<DiskSpec, RepartError> {
+pub fn from_dir(dir: &Path, opts: &Options) -> Result<Derived, RepartError> {
     let io = |source| RepartError::Io {
         path: dir.to_owned(),
         source,
@@ -88,7 +100,13 @@ pub fn from_dir(dir: &Path, opts: &Options) -> Result<DiskSpec, RepartError> {
         })?;
         let def = definition::read(&ini::parse(&text).map_err(at)?, arch).map_err(at)?;
         let part = translate::partition(&def, opts.table, &paths).map_err(at)?;
-        read.push(Read { file, def, part });
+        let split = translate::split_name(&def).map_err(at)?;
+        read.push(Read {
+            file,
+            def,
+            part,
+            split,
+        });
     }
     unique_labels(&read)?;
     pair_verity(&mut read)?;
@@ -98,7 +116,7 @@ pub fn from_dir(dir: &Path, opts: &Options) -> Result<DiskSpec, RepartError> {
         disk_id: None,
         alignment: opts.alignment.unwrap_or(ByteSize(ByteSize::MIB)),
         size: Size::Auto,
-        partitions: read.into_iter().map(|r| r.part).collect(),
+        partitions: read.iter().map(|r| r.part.clone()).collect(),
         blobs: opts.blobs.clone(),
     };
     spec.validate(&dir.display().to_string())
@@ -106,7 +124,8 @@ pub fn from_dir(dir: &Path, opts: &Options) -> Result<DiskSpec, RepartError> {
             dir: dir.to_owned(),
             source: Box::new(e),
         })?;
-    Ok(spec)
+    let split_names = read.into_iter().map(|r| r.split).collect();
+    Ok(Derived { spec, split_names })
 }
 
 /// Each partition's name (its label) is unique: rootbox names

@@ -71,6 +71,29 @@ pub fn partition(
     })
 }
 
+/// The split artifact's name of the partition (`--split`): `SplitName=`
+/// with `%t` the type's name (the default), None for `-`.
+pub fn split_name(d: &Definition) -> Result<Option<String>, Located> {
+    let linux = super::types::resolve("linux-generic", "x86-64").expect("built in");
+    let t = d.kind.as_ref().map_or(&linux, |k| &k.value);
+    let Some(s) = &d.split_name else {
+        return Ok(Some(t.name.clone()));
+    };
+    if s.value == "-" {
+        return Ok(None);
+    }
+    let name = super::definition::literal(&s.value.replace("%t", &t.name))
+        .map_err(|p| at(s, "SplitName", p))?;
+    if name.is_empty() || name.contains('/') {
+        return Err(at(
+            s,
+            "SplitName",
+            value(&s.value, "a split name is part of a file name: no '/'"),
+        ));
+    }
+    Ok(Some(name))
+}
+
 /// rootbox's name for the type where it has one (so an MBR gets its
 /// type byte), else the GUID.
 fn kind(d: &Definition, t: &RepartType, table: TableKind) -> Result<String, Located> {

@@ -15,6 +15,7 @@ use super::example;
 use super::make::make;
 use super::options::{Compression, Options, Reproducible};
 use super::report::print_summary;
+use super::split;
 use crate::interrupted::Interrupted;
 
 /// Make a partitioned disk image (GPT or MBR) for flashing or booting.
@@ -62,6 +63,11 @@ pub struct DiskArgs {
     /// x86, arm64, arm, riscv64; default this machine's).
     #[arg(long, value_name = "ARCH", requires = "definitions")]
     architecture: Option<String>,
+    /// With --definitions: also write each partition's bytes to
+    /// IMAGE.NAME.raw beside the disk (IMAGE without .raw; NAME from
+    /// SplitName=, default the type's name), as systemd-repart --split.
+    #[arg(long, requires = "definitions", conflicts_with = "compress_output")]
+    split: bool,
     /// Print the disk spec (JSON) and exit without making the disk.
     #[arg(long)]
     print_spec: bool,
@@ -123,16 +129,22 @@ pub fn main(a: &DiskArgs) -> Result<ExitCode> {
     if let Some(name) = &a.example {
         return example::main(name, a.output.as_deref(), a.json, a.options()?);
     }
-    let spec = match &a.definitions {
-        Some(dir) => definitions(a, dir)?,
-        None => DiskSpec::from_json_file(a.spec.as_ref().expect("clap requires --spec"))?,
+    let (spec, split_names) = match &a.definitions {
+        Some(dir) => {
+            let d = definitions(a, dir)?;
+            (d.spec, d.split_names)
+        }
+        None => (
+            DiskSpec::from_json_file(a.spec.as_ref().expect("clap requires --spec"))?,
+            Vec::new(),
+        ),
     };
     if a.print_spec {
         println!("{}", serde_json::to_string_pretty(&spec)?);
         return Ok(ExitCode::SUCCESS);
     }
     let output = a.output.clone().context("no output given: add -o IMAGE")?;
-    let report = match make(&spec, &output, &a.options()?) {
+    let mut report = match make(&spec, &output, &a.options()?) {
         Ok(r) => r,
         Err(e) => match e.downcast_ref::<Interrupted>() {
             Some(&Interrupted(sig)) => {
@@ -142,6 +154,12 @@ pub fn main(a: &DiskArgs) -> Result<ExitCode> {
             None => return Err(e),
         },
     };
+    if a.split {
+        let paths = split::write(&output, &report.partitions, &split_names)?;
+        for (p, path) in report.partitions.iter_mut().zip(paths) {
+            p.split_path = path;
+        }
+    }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -152,7 +170,7 @@ pub fn main(a: &DiskArgs) -> Result<ExitCode> {
 
 /// The disk spec systemd-repart definitions in `dir` give, with the
 /// disk-level flags.
-fn definitions(a: &DiskArgs, dir: &std::path::Path) -> Result<DiskSpec> {
+fn definitions(a: &DiskArgs, dir: &std::path::Path) -> Result<repart::Derived> {
     let blobs = a.blob.iter().map(|b| blob(b)).collect::<Result<Vec<_>>>()?;
     let copy_source = a
         .copy_source

@@ -24,6 +24,9 @@
 //!    into place — before that, nothing is at the output path;
 //! 7. [`report`]: the JSON report and its text summary.
 //!
+//! With `--definitions --split`, `split.rs` copies each partition out of
+//! the published disk (systemd-repart's split artifacts).
+//!
 //! `rootbox disk`'s flags are `cli.rs` ([`DiskArgs`]); `--example` is
 //! [`example`]; `rootbox inspect DISK` is [`inspect`].
 
@@ -41,6 +44,7 @@ mod publish;
 pub mod readback;
 pub mod report;
 mod splice;
+mod split;
 mod verity;
 
 pub use cli::{main, DiskArgs};

@@ -126,6 +126,9 @@ pub struct PartitionReport {
     /// `veritysetup open`/`verify` and `roothash=`/`usrhash=` take.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub roothash: Option<String>,
+    /// With `--split`: the partition's split artifact.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub split_path: Option<PathBuf>,
 }
 
 /// `parts` with each dm-verity pair's root hash on its data and hash
@@ -179,6 +182,7 @@ pub fn partitions(
             label: None,
             build: None,
             roothash: None,
+            split_path: None,
         };
         if let Some(m) = m {
             r.content_bytes = m.content_bytes;

@@ -1,7 +1,8 @@
 //! A [`Definition`] made into one partition of rootbox's disk spec: the
 //! type, label, size, GPT flags (with repart's defaults), and the content
 //! (raw blocks, a build of the `CopyFiles=` tree, or a Verity hash tree,
-//! paired in `super::pair`).
+//! which `super::pair_verity` points at its data partition), and the
+//! `--split` artifact's name.
 
 use std::path::{Path, PathBuf};
 
@@ -26,6 +27,14 @@ pub struct Paths<'a> {
     pub definitions: &'a Path,
 }
 
+/// `Type=`, or repart's default, `linux-generic`.
+fn kind_of(d: &Definition) -> RepartType {
+    d.kind.as_ref().map_or_else(
+        || super::types::resolve("linux-generic", "x86-64").expect("built in"),
+        |k| k.value.clone(),
+    )
+}
+
 /// repart's default `SizeMinBytes=`.
 const DEFAULT_MIN: u64 = 10 << 20;
 
@@ -47,8 +56,7 @@ pub fn partition(
     table: TableKind,
     paths: &Paths,
 ) -> Result<PartitionSpec, Located> {
-    let linux = super::types::resolve("linux-generic", "x86-64").expect("built in");
-    let t = d.kind.as_ref().map_or(&linux, |k| &k.value);
+    let t = &kind_of(d);
     let name = d
         .label
         .as_ref()
@@ -74,8 +82,7 @@ pub fn partition(
 /// The split artifact's name of the partition (`--split`): `SplitName=`
 /// with `%t` the type's name (the default), None for `-`.
 pub fn split_name(d: &Definition) -> Result<Option<String>, Located> {
-    let linux = super::types::resolve("linux-generic", "x86-64").expect("built in");
-    let t = d.kind.as_ref().map_or(&linux, |k| &k.value);
+    let t = &kind_of(d);
     let Some(s) = &d.split_name else {
         return Ok(Some(t.name.clone()));
     };

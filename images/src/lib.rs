@@ -39,6 +39,7 @@ mod image_path;
 pub mod layout;
 pub mod nixos;
 pub mod owners;
+pub mod repart;
 pub mod size;
 pub mod spec;
 

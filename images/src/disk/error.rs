@@ -317,6 +317,14 @@ pub enum PartitionProblem {
     /// `fill` on a disk of `auto` size.
     #[error("\"size\": \"fill\" needs a fixed disk \"size\" to fill")]
     FillNeedsSize,
+    /// A `verityHash` content whose data partition cannot have one.
+    #[error("content.verityHash.data {data:?} {why}")]
+    VerityData {
+        /// The data partition's name as given.
+        data: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
     /// A field of the other table kind.
     #[error("\"{field}\" {why}")]
     OtherTable {

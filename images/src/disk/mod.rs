@@ -106,6 +106,10 @@ pub struct PartitionSpec {
     /// filesystem for FAT; after it for btrfs and raw content).
     #[serde(default)]
     pub headroom: ByteSize,
+    /// The least an `auto` size may be (systemd-repart's `SizeMinBytes=`):
+    /// a smaller content still gets this many bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_size: Option<ByteSize>,
     /// A type name (`esp`, `linux`, `root-x86-64`, …), a GPT type GUID, or
     /// an MBR type byte (`"0x83"`, `"b"`).
     #[serde(rename = "type")]
@@ -178,6 +182,20 @@ pub enum Content {
     /// Shorthand for `build` with `"filesystem": "btrfs"` (another
     /// filesystem here is refused).
     Btrfs(Box<Spec>),
+    /// The dm-verity hash tree of another partition's read-only
+    /// filesystem (`{"verityHash": {"data": "usr"}}`), made with
+    /// `veritysetup format`; the data partition's and this partition's
+    /// GUIDs become the root hash's first and last 128 bits.
+    #[serde(rename = "verityHash")]
+    VerityHash(VerityHashSpec),
+}
+
+/// Whose dm-verity hash tree a partition holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct VerityHashSpec {
+    /// The name of the data partition: one built as erofs or squashfs.
+    pub data: String,
 }
 
 /// A partition's content with the shorthands resolved: raw bytes, or a
@@ -191,6 +209,9 @@ pub enum Source<'a> {
     /// A vfat filesystem made from a directory (`fat`, or a `build`
     /// whose filesystem is vfat).
     Vfat(Cow<'a, FatSpec>),
+    /// The dm-verity hash tree of the partition named here, made once
+    /// that partition's filesystem is.
+    VerityHash(&'a str),
 }
 
 impl Content {
@@ -203,6 +224,7 @@ impl Content {
             }
             Content::Build(s) | Content::Btrfs(s) => Source::Build(s),
             Content::Fat(f) => Source::Vfat(Cow::Borrowed(f)),
+            Content::VerityHash(v) => Source::VerityHash(&v.data),
         }
     }
 
@@ -213,6 +235,7 @@ impl Content {
             Content::Build(_) => "build",
             Content::Fat(_) => "fat",
             Content::Btrfs(_) => "btrfs",
+            Content::VerityHash(_) => "verityHash",
         }
     }
 }
@@ -352,7 +375,7 @@ impl DiskSpec {
                 Some(Content::Raw(f)) => fix(f),
                 Some(Content::Fat(f)) => fix(&mut f.dir),
                 Some(Content::Build(s) | Content::Btrfs(s)) => s.resolve_relative_paths(base),
-                None => {}
+                Some(Content::VerityHash(_)) | None => {}
             }
         }
         for b in &mut self.blobs {
@@ -522,7 +545,54 @@ impl DiskSpec {
                 .validate(&format!("{origin}: {partition}: content.{}", c.field()))
                 .map_err(DiskError::Spec),
             Content::Raw(_) => Ok(()),
+            Content::VerityHash(v) => {
+                self.verity_problem(i, &v.data)
+                    .map_err(|problem| DiskError::Invalid {
+                        origin: origin.to_owned(),
+                        problem: SpecProblem::Partition { partition, problem },
+                    })
+            }
         }
+    }
+
+    /// What is wrong with partition `i` holding the hash tree of the
+    /// partition named `data`: it must name another partition, built as
+    /// a read-only filesystem, whose tree no other partition holds.
+    fn verity_problem(&self, i: usize, data: &str) -> Result<(), PartitionProblem> {
+        use PartitionProblem as P;
+        let unknown = || P::VerityData {
+            data: data.to_owned(),
+            why: "names no other partition of the disk",
+        };
+        let j = self
+            .partitions
+            .iter()
+            .position(|p| p.name == data)
+            .filter(|&j| j != i)
+            .ok_or_else(unknown)?;
+        let read_only = match self.partitions[j].content.as_ref().map(Content::source) {
+            Some(Source::Build(s)) => {
+                matches!(s.filesystem, Filesystem::Erofs | Filesystem::Squashfs)
+            }
+            _ => false,
+        };
+        if !read_only {
+            return Err(P::VerityData {
+                data: data.to_owned(),
+                why: "is not built as erofs or squashfs: dm-verity serves a read-only \
+                      device, so the data partition must hold a read-only filesystem",
+            });
+        }
+        let twice = self.partitions.iter().enumerate().any(|(k, p)| {
+            k != i && matches!(&p.content, Some(Content::VerityHash(v)) if v.data == data)
+        });
+        if twice {
+            return Err(P::VerityData {
+                data: data.to_owned(),
+                why: "already has its hash tree in another partition",
+            });
+        }
+        Ok(())
     }
 }
 
@@ -572,5 +642,49 @@ mod tests {
             e.contains("partition 1 (\"b\")") && e.contains("fatSize"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_verity_hash_needs_one_read_only_data_partition() {
+        let disk = |data_fs: &str, hashes: &str| {
+            format!(
+                r#"{{"table":"gpt","partitions":[{{"name":"usr","type":"linux","content":{{"build":{{"filesystem":"{data_fs}","rootfs":"u"}}}}}}{hashes}]}}"#
+            )
+        };
+        let hash = |n: &str, data: &str| {
+            format!(
+                r#",{{"name":"{n}","type":"linux","content":{{"verityHash":{{"data":"{data}"}}}}}}"#
+            )
+        };
+        let s = spec(&disk("erofs", &hash("v", "usr")));
+        assert_eq!(
+            s.partitions[1].content.as_ref().unwrap().source(),
+            Source::VerityHash("usr")
+        );
+        spec(&disk("squashfs", &hash("v", "usr")));
+        let rows = [
+            (
+                disk("ext4", &hash("v", "usr")),
+                "is not built as erofs or squashfs",
+            ),
+            (
+                disk("erofs", &hash("v", "nope")),
+                "names no other partition",
+            ),
+            (disk("erofs", &hash("v", "v")), "names no other partition"),
+            (
+                disk("erofs", &(hash("v", "usr") + &hash("w", "usr"))),
+                "already has its hash tree",
+            ),
+        ];
+        let mut bad = Vec::new();
+        for (json, needle) in rows {
+            match DiskSpec::from_json_str(&json, "d.json") {
+                Err(e)
+                    if e.to_string().contains(needle) && e.to_string().contains("partition 2") => {}
+                other => bad.push(format!("{json}: {other:?}")),
+            }
+        }
+        assert!(bad.is_empty(), "{bad:#?}");
     }
 }

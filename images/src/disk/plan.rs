@@ -130,7 +130,10 @@ impl DiskSpec {
                     })
                 }
                 PartSize::Fixed(b) => b.bytes() / SECTOR,
-                PartSize::Auto => (size + p.headroom.bytes()).div_ceil(SECTOR).max(1),
+                PartSize::Auto => (size + p.headroom.bytes())
+                    .max(p.min_size.map_or(0, |m| m.bytes()))
+                    .div_ceil(SECTOR)
+                    .max(1),
                 PartSize::Fill => 0,
             };
             cursor = start + sectors;

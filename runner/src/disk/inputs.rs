@@ -69,6 +69,8 @@ pub fn read<'a>(spec: &'a DiskSpec, output: &Path, opts: &Options) -> Result<Inp
                 let src = vfat::check(&f.dir).with_context(|| title.to_string())?;
                 Some(Input::Vfat(src, f))
             }
+            // Made from its data partition's filesystem (`verity.rs`).
+            Some(Source::VerityHash(_)) => None,
         });
     }
     let blobs = spec

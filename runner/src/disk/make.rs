@@ -9,7 +9,7 @@ use rootbox_images::disk::DiskSpec;
 
 use super::options::Options;
 use super::report::{self, Report, ReproducibleReport, Timings};
-use super::{assemble, contents, inputs, place, publish, readback};
+use super::{assemble, contents, inputs, place, publish, readback, verity};
 
 /// Makes the disk. Nothing is left at `output` unless it succeeds.
 pub fn make(spec: &DiskSpec, output: &Path, opts: &Options) -> Result<Report> {
@@ -33,7 +33,11 @@ pub fn make(spec: &DiskSpec, output: &Path, opts: &Options) -> Result<Report> {
 
     // 2. Build each partition's content whose size is known.
     // The scratch directory holds the builds' files until the disk is out.
-    let (slots, _scratch) = contents::make_all(spec, parts, &out_dir, &entropy, fat_epoch, opts)?;
+    let (mut slots, _scratch) =
+        contents::make_all(spec, parts, &out_dir, &entropy, fat_epoch, opts)?;
+    // The dm-verity hash trees, and the GUIDs their root hashes give.
+    let pairs = verity::make_all(spec, &mut slots, &out_dir, &entropy)?;
+    let spec = &*verity::with_guids(spec, &pairs);
     let contents_secs = lap(&mut t);
 
     // 3. Place partitions and blobs; a `fill` vfat is made at its size.
@@ -69,7 +73,7 @@ pub fn make(spec: &DiskSpec, output: &Path, opts: &Options) -> Result<Report> {
         content_bytes,
         disk_guid: layout.table.disk_guid.map(|g| g.to_string()),
         disk_id: layout.table.disk_id.map(|d| format!("0x{d:08x}")),
-        partitions: report::partitions(spec, &layout, made),
+        partitions: report::with_root_hashes(report::partitions(spec, &layout, made), &pairs),
         blobs: layout.blobs.clone(),
         bmap: opts.bmap.clone(),
         compressed: published.compressed,

@@ -10,7 +10,9 @@
 //! 2. `contents.rs`: each partition's content made — builds through the
 //!    build pipeline (`build.rs`), vfat with `crate::fs::vfat` — and the
 //!    one model of what a content is (raw bytes, or a filesystem of a
-//!    kind that knows its reader);
+//!    kind that knows its reader); then `verity.rs`: the dm-verity hash
+//!    trees of read-only filesystems (`veritysetup format`), whose root
+//!    hashes give the pair's GUIDs;
 //! 3. `place.rs`: partitions and blobs placed by
 //!    [`rootbox_images::disk::DiskSpec::plan`];
 //! 4. `assemble.rs`: the largest build's own file made the disk where the
@@ -24,6 +26,9 @@
 //!    (or moved from the scratch directory) into place — before that,
 //!    nothing is at the output path;
 //! 7. [`report`]: the JSON report and its text summary.
+//!
+//! With `--definitions --split`, `split.rs` copies each partition out of
+//! the published disk (systemd-repart's split artifacts).
 //!
 //! `rootbox disk`'s flags are `cli.rs` ([`DiskArgs`]); `--example` is
 //! [`example`]; `rootbox inspect DISK` is [`inspect`].
@@ -42,6 +47,8 @@ mod publish;
 pub mod readback;
 pub mod report;
 mod splice;
+mod split;
+mod verity;
 
 pub use cli::{main, DiskArgs};
 pub use make::make;

@@ -130,6 +130,27 @@ pub struct PartitionReport {
     /// A build's own report.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub build: Option<Box<crate::pipeline::Report>>,
+    /// A dm-verity data or hash partition: the root hash (hex), which
+    /// `veritysetup open`/`verify` and `roothash=`/`usrhash=` take.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub roothash: Option<String>,
+    /// With `--split`: the partition's split artifact.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub split_path: Option<PathBuf>,
+}
+
+/// `parts` with each dm-verity pair's root hash on its data and hash
+/// partitions.
+pub fn with_root_hashes(
+    mut parts: Vec<PartitionReport>,
+    pairs: &[super::verity::Pair],
+) -> Vec<PartitionReport> {
+    for p in pairs {
+        for i in [p.data, p.hash] {
+            parts[i].roothash = Some(p.root_hash.clone());
+        }
+    }
+    parts
 }
 
 /// Each partition of the layout with its content.
@@ -168,6 +189,8 @@ pub fn partitions(
             fs_uuid: None,
             label: None,
             build: None,
+            roothash: None,
+            split_path: None,
         };
         if let Some(m) = m {
             r.content_bytes = m.content_bytes;
@@ -221,6 +244,9 @@ pub fn print_summary(r: &Report) {
             p.partuuid,
             if p.bootable { " bootable" } else { "" }
         );
+        if let Some(h) = &p.roothash {
+            println!("           roothash {h}");
+        }
     }
     println!("verified   table, blobs, raw partitions, and every filesystem with its own reader");
 }

@@ -83,7 +83,7 @@ def arm64_rootfs(cache, label, rebuild):
         # GRUB (the UEFI boot) reads the initrd from /boot in @, as the tree
         # would have it had initramfs-tools made one
         shutil.copy(k / "initrd.img", tmp / f"boot/initrd.img-{kv}")
-        secs = int(os.times().elapsed - t0)
+        secs = f"{os.times().elapsed - t0:.1f}"
         rmtree(a / "rootfs")
         tmp.rename(a / "rootfs")
         mm = read_stamp(mm_stamp)

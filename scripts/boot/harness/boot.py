@@ -108,6 +108,10 @@ class Boot(ABC):
     def describe(self):
         return self.name
 
+    def machine(self, accel):
+        """The qemu binary and its machine and accelerator arguments."""
+        return ["qemu-system-x86_64", *accel_args(accel)]
+
     def path_check(self, console):
         """(ok, evidence) that the console shows this way of booting was
         taken, or None when there is nothing to tell (qemu loads the kernel)."""
@@ -328,18 +332,20 @@ def pick_accel(accel, kernel, d):
 
 
 class Qemu:
-    """qemu-system-x86_64 for one image, as a context manager: started on
-    entry, its process group killed on exit (normal, exception, signal).
+    """qemu for one image, as a context manager: started on entry, its
+    process group killed on exit (normal, exception, signal).  ``machine``:
+    the qemu binary and its machine and accelerator arguments
+    (:meth:`Boot.machine`).
 
     The guest's serial console goes to ``console``; sshd is forwarded to
     127.0.0.1:``port``."""
 
-    def __init__(self, name, accel, boot_args, d):
+    def __init__(self, name, machine, boot_args, d):
         self.name = name
         self.d = d
         self.console = d / "console.log"
         self.port = free_port()
-        self.argv = ["qemu-system-x86_64", "-name", f"rootbox-boot-{name}", *accel_args(accel),
+        self.argv = [*machine[:1], "-name", f"rootbox-boot-{name}", *machine[1:],
                      "-smp", "2", "-m", "1024", "-display", "none", "-monitor", "none", "-no-reboot",
                      "-serial", f"file:{self.console}", *boot_args,
                      "-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{self.port}-:22",

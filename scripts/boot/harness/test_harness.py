@@ -8,7 +8,9 @@ import tempfile
 import unittest
 from pathlib import Path
 
+from harness import arm64 as A
 from harness import checks as C
+from harness import initrd as I
 from harness import growth as G
 from harness import nixstore as N
 from harness.boot import UBoot, Uefi, build_spec
@@ -385,3 +387,105 @@ class DiskSpecs(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class Arm64Initrd(unittest.TestCase):
+    """The initrd made on the host for --arch arm64 (harness/initrd.py)."""
+    def setUp(self):
+        self.d = Path(tempfile.mkdtemp())
+        self.addCleanup(shutil.rmtree, self.d)
+
+    def moddir(self):
+        m = self.d / "lib/modules/6.1.0-9-arm64"
+        m.mkdir(parents=True)
+        (m / "modules.dep").write_text(
+            "kernel/fs/btrfs/btrfs.ko: kernel/crypto/xor.ko kernel/lib/raid6/raid6_pq.ko kernel/lib/libcrc32c.ko\n"
+            "kernel/crypto/xor.ko:\nkernel/lib/raid6/raid6_pq.ko:\nkernel/lib/libcrc32c.ko:\n"
+            "kernel/crypto/crc32c_generic.ko:\nkernel/drivers/block/virtio_blk.ko:\n")
+        (m / "modules.builtin").write_text("kernel/drivers/virtio/virtio_pci.ko\n")
+        (m / "modules.alias").write_text("alias crypto-crc32c crc32c_generic\nalias crc32c crc32c_generic\n")
+        for rel in ("fs/btrfs/btrfs.ko", "crypto/xor.ko", "lib/raid6/raid6_pq.ko", "lib/libcrc32c.ko",
+                    "crypto/crc32c_generic.ko", "drivers/block/virtio_blk.ko"):
+            (m / "kernel" / rel).parent.mkdir(parents=True, exist_ok=True)
+            (m / "kernel" / rel).write_bytes(b"\x7fELF " + rel.encode())
+        return m
+
+    def test_modules_come_after_what_they_need_and_builtins_are_left_out(self):
+        mods = I.Modules(self.moddir())
+        order = mods.load_order(mods.providers("crypto-crc32c") + ["virtio_pci", "virtio_blk", "btrfs"])
+        self.assertEqual(order, ["crc32c_generic", "virtio_blk", "xor", "raid6_pq", "libcrc32c", "btrfs"])
+        with self.assertRaisesRegex(Exception, "module nope .*neither"):
+            mods.load_order(["nope"])
+
+    def test_a_builtin_alias_needs_no_module(self):
+        m = self.moddir()
+        (m / "modules.builtin").write_text("kernel/crypto/crc32c_generic.ko\n")
+        self.assertEqual(I.Modules(m).providers("crypto-crc32c"), [])
+
+    @unittest.skipUnless(shutil.which("cpio"), "needs cpio")
+    def test_the_initrd_is_a_cpio_the_host_tools_read(self):
+        import subprocess
+        self.moddir()
+        parts = self.d / "parts"
+        (parts / "bin").mkdir(parents=True)
+        (parts / "bin/busybox").write_bytes(b"busybox")
+        out = self.d / "initrd.img"
+        order = I.make_initrd(self.d, "6.1.0-9-arm64", parts, out)
+        listing = subprocess.run(f"zcat {out} | cpio -t -v --quiet", shell=True, capture_output=True,
+                                 text=True, check=True).stdout
+        names = [line.split()[-1] if " -> " not in line else line.split()[-3] for line in listing.splitlines()]
+        for want in ["init", "bin/busybox", "bin/sh", "dev/console", "etc/rootbox-modules", "lib/modules/btrfs.ko"]:
+            self.assertIn(want, names)
+        self.assertIn("crw-------", listing)
+        init = subprocess.run(f"zcat {out} | cpio -i --quiet --to-stdout init", shell=True,
+                              capture_output=True, check=True).stdout
+        self.assertEqual(init, I.INIT.read_bytes())
+        lst = subprocess.run(f"zcat {out} | cpio -i --quiet --to-stdout etc/rootbox-modules", shell=True,
+                             capture_output=True, text=True, check=True).stdout
+        self.assertEqual(lst.split(), order)
+        # the same inputs give the same bytes
+        again = self.d / "again.img"
+        I.make_initrd(self.d, "6.1.0-9-arm64", parts, again)
+        self.assertEqual(out.read_bytes(), again.read_bytes())
+
+
+class Arm64Disks(unittest.TestCase):
+    def setUp(self):
+        self.d = Path(tempfile.mkdtemp())
+        self.addCleanup(shutil.rmtree, self.d)
+
+    def test_uboot_disk_is_gpt_with_a_legacy_bootable_fat_and_extlinux_naming_the_root(self):
+        if not A.UBOOT_BIN.exists():
+            self.skipTest(f"needs {A.UBOOT_BIN}")
+        k, i = self.d / "Image", self.d / "initrd"
+        k.write_bytes(b"k")
+        i.write_bytes(b"i")
+        b = A.UBootArm64(k, i, LAYOUTS["default"])
+        spec = b.disk_spec({"btrfs": {"label": "x"}}, self.d)
+        self.assertEqual(spec["table"], "gpt")
+        firmware, fat, root = spec["partitions"]
+        self.assertNotIn("attributes", firmware)
+        self.assertEqual(Path(firmware["content"]["raw"]).stat().st_size, 1 << 20)
+        self.assertEqual(fat["attributes"], ["legacy-bootable"])
+        self.assertEqual((root["type"], root["guid"]), ("root-arm64", b.root_partuuid))
+        tree = Path(fat["content"]["fat"]["dir"])
+        self.assertEqual(sorted(str(p.relative_to(tree)) for p in tree.rglob("*") if p.is_file()),
+                         ["Image", "extlinux/extlinux.conf", "initrd.img"])
+        conf = (tree / "extlinux/extlinux.conf").read_text()
+        self.assertIn(f"append root=PARTUUID={b.root_partuuid} rootflags=subvol=@ rootfstype=btrfs rw "
+                      "console=ttyAMA0", conf)
+        ok = ("U-Boot 2023.01\nScanning virtio 0:2...\nFound /extlinux/extlinux.conf\n"
+              f"[    0.000000] Kernel command line: root=PARTUUID={b.root_partuuid} rootflags=subvol=@\n")
+        self.assertTrue(b.path_check(ok)[0])
+        self.assertFalse(b.path_check(ok.replace(b.root_partuuid, "other"))[0])
+        self.assertFalse(b.path_check(ok.replace("Found /extlinux/extlinux.conf\n", ""))[0])
+        # partition 1 scanned: the fallback when no partition is marked bootable
+        self.assertFalse(b.path_check(ok.replace("0:2", "0:1"))[0])
+        self.assertFalse(b.path_check("Scanning virtio 0:1...\n" + ok)[0])
+
+    def test_arm64_boots_run_under_tcg_on_the_virt_machine(self):
+        b = A.UBootArm64(Path("Image"), Path("initrd"), LAYOUTS["default"])
+        self.assertEqual(b.machine("tcg")[:5], ["qemu-system-aarch64", "-M", "virt", "-cpu", "cortex-a57"])
+        with self.assertRaises(Exception):
+            b.machine("kvm")
+        self.assertEqual(Uefi("k", LAYOUTS["default"], "l").machine("tcg")[0], "qemu-system-x86_64")

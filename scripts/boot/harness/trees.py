@@ -145,10 +145,13 @@ class BuildUser:
 
     def argv(self, cmd, cwd, extra_env=()):
         """``cmd`` run as this user in ``cwd``: no capabilities (asserted),
-        a clean environment."""
+        a clean environment (but QEMU_LD_PREFIX, which a dynamic binary of
+        another architecture, run through binfmt, needs to find its libraries)."""
         path = f"{self.path_prefix}:{PATH}" if self.path_prefix else PATH
         env = [f"PATH={path}", f"HOME={self.home}", f"USER={self.name}",
                f"RUST_LOG={os.environ.get('RUST_LOG', '')}", "RUST_BACKTRACE=1", *extra_env]
+        if os.environ.get("QEMU_LD_PREFIX"):
+            env.append(f"QEMU_LD_PREFIX={os.environ['QEMU_LD_PREFIX']}")
         return ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--init-groups",
                 "--inh-caps=-all", "env", "-i", *env, "sh", "-c", CAP_GUARD, str(cwd), *map(str, cmd)]
 

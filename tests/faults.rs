@@ -242,6 +242,19 @@ fn sigkill_during_verification() {
 /// space, no temporary directory.
 #[test]
 fn sigint_and_sigterm_stop_cleanly() {
+    stop_cleanly(&[]);
+}
+
+/// The same without a user namespace (`--no-userns`, as the automatic
+/// fallback runs it): no PID namespace takes the tool down with the
+/// build, and the scratch copy is on disk beside the output.
+#[test]
+fn sigint_and_sigterm_stop_a_build_without_a_namespace_cleanly() {
+    stop_cleanly(&["--no-userns"]);
+}
+
+/// [`sigint_and_sigterm_stop_cleanly`] with `extra` arguments.
+fn stop_cleanly(extra: &[&str]) {
     for (sig, group) in [(Signal::SIGINT, true), (Signal::SIGTERM, false)] {
         let fx = Fx::faulty();
         let marker = unique_marker("1000.");
@@ -249,7 +262,7 @@ fn sigint_and_sigterm_stop_cleanly() {
             &format!("touch {}; sleep {marker}", s(&fx.path("mkfs-started"))),
             "",
         );
-        let mut cmd = fx.build_cmd(&[]);
+        let mut cmd = fx.build_cmd(extra);
         if group {
             std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         }

@@ -19,7 +19,12 @@
 //!
 //! The tree holds the user's files (one setuid), a setuid file of another
 //! owner (root's without the set-id bit in the image, as the single map
-//! gives it), a hard link, a symlink, a fifo and a user xattr. Not yet in
+//! gives it), a hard link, a symlink, a fifo, a user xattr, and a symlink
+//! and a directory whose times are older than the epoch (a read of the
+//! staged copy once moved their atimes, so the images differed); the
+//! first test adds 300 small files (enough that the owner fixes a build
+//! without a namespace needs once made debugfs write more: the ext4
+//! superblock's `s_kbytes_written` differed). Not yet in
 //! it: device nodes and `security.capability`, which a copy without a
 //! namespace cannot carry (see the README); a test checks that each is
 //! named in one warning.
@@ -40,6 +45,10 @@ use serde_json::Value;
 
 const FILESYSTEMS: [&str; 4] = ["btrfs", "ext4", "erofs", "squashfs"];
 const EPOCH: &str = "1700000000";
+/// A time before the epoch, for entries whose times the image keeps.
+const OLD: &str = "2021-01-03 00:00:00 UTC";
+/// How many small files the first test's tree holds besides.
+const MANY: usize = 300;
 /// The owner of the file that is neither the user's nor root's.
 const OTHER: u32 = 4242;
 
@@ -81,6 +90,15 @@ fn tree(user: &User, dir: &Path) -> PathBuf {
         "kept",
         s(&root.join("data/tagged")),
     ]));
+    out.assert_success();
+    // Times older than the epoch, which a reproducible build keeps: a
+    // symlink and a directory, whose atimes any readlink or readdir of a
+    // writable copy moves (the namespace reads a sealed, read-only tree).
+    symlink_as(user, "hostname", &root.join("etc/old-link"));
+    write_as(user, &root.join("srv/old/file"), "old");
+    let out = run(Command::new("touch")
+        .args(["-h", "-d", OLD])
+        .args([root.join("etc/old-link"), root.join("srv/old")]));
     out.assert_success();
     root
 }
@@ -261,6 +279,13 @@ fn every_filesystem_built_without_a_namespace_equals_the_namespace_build() {
     let Some((user, dir, root)) = setup() else {
         return;
     };
+    // Enough inodes that the owner fixes of a build without a namespace
+    // (every inode is the caller's) once made debugfs write more than the
+    // namespace build's did: the ext4 superblock's s_kbytes_written
+    // differed (seen from 200 files on; not with 100).
+    for i in 0..MANY {
+        write_as(&user, &root.join(format!("usr/share/many/{i}")), "m");
+    }
     for fs_name in FILESYSTEMS {
         let image = |n: &str| dir.path().join(format!("{n}.{fs_name}"));
         let out = build(&user, fs_name, &root, &image("single"), How::Single).unwrap();

@@ -13,11 +13,15 @@
 //! `-U` and `-E hash_seed=` fix the random UUID and directory hash seed,
 //! `E2FSPROGS_FAKE_TIME` fixes the times mkfs, resize2fs and debugfs take
 //! from the clock; `mke2fs -d` sorts directory entries itself, but copies
-//! ctime and atime from the source, which are clamped afterwards with
-//! debugfs ([`time_fields`]), and writes xattrs in the order the source
+//! ctime and atime from the source, which are set afterwards with debugfs
+//! (clamped; the atime to the mtime, [`time_fields`]), and writes xattrs in the order the source
 //! filesystem lists them (ext4 and tmpfs differ), so they are removed and
 //! set again in name order ([`xattr_script`]), after which libext2fs lays
-//! them out the same way.
+//! them out the same way. A reproducible build writes every inode's owner,
+//! mode and times whether they change or not ([`owner_fields`]): what
+//! debugfs writes is counted in the superblock (`s_kbytes_written`), and a
+//! build without a namespace, whose mkfs records the caller's ids on every
+//! inode, must end with the bytes a namespace build ends with.
 //!
 //! Size: `auto` makes a generous image ([`estimate`]), then shrinks it with
 //! `resize2fs -M` and grows it again by the headroom ([`with_headroom`]).
@@ -204,19 +208,47 @@ pub fn fix_fields(uid: u32, gid: u32, mode: u32, fix: &super::Fix) -> Vec<Field>
     f
 }
 
-/// The fields that clamp `times` (atime, mtime, ctime, crtime, in seconds,
-/// as [`TimeField::ALL`]) to `epoch`, with their nanoseconds: a time later
-/// than the epoch, or one with nanoseconds, becomes a whole second no later
-/// than the epoch.
-pub fn time_fields(times: [(i64, u32); 4], epoch: u64) -> Vec<Field> {
-    TimeField::ALL
-        .into_iter()
-        .zip(times)
-        .filter_map(|(which, (sec, nsec))| {
-            let clamped = sec.clamp(0, epoch as i64) as u64;
-            (clamped as i64 != sec || nsec != 0).then_some(Field::Time(which, clamped))
-        })
-        .collect()
+/// The owner fields of one inode of a reproducible image: `uid`, `gid`
+/// and `mode` (the whole `st_mode`), written whether they change or not
+/// (see [`time_fields`]).
+pub fn owner_fields(uid: u32, gid: u32, mode: u32) -> [Field; 3] {
+    [Field::Uid(uid), Field::Gid(gid), Field::Mode(mode)]
+}
+
+/// The time fields of one inode of a reproducible image, from the
+/// `mtime`, `ctime` and `crtime` mkfs recorded (seconds, nanoseconds):
+/// a time later than `epoch`, or one with nanoseconds, becomes a whole
+/// second no later than the epoch; the atime becomes that mtime, always
+/// written. The atime mkfs recorded is not used: staging gives every
+/// entry its mtime as atime, but any read of the staged tree before mkfs
+/// `lstat`s it (rootbox's own walk, a readlink or readdir of a copy on a
+/// writable, `relatime` mount, as a build without a namespace stages it)
+/// moves it. Written for every inode, so that the command file, and with
+/// it what debugfs writes (`s_kbytes_written` counts it), does not depend
+/// on it either.
+pub fn time_fields(
+    mtime: (i64, u32),
+    ctime: (i64, u32),
+    crtime: (i64, u32),
+    epoch: u64,
+) -> Vec<Field> {
+    let clamp = |(sec, nsec): (i64, u32)| {
+        let clamped = sec.clamp(0, epoch as i64) as u64;
+        (clamped, clamped as i64 != sec || nsec != 0)
+    };
+    let (mtime_set, _) = clamp(mtime);
+    let mut fields = vec![Field::Time(TimeField::Atime, mtime_set)];
+    for (which, time) in [
+        (TimeField::Mtime, mtime),
+        (TimeField::Ctime, ctime),
+        (TimeField::Crtime, crtime),
+    ] {
+        let (clamped, changes) = clamp(time);
+        if changes {
+            fields.push(Field::Time(which, clamped));
+        }
+    }
+    fields
 }
 
 /// The `debugfs -w -f` command file that applies `edits` (inode number,
@@ -317,7 +349,7 @@ mod tests {
             .map(|f| (12, f))
             .collect();
         edits.extend(
-            time_fields([(5, 0), (2000, 0), (999, 7), (1000, 0)], 1000)
+            time_fields((2000, 0), (999, 7), (1000, 0), 1000)
                 .into_iter()
                 .map(|f| (12, f)),
         );
@@ -325,8 +357,22 @@ mod tests {
             debugfs_script(&edits),
             "set_inode_field <12> uid 0\n\
              set_inode_field <12> mode 0100755\n\
+             set_inode_field <12> atime @1000\nset_inode_field <12> atime_extra 0\n\
              set_inode_field <12> mtime @1000\nset_inode_field <12> mtime_extra 0\n\
              set_inode_field <12> ctime @999\nset_inode_field <12> ctime_extra 0\n"
+        );
+    }
+
+    #[test]
+    fn the_atime_is_the_clamped_mtime_whatever_mkfs_read() {
+        let t = |which, v| Field::Time(which, v);
+        assert_eq!(
+            time_fields((5, 0), (2000, 0), (6, 0), 1000),
+            [t(TimeField::Atime, 5), t(TimeField::Ctime, 1000)]
+        );
+        assert_eq!(
+            time_fields((7, 3), (8, 0), (9, 0), 1000),
+            [t(TimeField::Atime, 7), t(TimeField::Mtime, 7)]
         );
     }
 

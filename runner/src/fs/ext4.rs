@@ -13,7 +13,7 @@ use std::process::Command;
 use anyhow::{anyhow, bail, Context, Result};
 use rootbox_fsimage::ext4::Time;
 use rootbox_fsimage::Entry;
-use rootbox_images::fs::ext4::{self as plan, Content, BLOCK};
+use rootbox_images::fs::ext4::{self as plan, Content, Field, BLOCK};
 use rootbox_images::fs::{too_small, Filesystem, Fix, FsError, Name};
 use rootbox_images::size::Size;
 
@@ -95,13 +95,19 @@ fn shrink(job: &Job, image: &Path) -> Result<u64> {
         .ok_or_else(|| anyhow!("dumpe2fs -h {} printed no block count", image.display()))
 }
 
-/// Writes `fixes` (and, for a reproducible build, the clamped times and
-/// the xattrs in name order) into the image with one `debugfs -w -f` run.
-/// What the image holds is read with rootbox's ext4 reader.
+/// Writes `fixes` (and, for a reproducible build, the clamped times, the
+/// atime the mtime, and the xattrs in name order) into the image with one
+/// `debugfs -w -f` run. What the image holds is read with rootbox's ext4
+/// reader.
 fn apply_fixes(job: &Job, fixes: &[Fix]) -> Result<()> {
     let entries = rootbox_fsimage::ext4::read(&job.image)
         .with_context(|| format!("reading the ext4 image {}", job.image.display()))?;
     let by_path: HashMap<&[u8], &Entry> = entries.iter().map(|e| (&e.path[..], e)).collect();
+    // The owner and mode each inode ends with.
+    let mut last: HashMap<u64, (u32, u32, u32)> = entries
+        .iter()
+        .map(|e| (e.ino, (e.uid, e.gid, e.mode)))
+        .collect();
     let mut edits = Vec::new();
     for f in fixes {
         let e = by_path
@@ -112,23 +118,11 @@ fn apply_fixes(job: &Job, fixes: &[Fix]) -> Result<()> {
                 .into_iter()
                 .map(|x| (e.ino, x)),
         );
+        last.insert(e.ino, (f.uid, f.gid, f.mode));
     }
     let mut script = String::new();
     if let Some(rep) = &job.options.reproducible {
-        let times = rootbox_fsimage::ext4::times(&job.image)
-            .with_context(|| format!("reading the times of {}", job.image.display()))?;
-        for (ino, t) in times {
-            let crtime = t.crtime.unwrap_or(Time {
-                seconds: 0,
-                nanoseconds: 0,
-            });
-            let four = [t.atime, t.mtime, t.ctime, crtime].map(|t| (t.seconds, t.nanoseconds));
-            edits.extend(
-                plan::time_fields(four, rep.epoch)
-                    .into_iter()
-                    .map(|x| (ino, x)),
-            );
-        }
+        edits = reproducible_edits(job, &last, rep.epoch)?;
         let mut done = HashSet::new();
         for e in entries.iter().filter(|e| done.insert(e.ino)) {
             script += &sorted_xattrs(job, e)?;
@@ -139,6 +133,37 @@ fn apply_fixes(job: &Job, fixes: &[Fix]) -> Result<()> {
         return Ok(());
     }
     run_debugfs(job, &script)
+}
+
+/// A reproducible image's edits, inode by inode in inode order: the owner
+/// and mode of `last` and the times, each written whether it changes or
+/// not, so that the command file, and what debugfs writes (the superblock
+/// counts it in `s_kbytes_written`), depends only on the image the build
+/// ends with: without a namespace mkfs records the caller's ids on every
+/// inode, in one the ids the namespace shows.
+fn reproducible_edits(
+    job: &Job,
+    last: &HashMap<u64, (u32, u32, u32)>,
+    epoch: u64,
+) -> Result<Vec<(u64, Field)>> {
+    let times = rootbox_fsimage::ext4::times(&job.image)
+        .with_context(|| format!("reading the times of {}", job.image.display()))?;
+    let mut edits = Vec::new();
+    for (ino, t) in times {
+        let &(uid, gid, mode) = last
+            .get(&ino)
+            .ok_or_else(|| anyhow!("inode {ino} of the ext4 image has no path"))?;
+        let crtime = t.crtime.unwrap_or(Time {
+            seconds: 0,
+            nanoseconds: 0,
+        });
+        let [mtime, ctime, crtime] = [t.mtime, t.ctime, crtime].map(|t| (t.seconds, t.nanoseconds));
+        let fields = plan::owner_fields(uid, gid, mode)
+            .into_iter()
+            .chain(plan::time_fields(mtime, ctime, crtime, epoch));
+        edits.extend(fields.map(|x| (ino, x)));
+    }
+    Ok(edits)
 }
 
 /// The debugfs commands that set the (non-`system.`) xattrs of `e` again

@@ -14,8 +14,8 @@
 //!    must match a path of the image;
 //! 4. *tarball owners*: a tar rootfs's headers give owners and modes,
 //!    yielding to the manifest's rules;
-//! 5. *the reproducible pass*: times clamped, the UUIDs mkfs picked at
-//!    random derived from the seed, leftovers zeroed.
+//! 5. *the reproducible pass*: every atime the mtime, times clamped, the
+//!    UUIDs mkfs picked at random derived from the seed, leftovers zeroed.
 //!
 //! 1–3 are one pass over the inodes, 4 and 5 one each.
 
@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use rootbox_btrfs::{InodeChange, Rewriter};
+use rootbox_btrfs::{InodeChange, InodeTimes, Rewriter};
 use rootbox_images::layout::Layout;
 use rootbox_images::owners::Manifest;
 use serde::Serialize;
@@ -335,10 +335,28 @@ pub fn tar_owners(
     Ok(changed)
 }
 
-/// Clamps every time to `epoch`, derives the UUIDs mkfs picked at random
-/// from `seed`, zeroes what mkfs left in freed blocks.
+/// Gives every inode its mtime as atime, clamps every time to `epoch`,
+/// derives the UUIDs mkfs picked at random from `seed`, zeroes what mkfs
+/// left in freed blocks.
 fn make_reproducible(image: &Path, epoch: i64, seed: &str) -> Result<()> {
     let mut rw = Rewriter::open(image).context("opening the image to make it reproducible")?;
+    // Staging gives every entry its mtime as atime, but a read of the
+    // staged tree moves it where that tree is writable (without a
+    // namespace it is a copy on disk; a namespace seals it read-only):
+    // mkfs.btrfs 6.14 walks the tree twice, and its first walk's readdir
+    // moves the atime of a directory its second walk records (strace).
+    for id in rw.fs_tree_ids().context("listing subvolumes")? {
+        rw.update_inodes(id, &mut |v| {
+            (v.atime != v.mtime).then(|| InodeChange {
+                times: Some(InodeTimes {
+                    atime: Some(v.mtime),
+                    ..InodeTimes::default()
+                }),
+                ..InodeChange::default()
+            })
+        })
+        .context("setting every atime to the mtime")?;
+    }
     rw.make_reproducible(epoch, seed.as_bytes())
         .context("making the image reproducible")?;
     rw.commit().context("writing the reproducible image")?;

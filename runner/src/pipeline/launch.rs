@@ -1,19 +1,21 @@
 //! The parent's side of the staging step: the [`StageJob`] written, then
 //! `rootbox __stage JOB` re-executed in the sandbox (a user, mount and pid
-//! namespace), or run in this process when there is no user namespace; the
-//! [`StageResult`] read back.
+//! namespace), or, when there is no user namespace, in a process group of
+//! its own with the stopping signals forwarded to it; the [`StageResult`]
+//! read back.
 
 use std::ffi::OsString;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Context, Result};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
 use rootbox_sandbox::{ExitStatus, MapMode, Sandbox};
 
 use super::inputs::Staging;
 use super::job::{MakeJob, StageJob, StageResult};
 use super::request::Options;
-use super::stage;
 use crate::interrupted::Interrupted;
 use crate::output::Target;
 
@@ -92,7 +94,7 @@ pub fn run(
     };
     let (status, namespace) = match without {
         Some(reason) => (
-            run_direct(&mut job)?,
+            run_direct(&mut job, plan_dir)?,
             Namespace {
                 used: false,
                 reason: Some(reason),
@@ -170,7 +172,7 @@ fn in_namespace(
                     "no user namespace: {reason}; the build continues without one (as \
                      --no-userns), with the owners a namespace would give"
                 );
-                let status = run_direct(job)?;
+                let status = run_direct(job, plan_dir)?;
                 Ok((
                     status,
                     Namespace {
@@ -197,20 +199,105 @@ fn in_namespace(
     }
 }
 
-/// Runs the staging step in this process, without a user namespace: no
-/// mounts, so the tree is staged on disk in scratch space, by copying.
-fn run_direct(job: &mut StageJob) -> Result<ExitStatus> {
+/// Runs the staging step without a user namespace: no mounts, so the tree
+/// is staged on disk in scratch space, by copying. It runs as `rootbox
+/// __stage JOB` in a process group of its own, which a Ctrl-C or kill of
+/// this process is forwarded to ([`wait_forwarding`]): the tool it runs
+/// stops with it (a namespace build has its PID namespace for that), and
+/// this process lives on to remove scratch space.
+fn run_direct(job: &mut StageJob, plan_dir: &Path) -> Result<ExitStatus> {
     job.direct = true;
     job.stage_dir = job.scratch.join("stage");
     std::fs::create_dir_all(&job.stage_dir)
         .context("creating the staging directory in scratch space")?;
+    let job_path = plan_dir.join("job.json");
+    std::fs::write(&job_path, serde_json::to_vec(&*job)?)?;
     tracing::debug!("staging by copying, without a user namespace");
-    let code = stage::execute(job)?;
-    Ok(ExitStatus::Exited(if code == ExitCode::SUCCESS {
-        0
-    } else {
-        1
-    }))
+    let stops = Stops::block().context("blocking the signals that stop a build")?;
+    // /proc is there: the output is an unnamed file that tools reach as
+    // /proc/self/fd/N.
+    let child = std::process::Command::new("/proc/self/exe")
+        .arg("__stage")
+        .arg(&job_path)
+        .process_group(0)
+        .spawn();
+    let status = match child {
+        Ok(child) => wait_forwarding(child, &stops),
+        Err(e) => Err(e).context("starting the staging step (rootbox __stage)"),
+    };
+    stops.restore();
+    status
+}
+
+/// SIGINT, SIGTERM and SIGHUP blocked in this (single-threaded) process
+/// and read from a signalfd while the staging step runs; the child
+/// inherits the blocked mask and unblocks them as it starts
+/// ([`super::stage::main`]).
+struct Stops {
+    fd: SignalFd,
+    before: SigSet,
+}
+
+impl Stops {
+    fn block() -> nix::Result<Stops> {
+        let mut set = SigSet::empty();
+        for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+            set.add(sig);
+        }
+        let before = set.thread_swap_mask(SigmaskHow::SIG_BLOCK)?;
+        let fd = SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
+        Ok(Stops { fd, before })
+    }
+
+    /// The signals that came, each once, in order.
+    fn read(&self) -> Vec<Signal> {
+        let mut got = Vec::new();
+        while let Ok(Some(info)) = self.fd.read_signal() {
+            if let Ok(sig) = Signal::try_from(info.ssi_signo as i32) {
+                got.push(sig);
+            }
+        }
+        got
+    }
+
+    /// The mask as it was. A signal still pending (none: [`Self::read`]
+    /// took them) would take its default action now.
+    fn restore(self) {
+        let _ = self.read();
+        let _ = self.before.thread_set_mask();
+    }
+}
+
+/// Waits for the staging step `child`, forwarding every stopping signal
+/// to its process group; one that has not ended STOP_GRACE after the
+/// first is killed. The status is then that of the forwarded signal, as
+/// [`rootbox_sandbox::Child::wait_stopping_after`] reports it.
+fn wait_forwarding(mut child: std::process::Child, stops: &Stops) -> Result<ExitStatus> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    use std::os::unix::process::ExitStatusExt;
+    let group = nix::unistd::Pid::from_raw(child.id() as i32);
+    let mut stopping: Option<(std::time::Instant, Signal)> = None;
+    loop {
+        if let Some(status) = child.try_wait().context("waiting for the staging step")? {
+            return Ok(match (stopping, status.code(), status.signal()) {
+                (Some((_, sig)), ..) => ExitStatus::Signaled(sig as i32),
+                (None, Some(code), _) => ExitStatus::Exited(code),
+                (None, None, sig) => ExitStatus::Signaled(sig.unwrap_or(libc::SIGKILL)),
+            });
+        }
+        let mut fds = [PollFd::new(stops.fd.as_fd(), PollFlags::POLLIN)];
+        let _ = poll(&mut fds, PollTimeout::from(100u8));
+        for sig in stops.read() {
+            tracing::debug!("forwarding {sig} to the staging step");
+            let _ = nix::sys::signal::killpg(group, sig);
+            stopping.get_or_insert((std::time::Instant::now() + STOP_GRACE, sig));
+        }
+        if stopping.is_some_and(|(deadline, _)| std::time::Instant::now() >= deadline) {
+            tracing::debug!("the staging step did not end after the signal: killing it");
+            let _ = nix::sys::signal::killpg(group, Signal::SIGKILL);
+        }
+    }
 }
 
 /// With `--map subrange` the caller is not mapped into the namespace, so

@@ -1,5 +1,6 @@
 //! The staging step, run inside the sandbox as `rootbox __stage JOB` (or,
-//! without a user namespace, in the rootbox process itself), in this order:
+//! without a user namespace, in a process group of its own), in this
+//! order:
 //!
 //! 1. *plan*: the planner ([`super::plan`]) walks the sources as the
 //!    namespace sees them and decides, entry by entry, bind or copy;
@@ -22,6 +23,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+use nix::sys::signal::Signal::{SIGHUP, SIGINT, SIGTERM};
 
 use super::job::{MakeJob, StageJob, StageResult};
 use super::mkfs;
@@ -30,6 +32,16 @@ use apply::stage;
 
 /// `rootbox __stage JOB`: reads the job the parent wrote and runs it.
 pub fn main(job_path: &Path) -> Result<std::process::ExitCode> {
+    // Without a namespace the parent blocks the signals it forwards here
+    // (`launch::run_direct`), and the mask is inherited: take them again,
+    // and leave them to the tools.
+    let mut stops = nix::sys::signal::SigSet::empty();
+    for sig in [SIGINT, SIGTERM, SIGHUP] {
+        stops.add(sig);
+    }
+    stops
+        .thread_unblock()
+        .context("unblocking SIGINT, SIGTERM and SIGHUP")?;
     let text =
         fs::read_to_string(job_path).with_context(|| format!("reading {}", job_path.display()))?;
     let job: StageJob = serde_json::from_str(&text).context("parsing the staging job")?;
@@ -37,8 +49,8 @@ pub fn main(job_path: &Path) -> Result<std::process::ExitCode> {
 }
 
 /// Runs a job and writes its result; the exit code says whether the tool made
-/// an image. Also called directly (no sandbox) for `--no-userns`.
-pub fn execute(job: &StageJob) -> Result<std::process::ExitCode> {
+/// an image.
+fn execute(job: &StageJob) -> Result<std::process::ExitCode> {
     let mut result = StageResult::default();
     let outcome = run(job, &mut result);
     let start = Instant::now();

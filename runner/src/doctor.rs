@@ -142,8 +142,15 @@ fn kernel_settings(f: &HostFacts, r: &mut Report) {
     if f.qemu_binfmt.is_empty() {
         r.line(Level::Ok, "qemu-user binfmt handlers", "none", None);
     } else {
-        r.line(Level::Info, "qemu-user binfmt handlers", f.qemu_binfmt.join(", "),
-            Some("run a native rootbox binary; under qemu-user emulation user namespaces fail with EINVAL"));
+        r.line(
+            Level::Info,
+            "qemu-user binfmt handlers",
+            f.qemu_binfmt.join(", "),
+            Some(
+                "under qemu-user emulation user namespaces fail with EINVAL: builds fall back to \
+                  one without a namespace (--map auto); `rootbox run` needs a native binary",
+            ),
+        );
     }
     match f.chrooted {
         Some(true) => r.line(

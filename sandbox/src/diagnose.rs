@@ -206,8 +206,10 @@ pub fn diagnose_clone(err: &io::Error, facts: &HostFacts) -> Option<Diagnosis> {
                             .to_string()
                     }
                 ),
-                "run rootbox natively (a binary for the build machine's architecture, not \
-                 through qemu-user), or build with --no-userns",
+                "a build falls back to one without a namespace under the default `--map auto` \
+                 (drop the explicit --map, or pass --no-userns); `rootbox run` needs a \
+                 namespace: run a binary for the build machine's architecture, not through \
+                 qemu-user",
             ))
         }
         libc::EPERM if facts.chrooted == Some(true) => Some(Diagnosis::new(

@@ -372,6 +372,11 @@ impl BlockReader {
             })
     }
 
+    /// The image file and where the filesystem starts in it.
+    pub fn file(&self) -> (&File, u64) {
+        (&self.file, self.base)
+    }
+
     fn lock_cache(&self) -> std::sync::MutexGuard<'_, NodeCache> {
         // The cache holds only verified, immutable blocks: a panic elsewhere
         // cannot leave it inconsistent.

@@ -521,3 +521,32 @@ fn sha256sum(path: &Path) -> String {
         .unwrap()
         .to_string()
 }
+
+/// `clamp_root_tree_times` (the reproducible pass after a mkfs that set
+/// every inode's times) clamps the root items and leaves the subvolumes'
+/// inodes alone; `clamp_times` afterwards finds only those inodes.
+#[test]
+fn clamping_the_root_tree_leaves_the_inodes_to_clamp_times() {
+    require_mkfs!();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    build_tree(&root);
+    let img = dir.path().join("a.img");
+    // Made now: the root items' times are the wall clock, past EPOCH, and
+    // so are the inodes' ctimes.
+    mkfs(
+        &root,
+        &img,
+        None,
+        &["--subvol", "rw:@nix", "--subvol", "default:@"],
+    );
+    let mut rw = Rewriter::open(&img).unwrap();
+    let root_only = rw.clamp_root_tree_times(EPOCH).unwrap();
+    assert!(root_only.root_items_changed >= 1, "{root_only:?}");
+    let all = rw.clamp_times(EPOCH).unwrap();
+    assert_eq!(all.root_items_changed, 0, "{all:?}");
+    assert!(all.inodes_changed > 10, "{all:?}");
+    assert!(all.inodes > root_only.inodes, "{root_only:?} {all:?}");
+    rw.commit().unwrap();
+    assert_check_clean(&img);
+}

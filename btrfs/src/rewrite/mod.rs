@@ -28,9 +28,13 @@
 //! What it is asked to change lives in the child modules, each adding
 //! methods to the [`Rewriter`]:
 //! - `inodes`: [`Rewriter::update_inodes`] (owner, mode, rdev, times);
-//! - `times`: [`Rewriter::clamp_times`] to a `SOURCE_DATE_EPOCH`;
+//! - `times`: [`Rewriter::clamp_times`] to a `SOURCE_DATE_EPOCH`
+//!   ([`Rewriter::clamp_root_tree_times`]: the root tree alone);
 //! - `reproducible`: [`Rewriter::derive_uuids`],
-//!   [`Rewriter::zero_unused_space`], [`Rewriter::make_reproducible`].
+//!   [`Rewriter::zero_unused_space`], [`Rewriter::make_reproducible`],
+//!   [`Rewriter::make_reproducible_after_deterministic_mkfs`];
+//! - `sparse`: which parts of the image file hold data (the holes of a
+//!   sparse file are not read when looking for leftovers).
 //!
 //! ```no_run
 //! use rootbox_btrfs::{InodeChange, Rewriter};
@@ -68,6 +72,7 @@ use super::tree::{parse_leaf_items, TreeRoot};
 
 mod inodes;
 mod reproducible;
+mod sparse;
 mod times;
 
 pub use inodes::{encode_rdev, InodeChange, InodeTimes, InodeView};

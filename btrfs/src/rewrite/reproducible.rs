@@ -16,10 +16,14 @@
 //! [`Rewriter::derive_uuids`] replaces the UUIDs with values derived from a
 //! seed, [`Rewriter::zero_unused_space`] zeroes the leftovers, and
 //! [`Rewriter::make_reproducible`] does both after `clamp_times`.
+//! btrfs-progs ≥ 7.3 (`SOURCE_DATE_EPOCH`, `DETERMINISTIC_SEED=1`, `-U`)
+//! leaves only the `--subvol` root items (UUID, times), the UUID tree and
+//! freed blocks that held them:
+//! [`Rewriter::make_reproducible_after_deterministic_mkfs`] does that much.
 //! The superblock holds none of these (its backup roots only name block
 //! addresses and generations, which are the same run to run).
 //!
-//! Why one file of about 660 lines: its two passes (derive the UUIDs, zero
+//! Why one file of about 750 lines: its two passes (derive the UUIDs, zero
 //! the unused space) are one concern, what makes two mkfs runs byte-equal,
 //! and share the walk over the live tree blocks.
 
@@ -161,6 +165,30 @@ impl Rewriter {
     ) -> Result<ReproducibleStats, RewriteError> {
         Ok(ReproducibleStats {
             times: self.clamp_times(epoch)?,
+            uuids: self.derive_uuids(seed)?,
+            zeroed: self.zero_unused_space()?,
+        })
+    }
+
+    /// What a reproducible image still needs after a deterministic mkfs
+    /// (btrfs-progs ≥ 7.3 given `SOURCE_DATE_EPOCH`, `DETERMINISTIC_SEED=1`
+    /// and `-U`; the output a fresh file): [`Rewriter::clamp_root_tree_times`]
+    /// (its `--subvol` root items carry the wall clock),
+    /// [`Rewriter::derive_uuids`] (their UUIDs are random, and so the UUID
+    /// tree's keys; the chunk tree UUID is derived too, so the image is
+    /// the one [`Rewriter::make_reproducible`] gives) and
+    /// [`Rewriter::zero_unused_space`] (freed tree blocks that held those
+    /// random UUIDs are left in free metadata space). Only the inodes'
+    /// times are not read: mkfs set them to the epoch or older. Two such
+    /// mkfs images of the same input are byte-identical after
+    /// [`Rewriter::commit`].
+    pub fn make_reproducible_after_deterministic_mkfs(
+        &mut self,
+        epoch: i64,
+        seed: &[u8],
+    ) -> Result<ReproducibleStats, RewriteError> {
+        Ok(ReproducibleStats {
+            times: self.clamp_root_tree_times(epoch)?,
             uuids: self.derive_uuids(seed)?,
             zeroed: self.zero_unused_space()?,
         })
@@ -412,8 +440,34 @@ impl Rewriter {
 
     // -- helpers -----------------------------------------------------------
 
-    /// Append to `out` the page runs in `start..end` that are not all zero.
+    /// Append to `out` the page runs in `start..end` that are not all zero
+    /// (pages counted from `start`). Only what the image file may hold
+    /// data for is read: the holes of a sparse file (mkfs writes a fresh
+    /// file, so most of its free space is holes) are zero.
     fn scan_nonzero(
+        &self,
+        start: u64,
+        end: u64,
+        buf: &mut [u8],
+        out: &mut Vec<(u64, u64)>,
+    ) -> Result<(), RewriteError> {
+        let page = PAGE as u64;
+        let mut done = start;
+        let (file, base) = self.image.blocks.file();
+        for (data, hole) in super::sparse::data_runs(file, base, start, end) {
+            // Whole pages, as a read of the whole range would see them.
+            let from = (start + (data - start) / page * page).max(done);
+            let to = (start + (hole - start).div_ceil(page) * page).min(end);
+            if from < to {
+                self.scan_pages(from, to, buf, out)?;
+                done = to;
+            }
+        }
+        Ok(())
+    }
+
+    /// [`Rewriter::scan_nonzero`]'s reads: every page of `start..end`.
+    fn scan_pages(
         &self,
         start: u64,
         end: u64,

@@ -1,4 +1,5 @@
-//! [`Rewriter::clamp_times`]: no time later than a `SOURCE_DATE_EPOCH`.
+//! [`Rewriter::clamp_times`]: no time later than a `SOURCE_DATE_EPOCH`;
+//! [`Rewriter::clamp_root_tree_times`]: the same in the root tree alone.
 
 use std::collections::BTreeSet;
 
@@ -45,11 +46,6 @@ impl Rewriter {
                 *t = limit.to_disk();
             }
         };
-        let too_short = |key: &Key, len: usize| {
-            RewriteError::from(ReadError::Corrupt(format!(
-                "item {key} in the root tree is {len} bytes"
-            )))
-        };
         let mut stats = RewriteStats::default();
         let mut touched = BTreeSet::new();
         let mut trees = self.fs_tree_ids()?;
@@ -87,8 +83,55 @@ impl Rewriter {
                 }
             }
         }
+        self.clamp_root_tree(limit, &mut stats, &mut touched)?;
+        stats.blocks_changed = touched.len() as u64;
+        Ok(stats)
+    }
 
-        // The root tree: its own inodes (the ROOT_TREE_DIR) and root items.
+    /// Clamp the times of the root tree alone, as [`Rewriter::clamp_times`]
+    /// does there: its inodes (the `ROOT_TREE_DIR`) and every root item
+    /// (ctime, otime, stime, rtime and the embedded inode's times). The
+    /// inodes of the subvolume trees are not read.
+    ///
+    /// Enough after a mkfs that takes every inode time from
+    /// `SOURCE_DATE_EPOCH` (btrfs-progs ≥ 7.3 with `--rootdir`: ctime and
+    /// atime set to it, mtime clamped), whose `--subvol` root items still
+    /// carry the wall clock. After an error, [`Rewriter::commit`] refuses
+    /// to write.
+    pub fn clamp_root_tree_times(&mut self, epoch: i64) -> Result<RewriteStats, RewriteError> {
+        let limit = Timespec {
+            sec: epoch,
+            nsec: 0,
+        };
+        let (mut stats, mut touched) = (RewriteStats::default(), BTreeSet::new());
+        let result = self
+            .clamp_root_tree(limit, &mut stats, &mut touched)
+            .map(|()| RewriteStats {
+                blocks_changed: touched.len() as u64,
+                ..stats
+            });
+        self.note_failure(result)
+    }
+
+    /// The root tree's part of [`Rewriter::clamp_times`]: its own inodes
+    /// (the ROOT_TREE_DIR) and root items, counted into `stats`, the
+    /// blocks changed into `touched`.
+    fn clamp_root_tree(
+        &mut self,
+        limit: Timespec,
+        stats: &mut RewriteStats,
+        touched: &mut BTreeSet<u64>,
+    ) -> Result<(), RewriteError> {
+        let clamp = |t: &mut layout::Timespec| {
+            if Timespec::from_disk(t) > limit {
+                *t = limit.to_disk();
+            }
+        };
+        let too_short = |key: &Key, len: usize| {
+            RewriteError::from(ReadError::Corrupt(format!(
+                "item {key} in the root tree is {len} bytes"
+            )))
+        };
         let root = self.image.root_tree();
         let (leaves, items) = self.scan_items(&root, &mut |k| {
             k.item_type == BTRFS_INODE_ITEM_KEY || k.item_type == BTRFS_ROOT_ITEM_KEY
@@ -125,8 +168,7 @@ impl Rewriter {
             }
             stats.inodes += u64::from(!is_root_item);
         }
-        stats.blocks_changed = touched.len() as u64;
-        Ok(stats)
+        Ok(())
     }
 
     /// Every item of `root` whose key `want` accepts, with where it lies.

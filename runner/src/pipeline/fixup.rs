@@ -15,7 +15,9 @@
 //! 4. *tarball owners*: a tar rootfs's headers give owners and modes,
 //!    yielding to the manifest's rules;
 //! 5. *the reproducible pass*: every atime the mtime, times clamped, the
-//!    UUIDs mkfs picked at random derived from the seed, leftovers zeroed.
+//!    UUIDs mkfs picked at random derived from the seed, leftovers zeroed;
+//!    after mkfs.btrfs ≥ 7.3 (given the epoch and a seeded `-U`) only the
+//!    root items' times are clamped (mkfs set the inodes').
 //!
 //! 1–3 are one pass over the inodes, 4 and 5 one each.
 
@@ -51,6 +53,11 @@ pub struct ReproducibleReport {
     pub inode_order: &'static str,
     /// Bytes copied for it: the sorted copy; 0 when bound.
     pub copied_bytes: u64,
+    /// The pass after mkfs: "full" (every inode's times clamped, the
+    /// UUIDs derived, unused space zeroed) or "root items" (after
+    /// mkfs.btrfs ≥ 7.3, which set every inode's times: the same pass
+    /// without reading the inodes, the same image).
+    pub pass: &'static str,
 }
 
 /// What the fix-ups did.
@@ -110,9 +117,13 @@ pub fn run(
     if let Some((r, seed)) = reproducible {
         let t = Instant::now();
         let epoch = r.epoch.unwrap_or(staged.max_mtime);
-        make_reproducible(image, epoch, seed)?;
+        // mkfs.btrfs ≥ 7.3 was given the epoch and a seeded -U: the inodes'
+        // times are set; the root items, the UUIDs and leftovers are not.
+        let pass = make_reproducible(image, epoch, seed, staged.mkfs_orders)?;
         done.secs += t.elapsed().as_secs_f64();
-        tracing::debug!("reproducible: times clamped to {epoch}, UUIDs derived from the seed");
+        tracing::debug!(
+            "reproducible ({pass} pass): times clamped to {epoch}, UUIDs derived from the seed"
+        );
         let (inode_order, copied_bytes) = match (staged.mkfs_orders, staged.sorted_copy) {
             (true, _) => ("mkfs.btrfs", 0),
             (false, true) => ("sorted copy", staged.copied_bytes),
@@ -128,6 +139,7 @@ pub fn run(
             },
             inode_order,
             copied_bytes,
+            pass,
         });
     }
     Ok(done)
@@ -337,8 +349,16 @@ pub fn tar_owners(
 
 /// Gives every inode its mtime as atime, clamps every time to `epoch`,
 /// derives the UUIDs mkfs picked at random from `seed`, zeroes what mkfs
-/// left in freed blocks.
-fn make_reproducible(image: &Path, epoch: i64, seed: &str) -> Result<()> {
+/// left in freed blocks; after a `mkfs_deterministic` mkfs (≥ 7.3, given
+/// the epoch and a seeded `-U`) the clamp is of the root items only (mkfs
+/// set the inodes' times): the same image. Returns the pass's name for
+/// the report.
+fn make_reproducible(
+    image: &Path,
+    epoch: i64,
+    seed: &str,
+    mkfs_deterministic: bool,
+) -> Result<&'static str> {
     let mut rw = Rewriter::open(image).context("opening the image to make it reproducible")?;
     // Staging gives every entry its mtime as atime, but a read of the
     // staged tree moves it where that tree is writable (without a
@@ -357,10 +377,17 @@ fn make_reproducible(image: &Path, epoch: i64, seed: &str) -> Result<()> {
         })
         .context("setting every atime to the mtime")?;
     }
-    rw.make_reproducible(epoch, seed.as_bytes())
-        .context("making the image reproducible")?;
+    let pass = if mkfs_deterministic {
+        rw.make_reproducible_after_deterministic_mkfs(epoch, seed.as_bytes())
+            .context("making the image reproducible")?;
+        "root items"
+    } else {
+        rw.make_reproducible(epoch, seed.as_bytes())
+            .context("making the image reproducible")?;
+        "full"
+    };
     rw.commit().context("writing the reproducible image")?;
-    Ok(())
+    Ok(pass)
 }
 
 /// A host dev_t in btrfs's encoding (major << 20 | minor).

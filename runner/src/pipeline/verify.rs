@@ -3,11 +3,12 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
+use std::sync::LazyLock;
 
 use anyhow::{bail, Context, Result};
 use rootbox_btrfs::{FileKind, Image};
 use rootbox_images::layout::Layout;
-use rootbox_images::owners::matches;
+use rootbox_images::owners::Pattern;
 use serde::Serialize;
 
 use super::inputs::Inputs;
@@ -17,7 +18,9 @@ use super::tarball::TarOwners;
 
 /// Image paths whose owner and mode sshd (StrictModes) and
 /// systemd-tmpfiles check, as ownership-manifest patterns
-/// ([`rootbox_images::owners::matches`]): `*` is one path component here.
+/// ([`rootbox_images::owners::Pattern`]): `*` is one path component here.
+/// Compiled once ([`SENSITIVE_PATTERNS`]): they are matched against every
+/// inode of the image.
 const SENSITIVE: [&str; 12] = [
     "/",
     "/etc",
@@ -32,6 +35,9 @@ const SENSITIVE: [&str; 12] = [
     "/var/empty",
     "/etc/ssh/authorized_keys",
 ];
+
+static SENSITIVE_PATTERNS: LazyLock<Vec<Pattern>> =
+    LazyLock::new(|| SENSITIVE.iter().map(|p| Pattern::new(p)).collect());
 
 /// What verification saw, for the report.
 #[derive(Debug, Default, Serialize)]
@@ -251,7 +257,7 @@ pub fn run_other(
 /// than root (or, under /home/NAME, the home's owner — checked loosely as
 /// any owner, since the home's owner is that user).
 fn check_sensitive(path: &str, uid: u32, mode: u32, kind: FileKind) -> Option<String> {
-    if kind == FileKind::Symlink || !SENSITIVE.iter().any(|p| matches(p, path)) {
+    if kind == FileKind::Symlink || !SENSITIVE_PATTERNS.iter().any(|p| p.matches(path)) {
         return None;
     }
     let sticky = mode & 0o1000 != 0;

@@ -80,7 +80,12 @@ class Boot(ABC):
         partition holding ``root_content`` ({"raw": image} or {"btrfs":
         build spec}), made by `rootbox disk`; returns its --json report."""
         spec = self.disk_spec(root_content, d)
-        report = rootbox_disk(rootbox, user, spec, d / "disk.json", out, log, map_args)
+        return self.took(rootbox_disk(rootbox, user, spec, d / "disk.json", out, log, map_args), out)
+
+    def took(self, report, out):
+        """Check the --json ``report`` of the disk ``out`` against what the
+        loader names, note its table and root size, grow the file by
+        ``grow``; returns the report."""
         root = report["partitions"][-1]
         if root["partuuid"].lower() != self.root_partuuid.lower():
             raise HarnessError(f"rootbox disk --json: the root partition's PARTUUID is {root['partuuid']}, "
@@ -141,11 +146,18 @@ def rootbox_disk(rootbox, user, spec, spec_path, out, log, map_args=()):
     """`rootbox disk --spec SPEC --json -o OUT` as the build user (no
     capabilities); the --json report.  Its stderr goes to ``log``."""
     spec_path.write_text(json.dumps(spec, indent=2) + "\n")
+    return run_rootbox_disk(rootbox, user, ["--spec", spec_path], spec_path.read_text(), out, log, map_args)
+
+
+def run_rootbox_disk(rootbox, user, args, shown, out, log, map_args=()):
+    """`rootbox disk ARGS --json -o OUT` as the build user; the --json
+    report.  The command and ``shown`` (its input, as text) go to ``log``
+    first, then rootbox's stderr and the report."""
+    argv = [rootbox, "disk", *args, "--json", *map_args, "-o", out]
     with open(log, "a") as err:
-        err.write(f"$ rootbox disk --spec {spec_path} --json -o {out}\n{spec_path.read_text()}")
+        err.write(f"$ {' '.join(map(str, argv))}\n{shown}")
         err.flush()
-        r = run(user.argv([rootbox, "disk", "--spec", spec_path, "--json", *map_args, "-o", out], out.parent),
-                stderr=err)
+        r = run(user.argv(argv, out.parent), stderr=err)
     if r.returncode != 0:
         raise HarnessError(f"rootbox disk failed (exit {r.returncode}; log {log}):\n"
                            + "\n".join(Path(log).read_text(errors="replace").splitlines()[-20:]))
@@ -184,6 +196,15 @@ class Uefi(Boot):
     partitioned = True
 
     def disk_spec(self, root_content, d):
+        esp = self.esp_tree(d, d / "esp")
+        return {"table": "gpt", "partitions": [
+            {"name": "ESP", "type": "esp", "content": {"fat": {"dir": str(esp), "label": "ESP"}}},
+            {"name": "root", "type": "root-x86-64", "guid": self.root_partuuid, "content": root_content}]}
+
+    def esp_tree(self, d, esp):
+        """The ESP's files in ``esp`` (a standalone GRUB at the removable
+        media path, its grub.cfg naming a new root PARTUUID, which it sets
+        as ``root_partuuid``); ``d`` gets grub.cfg.  Returns ``esp``."""
         missing = self.missing([OVMF_CODE, OVMF_VARS, "/usr/lib/grub/x86_64-efi/btrfs.mod"])
         if missing:
             raise HarnessError(f"--boot uefi needs {', '.join(missing)} "
@@ -204,16 +225,13 @@ class Uefi(Boot):
             f"linux /@/boot/vmlinuz-{self.kver} {self.layout.root_args('PARTUUID=' + partuuid)} {KERNEL_ARGS}\n"
             f"initrd /@/boot/initrd.img-{self.kver}\n"
             "boot\n")
-        esp = d / "esp"
         efi = esp / "EFI/BOOT/BOOTX64.EFI"
         efi.parent.mkdir(parents=True, exist_ok=True)
         run(["grub-mkstandalone", "-O", "x86_64-efi", "--modules=part_gpt btrfs zstd",
              "--locales=", "--fonts=", "--themes=", "-o", efi, f"boot/grub/grub.cfg={cfg}"],
             check=True, what="grub-mkstandalone")
         efi.chmod(0o644)
-        return {"table": "gpt", "partitions": [
-            {"name": "ESP", "type": "esp", "content": {"fat": {"dir": str(esp), "label": "ESP"}}},
-            {"name": "root", "type": "root-x86-64", "guid": partuuid, "content": root_content}]}
+        return esp
 
     def qemu_args(self, image, d):
         return self.disk_args(image, d)

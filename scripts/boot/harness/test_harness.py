@@ -3,7 +3,10 @@ sfdisk, mkfs.vfat and mtools on files; no root needed).
 
     python3 -B -m unittest discover -s scripts/boot/harness -t scripts/boot
 """
+import json
+import os
 import shutil
+import subprocess
 import tempfile
 import unittest
 from pathlib import Path
@@ -13,7 +16,9 @@ from harness import checks as C
 from harness import initrd as I
 from harness import growth as G
 from harness import nixstore as N
+from harness import repart as R
 from harness.boot import UBoot, Uefi, build_spec
+from harness.proc import HarnessError
 from harness.trees import EXT4, LAYOUTS, contrast_build
 
 
@@ -387,6 +392,72 @@ class DiskSpecs(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+def keys(text):
+    """[(key, value)] of a repart.d file's [Partition] section, in order."""
+    lines = [l for l in text.splitlines() if l and not l.startswith("#")]
+    assert lines[0] == "[Partition]", lines[0]
+    return [tuple(l.split("=", 1)) for l in lines[1:]]
+
+
+class RepartDefinitions(unittest.TestCase):
+    """--from-definitions: the repart.d files the UEFI boot writes."""
+    GUID = "3f0a6c5e-1111-4222-8333-444455556666"
+
+    def test_the_esp_and_the_btrfs_root_with_the_layouts_subvolumes_in_repart_keys_only(self):
+        files = R.definitions(LAYOUTS["default"], "rootbox-boot", self.GUID)
+        self.assertEqual(list(files), ["00-esp.conf", "10-root.conf"])      # repart's order: by name
+        esp, root = (keys(files[n]) for n in files)
+        self.assertEqual(esp, [("Type", "esp"), ("Label", "ESP"), ("Format", "vfat"), ("CopyFiles", "/esp:/"),
+                               ("SizeMinBytes", str(64 << 20)), ("SizeMaxBytes", str(64 << 20))])
+        self.assertEqual(root, [
+            ("Type", "root-x86-64"), ("Label", "rootbox-boot"), ("UUID", self.GUID), ("Format", "btrfs"),
+            ("CopyFiles", "/root:/@"), ("CopyFiles", "/root/home:/@home"),
+            ("CopyFiles", "/root/var/log:/@log"), ("CopyFiles", "/root/srv:/@srv"),
+            ("ExcludeFiles", "/root/home/"), ("ExcludeFiles", "/root/var/log/"), ("ExcludeFiles", "/root/srv/"),
+            ("Subvolumes", "/@ /@home /@log /@srv"), ("MakeDirectories", "/@ /@home /@log /@srv"),
+            ("DefaultSubvolume", "/@")])
+        self.assertFalse([k for k, _ in esp + root if k.startswith("X-")])
+
+    def test_a_layout_without_a_root_subvolume_is_refused(self):
+        with self.assertRaises(HarnessError):
+            R.definitions(LAYOUTS["impermanence"], "l", self.GUID)
+        with self.assertRaises(HarnessError):
+            R.definitions(EXT4, "l", self.GUID)
+
+    def test_rootbox_derives_the_spec_boots_layout_from_them(self):
+        """rootbox disk --print-spec of the definitions: the layout the spec
+        boot builds (build_spec), below root/ of the copy source, and the
+        GUID grub.cfg names.  Needs a rootbox binary (ROOTBOX, else this
+        repo's target/debug/rootbox); under CI its absence is a failure."""
+        repo = Path(__file__).resolve().parents[3]
+        rootbox = os.environ.get("ROOTBOX") or str(repo / "target/debug/rootbox")
+        if not os.access(rootbox, os.X_OK):
+            if os.environ.get("CI"):
+                self.fail(f"no rootbox binary at {rootbox} (build it, or set ROOTBOX)")
+            self.skipTest(f"no rootbox binary at {rootbox}")
+        d = Path(tempfile.mkdtemp())
+        self.addCleanup(shutil.rmtree, d)
+        for sub in ("root/home", "root/var/log", "root/srv", "esp/EFI/BOOT"):
+            (d / "src" / sub).mkdir(parents=True)
+        (d / "defs").mkdir()
+        for name, text in R.definitions(LAYOUTS["default"], "rootbox-boot", self.GUID).items():
+            (d / "defs" / name).write_text(text)
+        r = subprocess.run([rootbox, "disk", "--definitions", d / "defs", "--copy-source", d / "src",
+                            "--print-spec"], capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        esp, root = json.loads(r.stdout)["partitions"]
+        self.assertEqual((esp["type"], esp["size"]), ("esp", "64M"))
+        self.assertEqual(esp["content"]["build"]["filesystem"], "vfat")
+        self.assertEqual(esp["content"]["build"]["rootfs"], str(d / "src/esp"))
+        self.assertEqual((root["type"], root["guid"].lower(), root["name"]), ("root-x86-64", self.GUID, "rootbox-boot"))
+        build = root["content"]["build"]
+        self.assertEqual((build["filesystem"], build["label"], build["rootfs"]), ("btrfs", "rootbox-boot", str(d / "src")))
+        want = build_spec(d / "src/root", LAYOUTS["default"], "rootbox-boot", "0")["subvolumes"]
+        got = [{"name": s["name"], "mountpoint": s["mountpoint"].removeprefix("/root") or "/",
+                **({"type": s["type"]} if s["type"] != "rw" else {})} for s in build["subvolumes"]]
+        self.assertEqual(got, want)
 
 
 class Arm64Initrd(unittest.TestCase):

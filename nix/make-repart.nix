@@ -16,7 +16,11 @@
 # becomes the definition file `<name>.conf` (nixpkgs writes them the same
 # way, so they are in name order), its `contents` are copied into a tree
 # given to it as `CopyFiles=/<name>:/`, its `storePaths`' closure as
-# `X-Rootbox-Closure=`. The keys rootbox takes and refuses are in the
+# `X-Rootbox-Closure=` (in /nix/store of the partition, registered), or
+# with `stripNixStorePrefix = true` copied into that tree at its root, each
+# store path as `/<hash>-<name>`, as nixpkgs' amend-repart-definitions.py
+# gives repart `CopyFiles=/nix/store/<p>:/<p>` (a store partition mounted
+# at /nix/store; no registration, as there). The keys rootbox takes and refuses are in the
 # README ("From systemd-repart definitions"); a refused key fails the build
 # with the key named.
 #
@@ -25,7 +29,7 @@
 # dm-verity root hashes); with `split = true` also each partition's
 # `$out/${name}.<SplitName>.raw`, as systemd-repart --split names them.
 # Not done, and refused at evaluation: compression other than zstd (or
-# with split), `stripNixStorePrefix = true`.
+# with split).
 {
   lib,
   runCommand,
@@ -83,12 +87,20 @@ let
       strip = p.stripNixStorePrefix or false;
       closure = closureInfo { rootPaths = storePaths; };
     in
-    assert lib.assertMsg (!strip)
-      "make-repart.nix (rootbox): partition ${n}: stripNixStorePrefix = true is not supported";
     {
       conf = builtins.concatStringsSep "\n" ([ "[Partition]" ] ++ lines p.repartConfig
-        ++ lib.optional (contents != { }) "CopyFiles=/${n}:/"
-        ++ lib.optional (storePaths != [ ]) "X-Rootbox-Closure=${closure}") + "\n";
+        ++ lib.optional (contents != { } || (strip && storePaths != [ ])) "CopyFiles=/${n}:/"
+        ++ lib.optional (!strip && storePaths != [ ]) "X-Rootbox-Closure=${closure}") + "\n";
+      # stripNixStorePrefix: the closure's paths at the tree's root. The
+      # copies are the build user's, which rootbox makes root's; their
+      # times are clamped to SOURCE_DATE_EPOCH (rootbox disk --reproducible).
+      copyStore = lib.optionalString (strip && storePaths != [ ]) ''
+        # cp gives each copy its source's mode less the umask, which takes
+        # nothing from the store's (0444, 0555): the modes repart keeps.
+        while read -r p; do
+          cp -RP "$p" ./trees/${n}/
+        done < ${closure}/store-paths
+      '';
       # Shell commands copying `contents` into ./trees/<name>.
       copy = builtins.concatStringsSep "\n" (map
         (target: ''
@@ -122,6 +134,7 @@ runCommand imgName
       cp "$conf${toString x.i}Path" ${lib.escapeShellArg "./definitions/${x.n}.conf"}
       mkdir -p ${lib.escapeShellArg "./trees/${x.n}"}
       ${parts.${x.n}.copy}
+      ${parts.${x.n}.copyStore}
     '') indexed)}
     # -o in the build directory: the builds' scratch space goes beside the
     # output, out of the store. stdenv sets SOURCE_DATE_EPOCH, so the disk

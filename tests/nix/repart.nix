@@ -3,7 +3,8 @@
 # { storePaths; contents."<path>".source; repartConfig; }), against the
 # nixpkgs stand-in (tests/nix/nixpkgs-standin.nix): an ESP whose loader
 # comes from `contents`, and a btrfs root holding the test closure
-# (`storePaths`) and /etc/hostname from `contents`; split = true.
+# (`storePaths`) and /etc/hostname from `contents`; a store partition
+# (`stripNixStorePrefix = true`: the closure at its root); split = true.
 { tools, hostPkgs, rootbox, storePath, runId, standin ? "0" }:
 let
   pkgs = import ./nixpkgs-standin.nix { inherit tools hostPkgs rootbox; };
@@ -33,6 +34,18 @@ in
           Type = "root-x86-64";
           Format = "btrfs";
           Label = "nixos";
+          Minimize = "guess";
+        };
+      };
+      # A store partition as nixpkgs' appliance images make one (mounted
+      # at /nix/store): the closure at its root.
+      "30-store" = {
+        storePaths = [ (builtins.storePath storePath) ];
+        stripNixStorePrefix = true;
+        repartConfig = {
+          Type = "linux-generic";
+          Format = "btrfs";
+          Label = "store";
           Minimize = "guess";
         };
       };

@@ -181,36 +181,6 @@ fn build(user: &User, fs_name: &str, root: &Path, image: &Path, how: How) -> Opt
     Some(out)
 }
 
-/// Every entry of the image as rootbox's reader gives it, by path, without
-/// inode numbers (which only btrfs's numbering order changes).
-fn listing(user: &User, fs_name: &str, image: &Path) -> BTreeMap<String, Value> {
-    let mut entries = if fs_name == "btrfs" {
-        Inspected::of(user, image).entries
-    } else {
-        let out = run(rootbox(user).args(["__fs-read", "--filesystem", fs_name, s(image)]));
-        out.assert_success();
-        let v: Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}\n{out}"));
-        v.as_array()
-            .expect("an array")
-            .iter()
-            .map(|i| (i["path"].as_str().expect("path").to_string(), i.clone()))
-            .collect()
-    };
-    for e in entries.values_mut() {
-        e.as_object_mut().expect("an object").remove("ino");
-    }
-    entries
-}
-
-#[track_caller]
-fn assert_same_listing(a: &BTreeMap<String, Value>, b: &BTreeMap<String, Value>, what: &str) {
-    let keys = |m: &BTreeMap<String, Value>| m.keys().cloned().collect::<Vec<_>>();
-    assert_eq!(keys(a), keys(b), "{what}: the images hold different paths");
-    for (path, e) in a {
-        assert_eq!(Some(e), b.get(path), "{what}: {path} differs");
-    }
-}
-
 /// The key of an image path in a listing.
 fn key(fs_name: &str, path: &str) -> String {
     if fs_name == "btrfs" {

@@ -145,3 +145,47 @@ pub fn assert_btrfs_check(image: &Path) {
         "btrfs check did not say `no error found`:\n{out}"
     );
 }
+
+/// Every entry of `image` as rootbox's reader gives it (`inspect` for
+/// btrfs, `__fs-read` for the others), by path, without inode numbers
+/// (which only btrfs's numbering order changes): what the twin tests of
+/// builds with and without a namespace compare.
+pub fn listing(
+    user: &User,
+    fs_name: &str,
+    image: &Path,
+) -> std::collections::BTreeMap<String, serde_json::Value> {
+    let mut entries = if fs_name == "btrfs" {
+        Inspected::of(user, image).entries
+    } else {
+        let out = run(rootbox(user).args(["__fs-read", "--filesystem", fs_name, s(image)]));
+        out.assert_success();
+        let v: serde_json::Value =
+            serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}\n{out}"));
+        v.as_array()
+            .expect("an array")
+            .iter()
+            .map(|i| (i["path"].as_str().expect("path").to_string(), i.clone()))
+            .collect()
+    };
+    for e in entries.values_mut() {
+        e.as_object_mut().expect("an object").remove("ino");
+    }
+    entries
+}
+
+/// Two listings ([`listing`]) hold the same paths, each entry equal.
+#[track_caller]
+pub fn assert_same_listing(
+    a: &std::collections::BTreeMap<String, serde_json::Value>,
+    b: &std::collections::BTreeMap<String, serde_json::Value>,
+    what: &str,
+) {
+    let keys = |m: &std::collections::BTreeMap<String, serde_json::Value>| {
+        m.keys().cloned().collect::<Vec<_>>()
+    };
+    assert_eq!(keys(a), keys(b), "{what}: the images hold different paths");
+    for (path, e) in a {
+        assert_eq!(Some(e), b.get(path), "{what}: {path} differs");
+    }
+}

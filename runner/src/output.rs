@@ -392,6 +392,18 @@ fn remove_tree(dir: &Path) -> std::io::Result<()> {
     fs::remove_dir(dir)
 }
 
+/// An unnamed (`O_TMPFILE`), owner-only scratch file in `dir`: it vanishes
+/// with its last descriptor, so a killed run leaves nothing of it.
+pub fn unnamed_scratch(dir: &Path) -> Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_TMPFILE)
+        .open(dir)
+        .with_context(|| format!("creating an unnamed file in {}", dir.display()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,8 +8,7 @@
 //! hash alone finds both.
 
 use std::borrow::Cow;
-use std::fs::{self, File};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs::File;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -82,13 +81,7 @@ fn format(
     if len % BLOCK != 0 {
         bail!("the data partition's filesystem is {len} bytes, not a multiple of dm-verity's {BLOCK}-byte blocks");
     }
-    let hash = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .mode(0o600)
-        .custom_flags(libc::O_TMPFILE)
-        .open(dir)
-        .with_context(|| format!("creating an unnamed file in {}", dir.display()))?;
+    let hash = crate::output::unnamed_scratch(dir)?;
     let salt: String = [
         entropy.bytes(&format!("verity salt {} a", i + 1)),
         entropy.bytes(&format!("verity salt {} b", i + 1)),

@@ -15,7 +15,6 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs::{self, File};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -174,13 +173,7 @@ pub struct Format {
 /// Makes the filesystem of `src` in an unnamed file in `dir`. A fixed
 /// size too small for the files is refused before mkfs.vfat runs.
 pub fn make(src: &Source, how: &Format, dir: &Path) -> Result<Made> {
-    let file = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .mode(0o600)
-        .custom_flags(libc::O_TMPFILE)
-        .open(dir)
-        .with_context(|| format!("creating an unnamed file in {}", dir.display()))?;
+    let file = crate::output::unnamed_scratch(dir)?;
     let size = make_in(src, how, &file)?;
     Ok(Made { file, size })
 }

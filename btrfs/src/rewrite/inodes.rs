@@ -43,6 +43,29 @@ pub struct InodeChange {
     pub rdev: Option<u64>,
     /// New times.
     pub times: Option<InodeTimes>,
+    /// New file type, `S_IFCHR` or `S_IFBLK` (the `S_IFMT` bits), for an inode
+    /// staged as a FIFO or an empty regular file in place of a device node: the
+    /// inode's mode and every directory entry naming it (DIR_ITEM and DIR_INDEX
+    /// in its parent directories, found through its INODE_REF/INODE_EXTREF
+    /// items) take the new type. Give the device number in `rdev`.
+    ///
+    /// Any other inode (a directory, a file with data or extents, a
+    /// symlink) is a [`RewriteError::NotAPlaceholder`]; any other value an
+    /// [`RewriteError::InvalidChange`].
+    pub file_type: Option<u32>,
+    /// An xattr of the inode renamed in place to a name of the same length
+    /// (`(from, to)`); see [`Rewriter::update_inodes`]. The value is kept.
+    /// The item's key takes the hash of `to`, and the item moves among the
+    /// inode's other xattrs in its leaf so that the leaf stays sorted.
+    ///
+    /// Refused with a typed error when the lengths differ
+    /// ([`RewriteError::XattrNameLength`]), the inode has no xattr `from`
+    /// ([`RewriteError::XattrMissing`]), `from` shares its item with another
+    /// xattr of the same hash ([`RewriteError::XattrPacked`]), `to`'s hash
+    /// is that of another xattr of the inode
+    /// ([`RewriteError::XattrCollision`]) or the renamed item would sort
+    /// into another leaf ([`RewriteError::XattrCrossesLeaf`]).
+    pub rename_xattr: Option<(&'static [u8], &'static [u8])>,
 }
 
 /// The stored device number of `major:minor` (the kernel's `MKDEV`:
@@ -213,6 +236,10 @@ fn check_change(tree: u64, ino: u64, mode: u32, change: &InodeChange) -> Result<
                 "rdev {rdev:#x} does not fit the kernel's 32-bit dev_t"
             ));
         }
+    }
+    if change.file_type.is_some() || change.rename_xattr.is_some() {
+        // The API is in place; the rewrite of types and xattr names follows.
+        return invalid("file_type and rename_xattr are not implemented yet".to_string());
     }
     if let Some(times) = change.times {
         for t in [times.atime, times.mtime, times.ctime, times.otime]

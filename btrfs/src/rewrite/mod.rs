@@ -140,6 +140,105 @@ pub enum RewriteError {
         /// What is wrong.
         reason: String,
     },
+    /// A `file_type` change asked of an inode that is not a placeholder
+    /// for a device node: only a FIFO or an empty regular file without
+    /// extents may become a character or block device.
+    #[error(
+        "{path} (inode {ino} of tree {tree}, mode {mode:o}{}) cannot become a device node: \
+         only a FIFO or an empty regular file without extents can",
+        if *has_data { ", with data" } else { "" }
+    )]
+    NotAPlaceholder {
+        /// Tree (subvolume) id.
+        tree: u64,
+        /// Inode number.
+        ino: u64,
+        /// A path of the inode in its subvolume (`/` first).
+        path: String,
+        /// Its full `st_mode`.
+        mode: u32,
+        /// Whether it has a size, bytes or extents.
+        has_data: bool,
+    },
+    /// An xattr rename to a name of another length.
+    #[error(
+        "{path} (inode {ino} of tree {tree}): cannot rename xattr {from:?} to {to:?} in place: \
+         the names differ in length"
+    )]
+    XattrNameLength {
+        /// Tree (subvolume) id.
+        tree: u64,
+        /// Inode number.
+        ino: u64,
+        /// A path of the inode in its subvolume (`/` first).
+        path: String,
+        /// The name asked to be renamed.
+        from: String,
+        /// The new name.
+        to: String,
+    },
+    /// An xattr rename of an xattr the inode does not have.
+    #[error("{path} (inode {ino} of tree {tree}) has no xattr {name:?} to rename")]
+    XattrMissing {
+        /// Tree (subvolume) id.
+        tree: u64,
+        /// Inode number.
+        ino: u64,
+        /// A path of the inode in its subvolume (`/` first).
+        path: String,
+        /// The missing name.
+        name: String,
+    },
+    /// The xattr to rename shares its item (its name hash) with another
+    /// xattr of the inode; renaming it would split the item.
+    #[error(
+        "{path} (inode {ino} of tree {tree}): xattr {name:?} shares its name hash with \
+         another xattr of the file; renaming it in place is not supported"
+    )]
+    XattrPacked {
+        /// Tree (subvolume) id.
+        tree: u64,
+        /// Inode number.
+        ino: u64,
+        /// A path of the inode in its subvolume (`/` first).
+        path: String,
+        /// The xattr asked to be renamed.
+        name: String,
+    },
+    /// The new xattr name hashes like an xattr the inode already has (or
+    /// is that xattr).
+    #[error(
+        "{path} (inode {ino} of tree {tree}): cannot rename an xattr to {to:?}: \
+         its name hash is that of the file's xattr {other:?}"
+    )]
+    XattrCollision {
+        /// Tree (subvolume) id.
+        tree: u64,
+        /// Inode number.
+        ino: u64,
+        /// A path of the inode in its subvolume (`/` first).
+        path: String,
+        /// The new name.
+        to: String,
+        /// The xattr already holding that hash.
+        other: String,
+    },
+    /// The renamed xattr item would sort into another leaf than the one
+    /// holding it (an inode with many xattrs across a leaf boundary).
+    #[error(
+        "{path} (inode {ino} of tree {tree}): the xattr renamed to {to:?} would move to \
+         another tree leaf; that is not supported in place"
+    )]
+    XattrCrossesLeaf {
+        /// Tree (subvolume) id.
+        tree: u64,
+        /// Inode number.
+        ino: u64,
+        /// A path of the inode in its subvolume (`/` first).
+        path: String,
+        /// The new name.
+        to: String,
+    },
 }
 
 impl RewriteError {

@@ -216,6 +216,7 @@ fn owners_and_devices(
                 mode: (mode != v.mode).then_some(mode & 0o7777),
                 rdev: rdev.map(encode),
                 times: None,
+                ..InodeChange::default()
             })
         })
         .with_context(|| format!("rewriting subvolume {}", planned.name))?;
@@ -259,6 +260,7 @@ fn top_level_owners(rw: &mut Rewriter, (ou, og): (u32, u32)) -> Result<u64> {
                 mode: None,
                 rdev: None,
                 times: None,
+                ..InodeChange::default()
             }
         })
     })
@@ -337,6 +339,7 @@ pub fn tar_owners(
                     mode: (!is_link).then_some(mode & 0o7777),
                     rdev: None,
                     times: None,
+                    ..InodeChange::default()
                 })
             })
             .with_context(|| format!("applying the archive's owners to {}", planned.name))?;

@@ -29,7 +29,7 @@ use crate::source::{Source, Window};
 use crate::{Entry, Error};
 use image::Image;
 
-pub use patch::{apply, At, Patch, XattrOrder};
+pub use patch::{apply, At, Device, DeviceKind, Patch, XattrOrder};
 
 /// Every path of the erofs image at `image`, the root (`/`) first and
 /// parents before children.

@@ -41,8 +41,44 @@ pub struct Patch {
     pub uid: Option<u32>,
     /// The new group.
     pub gid: Option<u32>,
-    /// The new whole `st_mode`: its file type must be the inode's.
+    /// The new whole `st_mode`: its file type must be the inode's (a
+    /// FIFO's, with [`Patch::device`] set: the device's).
     pub mode: Option<u32>,
+    /// A device node in place of the FIFO staged for it: the inode's type
+    /// bits become `S_IFCHR`/`S_IFBLK`, its `i_u` the device number, and the
+    /// directory entry naming it the matching erofs file type. The inode
+    /// must be a FIFO ([`Error::NotFifo`]).
+    pub device: Option<Device>,
+    /// An xattr suffix (e.g. `b"capability"`) whose `user.` entry becomes the
+    /// `security.` entry of the same suffix ([`Error::XattrAbsent`] when the
+    /// inode has no such `user.` entry).
+    pub user_to_security: Option<Vec<u8>>,
+}
+
+/// A device node's type and number, as a [`Patch`] writes it.
+///
+/// erofs keeps a device number in the inode's 32-bit `i_u`, which the
+/// kernel reads with `new_decode_dev`: the writer stores
+/// `(minor & 0xff) | (major << 8) | ((minor & !0xff) << 12)`, so a major
+/// of at most 12 bits and a minor of at most 20 bits
+/// ([`Error::DeviceTooWide`] otherwise).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Device {
+    /// Character or block device.
+    pub kind: DeviceKind,
+    /// The major number (at most 4095).
+    pub major: u32,
+    /// The minor number (at most 1048575).
+    pub minor: u32,
+}
+
+/// Which kind of device node a [`Device`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceKind {
+    /// `S_IFCHR`, erofs file type `EROFS_FT_CHRDEV` (3).
+    Char,
+    /// `S_IFBLK`, erofs file type `EROFS_FT_BLKDEV` (4).
+    Block,
 }
 
 /// Whether [`apply`] rewrites each inode's inline xattrs.

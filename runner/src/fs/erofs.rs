@@ -73,6 +73,8 @@ fn patches(fixes: &[Fix]) -> Vec<Patch> {
             uid: Some(f.uid),
             gid: Some(f.gid),
             mode: Some(f.mode),
+            device: None,
+            user_to_security: None,
         })
         .collect()
 }

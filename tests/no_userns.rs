@@ -24,10 +24,11 @@
 //! staged copy once moved their atimes, so the images differed); the
 //! first test adds 300 small files (enough that the owner fixes a build
 //! without a namespace needs once made debugfs write more: the ext4
-//! superblock's `s_kbytes_written` differed). Not yet in
-//! it: device nodes and `security.capability`, which a copy without a
-//! namespace cannot carry (see the README); a test checks that each is
-//! named in one warning.
+//! superblock's `s_kbytes_written` differed). Device nodes and
+//! `security.capability`, which a copy without a namespace stages as FIFOs
+//! and placeholders for the fix-ups to turn into the real thing (see the
+//! README), are in a test of their own, built with and without a
+//! namespace and compared the same way.
 //!
 //! The other way round, a native rootbox drives emulated tools: every mkfs
 //! and reader run under `qemu-x86_64-static`, the namespace build as

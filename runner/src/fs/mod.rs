@@ -11,8 +11,9 @@
 //! fixes with [`rootbox_images::fs::plan_fixes`] (unmapped owners, the
 //! overflow id, become root without their set-id bits; the manifest
 //! applies), writes them — ext4 with debugfs after mkfs, erofs into the
-//! inodes after mkfs, squashfs as pseudo definitions given to mksquashfs —
-//! sizes the image, and compares every inode of the image, read back with
+//! inodes after mkfs, squashfs as pseudo definitions given to mksquashfs;
+//! with them the device nodes and file capabilities a copy could not make
+//! ([`specials`]) — sizes the image, and compares every inode of the image, read back with
 //! [`read`], against the tree with the fixes applied ([`verify`]).
 //! Planning (arguments, command files, size rules) lives in
 //! `rootbox_images::fs`.

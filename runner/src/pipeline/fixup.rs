@@ -9,7 +9,10 @@
 //!    nothing else is touched. Without a namespace the caller's ids play
 //!    that part;
 //! 2. *device numbers*: mkfs.btrfs (6.14) records rdev 0; the staged
-//!    nodes' real numbers go back in;
+//!    nodes' real numbers go back in; a node a copy staged as a FIFO
+//!    (without a namespace, or a sorted copy in one) becomes the node, and
+//!    a capability staged under `user.rootbox.fscaps` becomes
+//!    `security.capability` (`crate::fs::specials`);
 //! 3. *the ownership manifest* (`--owners`): its rules decide; every rule
 //!    must match a path of the image;
 //! 4. *tarball owners*: a tar rootfs's headers give owners and modes,

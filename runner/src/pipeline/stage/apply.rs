@@ -2,7 +2,9 @@
 //! directory (in a namespace), then each planned [`Op`] made on it —
 //! directories, symlinks, device nodes, bind mounts, and copies into
 //! scratch space with the owners, modes and xattrs the namespace allows —
-//! then the times, deepest first.
+//! then the times, deepest first. A copy that cannot make a device node or
+//! set `security.capability` stages a stand-in and records it for the
+//! fix-up after mkfs (`crate::fs::specials`).
 
 use std::collections::HashMap;
 use std::fs;

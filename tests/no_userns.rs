@@ -368,89 +368,147 @@ fn device_nodes_and_capabilities_reach_the_image_without_a_namespace() {
     let Some((user, dir, root)) = setup() else {
         return;
     };
-    let nodes = [
-        ("dev/null2", "c", "1", "3", 0o666),
-        ("dev/loop9", "b", "7", "0", 0o660),
-    ];
-    create_dirs_as(&user, &root.join("dev"));
-    for (path, kind, major, minor, mode) in nodes {
-        let node = root.join(path);
-        run(Command::new("mknod").arg(&node).args([kind, major, minor])).assert_success();
-        chown(&node, user.uid, user.gid);
-        chmod(&node, mode);
-    }
-    let ping = root.join("bin/ping");
-    write_as(&user, &ping, "ping");
-    chmod(&ping, 0o555);
+    let (ping, cap) = special_tree(&user, &root);
     let setcap = find_tool("setcap").expect("setcap (libcap2-bin)");
-    run(Command::new(&setcap).args(["cap_net_raw+ep", s(&ping)])).assert_success();
-    let cap = xattr_of(&ping, "security.capability").expect("setcap set security.capability");
     for fs_name in ["ext4", "erofs", "btrfs", "squashfs"] {
         let image = |n: &str| dir.path().join(format!("dev-{n}.{fs_name}"));
+        let mut cap = Some(&cap[..]);
         if fs_name == "squashfs" && !squashfs_has_xattr_pseudo() {
             let out = build(&user, fs_name, &root, &image("no-userns"), How::NoUserns).unwrap();
             assert_ne!(out.code(), Some(0), "{out}");
             out.assert_stderr_contains("squashfs-tools 4.6");
             out.assert_stderr_contains(s(&ping));
             assert!(!image("no-userns").exists(), "{out}");
+            // mksquashfs 4.6's way: squashfs_capabilities_with_mksquashfs_4_6.
             run(Command::new(&setcap).args(["-r", s(&ping)])).assert_success();
+            cap = None;
         }
-        let out = build(&user, fs_name, &root, &image("single"), How::Single).unwrap();
-        out.assert_success();
-        let out = build(&user, fs_name, &root, &image("no-userns"), How::NoUserns).unwrap();
+        special_twins(&user, fs_name, &root, &image, cap, None);
+    }
+}
+
+/// squashfs with the capability too, through mksquashfs 4.7.5 of the sid
+/// tree (`ROOTBOX_SID_TREE`, scripts/setup-sid), run on the host through
+/// its own loader from a wrapper first on PATH: the same twins as above.
+#[test]
+#[ignore = "needs the sid tree (ROOTBOX_SID_TREE): scripts/test's sid-squashfs-caps suite runs it"]
+fn squashfs_capabilities_with_mksquashfs_4_6() {
+    let sid = std::env::var("ROOTBOX_SID_TREE").expect("ROOTBOX_SID_TREE names the sid tree");
+    let Some((user, dir, root)) = setup() else {
+        return;
+    };
+    let (_, cap) = special_tree(&user, &root);
+    let bin = dir.path().join("sid-bin");
+    fs::create_dir(&bin).unwrap();
+    let wrapper = bin.join("mksquashfs");
+    fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nd='{sid}'\nexec \"$d/lib64/ld-linux-x86-64.so.2\" --library-path \
+             \"$d/lib/x86_64-linux-gnu:$d/usr/lib/x86_64-linux-gnu\" \"$d/usr/bin/mksquashfs\" \"$@\"\n"
+        ),
+    )
+    .unwrap();
+    chmod(&bin, 0o755);
+    chmod(&wrapper, 0o755);
+    let path = format!("{}:{}", s(&bin), std::env::var("PATH").unwrap_or_default());
+    let out = run(Command::new("sh")
+        .args(["-c", "mksquashfs -version"])
+        .env("PATH", &path));
+    assert!(out.stdout.contains("version 4.7"), "{out}");
+    let image = |n: &str| dir.path().join(format!("sid-{n}.squashfs"));
+    special_twins(&user, "squashfs", &root, &image, Some(&cap), Some(&path));
+}
+
+/// Adds to the tree, as root: `dev/null2` (`c 1 3`, 0666) and `dev/loop9`
+/// (`b 7 0`, 0660), the user's, and `bin/ping` with `cap_net_raw+ep`;
+/// returns ping's path and its `security.capability`.
+fn special_tree(user: &User, root: &Path) -> (PathBuf, Vec<u8>) {
+    create_dirs_as(user, &root.join("dev"));
+    for (path, kind, major, minor, mode) in NODES {
+        let node = root.join(path);
+        run(Command::new("mknod").arg(&node).args([kind, major, minor])).assert_success();
+        chown(&node, user.uid, user.gid);
+        chmod(&node, mode);
+    }
+    let ping = root.join("bin/ping");
+    write_as(user, &ping, "ping");
+    chmod(&ping, 0o555);
+    let setcap = find_tool("setcap").expect("setcap (libcap2-bin)");
+    run(Command::new(&setcap).args(["cap_net_raw+ep", s(&ping)])).assert_success();
+    let cap = xattr_of(&ping, "security.capability").expect("setcap set security.capability");
+    (ping, cap)
+}
+
+/// The device nodes [`special_tree`] makes: path, type, major, minor, mode.
+const NODES: [(&str, &str, &str, &str, u32); 2] = [
+    ("dev/null2", "c", "1", "3", 0o666),
+    ("dev/loop9", "b", "7", "0", 0o660),
+];
+
+/// Builds the tree at `root` with `--no-userns` and `--map single` (both
+/// reproducible; `path`: the PATH they run with) and compares: the nodes
+/// and (`cap`) ping's capability in the image, the same listing, the same
+/// bytes (but btrfs), the filesystem's own checker.
+fn special_twins(
+    user: &User,
+    fs_name: &str,
+    root: &Path,
+    image: &dyn Fn(&str) -> PathBuf,
+    cap: Option<&[u8]>,
+    path: Option<&str>,
+) {
+    for (how, name) in [(How::Single, "single"), (How::NoUserns, "no-userns")] {
+        let mut cmd = rootbox(user);
+        cmd.env("SOURCE_DATE_EPOCH", EPOCH)
+            .args(build_args(fs_name, root, &image(name), how));
+        if let Some(p) = path {
+            cmd.env("PATH", p);
+        }
+        let out = run(&mut cmd);
         out.assert_success();
         assert!(
             !out.stderr.contains("left out") && !out.stderr.contains("lose them"),
-            "{fs_name}: {out}"
+            "{fs_name} {name}: {out}"
         );
-        let single = listing(&user, fs_name, &image("single"));
-        let direct = listing(&user, fs_name, &image("no-userns"));
-        for (path, _, major, minor, mode) in nodes {
-            let e = &direct[&key(fs_name, &format!("/{path}"))];
-            let kind = if path.contains("loop") {
-                0o060000
-            } else {
-                0o020000
-            };
-            assert_eq!(
-                e["mode"].as_u64(),
-                Some(u64::from(kind | mode)),
-                "{fs_name} {path}: {e}"
-            );
-            let rdev = e["rdev"].to_string().replace(' ', "");
-            assert!(
-                rdev == format!("[{major},{minor}]")
-                    || rdev == format!("{{\"major\":{major},\"minor\":{minor}}}"),
-                "{fs_name} {path}: {e}"
-            );
-            assert_eq!(
-                (e["uid"].as_u64(), e["gid"].as_u64()),
-                (Some(0), Some(0)),
-                "{e}"
-            );
-        }
-        let ping_entry = &direct[&key(fs_name, "/bin/ping")];
-        if xattr_of(&ping, "security.capability").is_some() {
-            let hex: String = cap.iter().map(|b| format!("{b:02x}")).collect();
-            let listed = ping_entry["xattrs"].to_string();
-            assert!(
-                listed.contains("security.capability") && !listed.contains("user."),
-                "{fs_name}: {ping_entry}"
-            );
-            assert!(
-                listed.contains(&hex) || listed.contains(&format!("{:?}", cap).replace(' ', "")),
-                "{fs_name}: want {hex}: {ping_entry}"
-            );
-        }
-        assert_same_listing(&single, &direct, &format!("{fs_name}, devices and caps"));
-        if fs_name != "btrfs" {
-            assert!(
-                fs::read(image("single")).unwrap() == fs::read(image("no-userns")).unwrap(),
-                "{fs_name}: the image is not byte-identical to the namespace build"
-            );
-        }
-        own_check(fs_name, &image("no-userns"));
     }
+    let single = listing(user, fs_name, &image("single"));
+    let direct = listing(user, fs_name, &image("no-userns"));
+    for (path, kind, major, minor, mode) in NODES {
+        let e = &direct[&key(fs_name, &format!("/{path}"))];
+        let kind = if kind == "b" { 0o060000 } else { 0o020000 };
+        let want = Some(u64::from(kind | mode));
+        assert_eq!(e["mode"].as_u64(), want, "{fs_name} {path}: {e}");
+        let rdev = e["rdev"].to_string().replace(' ', "");
+        assert!(
+            rdev == format!("[{major},{minor}]")
+                || rdev == format!("{{\"major\":{major},\"minor\":{minor}}}"),
+            "{fs_name} {path}: {e}"
+        );
+        let owner = (e["uid"].as_u64(), e["gid"].as_u64());
+        assert_eq!(owner, (Some(0), Some(0)), "{e}");
+    }
+    if let Some(cap) = cap {
+        let ping = &direct[&key(fs_name, "/bin/ping")];
+        let hex: String = cap.iter().map(|b| format!("{b:02x}")).collect();
+        let listed = ping["xattrs"].to_string();
+        assert!(
+            listed.contains("security.capability") && !listed.contains("user."),
+            "{fs_name}: {ping}"
+        );
+        assert!(
+            listed.contains(&hex) || listed.contains(&format!("{cap:?}").replace(' ', "")),
+            "{fs_name}: want {hex}: {ping}"
+        );
+    }
+    assert_same_listing(&single, &direct, &format!("{fs_name}, devices and caps"));
+    if fs_name != "btrfs" {
+        assert!(
+            fs::read(image("single")).unwrap() == fs::read(image("no-userns")).unwrap(),
+            "{fs_name}: the image is not byte-identical to the namespace build"
+        );
+    }
+    own_check(fs_name, &image("no-userns"));
 }
 
 /// The value of xattr `name` of `p`, read with getfattr.

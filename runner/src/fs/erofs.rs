@@ -17,7 +17,7 @@ use rootbox_images::fs::erofs as plan;
 use rootbox_images::fs::{too_small, Filesystem, Fix};
 use rootbox_images::size::Size;
 
-use super::specials::{split, Specials, S_IFBLK};
+use super::specials::{split, Specials, S_IFBLK, S_IFIFO};
 use super::{output, Job, S_IFMT};
 
 /// Makes the erofs image of `job`.
@@ -98,6 +98,8 @@ fn patches(fixes: &[Fix], specials: &Specials) -> Vec<Patch> {
         };
         let p = by_path.entry(&d.path).or_insert_with(|| empty(&d.path));
         p.device = Some(Device { kind, major, minor });
+        // The writer sets permission bits; `device` changes the type.
+        p.mode = p.mode.map(|m| S_IFIFO | (m & 0o7777));
     }
     for c in &specials.caps {
         let p = by_path.entry(&c.path).or_insert_with(|| empty(&c.path));

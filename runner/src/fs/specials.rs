@@ -20,7 +20,8 @@ use super::{Inode, S_IFMT};
 pub const S_IFCHR: u32 = 0o020000;
 /// `S_IFBLK`.
 pub const S_IFBLK: u32 = 0o060000;
-const S_IFIFO: u32 = 0o010000;
+/// `S_IFIFO`.
+pub const S_IFIFO: u32 = 0o010000;
 
 /// What the staging step could not stage as it is, by staged path
 /// (relative to the staging directory, as bytes: names need not be UTF-8).

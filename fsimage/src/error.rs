@@ -208,6 +208,30 @@ pub enum Error {
         /// An inode sharing the entry that no patch renames it for.
         other: u64,
     },
+    /// A renamed xattr lies in the shared xattr area of an image made by
+    /// erofs-utils 1.7 or later (it has the name filter), which orders
+    /// that area by full name: `security.` sorts elsewhere than `user.`,
+    /// so the area, and every inode's ids into it, would have to move.
+    #[error("{}: its xattr user.{} is in the shared xattr area, where security.{1} would sort elsewhere (erofs-utils 1.7 and later order it by full name); the writer does not move shared entries", named(path, *nid), String::from_utf8_lossy(suffix))]
+    SharedXattrOrder {
+        /// The patch's path, if it named one.
+        path: Option<Vec<u8>>,
+        /// The inode.
+        nid: u64,
+        /// The name's suffix.
+        suffix: Vec<u8>,
+    },
+    /// An inode's xattr name filter is not the one its names give, so the
+    /// writer cannot compute it again after renaming one.
+    #[error("erofs inode {nid}: its xattr name filter is {stored:#010x}, but its names give {computed:#010x}")]
+    XattrFilter {
+        /// The inode.
+        nid: u64,
+        /// The filter in the image.
+        stored: u32,
+        /// The filter of its names.
+        computed: u32,
+    },
     /// No squashfs magic at byte 0.
     #[error("not a squashfs image (no magic \"hsqs\" at byte 0)")]
     NotSquashfs,

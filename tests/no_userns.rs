@@ -513,6 +513,34 @@ fn special_twins(
     own_check(fs_name, &image("no-userns"));
 }
 
+/// A source that already carries the xattr a build without a namespace
+/// stages capabilities under (btrfs `user.rootbox.fscaps`, erofs
+/// `user.capability`) is refused by its path, with the way out, and
+/// nothing is left at the output path.
+#[test]
+fn a_source_carrying_a_capability_placeholder_is_refused() {
+    let Some((user, dir, root)) = setup() else {
+        return;
+    };
+    let file = root.join("data/tagged");
+    for (fs_name, name) in [
+        ("btrfs", "user.rootbox.fscaps"),
+        ("erofs", "user.capability"),
+    ] {
+        let out = run(Command::new("setfattr").args(["-n", name, "-v", "x", s(&file)]));
+        out.assert_success();
+        let image = dir.path().join(format!("placeholder.{fs_name}"));
+        let out = build(&user, fs_name, &root, &image, How::NoUserns).unwrap();
+        assert_ne!(out.code(), Some(0), "{fs_name}: {out}");
+        out.assert_stderr_contains(s(&file));
+        out.assert_stderr_contains(&format!("carries the xattr {name}"));
+        out.assert_stderr_contains("setfattr -x");
+        assert!(!image.exists(), "{fs_name}: {out}");
+        let out = run(Command::new("setfattr").args(["-x", name, s(&file)]));
+        out.assert_success();
+    }
+}
+
 /// The value of xattr `name` of `p`, read with getfattr.
 fn xattr_of(p: &Path, name: &str) -> Option<Vec<u8>> {
     let out =

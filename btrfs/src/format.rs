@@ -202,6 +202,11 @@ pub const BTRFS_FILE_EXTENT_INLINE: u8 = 0;
 /// `btrfs_file_extent_item::compression`: not compressed.
 pub const BTRFS_COMPRESS_NONE: u8 = 0;
 
+/// `btrfs_dir_item::type` of a character device.
+pub const BTRFS_FT_CHRDEV: u8 = 3;
+/// `btrfs_dir_item::type` of a block device.
+pub const BTRFS_FT_BLKDEV: u8 = 4;
+
 /// Size of a `btrfs_disk_key`.
 pub const BTRFS_DISK_KEY_SIZE: usize = size_of::<layout::DiskKey>();
 /// Size of a `btrfs_header` (the start of every tree block).

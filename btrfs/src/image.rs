@@ -52,6 +52,8 @@ pub struct TreeBlock {
     pub logical: u64,
     /// Level (0: leaf).
     pub level: u8,
+    /// Key of its first item (leaf) or pointer (node); `None` when empty.
+    pub first_key: Option<Key>,
 }
 
 /// A btrfs image file opened for reading.
@@ -232,6 +234,7 @@ impl Image {
             out.push(TreeBlock {
                 logical: node.logical(),
                 level: node.level(),
+                first_key: node.first_key(),
             });
             Ok(())
         })?;

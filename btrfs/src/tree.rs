@@ -172,6 +172,15 @@ impl Node {
         }
     }
 
+    /// For an internal node, the logical addresses of its children in
+    /// slot order; `None` for a leaf.
+    pub(crate) fn children(&self) -> Option<impl Iterator<Item = u64> + '_> {
+        match &self.body {
+            Body::Internal { ptrs } => Some(ptrs.iter().map(|p| p.blockptr)),
+            Body::Leaf { .. } => None,
+        }
+    }
+
     fn check(&self, expect: &Expect) -> Result<(), ReadError> {
         // A cached block is re-checked against each parent that points at it.
         if self.level != expect.level || self.generation != expect.generation {
@@ -193,6 +202,17 @@ impl Node {
         }
         Ok(())
     }
+}
+
+/// The items of the leaf `block` (at `logical`), from its own header:
+/// for leaf bytes edited since they were verified.
+pub(crate) fn leaf_items_of(block: &[u8], logical: u64) -> Result<Vec<LeafItem>, ReadError> {
+    let bad = |reason: String| ReadError::BadBlock { logical, reason };
+    let h = Reader::new(block, "tree block header").read::<layout::Header>()?;
+    if h.level != 0 {
+        return Err(bad("expected a leaf".to_string()));
+    }
+    parse_leaf_items(block, h.nritems.get() as usize).map_err(bad)
 }
 
 pub(crate) fn parse_leaf_items(block: &[u8], nritems: usize) -> Result<Vec<LeafItem>, String> {

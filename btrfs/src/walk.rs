@@ -31,14 +31,14 @@ pub enum FileKind {
     Subvolume,
 }
 
-const S_IFMT: u32 = 0o170000;
-const S_IFSOCK: u32 = 0o140000;
-const S_IFLNK: u32 = 0o120000;
-const S_IFREG: u32 = 0o100000;
-const S_IFBLK: u32 = 0o060000;
-const S_IFDIR: u32 = 0o040000;
-const S_IFCHR: u32 = 0o020000;
-const S_IFIFO: u32 = 0o010000;
+pub(crate) const S_IFMT: u32 = 0o170000;
+pub(crate) const S_IFSOCK: u32 = 0o140000;
+pub(crate) const S_IFLNK: u32 = 0o120000;
+pub(crate) const S_IFREG: u32 = 0o100000;
+pub(crate) const S_IFBLK: u32 = 0o060000;
+pub(crate) const S_IFDIR: u32 = 0o040000;
+pub(crate) const S_IFCHR: u32 = 0o020000;
+pub(crate) const S_IFIFO: u32 = 0o010000;
 
 impl FileKind {
     /// The kind a mode's type bits name (never `Subvolume`).

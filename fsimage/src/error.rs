@@ -152,6 +152,86 @@ pub enum Error {
         /// The uid or gid.
         id: u32,
     },
+    /// A patch would make a device node of an inode that is not the FIFO
+    /// staged for it.
+    #[error("{}: mode {mode:#o} is not a FIFO, so it is not the placeholder of a device node (stage the device as a FIFO)", named(path, *nid))]
+    NotFifo {
+        /// The patch's path, if it named one.
+        path: Option<Vec<u8>>,
+        /// The inode.
+        nid: u64,
+        /// Its mode.
+        mode: u32,
+    },
+    /// A device number erofs cannot hold (`new_encode_dev`: a 12-bit
+    /// major, a 20-bit minor).
+    #[error("{}: device {major}:{minor} does not fit erofs's 32-bit device number (major at most 4095, minor at most 1048575)", named(path, *nid))]
+    DeviceTooWide {
+        /// The patch's path, if it named one.
+        path: Option<Vec<u8>>,
+        /// The inode.
+        nid: u64,
+        /// The major number.
+        major: u32,
+        /// The minor number.
+        minor: u32,
+    },
+    /// No directory entry names an inode a patch turns into a device node
+    /// (an image where the inode is not reached from the root).
+    #[error("{}: no directory entry names it, so its file type cannot be set", named(path, *nid))]
+    DirentMissing {
+        /// The patch's path, if it named one.
+        path: Option<Vec<u8>>,
+        /// The inode.
+        nid: u64,
+    },
+    /// A patch renames a `user.` xattr the inode does not have.
+    #[error("{}: it has no xattr user.{} to turn into security.{1} (stage it as user.{1})", named(path, *nid), String::from_utf8_lossy(suffix))]
+    XattrAbsent {
+        /// The patch's path, if it named one.
+        path: Option<Vec<u8>>,
+        /// The inode.
+        nid: u64,
+        /// The name's suffix.
+        suffix: Vec<u8>,
+    },
+    /// A renamed xattr lies in the shared xattr area, and an inode the
+    /// patches do not rename it for shares it.
+    #[error("{}: its xattr user.{} is shared with erofs inode {other}, which no patch renames it for: patch every inode that carries it, or none", named(path, *nid), String::from_utf8_lossy(suffix))]
+    SharedXattr {
+        /// The patch's path, if it named one.
+        path: Option<Vec<u8>>,
+        /// The inode.
+        nid: u64,
+        /// The name's suffix.
+        suffix: Vec<u8>,
+        /// An inode sharing the entry that no patch renames it for.
+        other: u64,
+    },
+    /// A renamed xattr lies in the shared xattr area of an image made by
+    /// erofs-utils 1.7 or later (it has the name filter), which orders
+    /// that area by full name: `security.` sorts elsewhere than `user.`,
+    /// so the area, and every inode's ids into it, would have to move.
+    #[error("{}: its xattr user.{} is in the shared xattr area, where security.{1} would sort elsewhere (erofs-utils 1.7 and later order it by full name); the writer does not move shared entries", named(path, *nid), String::from_utf8_lossy(suffix))]
+    SharedXattrOrder {
+        /// The patch's path, if it named one.
+        path: Option<Vec<u8>>,
+        /// The inode.
+        nid: u64,
+        /// The name's suffix.
+        suffix: Vec<u8>,
+    },
+    /// An inode's xattr name filter is not the one its names give, so the
+    /// writer cannot compute it again after renaming one.
+    #[error("erofs inode {nid}: its xattr name filter is {stored:#010x}, but its names give {computed:#010x}")]
+    XattrFilter {
+        /// The inode.
+        nid: u64,
+        /// The filter in the image.
+        stored: u32,
+        /// The filter of its names.
+        computed: u32,
+    },
     /// No squashfs magic at byte 0.
     #[error("not a squashfs image (no magic \"hsqs\" at byte 0)")]
     NotSquashfs,

@@ -8,7 +8,9 @@
 //!
 //! - [`erofs`]: rootbox's own reader of the erofs format (superblock,
 //!   inodes, directories, xattrs) and the writer that sets owners and
-//!   modes in the inodes and orders their xattrs ([`erofs::apply`]).
+//!   modes in the inodes, turns a staged FIFO into a device node and a
+//!   `user.` xattr into a `security.` one, and orders the xattrs
+//!   ([`erofs::apply`]).
 //! - [`ext4`]: rootbox's own reader of what `mkfs.ext4 -d` writes.
 //! - [`squashfs`]: rootbox's own reader of squashfs 4.0 (inodes,
 //!   directories, the id and xattr tables).

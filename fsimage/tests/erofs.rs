@@ -101,24 +101,32 @@ fn patched_owners_and_modes_pass_fsck_and_read_back_by_every_reader() {
                 uid: Some(42),
                 gid: Some(big),
                 mode: Some(0o100600),
+                device: None,
+                user_to_security: None,
             },
             Patch {
                 at: At::Path(b"/".to_vec()),
                 uid: Some(big),
                 gid: None,
                 mode: Some(0o40700),
+                device: None,
+                user_to_security: None,
             },
             Patch {
                 at: At::Nid(nid),
                 uid: None,
                 gid: Some(3),
                 mode: None,
+                device: None,
+                user_to_security: None,
             },
             Patch {
                 at: At::Path(b"/etc/caf\xe9-latin1".to_vec()),
                 uid: Some(9),
                 gid: Some(9),
                 mode: Some(0o104711),
+                device: None,
+                user_to_security: None,
             },
         ];
         erofs::apply(&img, &patches, XattrOrder::AsMade).unwrap();
@@ -200,12 +208,16 @@ fn a_wide_id_on_a_compact_inode_is_refused_and_the_image_is_left_as_it_was() {
             uid: Some(5),
             gid: Some(5),
             mode: None,
+            device: None,
+            user_to_security: None,
         },
         Patch {
             at: At::Path(b"/etc/hostname".to_vec()),
             uid: Some(70_000),
             gid: None,
             mode: None,
+            device: None,
+            user_to_security: None,
         },
     ];
     let err = erofs::apply(&img, &patches, XattrOrder::ByName).unwrap_err();
@@ -226,6 +238,8 @@ fn a_wide_id_on_a_compact_inode_is_refused_and_the_image_is_left_as_it_was() {
             uid: None,
             gid: None,
             mode: Some(0o100644),
+            device: None,
+            user_to_security: None,
         };
         let err = erofs::apply(&img, &[p], XattrOrder::AsMade).unwrap_err();
         assert!(format!("{err:?}").starts_with(want), "{err:?}");

@@ -94,6 +94,8 @@ fn mutated_and_truncated_images_give_errors_never_panics() {
                     uid: Some(1),
                     gid: Some(2),
                     mode: None,
+                    device: None,
+                    user_to_security: None,
                 }];
                 let r = catch_unwind(|| erofs::apply(&img, &p, XattrOrder::ByName));
                 if r.is_err() {

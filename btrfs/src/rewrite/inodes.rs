@@ -7,12 +7,13 @@ use std::ops::ControlFlow;
 
 use zerocopy::FromBytes;
 
+use super::placeholders::Ask;
 use super::{FoundInode, RewriteError, RewriteStats, Rewriter};
 use crate::error::ReadError;
 use crate::format::*;
 use crate::items::{InodeRef, RootItem, Timespec};
 use crate::layout;
-use crate::walk::FileKind;
+use crate::walk::{FileKind, S_IFBLK, S_IFCHR, S_IFMT};
 
 /// The times of an inode that a change sets (`None`: keep).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -43,6 +44,29 @@ pub struct InodeChange {
     pub rdev: Option<u64>,
     /// New times.
     pub times: Option<InodeTimes>,
+    /// New file type, `S_IFCHR` or `S_IFBLK` (the `S_IFMT` bits), for an inode
+    /// staged as a FIFO or an empty regular file in place of a device node: the
+    /// inode's mode and every directory entry naming it (DIR_ITEM and DIR_INDEX
+    /// in its parent directories, found through its INODE_REF/INODE_EXTREF
+    /// items) take the new type. Give the device number in `rdev`.
+    ///
+    /// Any other inode (a directory, a file with data or extents, a
+    /// symlink) is a [`RewriteError::NotAPlaceholder`]; any other value an
+    /// [`RewriteError::InvalidChange`].
+    pub file_type: Option<u32>,
+    /// An xattr of the inode renamed in place to a name of the same length
+    /// (`(from, to)`); see [`Rewriter::update_inodes`]. The value is kept.
+    /// The item's key takes the hash of `to`, and the item moves among the
+    /// inode's other xattrs in its leaf so that the leaf stays sorted.
+    ///
+    /// Refused with a typed error when the lengths differ
+    /// ([`RewriteError::XattrNameLength`]), the inode has no xattr `from`
+    /// ([`RewriteError::XattrMissing`]), `from` shares its item with another
+    /// xattr of the same hash ([`RewriteError::XattrPacked`]), `to`'s hash
+    /// is that of another xattr of the inode
+    /// ([`RewriteError::XattrCollision`]) or the renamed item would sort
+    /// into another leaf ([`RewriteError::XattrCrossesLeaf`]).
+    pub rename_xattr: Option<(&'static [u8], &'static [u8])>,
 }
 
 /// The stored device number of `major:minor` (the kernel's `MKDEV`:
@@ -146,7 +170,7 @@ impl Rewriter {
             inodes: inodes.len() as u64,
             ..RewriteStats::default()
         };
-        let mut edits = Vec::new();
+        let (mut edits, mut asks) = (Vec::new(), Vec::new());
         for (n, found) in inodes.iter().enumerate() {
             let it = &found.item;
             let view = InodeView {
@@ -164,9 +188,25 @@ impl Rewriter {
             };
             if let Some(change) = f(&view) {
                 check_change(tree_id, found.ino, it.mode, &change)?;
+                if change.file_type.is_some() || change.rename_xattr.is_some() {
+                    asks.push(Ask {
+                        ino: found.ino,
+                        path: shown_path(view.path),
+                        mode: it.mode,
+                        size: it.size,
+                        nbytes: it.nbytes,
+                        file_type: change.file_type,
+                        rename: change.rename_xattr,
+                    });
+                }
                 edits.push((n, change));
             }
         }
+        // Every placeholder change is checked before anything is changed.
+        let plan = match asks.is_empty() {
+            true => None,
+            false => Some(self.plan_placeholders(tree_id, &root, &root_item, &asks)?),
+        };
         let mut touched = BTreeSet::new();
         for (n, change) in edits {
             let found = &inodes[n];
@@ -184,8 +224,22 @@ impl Rewriter {
                 touched.insert(loc.logical);
             }
         }
+        if let Some(plan) = plan {
+            let done = self.apply_placeholders(&plan, &asks)?;
+            stats.dir_entries_changed = done.dir_entries;
+            stats.xattrs_renamed = done.xattrs;
+            touched.extend(done.blocks);
+        }
         stats.blocks_changed = touched.len() as u64;
         Ok(stats)
+    }
+}
+
+/// A path of an inode for an error: `/` and the path in its subvolume.
+fn shown_path(path: Option<&[u8]>) -> String {
+    match path {
+        Some(p) => format!("/{}", String::from_utf8_lossy(p)),
+        None => "(an inode no directory names)".to_string(),
     }
 }
 
@@ -199,6 +253,16 @@ fn check_change(tree: u64, ino: u64, mode: u32, change: &InodeChange) -> Result<
             ));
         }
     }
+    let mode = match change.file_type {
+        Some(t @ (S_IFCHR | S_IFBLK)) => (mode & !S_IFMT) | t,
+        Some(t) => {
+            return invalid(format!(
+                "file type {t:o} asked: only a character ({S_IFCHR:o}) or block ({S_IFBLK:o}) \
+                 device"
+            ))
+        }
+        None => mode,
+    };
     if let Some(rdev) = change.rdev {
         if !matches!(
             FileKind::from_mode(mode),
@@ -234,6 +298,9 @@ fn apply_change(item: &mut layout::InodeItem, change: &InodeChange) {
     }
     if let Some(gid) = change.gid {
         item.gid.set(gid);
+    }
+    if let Some(t) = change.file_type {
+        item.mode.set((item.mode.get() & !S_IFMT) | t);
     }
     if let Some(perm) = change.mode {
         item.mode.set((item.mode.get() & !0o7777) | perm);

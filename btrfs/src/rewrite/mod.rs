@@ -3,9 +3,13 @@
 //! [`Rewriter`] changes owner, group, permission bits, device numbers and
 //! times of inodes, and clamps times to a `SOURCE_DATE_EPOCH`, by editing
 //! fixed-offset fields of `btrfs_inode_item` and `btrfs_root_item` payloads
-//! inside leaves. No key moves, no item changes size and no block is
-//! relocated, so parent pointers, the extent tree and the superblock stay
-//! valid; only the checksum of each edited leaf is recomputed.
+//! inside leaves, and it turns the placeholders of a build without a user
+//! namespace into what they stand for (a FIFO into a device node, with its
+//! directory entries' type; an xattr renamed in place). No item changes
+//! size and no block is relocated, so the extent tree and the superblock
+//! stay valid; keys move only for a renamed xattr, inside its leaf, and
+//! when that changes the leaf's first key the parents' key pointers
+//! follow. Only the checksum of each edited block is recomputed.
 //!
 //! Safety rules:
 //! - every leaf is read through the reader's verified path (checksum,
@@ -28,6 +32,10 @@
 //! What it is asked to change lives in the child modules, each adding
 //! methods to the [`Rewriter`]:
 //! - `inodes`: [`Rewriter::update_inodes`] (owner, mode, rdev, times);
+//! - `placeholders`: the parts of [`Rewriter::update_inodes`] that reach
+//!   beyond the inode item: a FIFO placeholder's new device type in its
+//!   directory entries, an xattr renamed in place (the one change that
+//!   moves items inside a leaf and may change a parent's key pointer);
 //! - `times`: [`Rewriter::clamp_times`] to a `SOURCE_DATE_EPOCH`
 //!   ([`Rewriter::clamp_root_tree_times`]: the root tree alone);
 //! - `reproducible`: [`Rewriter::derive_uuids`],
@@ -68,9 +76,10 @@ use super::items::{InodeItem, InodeRef, RootItem};
 use super::layout;
 use super::subvol::tree_root_of;
 use super::superblock::ChecksumType;
-use super::tree::{parse_leaf_items, TreeRoot};
+use super::tree::{leaf_items_of, parse_leaf_items, TreeRoot};
 
 mod inodes;
+mod placeholders;
 mod reproducible;
 mod sparse;
 mod times;
@@ -140,6 +149,105 @@ pub enum RewriteError {
         /// What is wrong.
         reason: String,
     },
+    /// A `file_type` change asked of an inode that is not a placeholder
+    /// for a device node: only a FIFO or an empty regular file without
+    /// extents may become a character or block device.
+    #[error(
+        "{path} (inode {ino} of tree {tree}, mode {mode:o}{}) cannot become a device node: \
+         only a FIFO or an empty regular file without extents can",
+        if *has_data { ", with data" } else { "" }
+    )]
+    NotAPlaceholder {
+        /// Tree (subvolume) id.
+        tree: u64,
+        /// Inode number.
+        ino: u64,
+        /// A path of the inode in its subvolume (`/` first).
+        path: String,
+        /// Its full `st_mode`.
+        mode: u32,
+        /// Whether it has a size, bytes or extents.
+        has_data: bool,
+    },
+    /// An xattr rename to a name of another length.
+    #[error(
+        "{path} (inode {ino} of tree {tree}): cannot rename xattr {from:?} to {to:?} in place: \
+         the names differ in length"
+    )]
+    XattrNameLength {
+        /// Tree (subvolume) id.
+        tree: u64,
+        /// Inode number.
+        ino: u64,
+        /// A path of the inode in its subvolume (`/` first).
+        path: String,
+        /// The name asked to be renamed.
+        from: String,
+        /// The new name.
+        to: String,
+    },
+    /// An xattr rename of an xattr the inode does not have.
+    #[error("{path} (inode {ino} of tree {tree}) has no xattr {name:?} to rename")]
+    XattrMissing {
+        /// Tree (subvolume) id.
+        tree: u64,
+        /// Inode number.
+        ino: u64,
+        /// A path of the inode in its subvolume (`/` first).
+        path: String,
+        /// The missing name.
+        name: String,
+    },
+    /// The xattr to rename shares its item (its name hash) with another
+    /// xattr of the inode; renaming it would split the item.
+    #[error(
+        "{path} (inode {ino} of tree {tree}): xattr {name:?} shares its name hash with \
+         another xattr of the file; renaming it in place is not supported"
+    )]
+    XattrPacked {
+        /// Tree (subvolume) id.
+        tree: u64,
+        /// Inode number.
+        ino: u64,
+        /// A path of the inode in its subvolume (`/` first).
+        path: String,
+        /// The xattr asked to be renamed.
+        name: String,
+    },
+    /// The new xattr name hashes like an xattr the inode already has (or
+    /// is that xattr).
+    #[error(
+        "{path} (inode {ino} of tree {tree}): cannot rename an xattr to {to:?}: \
+         its name hash is that of the file's xattr {other:?}"
+    )]
+    XattrCollision {
+        /// Tree (subvolume) id.
+        tree: u64,
+        /// Inode number.
+        ino: u64,
+        /// A path of the inode in its subvolume (`/` first).
+        path: String,
+        /// The new name.
+        to: String,
+        /// The xattr already holding that hash.
+        other: String,
+    },
+    /// The renamed xattr item would sort into another leaf than the one
+    /// holding it (an inode with many xattrs across a leaf boundary).
+    #[error(
+        "{path} (inode {ino} of tree {tree}): the xattr renamed to {to:?} would move to \
+         another tree leaf; that is not supported in place"
+    )]
+    XattrCrossesLeaf {
+        /// Tree (subvolume) id.
+        tree: u64,
+        /// Inode number.
+        ino: u64,
+        /// A path of the inode in its subvolume (`/` first).
+        path: String,
+        /// The new name.
+        to: String,
+    },
 }
 
 impl RewriteError {
@@ -160,6 +268,11 @@ pub struct RewriteStats {
     pub root_items_changed: u64,
     /// Distinct tree blocks edited by this call.
     pub blocks_changed: u64,
+    /// Directory entries (`DIR_ITEM`, `DIR_INDEX`) given a device's type
+    /// ([`InodeChange::file_type`]).
+    pub dir_entries_changed: u64,
+    /// Xattrs renamed ([`InodeChange::rename_xattr`]).
+    pub xattrs_renamed: u64,
 }
 
 /// `BTRFS_HEADER_FLAG_RELOC`: the block belongs to a relocation tree.
@@ -401,7 +514,15 @@ impl Rewriter {
             let Some((raw, leaf_items)) = node.leaf() else {
                 return Ok(());
             };
-            let bytes = dirty.get(&node.logical()).map_or(raw, |d| d.as_slice());
+            // An edited leaf may have moved items (an xattr renamed).
+            let edited = match dirty.get(&node.logical()) {
+                Some(d) => Some((d.as_slice(), leaf_items_of(d, node.logical())?)),
+                None => None,
+            };
+            let (bytes, leaf_items) = match &edited {
+                Some((d, items)) => (*d, &items[..]),
+                None => (raw, leaf_items),
+            };
             let leaf = leaves.len();
             leaves.push(LeafLoc {
                 logical: node.logical(),
@@ -498,31 +619,18 @@ impl Rewriter {
         if raw.get(start..end) == Some(item) {
             return Ok(false);
         }
-        let h = header(raw)?;
-        let (owner, flags) = (h.owner.get(), h.flags.get());
         match shared {
-            // The kernel's btrfs_block_can_be_shared(), for a subvolume tree.
-            Some((tree_id, root_item))
-                if owner != tree_id
-                    || flags & BTRFS_HEADER_FLAG_RELOC != 0
-                    || loc.generation <= root_item.last_snapshot =>
-            {
-                return Err(RewriteError::Unsupported(format!(
-                    "leaf {} of tree {tree_id} (owner {owner}, generation {}) may be shared \
-                     with a snapshot (last snapshot at transid {}); editing it in place \
-                     would change both",
-                    loc.logical, loc.generation, root_item.last_snapshot
-                )));
-            }
-            Some(_) => {}
-            None if owner != BTRFS_ROOT_TREE_OBJECTID => {
-                return Err(ReadError::BadBlock {
-                    logical: loc.logical,
-                    reason: format!("root tree leaf owned by {owner}"),
+            Some(shared) => refuse_shared(raw, loc.logical, shared)?,
+            None => {
+                let owner = header(raw)?.owner.get();
+                if owner != BTRFS_ROOT_TREE_OBJECTID {
+                    return Err(ReadError::BadBlock {
+                        logical: loc.logical,
+                        reason: format!("root tree leaf owned by {owner}"),
+                    }
+                    .into());
                 }
-                .into());
             }
-            None => {}
         }
         // Every physical copy must be the verified block, byte for byte.
         let mut copy = vec![0u8; raw.len()];
@@ -636,6 +744,31 @@ fn slack(block: &[u8]) -> Option<(usize, usize)> {
         )
     };
     (start < end && end <= block.len()).then_some((start, end))
+}
+
+/// Refuse to edit the block `raw` at `logical` of subvolume tree
+/// `tree_id` when a snapshot may share it (the kernel's
+/// `btrfs_block_can_be_shared()`: another owner, a relocation block, or a
+/// generation not above the tree's last snapshot).
+fn refuse_shared(
+    raw: &[u8],
+    logical: u64,
+    (tree_id, root_item): (u64, &RootItem),
+) -> Result<(), RewriteError> {
+    let h = header(raw)?;
+    let (owner, flags, generation) = (h.owner.get(), h.flags.get(), h.generation.get());
+    if owner != tree_id
+        || flags & BTRFS_HEADER_FLAG_RELOC != 0
+        || generation <= root_item.last_snapshot
+    {
+        return Err(RewriteError::Unsupported(format!(
+            "block {logical} of tree {tree_id} (owner {owner}, generation {generation}) may be \
+             shared with a snapshot (last snapshot at transid {}); editing it in place would \
+             change both",
+            root_item.last_snapshot
+        )));
+    }
+    Ok(())
 }
 
 /// The header of a tree block.

@@ -215,8 +215,23 @@ impl<'s, S: Source + ?Sized> Image<'s, S> {
         }
     }
 
-    /// The entries of directory data (`.` and `..` included), by block.
-    pub fn dirents(&self, nid: u64, data: &[u8]) -> Result<Vec<(Vec<u8>, u64)>, Error> {
+    /// Byte offset in the image of byte `pos` of a directory or
+    /// symlink's data (as [`Image::data`] reads it).
+    pub fn data_offset(&self, ino: &Inode, pos: u64) -> u64 {
+        let full = match ino.layout {
+            FLAT_INLINE => ino.size / self.block * self.block,
+            _ => ino.size,
+        };
+        match pos < full {
+            true => u64::from(ino.i_u) * self.block + pos,
+            false => ino.offset + ino.head() + ino.xattr_len as u64 + (pos - full),
+        }
+    }
+
+    /// The entries of directory data (`.` and `..` included), by block:
+    /// each name, its nid and the byte position of its `erofs_dirent` in
+    /// the data.
+    pub fn dirents(&self, nid: u64, data: &[u8]) -> Result<Vec<(Vec<u8>, u64, usize)>, Error> {
         let mut out = Vec::new();
         for (i, blk) in data.chunks(self.block as usize).enumerate() {
             let fault = |fault| Error::BadDirectory {
@@ -254,7 +269,8 @@ impl<'s, S: Source + ?Sized> Image<'s, S> {
                 {
                     return Err(fault(DirFault::BadName(k)));
                 }
-                out.push((name.to_vec(), d.nid.get()));
+                let pos = i * self.block as usize + k * size_of::<Dirent>();
+                out.push((name.to_vec(), d.nid.get(), pos));
             }
         }
         Ok(out)
@@ -277,7 +293,7 @@ impl<'s, S: Source + ?Sized> Image<'s, S> {
                 return Err(Error::DirectoryLoop { nid });
             }
             let data = self.data(&ino, "directory")?;
-            for (name, child) in self.dirents(nid, &data)? {
+            for (name, child, _) in self.dirents(nid, &data)? {
                 if name != b"." && name != b".." {
                     out.push((join(&out[i - 1].0, &name), child));
                 }
@@ -322,7 +338,7 @@ impl<'s, S: Source + ?Sized> Image<'s, S> {
 }
 
 /// The shared xattr ids listed after the area's header.
-fn shared_ids(ino: &Inode, area: &[u8]) -> Result<Vec<u32>, Error> {
+pub(crate) fn shared_ids(ino: &Inode, area: &[u8]) -> Result<Vec<u32>, Error> {
     let overrun = Error::XattrOverrun {
         nid: ino.nid,
         len: area.len(),

@@ -16,6 +16,9 @@ pub(crate) const SUPER_OFFSET: u64 = 1024;
 pub(crate) const MAGIC: u32 = 0xE0F5_E1E2;
 /// `feature_compat`: the superblock carries a CRC32C (`checksum`).
 pub(crate) const FEATURE_COMPAT_SB_CHKSUM: u32 = 0x1;
+/// `feature_compat`: each inode's xattr header carries a bloom filter of
+/// its xattr names (`h_name_filter`; erofs-utils 1.7 and later).
+pub(crate) const FEATURE_COMPAT_XATTR_FILTER: u32 = 0x4;
 /// `feature_incompat` bits that change where the metadata this reader
 /// reads lies or how it is encoded, and that it does not implement:
 /// multiple devices (`0x8`), fragments (`0x20`), long xattr prefixes
@@ -117,7 +120,9 @@ pub(crate) struct InodeExtended {
 #[derive(Clone, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
 #[repr(C)]
 pub(crate) struct XattrIbodyHeader {
-    /// `h_name_filter` in newer kernels; zero from erofs-utils 1.5.
+    /// `h_name_filter` (with [`FEATURE_COMPAT_XATTR_FILTER`]: bit
+    /// `xxh32(suffix, FILTER_SEED + index) % 32` is clear for each name the
+    /// inode has); zero from erofs-utils 1.5.
     pub h_reserved: U32,
     pub h_shared_count: u8,
     pub h_reserved2: [u8; 7],
@@ -145,6 +150,20 @@ pub(crate) struct Dirent {
     pub file_type: u8,
     pub reserved: u8,
 }
+
+/// `erofs_dirent.file_type` of a character device (`EROFS_FT_CHRDEV`).
+pub(crate) const FT_CHRDEV: u8 = 3;
+/// `erofs_dirent.file_type` of a block device (`EROFS_FT_BLKDEV`).
+pub(crate) const FT_BLKDEV: u8 = 4;
+/// Offset of `file_type` in an [`Dirent`].
+pub(crate) const DIRENT_FILE_TYPE: u64 = 10;
+/// The xattr name index of `user.`.
+pub(crate) const XATTR_INDEX_USER: u8 = 1;
+/// The xattr name index of `security.`.
+pub(crate) const XATTR_INDEX_SECURITY: u8 = 6;
+/// `EROFS_XATTR_FILTER_SEED`: the name filter's hash seed, to which the
+/// name index is added.
+pub(crate) const XATTR_FILTER_SEED: u32 = 0x25BB_E08F;
 
 const _: () = assert!(size_of::<SuperBlock>() == 128);
 const _: () = assert!(size_of::<InodeCompact>() == 32);

@@ -1,5 +1,6 @@
 //! erofs: rootbox's own reader of the format, and the writer that sets
-//! owners and modes in the inodes.
+//! owners and modes in the inodes and turns staged placeholders into
+//! device nodes and `security.` xattrs ([`Patch`]).
 //!
 //! What the reader reads, as erofs-utils writes it (the kernel's
 //! `fs/erofs/erofs_fs.h`, described once in `layout.rs`): the superblock
@@ -17,9 +18,11 @@
 //! The reader sees everything an [`Entry`] holds; the inode number is the
 //! nid, which hard links share.
 
+mod filter;
 mod image;
 mod layout;
 mod patch;
+mod staged;
 
 use std::fs::File;
 use std::path::Path;
@@ -29,7 +32,7 @@ use crate::source::{Source, Window};
 use crate::{Entry, Error};
 use image::Image;
 
-pub use patch::{apply, At, Patch, XattrOrder};
+pub use patch::{apply, At, Device, DeviceKind, Patch, XattrOrder};
 
 /// Every path of the erofs image at `image`, the root (`/`) first and
 /// parents before children.

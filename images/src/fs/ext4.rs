@@ -304,10 +304,72 @@ pub fn xattr_script(
     Ok(s)
 }
 
+/// A device number as `mke2fs -d` stores it in the inode's block map:
+/// `(block[0], block[1])`, the old encoding (`major * 256 + minor` in
+/// block 0) when both fit in a byte, the new one in block 1 otherwise.
+pub fn device_blocks(major: u32, minor: u32) -> (u32, u32) {
+    if major < 256 && minor < 256 {
+        (major * 256 + minor, 0)
+    } else {
+        (0, (minor & 0xff) | (major << 8) | ((minor & !0xff) << 12))
+    }
+}
+
+/// The debugfs commands that make inode `ino`, at `path`, the device node
+/// `mode` (its type and permission bits) with number `major`:`minor`, as
+/// `mke2fs -d` would have made it: the mode, the number
+/// ([`device_blocks`]), and its directory entry's file type (`unlink`,
+/// then `link`, which takes the type from the inode). A build without a
+/// user namespace stages device nodes as FIFOs; a reproducible build runs
+/// these on every device node, so that what debugfs writes does not depend
+/// on how the tree was staged. A path debugfs's parser would split is
+/// refused.
+pub fn device_script(
+    ino: u64,
+    path: &super::Name,
+    mode: u32,
+    (major, minor): (u32, u32),
+) -> Result<String, FsError> {
+    let shown = std::str::from_utf8(path.as_bytes()).ok().filter(|p| {
+        !p.contains(|c: char| c.is_whitespace() || c == '"' || c == '\\' || c.is_control())
+    });
+    let Some(shown) = shown else {
+        return Err(FsError::PathSyntax {
+            path: path.clone(),
+            tool: "debugfs",
+            why: "white space, a quote, a backslash or a byte that is not UTF-8 in the path of a \
+                  device node",
+        });
+    };
+    let (b0, b1) = device_blocks(major, minor);
+    Ok(format!(
+        "set_inode_field <{ino}> mode 0{mode:o}\n\
+         set_inode_field <{ino}> block[0] {b0}\n\
+         set_inode_field <{ino}> block[1] {b1}\n\
+         unlink {shown}\n\
+         link <{ino}> {shown}\n"
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::{Filesystem, Fix};
     use super::*;
+
+    #[test]
+    fn device_numbers_as_mke2fs_stores_them() {
+        assert_eq!(device_blocks(1, 3), (259, 0));
+        assert_eq!(device_blocks(7, 0), (1792, 0));
+        assert_eq!(device_blocks(259, 1), (0, 0x10301));
+        assert_eq!(device_blocks(8, 256), (0, 0x10_0800));
+        let s = device_script(12, &"/dev/null".into(), 0o20666, (1, 3)).unwrap();
+        assert_eq!(
+            s,
+            "set_inode_field <12> mode 020666\nset_inode_field <12> block[0] 259\n\
+             set_inode_field <12> block[1] 0\nunlink /dev/null\nlink <12> /dev/null\n"
+        );
+        assert!(device_script(12, &"/dev/a b".into(), 0o20666, (1, 3)).is_err());
+    }
 
     #[test]
     fn reproducible_builds_fix_uuid_and_hash_seed() {

@@ -161,6 +161,21 @@ pub enum FsError {
         /// What the older ones lack.
         why: &'static str,
     },
+    /// File capabilities that mksquashfs before 4.6 cannot be given
+    /// without a user namespace (it has no pseudo xattr definitions).
+    #[error(
+        "without a user namespace, file capabilities reach a squashfs image only through \
+         mksquashfs's pseudo xattr definitions, which squashfs-tools {found} lacks (they came in \
+         4.6); files with capabilities: {}: build where a user namespace can be had, or install \
+         squashfs-tools 4.6 or newer (Debian trixie's or sid's)",
+        .paths.join(", ")
+    )]
+    SquashfsCaps {
+        /// The mksquashfs version found.
+        found: String,
+        /// The files, as the user gave them (a few).
+        paths: Vec<String>,
+    },
     /// A name the filesystem holds but this version of its tool cannot
     /// write.
     #[error(

@@ -15,7 +15,7 @@
 use std::ffi::OsString;
 use std::path::Path;
 
-use super::{Filesystem, Fix, FsError, Options};
+use super::{Filesystem, Fix, FsError, Name, Options};
 
 /// The compressors of squashfs-tools 4.5.
 pub const COMPRESSORS: &str = "\"gzip\", \"lzo\", \"lz4\", \"xz\", \"lzma\", \"zstd\" or \"no\" \
@@ -117,35 +117,95 @@ pub fn mkfs_args(
     a
 }
 
-/// The pseudo definitions (`"PATH" m MODE UID GID`) for every fix but the
-/// root's (which [`mkfs_args`] takes), as bytes: names need not be UTF-8.
-/// Paths are quoted, `"` and `\` escaped; mksquashfs reads the file line
-/// by line, so a newline cannot be written and is refused.
-pub fn pseudo_file(fixes: &[Fix]) -> Result<Vec<u8>, FsError> {
+/// A device node given to mksquashfs as a pseudo definition (`PATH c
+/// MODE UID GID MAJOR MINOR`), for a build without a user namespace,
+/// whose staging cannot make one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    /// The image path.
+    pub path: Name,
+    /// The whole `st_mode` (`S_IFCHR` or `S_IFBLK` and the permission bits).
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// The device number.
+    pub major: u32,
+    /// The device number.
+    pub minor: u32,
+}
+
+/// The first mksquashfs with pseudo xattr definitions (`PATH x NAME=VALUE`).
+pub const XATTR_PSEUDO: (u32, u32, u32) = (4, 6, 0);
+
+/// The pseudo definitions, as bytes (names need not be UTF-8): `"PATH" m
+/// MODE UID GID` for every fix but the root's (which [`mkfs_args`] takes)
+/// and but the `nodes`' paths, `"PATH" c|b MODE UID GID MAJOR MINOR` for
+/// each of `nodes`, and `"PATH" x NAME=0xHEX` for each of `xattrs`
+/// (mksquashfs ≥ [`XATTR_PSEUDO`]). Paths are quoted, `"` and `\`
+/// escaped; mksquashfs reads the file line by line, so a newline cannot
+/// be written and is refused.
+pub fn pseudo_file(
+    fixes: &[Fix],
+    nodes: &[Node],
+    xattrs: &[(Name, &str, Vec<u8>)],
+) -> Result<Vec<u8>, FsError> {
     let mut s = Vec::new();
-    for f in fixes.iter().filter(|f| f.path != "/") {
-        if f.path.contains(b'\n') {
-            return Err(FsError::PathSyntax {
-                path: f.path.clone(),
-                tool: "mksquashfs",
-                why: "it contains a newline, and mksquashfs reads its pseudo definitions line by line",
-            });
-        }
-        let rel = f
-            .path
-            .as_bytes()
-            .strip_prefix(b"/")
-            .unwrap_or(f.path.as_bytes());
-        s.push(b'"');
-        for &c in rel {
-            if c == b'\\' || c == b'"' {
-                s.push(b'\\');
-            }
-            s.push(c);
-        }
-        s.extend_from_slice(format!("\" m {:o} {} {}\n", f.mode & 0o7777, f.uid, f.gid).as_bytes());
+    let is_node = |p: &Name| nodes.iter().any(|n| &n.path == p);
+    for f in fixes.iter().filter(|f| f.path != "/" && !is_node(&f.path)) {
+        quoted(&mut s, &f.path)?;
+        s.extend_from_slice(format!(" m {:o} {} {}\n", f.mode & 0o7777, f.uid, f.gid).as_bytes());
+    }
+    for n in nodes {
+        quoted(&mut s, &n.path)?;
+        let kind = if n.mode & 0o170000 == 0o060000 {
+            'b'
+        } else {
+            'c'
+        };
+        s.extend_from_slice(
+            format!(
+                " {kind} {:o} {} {} {} {}\n",
+                n.mode & 0o7777,
+                n.uid,
+                n.gid,
+                n.major,
+                n.minor
+            )
+            .as_bytes(),
+        );
+    }
+    for (path, name, value) in xattrs {
+        quoted(&mut s, path)?;
+        let hex: String = value.iter().map(|b| format!("{b:02x}")).collect();
+        s.extend_from_slice(format!(" x {name}=0x{hex}\n").as_bytes());
     }
     Ok(s)
+}
+
+/// Appends `"PATH"` (relative to the root, `"` and `\` escaped).
+fn quoted(s: &mut Vec<u8>, path: &Name) -> Result<(), FsError> {
+    if path.contains(b'\n') {
+        return Err(FsError::PathSyntax {
+            path: path.clone(),
+            tool: "mksquashfs",
+            why: "it contains a newline, and mksquashfs reads its pseudo definitions line by line",
+        });
+    }
+    let rel = path
+        .as_bytes()
+        .strip_prefix(b"/")
+        .unwrap_or(path.as_bytes());
+    s.push(b'"');
+    for &c in rel {
+        if c == b'\\' || c == b'"' {
+            s.push(b'\\');
+        }
+        s.push(c);
+    }
+    s.push(b'"');
+    Ok(())
 }
 
 #[cfg(test)]
@@ -172,16 +232,46 @@ mod tests {
             fix("/odd \"name\"\\", 0, 0, 0o100644),
         ];
         assert_eq!(
-            pseudo_file(&fixes).unwrap(),
+            pseudo_file(&fixes, &[], &[]).unwrap(),
             b"\"home/alice\" m 700 1000 100\n\"odd \\\"name\\\"\\\\\" m 644 0 0\n"
         );
         let latin1 = Fix {
             path: Name::from_bytes(&b"/caf\xe9"[..]),
             ..fix("/", 0, 0, 0o100644)
         };
-        assert_eq!(pseudo_file(&[latin1]).unwrap(), b"\"caf\xe9\" m 644 0 0\n");
-        let e = pseudo_file(&[fix("/a\nb", 0, 0, 0o100644)]).unwrap_err();
+        assert_eq!(
+            pseudo_file(&[latin1], &[], &[]).unwrap(),
+            b"\"caf\xe9\" m 644 0 0\n"
+        );
+        let e = pseudo_file(&[fix("/a\nb", 0, 0, 0o100644)], &[], &[]).unwrap_err();
         assert!(e.to_string().contains("newline"), "{e}");
+    }
+
+    #[test]
+    fn device_nodes_and_xattrs_as_pseudo_definitions() {
+        let fixes = [
+            fix("/dev/null", 0, 0, 0o20666),
+            fix("/dev/loop0", 0, 6, 0o60660),
+            fix("/ping", 0, 0, 0o100755),
+        ];
+        let node = |path: &str, mode, gid, major, minor| Node {
+            path: path.into(),
+            mode,
+            uid: 0,
+            gid,
+            major,
+            minor,
+        };
+        let nodes = [
+            node("/dev/null", 0o20666, 0, 1, 3),
+            node("/dev/loop0", 0o60660, 6, 7, 0),
+        ];
+        let caps = [(Name::from("/ping"), "security.capability", vec![1, 0xab])];
+        assert_eq!(
+            String::from_utf8(pseudo_file(&fixes, &nodes, &caps).unwrap()).unwrap(),
+            "\"ping\" m 755 0 0\n\"dev/null\" c 666 0 0 1 3\n\"dev/loop0\" b 660 0 6 7 0\n\
+             \"ping\" x security.capability=0x01ab\n"
+        );
     }
 
     #[test]

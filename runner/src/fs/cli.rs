@@ -149,6 +149,7 @@ pub fn make(a: &MakeArgs) -> Result<std::process::ExitCode> {
             store_dir: None,
         },
         direct: false,
+        specials: Default::default(),
     };
     let made = super::make(&job)?;
     std::fs::set_permissions(temp.path(), std::fs::Permissions::from_mode(0o644))

@@ -5,17 +5,20 @@
 //! neither set-id bits, device numbers nor xattrs). This file is glue:
 //! the format is read and written in `rootbox-fsimage`.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 use std::process::Command;
 
 use anyhow::{Context, Result};
-use rootbox_fsimage::erofs::{apply, At, Patch, XattrOrder};
+
+use rootbox_fsimage::erofs::{apply, At, Device, DeviceKind, Patch, XattrOrder};
 use rootbox_images::fs::erofs as plan;
 use rootbox_images::fs::{too_small, Filesystem, Fix};
 use rootbox_images::size::Size;
 
-use super::{output, Job};
+use super::specials::{split, Specials, S_IFBLK, S_IFIFO};
+use super::{output, Job, S_IFMT};
 
 /// Makes the erofs image of `job`.
 pub fn make(job: &Job, fixes: &[Fix]) -> Result<()> {
@@ -36,7 +39,7 @@ pub fn make(job: &Job, fixes: &[Fix]) -> Result<()> {
         Some(_) => XattrOrder::ByName,
         None => XattrOrder::AsMade,
     };
-    apply(&job.image, &patches(fixes), order)
+    apply(&job.image, &patches(fixes, &job.specials), order)
         .context("writing the owner fixes into the erofs image")?;
     output(
         Command::new("fsck.erofs").arg(&job.image),
@@ -64,15 +67,43 @@ pub fn fit(filesystem: Filesystem, image: &Path, size: Size) -> Result<()> {
         .with_context(|| format!("padding {} to {want}", image.display()))
 }
 
-/// The owner fixes as the erofs writer takes them, by image path.
-fn patches(fixes: &[Fix]) -> Vec<Patch> {
-    fixes
-        .iter()
-        .map(|f| Patch {
-            at: At::Path(f.path.as_bytes().to_vec()),
-            uid: Some(f.uid),
-            gid: Some(f.gid),
-            mode: Some(f.mode),
-        })
-        .collect()
+/// The owner fixes as the erofs writer takes them, by image path, with
+/// what a build without a namespace staged in stand-ins
+/// (`super::specials`): a FIFO that becomes a device node, a
+/// `user.capability` that becomes `security.capability`.
+fn patches(fixes: &[Fix], specials: &Specials) -> Vec<Patch> {
+    let mut by_path: BTreeMap<&[u8], Patch> = BTreeMap::new();
+    let empty = |path: &[u8]| Patch {
+        at: At::Path(path.to_vec()),
+        uid: None,
+        gid: None,
+        mode: None,
+        device: None,
+        user_to_security: None,
+    };
+    for f in fixes {
+        let p = by_path
+            .entry(f.path.as_bytes())
+            .or_insert_with(|| empty(f.path.as_bytes()));
+        p.uid = Some(f.uid);
+        p.gid = Some(f.gid);
+        p.mode = Some(f.mode);
+    }
+    for d in &specials.devices {
+        let (major, minor) = split(d.rdev);
+        let kind = if d.mode & S_IFMT == S_IFBLK {
+            DeviceKind::Block
+        } else {
+            DeviceKind::Char
+        };
+        let p = by_path.entry(&d.path).or_insert_with(|| empty(&d.path));
+        p.device = Some(Device { kind, major, minor });
+        // The writer sets permission bits; `device` changes the type.
+        p.mode = p.mode.map(|m| S_IFIFO | (m & 0o7777));
+    }
+    for c in &specials.caps {
+        let p = by_path.entry(&c.path).or_insert_with(|| empty(&c.path));
+        p.user_to_security = Some(b"capability".to_vec());
+    }
+    by_path.into_values().collect()
 }

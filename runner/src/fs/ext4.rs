@@ -17,7 +17,8 @@ use rootbox_images::fs::ext4::{self as plan, Content, Field, BLOCK};
 use rootbox_images::fs::{too_small, Filesystem, Fix, FsError, Name};
 use rootbox_images::size::Size;
 
-use super::{output, Job};
+use super::specials::{split, S_IFBLK, S_IFCHR};
+use super::{output, Job, S_IFMT};
 
 fn tool(name: &str, job: &Job) -> Command {
     let mut c = Command::new(name);
@@ -120,15 +121,34 @@ fn apply_fixes(job: &Job, fixes: &[Fix]) -> Result<()> {
         );
         last.insert(e.ino, (f.uid, f.gid, f.mode));
     }
+    let devices = devices(job, &entries, &mut last)?;
+    // Capabilities a build without a namespace could not stage.
+    let mut caps: HashMap<u64, &[u8]> = HashMap::new();
+    for c in &job.specials.caps {
+        let e = by_path.get(&c.path[..]).ok_or_else(|| {
+            anyhow!(
+                "{} was staged but is not in the ext4 image",
+                Name::from_bytes(c.path.clone())
+            )
+        })?;
+        caps.insert(e.ino, &c.value);
+    }
     let mut script = String::new();
-    if let Some(rep) = &job.options.reproducible {
+    let reproducible = job.options.reproducible.as_ref();
+    if let Some(rep) = reproducible {
         edits = reproducible_edits(job, &last, rep.epoch)?;
-        let mut done = HashSet::new();
-        for e in entries.iter().filter(|e| done.insert(e.ino)) {
-            script += &sorted_xattrs(job, e)?;
+    }
+    let mut done = HashSet::new();
+    for e in entries.iter().filter(|e| done.insert(e.ino)) {
+        let cap = caps.get(&e.ino).copied();
+        if reproducible.is_some() || cap.is_some() {
+            script += &sorted_xattrs(job, e, cap)?;
         }
     }
     script += &plan::debugfs_script(&edits);
+    for (ino, path, mode, number) in devices {
+        script += &plan::device_script(ino, &path, mode, number)?;
+    }
     if script.is_empty() {
         return Ok(());
     }
@@ -166,23 +186,73 @@ fn reproducible_edits(
     Ok(edits)
 }
 
-/// The debugfs commands that set the (non-`system.`) xattrs of `e` again
-/// in name order, their values written to files in the scratch space;
-/// nothing for fewer than two.
-fn sorted_xattrs(job: &Job, e: &Entry) -> Result<String> {
-    let xattrs: Vec<(&Vec<u8>, &Vec<u8>)> = e
+/// The device nodes to write with debugfs: those a build without a
+/// namespace staged as FIFOs, and, in a reproducible build, every one (so
+/// that what debugfs writes does not depend on the staging): inode, path,
+/// mode (`last`'s permission bits, which it is updated to), number.
+type Node = (u64, Name, u32, (u32, u32));
+fn devices(
+    job: &Job,
+    entries: &[Entry],
+    last: &mut HashMap<u64, (u32, u32, u32)>,
+) -> Result<Vec<Node>> {
+    let staged: HashMap<&[u8], &super::specials::Device> = job
+        .specials
+        .devices
+        .iter()
+        .map(|d| (&d.path[..], d))
+        .collect();
+    let mut nodes = Vec::new();
+    for e in entries {
+        let is_node = matches!(e.mode & S_IFMT, S_IFCHR | S_IFBLK);
+        let (kind, number) = match staged.get(&e.path[..]) {
+            Some(d) => (d.mode & S_IFMT, split(d.rdev)),
+            None if is_node && job.options.reproducible.is_some() => {
+                (e.mode & S_IFMT, e.rdev.unwrap_or((0, 0)))
+            }
+            None => continue,
+        };
+        let l = last
+            .get_mut(&e.ino)
+            .ok_or_else(|| anyhow!("inode {} of the ext4 image has no path", e.ino))?;
+        l.2 = kind | (l.2 & 0o7777);
+        nodes.push((e.ino, Name::from_bytes(e.path.clone()), l.2, number));
+    }
+    if nodes
+        .iter()
+        .filter(|n| staged.contains_key(n.1.as_bytes()))
+        .count()
+        != staged.len()
+    {
+        bail!("a device node staged as a FIFO is not in the ext4 image");
+    }
+    Ok(nodes)
+}
+
+/// The debugfs commands that set the (non-`system.`) xattrs of `e`, and
+/// `cap` as `security.capability`, again in name order, their values
+/// written to files in the scratch space; nothing for fewer than two
+/// unless one is `security.capability` (set by debugfs in a build without
+/// a namespace, so a reproducible build sets it in every build).
+fn sorted_xattrs(job: &Job, e: &Entry, cap: Option<&[u8]>) -> Result<String> {
+    const CAP: &[u8] = b"security.capability";
+    let mut xattrs: Vec<(&[u8], &[u8])> = e
         .xattrs
         .iter()
         .flatten()
-        .filter(|(n, _)| !n.starts_with(b"system."))
+        .filter(|(n, _)| !n.starts_with(b"system.") && (cap.is_none() || n != &CAP))
+        .map(|(n, v)| (&n[..], &v[..]))
         .collect();
-    if xattrs.len() < 2 {
+    if let Some(v) = cap {
+        xattrs.push((CAP, v));
+    }
+    if xattrs.len() < 2 && !xattrs.iter().any(|(n, _)| *n == CAP) {
         return Ok(String::new());
     }
     let path = Name::from_bytes(e.path.clone());
     let mut files = Vec::new();
     for (k, (name, value)) in xattrs.into_iter().enumerate() {
-        let name = String::from_utf8(name.clone()).map_err(|_| FsError::PathSyntax {
+        let name = String::from_utf8(name.to_vec()).map_err(|_| FsError::PathSyntax {
             path: path.clone(),
             tool: "debugfs",
             why: "an xattr name that is not UTF-8",

@@ -11,8 +11,9 @@
 //! fixes with [`rootbox_images::fs::plan_fixes`] (unmapped owners, the
 //! overflow id, become root without their set-id bits; the manifest
 //! applies), writes them — ext4 with debugfs after mkfs, erofs into the
-//! inodes after mkfs, squashfs as pseudo definitions given to mksquashfs —
-//! sizes the image, and compares every inode of the image, read back with
+//! inodes after mkfs, squashfs as pseudo definitions given to mksquashfs;
+//! with them the device nodes and file capabilities a copy could not make
+//! ([`specials`]) — sizes the image, and compares every inode of the image, read back with
 //! [`read`], against the tree with the fixes applied ([`verify`]).
 //! Planning (arguments, command files, size rules) lives in
 //! `rootbox_images::fs`.
@@ -28,6 +29,7 @@
 pub mod cli;
 pub mod erofs;
 pub mod ext4;
+pub mod specials;
 pub mod squashfs;
 pub mod vfat;
 mod walk;
@@ -132,6 +134,9 @@ pub struct Job {
     /// Staged without a user namespace: the tree is the caller's, and the
     /// caller's ids become root's (as a single-id map makes them).
     pub direct: bool,
+    /// Device nodes and file capabilities the staging could not make, by
+    /// image path ([`specials`]).
+    pub specials: specials::Specials,
 }
 
 /// The directory of the staging tree that holds the image's `/` when the
@@ -170,6 +175,10 @@ pub struct StagedJob {
     /// Staged without a user namespace (see [`Job::direct`]).
     #[serde(default)]
     pub direct: bool,
+    /// What staging without a namespace could not stage as it is, by
+    /// image path ([`specials`]).
+    #[serde(default)]
+    pub specials: specials::Specials,
 }
 
 /// Runs [`make`] for a build in its staging step: `source` is the staged
@@ -211,6 +220,7 @@ pub fn run_staged(j: &StagedJob, source: &Path, scratch: &Path, max_mtime: i64) 
         scratch: scratch.path().to_path_buf(),
         origin: j.origin.clone(),
         direct: j.direct,
+        specials: j.specials.clone(),
     };
     make(&job)
 }
@@ -236,14 +246,17 @@ pub struct Made {
 pub fn make(job: &Job) -> Result<Made> {
     rootbox_images::fs::check(job.filesystem, &job.options)?;
     let version = check_tool(job.filesystem)?;
-    let (tree, content) = walk(&job.source, &job.origin)?;
+    let (mut tree, content) = walk(&job.source, &job.origin)?;
     names_fit(job, &tree, version)?;
+    let caller = (
+        nix::unistd::getuid().as_raw(),
+        nix::unistd::getgid().as_raw(),
+    );
+    // What staging without a namespace stood in for: device nodes and
+    // file capabilities, as the image must hold them.
+    specials::expect(&mut tree, &job.specials, job.filesystem, caller);
     let replaced = if job.direct {
-        let ids = (
-            nix::unistd::getuid().as_raw(),
-            nix::unistd::getgid().as_raw(),
-        );
-        Replaced::Caller(ids)
+        Replaced::Caller(caller)
     } else {
         Replaced::Unmapped(job.overflow)
     };
@@ -253,12 +266,12 @@ pub fn make(job: &Job) -> Result<Made> {
         job.archive.as_ref(),
         job.manifest.as_ref(),
     )?;
+    let expected = apply(&tree, &fixes);
     match job.filesystem {
         Filesystem::Ext4 => ext4::make(job, content, &fixes)?,
         Filesystem::Erofs => erofs::make(job, &fixes)?,
-        Filesystem::Squashfs => squashfs::make(job, &fixes)?,
+        Filesystem::Squashfs => squashfs::make(job, &fixes, &expected)?,
     }
-    let expected = apply(&tree, &fixes);
     let got = read(job.filesystem, &job.image)?;
     let verified = verify(job.filesystem, &expected, &got, job.overflow)?;
     let bytes = fs::metadata(&job.image)

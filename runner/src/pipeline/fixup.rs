@@ -9,7 +9,10 @@
 //!    nothing else is touched. Without a namespace the caller's ids play
 //!    that part;
 //! 2. *device numbers*: mkfs.btrfs (6.14) records rdev 0; the staged
-//!    nodes' real numbers go back in;
+//!    nodes' real numbers go back in; a node a copy staged as a FIFO
+//!    (without a namespace, or a sorted copy in one) becomes the node, and
+//!    a capability staged under `user.rootbox.fscaps` becomes
+//!    `security.capability` (`crate::fs::specials`);
 //! 3. *the ownership manifest* (`--owners`): its rules decide; every rule
 //!    must match a path of the image;
 //! 4. *tarball owners*: a tar rootfs's headers give owners and modes,
@@ -22,8 +25,9 @@
 //! 1–3 are one pass over the inodes, 4 and 5 one each.
 
 use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -34,9 +38,12 @@ use serde::Serialize;
 
 use super::ids::{overflow_ids, strip_setid};
 use super::inputs::Inputs;
+use super::job::StageResult;
 use super::launch::Staged;
 use super::tarball::TarOwners;
 use super::verify::image_path;
+use crate::fs::specials::placeholder;
+use crate::fs::S_IFMT;
 use crate::reproducible::Reproducible;
 
 /// What a reproducible image was made with.
@@ -95,7 +102,7 @@ pub fn run(
         || caller.is_some()
     {
         let t = Instant::now();
-        let n = owners_and_devices(image, &inputs.layout, &staged.devices, manifest, caller)?;
+        let n = owners_and_devices(image, &inputs.layout, staged, manifest, caller)?;
         tracing::debug!(
             "rewrite: {} inodes of unmapped owners given to root, {} device numbers set, {} inodes per the ownership manifest",
             n.owners,
@@ -158,14 +165,22 @@ struct Fixed {
 fn owners_and_devices(
     image: &Path,
     layout: &Layout,
-    devices: &[(PathBuf, u64)],
+    staged: &StageResult,
     manifest: Option<&Manifest>,
     caller: Option<(u32, u32)>,
 ) -> Result<Fixed> {
     // Without a namespace (--no-userns) the caller's ids play the part the
     // overflow ids play in one: they become root's.
     let (ou, og) = caller.unwrap_or_else(overflow_ids);
-    let by_subvol = devices_by_subvol(devices);
+    let devs_by_subvol =
+        by_subvol((staged.devices.iter()).map(|(p, r)| (p.as_os_str().as_bytes(), *r)));
+    // Without a namespace: FIFOs that become device nodes, placeholders
+    // that become security.capability (`crate::fs::specials`).
+    let specials = &staged.specials;
+    let nodes_by_subvol =
+        by_subvol((specials.devices.iter()).map(|d| (&d.path[..], (d.mode & S_IFMT, d.rdev))));
+    let caps_by_subvol = by_subvol(specials.caps.iter().map(|c| (&c.path[..], ())));
+    let cap_placeholder = placeholder(None).map(str::as_bytes);
     let mut rw = Rewriter::open(image).context("opening the image for the rewrite")?;
     let subvols = rw.image().subvolumes().context("listing subvolumes")?;
     let mut fixed = Fixed::default();
@@ -175,16 +190,21 @@ fn owners_and_devices(
         let Some(sv) = subvols.iter().find(|s| s.path == planned.name.as_bytes()) else {
             continue;
         };
-        let devs = by_subvol.get(planned.name.as_bytes());
+        let devs = devs_by_subvol.get(planned.name.as_bytes());
+        let nodes = nodes_by_subvol.get(planned.name.as_bytes());
+        let caps = caps_by_subvol.get(planned.name.as_bytes());
         rw.update_inodes(sv.id, &mut |v| {
             let uid_replaced = v.uid == ou;
             let gid_replaced = v.gid == og;
+            let node = nodes.and_then(|d| v.path.and_then(|p| d.get(p))).copied();
             let rdev = devs.and_then(|d| v.path.and_then(|p| d.get(p))).copied();
+            let rdev = node.map(|(_, r)| r).or(rdev);
+            let cap = caps.is_some_and(|c| v.path.is_some_and(|p| c.contains_key(p)));
             let rule = manifest.and_then(|m| {
                 let path = image_path(&planned.mountpoint, v.path?);
                 m.lookup(&path)
             });
-            if !uid_replaced && !gid_replaced && rdev.is_none() && rule.is_none() {
+            if !uid_replaced && !gid_replaced && rdev.is_none() && rule.is_none() && !cap {
                 return None;
             }
             if uid_replaced || gid_replaced {
@@ -216,6 +236,11 @@ fn owners_and_devices(
                 mode: (mode != v.mode).then_some(mode & 0o7777),
                 rdev: rdev.map(encode),
                 times: None,
+                file_type: node.map(|(kind, _)| kind),
+                rename_xattr: cap
+                    .then_some(cap_placeholder)
+                    .flatten()
+                    .map(|from| (from, &b"security.capability"[..])),
             })
         })
         .with_context(|| format!("rewriting subvolume {}", planned.name))?;
@@ -227,18 +252,21 @@ fn owners_and_devices(
     Ok(fixed)
 }
 
-/// The staged device nodes' numbers by subvolume name, then path inside
-/// it (the staged path's first component is the subvolume).
-fn devices_by_subvol(devices: &[(PathBuf, u64)]) -> HashMap<Vec<u8>, HashMap<Vec<u8>, u64>> {
-    let mut by_subvol: HashMap<Vec<u8>, HashMap<Vec<u8>, u64>> = HashMap::new();
-    for (staged, rdev) in devices {
-        let mut parts = staged.components();
+/// Records of staged paths (device numbers, device nodes, capabilities)
+/// by subvolume name, then path inside it (the staged path's first
+/// component is the subvolume).
+fn by_subvol<'a, T>(
+    items: impl Iterator<Item = (&'a [u8], T)>,
+) -> HashMap<Vec<u8>, HashMap<Vec<u8>, T>> {
+    let mut by_subvol: HashMap<Vec<u8>, HashMap<Vec<u8>, T>> = HashMap::new();
+    for (staged, value) in items {
+        let mut parts = Path::new(OsStr::from_bytes(staged)).components();
         let Some(first) = parts.next() else { continue };
         let rel = parts.as_path().as_os_str().as_bytes().to_vec();
         by_subvol
             .entry(first.as_os_str().as_bytes().to_vec())
             .or_default()
-            .insert(rel, *rdev);
+            .insert(rel, value);
     }
     by_subvol
 }
@@ -259,6 +287,7 @@ fn top_level_owners(rw: &mut Rewriter, (ou, og): (u32, u32)) -> Result<u64> {
                 mode: None,
                 rdev: None,
                 times: None,
+                ..InodeChange::default()
             }
         })
     })
@@ -337,6 +366,7 @@ pub fn tar_owners(
                     mode: (!is_link).then_some(mode & 0o7777),
                     rdev: None,
                     times: None,
+                    ..InodeChange::default()
                 })
             })
             .with_context(|| format!("applying the archive's owners to {}", planned.name))?;

@@ -108,6 +108,10 @@ pub struct StageResult {
     pub unmapped: Vec<PathBuf>,
     /// Device nodes (staging path: subvolume/…, rdev) to fix in the image.
     pub devices: Vec<(PathBuf, u64)>,
+    /// Without a namespace: device nodes staged as FIFOs (or not staged)
+    /// and file capabilities not set, for the fix-up.
+    #[serde(default)]
+    pub specials: crate::fs::specials::Specials,
     /// The newest mtime among the sources (a reproducible build's default epoch).
     /// mkfs.btrfs fixed the inode order itself ([`MkfsJob::deterministic`]).
     pub mkfs_orders: bool,

@@ -81,6 +81,7 @@ fn run(job: &StageJob, result: &mut StageResult) -> Result<()> {
     result.mkfs_orders = job.make.orders_itself();
     result.sorted_copy = job.sorted_copy;
     result.warnings.extend(stager.warnings);
+    result.specials = stager.specials;
     result.stage_secs = start.elapsed().as_secs_f64() - result.copy_secs;
 
     let start = Instant::now();
@@ -100,6 +101,7 @@ fn make(job: &StageJob, result: &mut StageResult) -> Result<()> {
             let step = StageStep {
                 job: crate::fs::StagedJob {
                     direct: job.direct,
+                    specials: result.specials.in_image(crate::fs::STAGED_ROOT.as_bytes()),
                     ..t.clone()
                 },
                 source: job.stage_dir.join(crate::fs::STAGED_ROOT),

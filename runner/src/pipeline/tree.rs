@@ -115,6 +115,7 @@ impl Backend for Tree {
             },
             // Set by the staging step when it runs without a namespace.
             direct: false,
+            specials: Default::default(),
         }))
     }
 

@@ -1,7 +1,7 @@
 //! Verification: read the finished image back (rootbox's own btrfs reader,
 //! no root, no mount) and check what the booted system will rely on.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::LazyLock;
 
@@ -15,6 +15,7 @@ use super::inputs::Inputs;
 use super::launch::Staged;
 use super::progress::Bar;
 use super::tarball::TarOwners;
+use crate::fs::specials::{placeholder, split, Device, Specials};
 
 /// Image paths whose owner and mode sshd (StrictModes) and
 /// systemd-tmpfiles check, as ownership-manifest patterns
@@ -95,7 +96,9 @@ pub fn run(
         gids.extend(o.gids());
     }
     let progress = Bar::count("verifying", staged.counts.entries);
-    let v = verify(image, &inputs.layout, &uids, &gids, &progress)?;
+    let mut v = verify(image, &inputs.layout, &uids, &gids, &progress)?;
+    v.problems
+        .extend(special_problems(image, &inputs.layout, &staged.specials)?);
     drop(progress);
     if !v.problems.is_empty() {
         bail!(
@@ -200,6 +203,73 @@ fn verify(
     }
     v.secs = start.elapsed().as_secs_f64();
     Ok(v)
+}
+
+/// Without a namespace: every device node staged as a FIFO must be the
+/// device node in the image, with its number, and every file capability
+/// staged under the placeholder `security.capability`, the placeholder
+/// gone (`crate::fs::specials`); a fix-up that did not happen fails here.
+fn special_problems(image: &Path, layout: &Layout, specials: &Specials) -> Result<Vec<String>> {
+    if specials.is_empty() {
+        return Ok(Vec::new());
+    }
+    let img = Image::open(image).context("reading the image back")?;
+    let subvols = img.subvolumes().context("listing subvolumes")?;
+    let mut problems = Vec::new();
+    for planned in layout.subvolumes() {
+        let Some(sv) = subvols.iter().find(|s| s.path == planned.name.as_bytes()) else {
+            continue;
+        };
+        let rel = |staged: &[u8]| -> Option<Vec<u8>> {
+            let rest = staged.strip_prefix(planned.name.as_bytes())?;
+            match rest {
+                [] => Some(Vec::new()),
+                [b'/', r @ ..] => Some(r.to_vec()),
+                _ => None,
+            }
+        };
+        let devices: HashMap<Vec<u8>, &Device> = (specials.devices.iter())
+            .filter_map(|d| Some((rel(&d.path)?, d)))
+            .collect();
+        let caps: HashMap<Vec<u8>, &[u8]> = (specials.caps.iter())
+            .filter_map(|c| Some((rel(&c.path)?, &c.value[..])))
+            .collect();
+        let mut seen = 0;
+        img.walk(sv.id, &mut |e| {
+            let path = image_path(&planned.mountpoint, &e.path);
+            if let Some(d) = devices.get(&e.path) {
+                seen += 1;
+                let (major, minor) = split(d.rdev);
+                if e.mode != d.mode || e.device_numbers() != (major, minor) {
+                    problems.push(format!(
+                        "{path}: want device node {:o} {major}:{minor}, image has {:o} {:?}",
+                        d.mode,
+                        e.mode,
+                        e.device_numbers()
+                    ));
+                }
+            }
+            if let Some(value) = caps.get(&e.path) {
+                seen += 1;
+                let placeholder = placeholder(None).unwrap_or_default().as_bytes();
+                if e.xattr(b"security.capability") != Some(value) || e.xattr(placeholder).is_some()
+                {
+                    problems.push(format!(
+                        "{path}: security.capability was not set from its placeholder"
+                    ));
+                }
+            }
+            Ok(())
+        })
+        .with_context(|| format!("walking subvolume {}", planned.name))?;
+        if seen < devices.len() + caps.len() {
+            problems.push(format!(
+                "subvolume {}: a device node or a file with capabilities is missing",
+                planned.name
+            ));
+        }
+    }
+    Ok(problems)
 }
 
 /// The image path of `rel` in the subvolume mounted at `mountpoint`.

@@ -2,7 +2,9 @@
 //! directory (in a namespace), then each planned [`Op`] made on it —
 //! directories, symlinks, device nodes, bind mounts, and copies into
 //! scratch space with the owners, modes and xattrs the namespace allows —
-//! then the times, deepest first.
+//! then the times, deepest first. A copy that cannot make a device node or
+//! set `security.capability` stages a stand-in and records it for the
+//! fix-up after mkfs (`crate::fs::specials`).
 
 use std::collections::HashMap;
 use std::fs;
@@ -11,16 +13,18 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use nix::mount::{mount, MsFlags};
 use nix::sys::stat::{utimensat, Mode, SFlag, UtimensatFlags};
 use nix::sys::time::TimeSpec;
 
+use crate::fs::specials::{self, Cap, Device, Specials};
 use crate::pipeline::ids::{keep_mapped, strip_setid, translate_acl};
-use crate::pipeline::job::StageJob;
+use crate::pipeline::job::{MakeJob, StageJob};
 use crate::pipeline::ops::{Meta, Op};
 use crate::pipeline::plan::{read_dir_sorted, Planner};
 use crate::pipeline::progress::Bar;
+use rootbox_images::fs::Filesystem;
 
 /// Makes the planned tree: a tmpfs on the staging directory (in a
 /// namespace), then every op, then directory times.
@@ -46,6 +50,7 @@ pub(super) fn stage<'a>(job: &'a StageJob, planner: &Planner) -> Result<Stager<'
         progress: Bar::bytes("copying", planner.counts.copied_bytes),
         lost_caps: Vec::new(),
         lost_devices: Vec::new(),
+        specials: Specials::default(),
     };
     for op in &planner.ops {
         stager.apply(op)?;
@@ -77,17 +82,34 @@ pub(super) struct Stager<'a> {
     pub(super) warnings: Vec<String>,
     /// Bytes copied of the planned total, on a terminal.
     progress: Bar,
-    /// Without a namespace: sources with file capabilities, device nodes.
+    /// Without a namespace, for vfat (which holds neither): sources with
+    /// file capabilities, device nodes.
     lost_caps: Vec<String>,
     lost_devices: Vec<String>,
+    /// Without a namespace: the device nodes and file capabilities the
+    /// image gets after mkfs (`crate::fs::specials`).
+    pub(super) specials: Specials,
 }
 
 impl Stager<'_> {
     /// [`set_meta`], saying which xattrs could not be set.
     fn set_meta(&mut self, p: &Path, shown: &str, meta: &Meta, symlink: bool) -> Result<()> {
+        let filesystem = self.special_fs();
+        if let (true, Some(Some(name))) = (self.job.direct, filesystem.map(specials::placeholder)) {
+            if meta.xattrs.iter().any(|(k, _)| k == name.as_bytes()) {
+                bail!(
+                    "{shown} carries the xattr {name}, which rootbox uses without a user \
+                     namespace to stand for security.capability: remove it (setfattr -x {name} \
+                     PATH), or build where a user namespace can be had"
+                );
+            }
+        }
         for (name, e) in set_meta(p, shown, meta, symlink, !self.job.direct)? {
             if self.job.direct && name == "security.capability" {
-                self.lost_caps.push(shown.to_string());
+                match filesystem {
+                    Some(f) => self.keep_cap(p, shown, meta, f)?,
+                    None => self.lost_caps.push(shown.to_string()),
+                }
             } else {
                 // Nix's sandbox answers xattr calls with ENOTSUP; trusted.*
                 // and security.selinux may be refused: the image lacks them.
@@ -95,6 +117,97 @@ impl Stager<'_> {
             }
         }
         Ok(())
+    }
+
+    /// The filesystem whose fix-up writes what a copy without a namespace
+    /// cannot carry (`Some(None)`: btrfs); None for vfat, which holds
+    /// neither device nodes nor xattrs.
+    fn special_fs(&self) -> Option<Option<Filesystem>> {
+        match &self.job.make {
+            MakeJob::Btrfs(_) => Some(None),
+            MakeJob::Tree(t) => Some(Some(t.filesystem)),
+            MakeJob::Vfat(_) => None,
+        }
+    }
+
+    /// The staged path of `p`, as bytes, for the records.
+    fn staged(&self, p: &Path, shown: &str) -> Result<Vec<u8>> {
+        use std::os::unix::ffi::OsStrExt;
+        let rel = p
+            .strip_prefix(&self.job.stage_dir)
+            .with_context(|| format!("{shown} was not staged in the staging tree"))?;
+        Ok(rel.as_os_str().as_bytes().to_vec())
+    }
+
+    /// A file capability a copy without a namespace cannot carry: recorded
+    /// for the fix-up, and set under the filesystem's placeholder name.
+    fn keep_cap(
+        &mut self,
+        p: &Path,
+        shown: &str,
+        meta: &Meta,
+        filesystem: Option<Filesystem>,
+    ) -> Result<()> {
+        let Some((_, value)) = meta
+            .xattrs
+            .iter()
+            .find(|(k, _)| k == b"security.capability")
+        else {
+            return Ok(());
+        };
+        self.specials.caps.push(Cap {
+            path: self.staged(p, shown)?,
+            value: value.clone(),
+        });
+        let Some(name) = specials::placeholder(filesystem) else {
+            return Ok(());
+        };
+        // A user.* xattr needs write permission on the file.
+        let mode = meta.mode & 0o7777;
+        let chmod = |m| fs::set_permissions(p, fs::Permissions::from_mode(m));
+        if mode & 0o200 == 0 {
+            chmod(mode | 0o200).with_context(|| format!("chmod {shown}"))?;
+        }
+        xattr::set(p, name, value)
+            .with_context(|| format!("{shown}: setting xattr {name} (for security.capability)"))?;
+        chmod(mode).with_context(|| format!("chmod {shown}"))
+    }
+
+    /// A device node to copy (any copy without a namespace; a sorted copy
+    /// in one): recorded for the fix-up and staged as a FIFO with its
+    /// permission bits (squashfs: not staged); whether it was staged.
+    fn keep_device(
+        &mut self,
+        dst: &Path,
+        shown: &str,
+        m: &fs::Metadata,
+        meta: &Meta,
+    ) -> Result<bool> {
+        // A namespace's unsorted copy is made in scratch space and bound.
+        let in_tree = dst.starts_with(&self.job.stage_dir);
+        let Some(filesystem) = self.special_fs().filter(|_| in_tree) else {
+            if self.job.direct {
+                self.lost_devices.push(shown.to_string());
+            } else {
+                self.warnings.push(format!(
+                    "{shown}: device node left out (user namespaces cannot create device nodes)"
+                ));
+            }
+            return Ok(false);
+        };
+        let kind = m.mode() & crate::fs::S_IFMT;
+        self.specials.devices.push(Device {
+            path: self.staged(dst, shown)?,
+            mode: kind | (meta.mode & 0o7777),
+            rdev: m.rdev(),
+        });
+        if !specials::fifo_for_devices(filesystem) {
+            return Ok(false);
+        }
+        nix::unistd::mkfifo(dst, Mode::from_bits_truncate(meta.mode & 0o777))
+            .with_context(|| format!("staging {shown} (a device node) as a FIFO"))?;
+        self.set_meta(dst, shown, meta, false)?;
+        Ok(true)
     }
 
     /// Without a namespace: one warning each for what the copy lost.
@@ -312,15 +425,12 @@ impl Stager<'_> {
             self.copied += m.size();
             self.progress.set(self.copied);
             self.set_meta(dst, &shown_src, &meta, false)?;
-        } else if (ft.is_char_device() || ft.is_block_device()) && self.job.direct {
-            self.lost_devices.push(shown_src);
-            return Ok(());
         } else if ft.is_char_device() || ft.is_block_device() {
-            self.warnings.push(format!(
-                "{}: device node left out (user namespaces cannot create device nodes)",
-                src.display()
-            ));
-            return Ok(());
+            // Neither a copy as the caller nor one in a user namespace can
+            // make a device node (mknod needs real privilege).
+            if !self.keep_device(dst, &shown_src, &m, &meta)? {
+                return Ok(());
+            }
         } else {
             let kind = SFlag::from_bits_truncate(m.mode()) & SFlag::S_IFMT;
             nix::sys::stat::mknod(dst, kind, Mode::from_bits_truncate(m.mode() & 0o7777), 0)

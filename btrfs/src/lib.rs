@@ -38,10 +38,14 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 //!
-//! The [`Rewriter`] changes inodes in place (owner, mode, rdev, times) and,
-//! for reproducible images, derives the random UUIDs mkfs.btrfs picks from a
-//! seed and zeroes freed blocks: each changed tree block gets its checksum
-//! recomputed and is written to every copy, then read back and compared.
+//! The [`Rewriter`] changes inodes in place (owner, mode, rdev, times),
+//! turns the placeholders of a build without a user namespace into what
+//! they stand for (a FIFO into a device node, with its directory entries'
+//! type: [`InodeChange::file_type`]; an xattr renamed in place:
+//! [`InodeChange::rename_xattr`]) and, for reproducible images, derives
+//! the random UUIDs mkfs.btrfs picks from a seed and zeroes freed blocks:
+//! each changed tree block gets its checksum recomputed and is written to
+//! every copy, then read back and compared.
 //!
 //! Layout of the crate, bottom up:
 //! - `layout`: every on-disk structure, once, as a `zerocopy` struct that
@@ -53,8 +57,8 @@
 //! - `items`: item payloads as the reader keeps them;
 //! - `image`, `subvol`, `walk`: the reading API;
 //! - [`rewrite`]: the in-place rewrite, the [`Rewriter`] in `rewrite/mod.rs`
-//!   and what it changes in its child modules (`inodes`, `times`,
-//!   `reproducible`);
+//!   and what it changes in its child modules (`inodes`, `placeholders`,
+//!   `times`, `reproducible`);
 //! - [`listing`]: text and JSON presentation for `rootbox inspect`.
 
 #![forbid(unsafe_code)]

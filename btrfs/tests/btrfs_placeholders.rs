@@ -27,6 +27,14 @@ use rootbox_btrfs::{encode_rdev, Image, InodeChange, RewriteError, Rewriter};
 const FSCAPS: &[u8] = b"user.rootbox.fscaps";
 const SECCAP: &[u8] = b"security.capability";
 const S_IFCHR: u32 = 0o020000;
+/// mkfs's random UUIDs, fixed (as rootbox's reproducible mode does).
+const UUIDS: [&str; 4] = [
+    "-U",
+    "11111111-2222-4333-8444-555555555555",
+    "--device-uuid",
+    "66666666-7777-4888-8999-aaaaaaaaaaaa",
+];
+const EPOCH: i64 = 1_700_000_000;
 const S_IFBLK: u32 = 0o060000;
 const S_IFDIR: u32 = 0o040000;
 
@@ -222,11 +230,23 @@ fn placeholders_become_what_they_stand_for() {
     let (staged, real) = (dir.path().join("staged"), dir.path().join("real"));
     build_tree(&staged, true);
     build_tree(&real, false);
+    for root in [&staged, &real] {
+        run(Command::new("find").arg(root).args([
+            "-exec",
+            "touch",
+            "-h",
+            "-d",
+            "@1000000000",
+            "{}",
+            "+",
+        ]));
+    }
     let (img, twin) = (dir.path().join("staged.img"), dir.path().join("real.img"));
-    mkfs(&staged, &img, &[]);
-    mkfs(&real, &twin, &[]);
+    mkfs(&staged, &img, &UUIDS);
+    mkfs(&real, &twin, &UUIDS);
     assert_check_clean(&img);
 
+    // The placeholders turned, then the reproducible pass, in one Rewriter.
     let mut rw = Rewriter::open(&img).unwrap();
     let stats = rw
         .update_inodes(5, &mut |v| placeholder_change(v.path?))
@@ -235,14 +255,30 @@ fn placeholders_become_what_they_stand_for() {
     // and DIR_INDEX each.
     assert_eq!(stats.dir_entries_changed, 8, "{stats:?}");
     assert_eq!(stats.xattrs_renamed, 3, "{stats:?}");
+    rw.make_reproducible(EPOCH, b"seed").unwrap();
     rw.commit().unwrap();
     assert_check_clean(&img);
     assert_copies_identical(&img);
 
     let mut rw = Rewriter::open(&twin).unwrap();
     rw.update_inodes(5, &mut |v| twin_change(v.path?)).unwrap();
+    rw.make_reproducible(EPOCH, b"seed").unwrap();
     rw.commit().unwrap();
     assert_check_clean(&twin);
+    // After the reproducible pass, with the same -U and --device-uuid, the
+    // two images are byte-identical (seen with mkfs.btrfs 6.14).
+    let differing = fs::read(&img)
+        .unwrap()
+        .iter()
+        .zip(fs::read(&twin).unwrap())
+        .filter(|(a, b)| **a != *b)
+        .count();
+    assert_eq!(
+        differing,
+        0,
+        "the rewritten image differs from its twin in {differing} bytes ({})",
+        mkfs_version()
+    );
 
     let (got, want) = (listing(&img), listing(&twin));
     let null = &got[&b"dev/null"[..]];
@@ -432,6 +468,12 @@ fn placeholder_changes_it_refuses() {
 
 // ---------------------------------------------------------------------------
 // Helpers.
+
+fn mkfs_version() -> String {
+    run(Command::new("mkfs.btrfs").arg("--version"))
+        .trim()
+        .to_string()
+}
 
 /// `mkfs.btrfs --rootdir root` into a 256 MiB sparse file.
 fn mkfs(root: &Path, img: &Path, args: &[&str]) {

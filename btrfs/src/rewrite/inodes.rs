@@ -37,7 +37,7 @@ pub struct InodeChange {
     pub gid: Option<u32>,
     /// New permission bits (`0o7777`: set-id and sticky bits included).
     /// Any bit outside `0o7777` is an [`RewriteError::InvalidChange`]:
-    /// the file type never changes.
+    /// the file type changes only through `file_type`.
     pub mode: Option<u32>,
     /// New device number of a character or block device, in the stored
     /// (kernel) encoding; see [`encode_rdev`]. An error on other inodes.
@@ -148,6 +148,17 @@ impl Rewriter {
     ///
     /// Every requested change is checked before any is made; after an
     /// error, [`Rewriter::commit`] refuses to write.
+    ///
+    /// A [`InodeChange::file_type`] or [`InodeChange::rename_xattr`] costs
+    /// one more scan of the tree (two with a `file_type`), whatever the
+    /// number of inodes asked: ask for every placeholder of a subvolume
+    /// in one call. An xattr rename lays its leaf out again (the item
+    /// moves among the inode's other xattrs to stay in key order, and the
+    /// parents' key pointers follow a changed first key); a leaf laid out
+    /// again has the inode's xattr entries' `transid` zeroed (mkfs.btrfs
+    /// leaves them unset). The callback sees no xattrs: ask the rename of
+    /// the inodes known to carry the placeholder (asking it of one without
+    /// is [`RewriteError::XattrMissing`]).
     pub fn update_inodes(
         &mut self,
         tree_id: u64,

@@ -1,3 +1,6 @@
+//! Why one file of about 640 lines: the check and the making of the two
+//! changes share one scan, one plan and the leaf layout rules.
+//!
 //! The two changes of [`InodeChange`] that reach beyond the inode item,
 //! for placeholders a build without a user namespace stages in place of
 //! what an unprivileged copy cannot hold:
@@ -536,6 +539,16 @@ fn relaid_leaf(
     let (old, data) = &mut entries[slot];
     *old = new_key;
     rename_entry(data, to).map_err(|reason| bad(format!("xattr item {key}: {reason}")))?;
+    // mkfs.btrfs (6.14) never sets an xattr entry's transid: it holds what
+    // the leaf held there before, which depends on the order the xattrs
+    // were inserted (seen: the tail of the placeholder's name and value in
+    // the other xattr of the file). Zero for the inode's xattrs, as a
+    // build with the real names most often leaves them.
+    for (k, data) in &mut entries {
+        if (k.objectid, k.item_type) == (key.objectid, key.item_type) {
+            clear_transids(data);
+        }
+    }
     entries.sort_by_key(|e| e.0);
     if entries.windows(2).any(|w| w[0].0 == w[1].0) {
         return Err(bad(format!("two items would share key {new_key}")));
@@ -560,6 +573,19 @@ fn relaid_leaf(
         out[data_end..data_end + data.len()].copy_from_slice(data);
     }
     Ok(out)
+}
+
+/// Zero the transid of every entry of an xattr item (a malformed item is
+/// left to the checks that read it).
+fn clear_transids(mut data: &mut [u8]) {
+    while let Ok((head, rest)) = layout::DirItem::mut_from_prefix(data) {
+        head.transid.set(0);
+        let len = usize::from(head.name_len.get()) + usize::from(head.data_len.get());
+        let Some((_, tail)) = rest.split_at_mut_checked(len) else {
+            return;
+        };
+        data = tail;
+    }
 }
 
 /// Give the one entry of an xattr item the name `to` (same length).

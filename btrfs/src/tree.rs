@@ -1,4 +1,6 @@
 //! Tree blocks: reading, verifying, caching and searching B-trees.
+//! Why one file of about 600 lines: reading, checking, caching and searching
+//! blocks share `Node` and the checks every block passes.
 //!
 //! Every block is checked before use the way the kernel checks it: the
 //! checksum, then that the header names the address it was read from, this
@@ -172,8 +174,7 @@ impl Node {
         }
     }
 
-    /// For an internal node, the logical addresses of its children in
-    /// slot order; `None` for a leaf.
+    /// An internal node's children's logical addresses; `None` for a leaf.
     pub(crate) fn children(&self) -> Option<impl Iterator<Item = u64> + '_> {
         match &self.body {
             Body::Internal { ptrs } => Some(ptrs.iter().map(|p| p.blockptr)),
@@ -204,15 +205,14 @@ impl Node {
     }
 }
 
-/// The items of the leaf `block` (at `logical`), from its own header:
-/// for leaf bytes edited since they were verified.
+/// The items of leaf bytes edited since they were verified (`logical`: where).
 pub(crate) fn leaf_items_of(block: &[u8], logical: u64) -> Result<Vec<LeafItem>, ReadError> {
     let bad = |reason: String| ReadError::BadBlock { logical, reason };
     let h = Reader::new(block, "tree block header").read::<layout::Header>()?;
-    if h.level != 0 {
-        return Err(bad("expected a leaf".to_string()));
+    match h.level {
+        0 => parse_leaf_items(block, h.nritems.get() as usize).map_err(bad),
+        _ => Err(bad("expected a leaf".to_string())),
     }
-    parse_leaf_items(block, h.nritems.get() as usize).map_err(bad)
 }
 
 pub(crate) fn parse_leaf_items(block: &[u8], nritems: usize) -> Result<Vec<LeafItem>, String> {

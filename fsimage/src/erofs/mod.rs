@@ -32,7 +32,8 @@ use crate::source::{Source, Window};
 use crate::{Entry, Error};
 use image::Image;
 
-pub use patch::{apply, At, Device, DeviceKind, Patch, XattrOrder};
+pub use patch::{apply, At, Patch, XattrOrder};
+pub use staged::{Device, DeviceKind};
 
 /// Every path of the erofs image at `image`, the root (`/`) first and
 /// parents before children.

@@ -22,7 +22,7 @@ use super::image::{inline_entries, inline_start, sb_checksum, sb_checksum_len, I
 use super::layout::{
     InodeCompact, InodeExtended, XattrEntry, FEATURE_COMPAT_SB_CHKSUM, SUPER_OFFSET,
 };
-use super::staged::{check_fifo, dirent_types, encode_dev, Renames, S_IFIFO};
+use super::staged::{check_fifo, dirent_types, encode_dev, Device, DeviceKind, Renames, S_IFIFO};
 use crate::entry::S_IFMT;
 use crate::source::bytes;
 use crate::Error;
@@ -57,32 +57,6 @@ pub struct Patch {
     /// `security.` entry of the same suffix ([`Error::XattrAbsent`] when the
     /// inode has no such `user.` entry).
     pub user_to_security: Option<Vec<u8>>,
-}
-
-/// A device node's type and number, as a [`Patch`] writes it.
-///
-/// erofs keeps a device number in the inode's 32-bit `i_u`, which the
-/// kernel reads with `new_decode_dev`: the writer stores
-/// `(minor & 0xff) | (major << 8) | ((minor & !0xff) << 12)`, so a major
-/// of at most 12 bits and a minor of at most 20 bits
-/// ([`Error::DeviceTooWide`] otherwise).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Device {
-    /// Character or block device.
-    pub kind: DeviceKind,
-    /// The major number (at most 4095).
-    pub major: u32,
-    /// The minor number (at most 1048575).
-    pub minor: u32,
-}
-
-/// Which kind of device node a [`Device`] is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeviceKind {
-    /// `S_IFCHR`, erofs file type `EROFS_FT_CHRDEV` (3).
-    Char,
-    /// `S_IFBLK`, erofs file type `EROFS_FT_BLKDEV` (4).
-    Block,
 }
 
 /// Whether [`apply`] rewrites each inode's inline xattrs.

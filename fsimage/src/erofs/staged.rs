@@ -20,10 +20,35 @@ use super::layout::{
     xattr_prefix, XattrEntry, DIRENT_FILE_TYPE, FEATURE_COMPAT_XATTR_FILTER, FT_BLKDEV, FT_CHRDEV,
     XATTR_INDEX_SECURITY, XATTR_INDEX_USER,
 };
-use super::patch::{Device, DeviceKind};
 use crate::entry::{S_IFBLK, S_IFCHR, S_IFMT};
 use crate::source::{bytes, get};
 use crate::{Error, S_IFDIR};
+
+/// A device node's type and number, as a [`Patch`](super::Patch) writes it.
+///
+/// erofs keeps a device number in the inode's 32-bit `i_u`, which the
+/// kernel reads with `new_decode_dev`: the writer stores
+/// `(minor & 0xff) | (major << 8) | ((minor & !0xff) << 12)`, so a major
+/// of at most 12 bits and a minor of at most 20 bits
+/// ([`Error::DeviceTooWide`] otherwise).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Device {
+    /// Character or block device.
+    pub kind: DeviceKind,
+    /// The major number (at most 4095).
+    pub major: u32,
+    /// The minor number (at most 1048575).
+    pub minor: u32,
+}
+
+/// Which kind of device node a [`Device`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceKind {
+    /// `S_IFCHR`, erofs file type `EROFS_FT_CHRDEV` (3).
+    Char,
+    /// `S_IFBLK`, erofs file type `EROFS_FT_BLKDEV` (4).
+    Block,
+}
 
 /// `S_IFIFO`: the type of the inode staged for a device node.
 pub(super) const S_IFIFO: u32 = 0o010000;

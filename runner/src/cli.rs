@@ -24,6 +24,17 @@ use crate::{completions, disk, doctor, error_text, fs, inspect, pipeline, run};
     max_term_width = 100
 )]
 pub(crate) struct Cli {
+    #[command(flatten)]
+    global: Global,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+// The options every subcommand takes. (A `//` comment: a flattened
+// struct's doc comment would become the command's about text.)
+#[derive(clap::Args, Debug)]
+struct Global {
     /// More log output (-v: debug, -vv: trace). RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
@@ -36,9 +47,69 @@ pub(crate) struct Cli {
     /// NO_COLOR is not set), always, or never.
     #[arg(long, value_name = "WHEN", global = true, default_value = "auto")]
     color: Color,
+}
+
+// `rootbox run`'s command line alone: the same program name, version
+// and global options as `Cli`, with `run` its only subcommand. Building
+// every subcommand's arguments (and their help) is most of what clap
+// costs, and `run` is timed as a sandbox's start-up; `run`'s parsing,
+// help and errors read the same either way. (`//`: a doc comment would
+// become the about text of `rootbox`, which `Cli` gives.)
+#[derive(Parser, Debug)]
+#[command(
+    name = "rootbox",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+struct RunCli {
+    #[command(flatten)]
+    global: Global,
 
     #[command(subcommand)]
-    command: Command,
+    command: RunOnly,
+}
+
+#[derive(Subcommand, Debug)]
+enum RunOnly {
+    Run(run::RunArgs),
+}
+
+/// Whether the command line is `rootbox [GLOBAL OPTIONS] run …`, judged
+/// without clap: anything else (`--help`, another subcommand, an option
+/// this does not know) takes the whole command line's parser.
+fn is_run(args: &[std::ffi::OsString]) -> bool {
+    let mut rest = args.iter().skip(1).map(|a| a.to_str());
+    while let Some(Some(arg)) = rest.next() {
+        match arg {
+            "run" => return true,
+            "--verbose" | "--quiet" | "--color=auto" | "--color=always" | "--color=never" => {}
+            "--color" => {
+                if !matches!(rest.next(), Some(Some("auto" | "always" | "never"))) {
+                    return false;
+                }
+            }
+            a if a.len() > 1
+                && a.starts_with('-')
+                && !a.starts_with("--")
+                && a[1..].bytes().all(|b| b == b'v' || b == b'q') => {}
+            _ => return false,
+        }
+    }
+    false
+}
+
+/// `rootbox run …`, parsed by [`RunCli`]: the sandbox's start-up path.
+fn main_run(args: Vec<std::ffi::OsString>) -> ExitCode {
+    let matches = RunCli::command().get_matches_from(args);
+    let cli = match RunCli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    let RunOnly::Run(args) = &cli.command;
+    init_logging(cli.global.verbose, cli.global.quiet, cli.global.color);
+    let result = run::main(args, matches.subcommand_matches("run").expect("run"));
+    finish(result)
 }
 
 #[derive(Subcommand, Debug)]
@@ -133,12 +204,16 @@ fn init_logging(verbose: u8, quiet: bool, color: Color) {
 /// The `rootbox` program: parses the command line, sets up logging and runs
 /// the subcommand; errors are printed with their causes and give exit 1.
 pub fn main() -> ExitCode {
-    let matches = Cli::command().get_matches();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if is_run(&args) {
+        return main_run(args);
+    }
+    let matches = Cli::command().get_matches_from(args);
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
-    init_logging(cli.verbose, cli.quiet, cli.color);
+    init_logging(cli.global.verbose, cli.global.quiet, cli.global.color);
     let result = match &cli.command {
         Command::Run(args) => run::main(args, matches.subcommand_matches("run").expect("run")),
         Command::Build(args) => pipeline::main(args),
@@ -152,6 +227,12 @@ pub fn main() -> ExitCode {
         Command::Completions(args) => completions::completions(args, Cli::command()),
         Command::Man { dir } => completions::man(Cli::command(), dir),
     };
+    finish(result)
+}
+
+/// The exit code of a subcommand's result; errors are printed with their
+/// causes and give exit 1.
+fn finish(result: anyhow::Result<ExitCode>) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {

@@ -22,6 +22,9 @@ pub(crate) enum Message {
     },
     /// "Your id map is written: go on."
     Go,
+    /// "I wrote my own id map (a single id, which a process may map for
+    /// itself): nothing to do, and I am not waiting for `Go`."
+    Mapped,
     /// A step failed: the setup step, or execve of the command.
     Failed {
         /// The failure was execve's (else a setup step's).
@@ -40,6 +43,7 @@ pub(crate) enum Message {
 
 const READY: u8 = b'r';
 const GO: u8 = b'g';
+const MAPPED: u8 = b'm';
 const FAILED: u8 = b'f';
 const EXITED: u8 = b'x';
 
@@ -48,6 +52,7 @@ impl Message {
         let (tag, payload) = match self {
             Message::Ready { proc_pid } => (READY, proc_pid.to_le_bytes().to_vec()),
             Message::Go => (GO, Vec::new()),
+            Message::Mapped => (MAPPED, Vec::new()),
             Message::Failed { exec, errno, step } => {
                 let mut p = vec![u8::from(*exec)];
                 p.extend_from_slice(&errno.to_le_bytes());
@@ -71,6 +76,7 @@ impl Message {
                 proc_pid: int(payload)?,
             }),
             GO if payload.is_empty() => Ok(Message::Go),
+            MAPPED if payload.is_empty() => Ok(Message::Mapped),
             FAILED if payload.len() >= 5 => Ok(Message::Failed {
                 exec: payload[0] != 0,
                 errno: int(&payload[1..5])?,
@@ -98,13 +104,25 @@ impl Channel {
         self.0.write_all(&msg.encode())
     }
 
+    /// Whether the other end is gone (every copy closed) or has something
+    /// to read, without waiting: for a process that expects nothing yet
+    /// and must not go on once the other process has died.
+    pub(crate) fn readable_now(&self) -> bool {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        use std::os::fd::AsFd;
+        let mut fds = [PollFd::new(self.0.as_fd(), PollFlags::POLLIN)];
+        !matches!(poll(&mut fds, PollTimeout::ZERO), Ok(0))
+    }
+
     /// The next message, or `None` when every copy of the other end is
     /// closed (its process exited, or exec'd).
     pub(crate) fn recv(&mut self) -> io::Result<Option<Message>> {
+        // Every frame starts with these 5 bytes, so asking for all of them
+        // at once cannot take a byte of the next frame; usually one read.
         let mut head = [0u8; 5];
-        match self.0.read(&mut head[..1])? {
+        match self.0.read(&mut head)? {
             0 => return Ok(None),
-            _ => self.0.read_exact(&mut head[1..])?,
+            n => self.0.read_exact(&mut head[n..])?,
         }
         let len = u32::from_le_bytes([head[1], head[2], head[3], head[4]]) as usize;
         if len > 64 * 1024 {
@@ -129,6 +147,7 @@ mod tests {
         let msgs = [
             Message::Ready { proc_pid: 4242 },
             Message::Go,
+            Message::Mapped,
             Message::Failed {
                 exec: false,
                 errno: libc::EPERM,
@@ -149,6 +168,14 @@ mod tests {
             assert_eq!(b.recv().unwrap().as_ref(), Some(m));
         }
         assert_eq!(b.recv().unwrap(), None);
+    }
+
+    #[test]
+    fn readable_now_tells_a_silent_peer_from_a_gone_one() {
+        let (a, b) = Channel::pair().unwrap();
+        assert!(!b.readable_now(), "nothing sent, peer alive");
+        drop(a);
+        assert!(b.readable_now(), "peer gone: EOF is readable");
     }
 
     #[test]

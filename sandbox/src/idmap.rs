@@ -250,6 +250,35 @@ impl IdMap {
         self.setgroups
     }
 
+    /// Whether the sandbox's first process may write this map itself, in
+    /// its new namespace: the caller's own effective uid and gid, one each
+    /// and nothing else, with setgroups denied (user_namespaces(7): what an
+    /// unprivileged process may map for itself). It then need not wait
+    /// for the parent to write it (`--map single`, as bwrap does).
+    pub(crate) fn self_writable(&self) -> bool {
+        let own = |r: &[IdRange], id: u32| matches!(r, [r] if r.count == 1 && r.outside == id);
+        self.helpers.is_none()
+            && !self.setgroups
+            && own(&self.uids, nix::unistd::geteuid().as_raw())
+            && own(&self.gids, nix::unistd::getegid().as_raw())
+    }
+
+    /// Writes this map for the calling process (`/proc/self`), which has
+    /// just entered its new user namespace; see [`IdMap::self_writable`].
+    /// Runs in the sandbox's child; on failure the parent writes it (and
+    /// explains a refusal).
+    pub(crate) fn write_own(&self) -> std::io::Result<()> {
+        let write = |file: &str, text: &str| {
+            fs::OpenOptions::new()
+                .write(true)
+                .open(file)
+                .and_then(|mut f| f.write_all(text.as_bytes()))
+        };
+        write("/proc/self/setgroups", "deny")?;
+        write("/proc/self/uid_map", &map_text(&self.uids))?;
+        write("/proc/self/gid_map", &map_text(&self.gids))
+    }
+
     /// Writes the map of the process `pid`, which waits in its new user
     /// namespace. Runs in the parent.
     pub(crate) fn write(&self, pid: Pid) -> Result<()> {
@@ -601,6 +630,28 @@ mod tests {
             count: 65533,
         });
         assert_eq!(m.fallback(), Some(IdMap::single(1000, 100)));
+    }
+
+    #[test]
+    fn only_a_single_own_id_is_self_writable() {
+        let (uid, gid) = (
+            nix::unistd::geteuid().as_raw(),
+            nix::unistd::getegid().as_raw(),
+        );
+        assert!(IdMap::single(uid, gid).self_writable());
+        assert!(!IdMap::single(uid.wrapping_add(1), gid).self_writable());
+        assert!(!IdMap::single(uid, gid.wrapping_add(1)).self_writable());
+        assert!(!IdMap::identity().self_writable());
+        let mut helped = IdMap::single(uid, gid);
+        helped.helpers = Some(("/u".into(), "/g".into()));
+        assert!(!helped.self_writable());
+        let mut two = IdMap::single(uid, gid);
+        two.uids.push(IdRange {
+            inside: 1,
+            outside: 100000,
+            count: 10,
+        });
+        assert!(!two.self_writable());
     }
 
     #[test]

@@ -9,8 +9,13 @@
 //! check: one thread only
 //! block INT TERM HUP QUIT CHLD
 //! clone3(NEWUSER|NEWNS|...) ───► PDEATHSIG
-//!                         ◄────── Ready{pid}       (control)
-//! write uid_map, gid_map
+//!                                 ┌ a single own id (--map single): the
+//!                                 │ child writes /proc/self/{setgroups,
+//!                                 │ uid_map,gid_map} itself (parent gone
+//!                                 │ already: exit)
+//!                         ◄────── └ Mapped, and on without waiting
+//!                         ◄────── Ready{pid}       (control; any other map,
+//! write uid_map, gid_map           or the child's own write refused)
 //!   (newuidmap ∥ newgidmap, or
 //!    /proc/PID/* directly; auto:
 //!    a helper fails → kill, start
@@ -19,7 +24,8 @@
 //!                                 setresgid/setresuid(0), dumpable
 //!                                 ┌ no monitor needed (no PID ns, and no
 //!                                 │ mount of ours, or caps dropped):
-//!                                 │ / a slave, the mounts, exec below
+//!                                 │ / a slave, the mounts (none: nothing
+//!                                 │ to do), exec below
 //!                                 └ as the command itself
 //!                                 open /proc (for the inner map)
 //!                                 / a recursive slave; bind the new
@@ -295,7 +301,17 @@ impl Drop for Child {
 /// another thread held (malloc's, stdio's) would stay locked in the child;
 /// and the kernel refuses CLONE_NEWUSER to a multi-threaded process anyway.
 fn require_single_thread() -> Result<()> {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    // One read of a page (read_to_string's growing reads would take seven
+    // for the usual 1.4 KB); the whole file when it is longer (a long
+    // Groups: line).
+    let mut buf = [0u8; 4096];
+    let n = std::fs::File::open("/proc/self/status")
+        .and_then(|mut f| io::Read::read(&mut f, &mut buf))
+        .unwrap_or(0);
+    let status = match n {
+        4096 => std::fs::read_to_string("/proc/self/status").unwrap_or_default(),
+        n => String::from_utf8_lossy(&buf[..n]).into_owned(),
+    };
     match status_field(&status, "Threads").and_then(|t| t.parse::<u64>().ok()) {
         Some(threads) if threads > 1 => Err(Error::MultiThreaded { threads }),
         _ => Ok(()),
@@ -347,6 +363,9 @@ fn start(p: &Prepared) -> Result<Child> {
     let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC)
         .map_err(|e| restore(Error::sys("creating a signalfd")(e)))?;
 
+    // Decided here: in the child, before its map is written, its own ids
+    // read as the overflow id.
+    let self_map = p.idmap.self_writable();
     let pid = match sys::clone_into_namespaces(p.clone_flags) {
         Err(source) => {
             return Err(restore(Error::CreateNamespace {
@@ -357,7 +376,7 @@ fn start(p: &Prepared) -> Result<Child> {
         }
         Ok(Fork::Child) => {
             drop((control, report, signals));
-            child_main(p, old_mask, control_child, report_child)
+            child_main(p, self_map, old_mask, control_child, report_child)
         }
         Ok(Fork::Parent(pid)) => pid,
     };
@@ -373,6 +392,7 @@ fn start(p: &Prepared) -> Result<Child> {
     // The child waits in its new user namespace until its ids are mapped:
     // nothing in it can be done as root before that. (No Ready: the child
     // ended before it was ready, and the report says why.)
+    // (Mapped: the child wrote its own single-id map and goes on alone.)
     if let Ok(Some(Message::Ready { proc_pid })) = control.recv() {
         let proc_pid = if proc_pid > 0 {
             Pid::from_raw(proc_pid)
@@ -400,9 +420,15 @@ fn start(p: &Prepared) -> Result<Child> {
 // ---- the sandbox child ---------------------------------------------------
 
 /// The child: waits for its id map, sets up, and execs. Never returns.
-fn child_main(p: &Prepared, old_mask: SigSet, control: Channel, report: Channel) -> ! {
+fn child_main(
+    p: &Prepared,
+    self_map: bool,
+    old_mask: SigSet,
+    control: Channel,
+    report: Channel,
+) -> ! {
     let mut report = Some(report);
-    let failure = child_setup(p, old_mask, control, &mut report).unwrap_err();
+    let failure = child_setup(p, self_map, old_mask, control, &mut report).unwrap_err();
     if let Some(report) = report.as_mut() {
         let _ = report.send(&failure_message(&failure));
     }
@@ -422,6 +448,7 @@ fn proc_pid(proc_dir: Option<&OwnedFd>) -> i32 {
 
 fn child_setup(
     p: &Prepared,
+    self_map: bool,
     old_mask: SigSet,
     mut control: Channel,
     report: &mut Option<Channel>,
@@ -430,6 +457,23 @@ fn child_setup(
     if p.die_with_parent {
         nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(Error::sys("PR_SET_PDEATHSIG"))?;
     }
+    // A single own id the child maps itself, as bwrap does: no round trip
+    // to the parent. The parent sends nothing before it hears from the
+    // child, so anything readable here is its end closing: it died.
+    if self_map {
+        if control.readable_now() {
+            sys::exit_now(1);
+        }
+        if p.idmap.write_own().is_ok() {
+            if control.send(&Message::Mapped).is_err() {
+                sys::exit_now(1);
+            }
+            become_root(p)?;
+            return set_up_and_exec(p, old_mask, control, report);
+        }
+        // Refused (a /proc of another PID namespace, say): the parent
+        // writes it, and explains a refusal.
+    }
     let ready = Message::Ready {
         proc_pid: proc_pid(None),
     };
@@ -437,6 +481,17 @@ fn child_setup(
         sys::exit_now(1);
     }
     become_root(p)?;
+    set_up_and_exec(p, old_mask, control, report)
+}
+
+/// The child's work once it is root in its namespace: the mounts, and
+/// the command (under a monitor, where one is needed).
+fn set_up_and_exec(
+    p: &Prepared,
+    old_mask: SigSet,
+    control: Channel,
+    report: &mut Option<Channel>,
+) -> Result<Infallible> {
     if !p.monitor {
         // No mount of ours to lock and no PID namespace: the command is
         // this process. The mounts it sees came from the host and are
@@ -499,6 +554,13 @@ fn become_root(p: &Prepared) -> Result<()> {
 
 /// Makes the prepared mounts, the new root and the working directory.
 fn make_mounts(p: &Prepared) -> Result<()> {
+    // No mount of ours: nothing to do. Every mount the sandbox inherited
+    // is a slave already (the kernel makes it so for a mount namespace
+    // created with a new, less privileged user namespace:
+    // mount_namespaces(7)), so nothing the command mounts reaches the host.
+    if p.mounts.is_empty() && p.root.is_none() {
+        return change_dir(p);
+    }
     // Nothing mounted from here on may reach the host.
     mounts::make_slave()?;
     let tree_root = match &p.root {
@@ -516,6 +578,11 @@ fn make_mounts(p: &Prepared) -> Result<()> {
     if let Some(root) = &p.root {
         mounts::pivot_into(root)?;
     }
+    change_dir(p)
+}
+
+/// Changes to the command's working directory, if one is given.
+fn change_dir(p: &Prepared) -> Result<()> {
     if let Some(cwd) = &p.cwd {
         nix::unistd::chdir(cwd).map_err(|e| Error::Setup {
             step: format!("cannot change to working directory {}", cwd.display()),

@@ -346,8 +346,14 @@ fn sigterm_and_sigint_are_forwarded() {
     ] {
         let marker = unique_marker("1000.");
         let _cleanup = KillMarked(marker.clone());
+        // With default dispositions, as from a terminal: a shell without
+        // job control starts background jobs with SIGINT ignored, and an
+        // ignored signal is discarded before rootbox could forward it
+        // (rootbox keeps an inherited SIG_IGN, as such a job expects).
         let sandbox = start(
-            rootbox(&user)
+            cmd_as(&user, "env")
+                .arg("--default-signal=INT,TERM")
+                .arg(rootbox_bin())
                 .arg("run")
                 .args(extra)
                 .args(["--", "sleep", &marker]),

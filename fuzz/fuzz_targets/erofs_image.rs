@@ -1,7 +1,8 @@
 //! The erofs reader and writer on mutated images: `erofs::read_bytes`
 //! must return `Ok` or an error, never panic; an image it reads is
-//! patched (`erofs::apply`, owners and xattr order) and read again, which
-//! must not panic either.
+//! patched (`erofs::apply`: owners, xattr order, a FIFO made a device
+//! node, a `user.capability` made `security.capability`) and read again,
+//! which must not panic either.
 //!
 //! Seeds: `fuzz/corpus/erofs_image/`, real mkfs.erofs images written by
 //! `ROOTBOX_WRITE_FUZZ_SEEDS=fuzz/corpus/erofs_image cargo test -p
@@ -13,7 +14,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use rootbox_fsimage::erofs::{self, At, Patch, XattrOrder};
+use rootbox_fsimage::erofs::{self, At, Device, DeviceKind, Patch, XattrOrder};
 
 /// One scratch file per fuzzing process, rewritten for every input.
 fn scratch() -> &'static PathBuf {
@@ -42,6 +43,16 @@ fuzz_target!(|data: &[u8]| {
             uid: Some(1),
             gid: Some(70_000),
             mode: Some(e.mode),
+            device: (e.mode & 0o170000 == 0o010000).then_some(Device {
+                kind: DeviceKind::Char,
+                major: 1,
+                minor: 3,
+            }),
+            user_to_security: e
+                .xattrs
+                .as_ref()
+                .is_some_and(|x| x.contains_key(&b"user.capability"[..]))
+                .then(|| b"capability".to_vec()),
         })
         .collect();
     let _ = erofs::apply(path, &patches, XattrOrder::ByName);

@@ -20,6 +20,7 @@ use std::path::Path;
 use std::process::Command;
 
 mod common;
+use common::assert_check_clean;
 use common::*;
 use rootbox_btrfs::format::{name_hash, Key, BTRFS_XATTR_ITEM_KEY};
 use rootbox_btrfs::{encode_rdev, Image, InodeChange, RewriteError, Rewriter};
@@ -483,25 +484,6 @@ fn mkfs(root: &Path, img: &Path, args: &[&str]) {
         .arg(root)
         .args(args)
         .arg(img));
-}
-
-/// `btrfs check` finds nothing wrong.
-fn assert_check_clean(img: &Path) {
-    let out = Command::new("btrfs")
-        .args(["check", "--readonly"])
-        .arg(img)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "btrfs check failed:\n{text}");
-    assert!(
-        !text.contains("ERROR") && text.contains("no error found"),
-        "btrfs check:\n{text}"
-    );
 }
 
 /// Every block of the subvolume and root trees has byte-identical copies.

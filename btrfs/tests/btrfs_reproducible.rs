@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 mod common;
+use common::assert_check_clean;
 use common::*;
 use rootbox_btrfs::format::format_uuid;
 use rootbox_btrfs::{derived_uuid, Image, ReproducibleStats, RewriteError, Rewriter};
@@ -493,25 +494,6 @@ fn assert_files(img: &Path, subvol: &str, path: &str, content: &[u8]) {
     run(Command::new("umount").arg(mnt.path()));
     assert_check_clean(&copy);
     fs::remove_file(&copy).unwrap();
-}
-
-fn assert_check_clean(img: &Path) {
-    let out = Command::new("btrfs")
-        .args(["check", "--readonly"])
-        .arg(img)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success(),
-        "btrfs check {}:\n{text}",
-        img.display()
-    );
-    assert!(text.contains("no error found"), "{text}");
 }
 
 fn sha256sum(path: &Path) -> String {

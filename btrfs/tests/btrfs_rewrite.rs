@@ -14,6 +14,7 @@ use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
 mod common;
+use common::assert_check_clean;
 use common::*;
 use rootbox_btrfs::{
     encode_rdev, Image, InodeChange, InodeTimes, ReadError, RewriteError, Rewriter, Timespec,
@@ -217,25 +218,6 @@ fn assert_mount_matches(img: &Path, listing: &BTreeMap<Vec<u8>, Rec>) {
         panic!("mount differs from reader:\n{}", diffs.join("\n"));
     }
     eprintln!("{} paths: the mount shows what the reader shows", a.len());
-}
-
-/// `btrfs check` finds nothing wrong.
-fn assert_check_clean(img: &Path) {
-    let out = std::process::Command::new("btrfs")
-        .args(["check", "--readonly"])
-        .arg(img)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "btrfs check failed:\n{text}");
-    assert!(
-        !text.contains("ERROR") && text.contains("no error found"),
-        "btrfs check:\n{text}"
-    );
 }
 
 /// Every block of every tree has byte-identical copies; returns how many

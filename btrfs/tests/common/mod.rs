@@ -93,3 +93,28 @@ impl Drop for Mount {
             .status();
     }
 }
+
+/// `btrfs check --readonly` of `img` finds nothing wrong: it succeeds,
+/// says "no error found" and prints no ERROR line.
+pub fn assert_check_clean(img: &Path) {
+    let out = std::process::Command::new("btrfs")
+        .args(["check", "--readonly"])
+        .arg(img)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "btrfs check {} failed:\n{text}",
+        img.display()
+    );
+    assert!(
+        !text.contains("ERROR") && text.contains("no error found"),
+        "btrfs check {}:\n{text}",
+        img.display()
+    );
+}

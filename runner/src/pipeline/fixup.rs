@@ -25,7 +25,6 @@
 //! 1–3 are one pass over the inodes, 4 and 5 one each.
 
 use std::collections::HashMap;
-use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::time::Instant;
@@ -41,7 +40,7 @@ use super::inputs::Inputs;
 use super::job::StageResult;
 use super::launch::Staged;
 use super::tarball::TarOwners;
-use super::verify::image_path;
+use super::verify::{by_subvol, image_path};
 use crate::fs::specials::placeholder;
 use crate::fs::S_IFMT;
 use crate::reproducible::Reproducible;
@@ -250,25 +249,6 @@ fn owners_and_devices(
     }
     rw.commit().context("writing the rewritten image")?;
     Ok(fixed)
-}
-
-/// Records of staged paths (device numbers, device nodes, capabilities)
-/// by subvolume name, then path inside it (the staged path's first
-/// component is the subvolume).
-fn by_subvol<'a, T>(
-    items: impl Iterator<Item = (&'a [u8], T)>,
-) -> HashMap<Vec<u8>, HashMap<Vec<u8>, T>> {
-    let mut by_subvol: HashMap<Vec<u8>, HashMap<Vec<u8>, T>> = HashMap::new();
-    for (staged, value) in items {
-        let mut parts = Path::new(OsStr::from_bytes(staged)).components();
-        let Some(first) = parts.next() else { continue };
-        let rel = parts.as_path().as_os_str().as_bytes().to_vec();
-        by_subvol
-            .entry(first.as_os_str().as_bytes().to_vec())
-            .or_default()
-            .insert(rel, value);
-    }
-    by_subvol
 }
 
 /// The top level's owners `(ou, og)` given to root; returns how many

@@ -2,6 +2,8 @@
 //! no root, no mount) and check what the booted system will rely on.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::LazyLock;
 
@@ -215,25 +217,18 @@ fn special_problems(image: &Path, layout: &Layout, specials: &Specials) -> Resul
     }
     let img = Image::open(image).context("reading the image back")?;
     let subvols = img.subvolumes().context("listing subvolumes")?;
+    let devices_by_subvol = by_subvol(specials.devices.iter().map(|d| (&d.path[..], d)));
+    let caps_by_subvol = by_subvol(specials.caps.iter().map(|c| (&c.path[..], &c.value[..])));
+    let (no_devices, no_caps) = (HashMap::new(), HashMap::new());
     let mut problems = Vec::new();
     for planned in layout.subvolumes() {
         let Some(sv) = subvols.iter().find(|s| s.path == planned.name.as_bytes()) else {
             continue;
         };
-        let rel = |staged: &[u8]| -> Option<Vec<u8>> {
-            let rest = staged.strip_prefix(planned.name.as_bytes())?;
-            match rest {
-                [] => Some(Vec::new()),
-                [b'/', r @ ..] => Some(r.to_vec()),
-                _ => None,
-            }
-        };
-        let devices: HashMap<Vec<u8>, &Device> = (specials.devices.iter())
-            .filter_map(|d| Some((rel(&d.path)?, d)))
-            .collect();
-        let caps: HashMap<Vec<u8>, &[u8]> = (specials.caps.iter())
-            .filter_map(|c| Some((rel(&c.path)?, &c.value[..])))
-            .collect();
+        let name = planned.name.as_bytes();
+        let devices: &HashMap<Vec<u8>, &Device> =
+            devices_by_subvol.get(name).unwrap_or(&no_devices);
+        let caps: &HashMap<Vec<u8>, &[u8]> = caps_by_subvol.get(name).unwrap_or(&no_caps);
         let mut seen = 0;
         img.walk(sv.id, &mut |e| {
             let path = image_path(&planned.mountpoint, &e.path);
@@ -270,6 +265,25 @@ fn special_problems(image: &Path, layout: &Layout, specials: &Specials) -> Resul
         }
     }
     Ok(problems)
+}
+
+/// Records of staged paths (device numbers, device nodes, capabilities)
+/// by subvolume name, then path inside it (the staged path's first
+/// component is the subvolume).
+pub(super) fn by_subvol<'a, T>(
+    items: impl Iterator<Item = (&'a [u8], T)>,
+) -> HashMap<Vec<u8>, HashMap<Vec<u8>, T>> {
+    let mut by_subvol: HashMap<Vec<u8>, HashMap<Vec<u8>, T>> = HashMap::new();
+    for (staged, value) in items {
+        let mut parts = Path::new(OsStr::from_bytes(staged)).components();
+        let Some(first) = parts.next() else { continue };
+        let rel = parts.as_path().as_os_str().as_bytes().to_vec();
+        by_subvol
+            .entry(first.as_os_str().as_bytes().to_vec())
+            .or_default()
+            .insert(rel, value);
+    }
+    by_subvol
 }
 
 /// The image path of `rel` in the subvolume mounted at `mountpoint`.
